@@ -1,0 +1,55 @@
+"""The Loaxa wire protocol, shared by the server and the station firmware.
+
+Everything that crosses the broker is defined here and nowhere else: topic names,
+message models and the signed envelope. It imports neither paho nor FastAPI so a
+third-party vendor (or a test) can use it on its own. ``docs/protocol.md`` is the
+human-readable form of this package.
+"""
+
+from loaxa_protocol.envelope import (
+    Freshness,
+    Keyring,
+    RejectReason,
+    Rejected,
+    ReplayGuard,
+    SigningKey,
+    Verified,
+    open_envelope,
+    seal,
+)
+from loaxa_protocol.messages import (
+    PROTOCOL_VERSION,
+    AudioRef,
+    Command,
+    Event,
+    EventKind,
+    Health,
+    Plan,
+    PlanItem,
+    Priority,
+    Status,
+    StatusState,
+)
+
+__all__ = [
+    "Freshness",
+    "PROTOCOL_VERSION",
+    "AudioRef",
+    "Command",
+    "Event",
+    "EventKind",
+    "Health",
+    "Keyring",
+    "Plan",
+    "PlanItem",
+    "Priority",
+    "RejectReason",
+    "Rejected",
+    "ReplayGuard",
+    "SigningKey",
+    "Status",
+    "StatusState",
+    "Verified",
+    "open_envelope",
+    "seal",
+]

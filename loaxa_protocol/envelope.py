@@ -1,0 +1,238 @@
+"""Ed25519 signed envelopes: seal on the server, open on the station.
+
+The signature covers the exact payload bytes, which travel base64-encoded inside a
+small JSON envelope, so no canonical-JSON rules are needed: a verifier checks the
+bytes it received, then parses them. Every refusal has its own reason code so that
+stations can report *why* they refused (docs/protocol.md lists them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from pydantic import TypeAdapter, ValidationError
+
+from loaxa_protocol.messages import Command, Plan, SignedMessage
+
+MAX_ENVELOPE_BYTES = 1024 * 1024
+CLOCK_TOLERANCE = timedelta(minutes=5)
+_MESSAGE = TypeAdapter(SignedMessage)
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def key_id_for(public_key: Ed25519PublicKey, purpose: str) -> str:
+    """A stable, readable key id: purpose plus a fingerprint of the public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return f"{purpose}-{hashlib.sha256(raw).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private Ed25519 key with its key id and the message types it may sign."""
+
+    kid: str
+    private_key: Ed25519PrivateKey
+    purposes: frozenset[str]
+
+    @classmethod
+    def generate(cls, purpose: str = "plan", purposes: frozenset[str] | None = None) -> SigningKey:
+        key = Ed25519PrivateKey.generate()
+        return cls(key_id_for(key.public_key(), purpose), key, purposes or frozenset({purpose}))
+
+    @classmethod
+    def from_pem(cls, pem: bytes, purpose: str, purposes: frozenset[str] | None = None) -> SigningKey:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError("not an Ed25519 private key")
+        return cls(key_id_for(key.public_key(), purpose), key, purposes or frozenset({purpose}))
+
+    def to_pem(self) -> bytes:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @property
+    def public_b64(self) -> str:
+        raw = self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return _b64e(raw)
+
+
+def seal(message: Plan | Command, key: SigningKey) -> bytes:
+    """Serialise, sign and wrap a message; the result is the MQTT payload."""
+    if message.type not in key.purposes:
+        raise ValueError(f"key {key.kid} may not sign {message.type} messages")
+    payload = message.model_dump_json().encode()
+    envelope = {
+        "v": 1,
+        "kid": key.kid,
+        "payload": _b64e(payload),
+        "sig": _b64e(key.private_key.sign(payload)),
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+class RejectReason(enum.StrEnum):
+    MALFORMED = "malformed"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_PURPOSE = "wrong_purpose"
+    EXPIRED = "expired"
+    FROM_FUTURE = "from_future"
+    REPLAYED = "replayed"
+    WRONG_STATION = "wrong_station"
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    kid: str
+    public_key: Ed25519PublicKey
+    purposes: frozenset[str]
+
+
+@dataclass
+class Keyring:
+    """The public keys a station trusts, each limited to some message types."""
+
+    keys: dict[str, TrustedKey] = field(default_factory=dict)
+
+    def add(self, kid: str, public_b64: str, purposes: frozenset[str] | set[str]) -> None:
+        raw = _b64d(public_b64)
+        self.keys[kid] = TrustedKey(kid, Ed25519PublicKey.from_public_bytes(raw), frozenset(purposes))
+
+    @classmethod
+    def of(cls, *signing_keys: SigningKey) -> Keyring:
+        ring = cls()
+        for key in signing_keys:
+            ring.add(key.kid, key.public_b64, key.purposes)
+        return ring
+
+
+@dataclass(frozen=True)
+class Verified:
+    message: Plan | Command
+    kid: str
+    digest: str
+    """sha256 of the signed payload bytes: identifies this exact message."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: RejectReason
+    detail: str
+    sender: str | None = None
+    seq: int | None = None
+
+
+def open_envelope(
+    raw: bytes,
+    keyring: Keyring,
+    now: datetime,
+    accept_to: frozenset[str] | set[str],
+) -> Verified | Rejected:
+    """Check signature, key, purpose, validity window and addressee; never raises.
+
+    Replay (the sequence) is checked separately by :class:`ReplayGuard`, because the
+    station must decide whether a same-sequence copy is a harmless retained duplicate.
+    """
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        return Rejected(RejectReason.MALFORMED, f"envelope of {len(raw)} bytes exceeds limit")
+    try:
+        envelope = json.loads(raw)
+        if not isinstance(envelope, dict) or envelope.get("v") != 1:
+            return Rejected(RejectReason.MALFORMED, "not a version-1 envelope")
+        kid, payload_b64, sig_b64 = envelope["kid"], envelope["payload"], envelope["sig"]
+        payload, signature = _b64d(payload_b64), _b64d(sig_b64)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        return Rejected(RejectReason.MALFORMED, f"unreadable envelope: {exc}")
+
+    trusted = keyring.keys.get(kid) if isinstance(kid, str) else None
+    if trusted is None:
+        return Rejected(RejectReason.UNKNOWN_KEY, f"key id {kid!r} is not trusted")
+    try:
+        trusted.public_key.verify(signature, payload)
+    except InvalidSignature:
+        return Rejected(RejectReason.BAD_SIGNATURE, f"signature does not match key {kid}")
+
+    try:
+        message = _MESSAGE.validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return Rejected(RejectReason.MALFORMED, f"signed payload invalid at {where}: {first['msg']}")
+
+    sender, seq = message.sender, message.seq
+    if message.type not in trusted.purposes:
+        return Rejected(
+            RejectReason.WRONG_PURPOSE, f"key {kid} may not sign {message.type}", sender, seq
+        )
+    if now >= message.expires_at:
+        return Rejected(RejectReason.EXPIRED, f"expired at {message.expires_at.isoformat()}", sender, seq)
+    if message.issued_at > now + CLOCK_TOLERANCE:
+        return Rejected(
+            RejectReason.FROM_FUTURE, f"issued at {message.issued_at.isoformat()}", sender, seq
+        )
+    if message.to not in accept_to or (
+        isinstance(message, Plan) and message.station_id not in accept_to
+    ):
+        return Rejected(RejectReason.WRONG_STATION, f"addressed to {message.to!r}", sender, seq)
+    return Verified(message, kid, hashlib.sha256(payload).hexdigest())
+
+
+class Freshness(enum.Enum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    REPLAYED = "replayed"
+
+
+@dataclass
+class ReplayGuard:
+    """Last accepted (sequence, digest) per sender.
+
+    A message with the last accepted sequence *and* the same bytes is a duplicate
+    (MQTT retained copies, QoS 1 redelivery) and is ignored quietly; any other
+    sequence that is not newer is a replay and is refused.
+    """
+
+    last: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def check(self, verified: Verified) -> Freshness:
+        sender, seq = verified.message.sender, verified.message.seq
+        previous = self.last.get(sender)
+        if previous is None or seq > previous[0]:
+            return Freshness.NEW
+        if previous == (seq, verified.digest):
+            return Freshness.DUPLICATE
+        return Freshness.REPLAYED
+
+    def record(self, verified: Verified) -> None:
+        self.last[verified.message.sender] = (verified.message.seq, verified.digest)
+
+    def to_json(self) -> dict[str, list[int | str]]:
+        return {sender: [seq, digest] for sender, (seq, digest) in self.last.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[int | str]]) -> ReplayGuard:
+        return cls({s: (int(v[0]), str(v[1])) for s, v in data.items()})

@@ -1,0 +1,182 @@
+"""Inputs to and actions from the node core.
+
+Inputs are what drivers observed; actions are what the core wants done. Both are
+frozen data so a test can write down a whole conversation with the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from loaxa_protocol import AudioRef
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Boot:
+    """First input after start: what the disk remembers."""
+
+    stored_plan: bytes | None
+    replay_state: dict[str, Any] = field(default_factory=dict)
+    cached_audio: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PlanReceived:
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class CommandReceived:
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A wake-up the core asked for (or a periodic poke); carries nothing."""
+
+
+@dataclass(frozen=True)
+class AudioFetched:
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AudioFetchFailed:
+    sha256: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlaybackStarted:
+    item_id: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class PlaybackFinished:
+    item_id: str
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class PlaybackFailed:
+    item_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RelaySwitched:
+    on: bool
+
+
+@dataclass(frozen=True)
+class RelayFailed:
+    on: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class BrokerConnected:
+    pass
+
+
+@dataclass(frozen=True)
+class BrokerDisconnected:
+    pass
+
+
+Input = (
+    Boot
+    | PlanReceived
+    | CommandReceived
+    | Tick
+    | AudioFetched
+    | AudioFetchFailed
+    | PlaybackStarted
+    | PlaybackFinished
+    | PlaybackFailed
+    | RelaySwitched
+    | RelayFailed
+    | BrokerConnected
+    | BrokerDisconnected
+)
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class Publish:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class SaveState:
+    """Persist the accepted plan bytes and the replay guard atomically."""
+
+    plan_raw: bytes
+    replay_state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FetchAudio:
+    ref: AudioRef
+
+
+@dataclass(frozen=True)
+class PinAudio:
+    """The complete set of hashes the plan needs; the cache must never evict them."""
+
+    sha256s: frozenset[str]
+
+
+@dataclass(frozen=True)
+class SetRelay:
+    on: bool
+
+
+@dataclass(frozen=True)
+class StartPlayback:
+    """Begin at exactly ``start_at`` (the player waits for the instant itself)."""
+
+    item_id: str
+    sha256: str
+    start_at: datetime
+    duration_ms: int
+
+
+@dataclass(frozen=True)
+class StopPlayback:
+    item_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class WakeAt:
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ReportHealth:
+    """Publish a heartbeat; the driver adds its probes to the core's snapshot."""
+
+    snapshot: dict[str, Any]
+
+
+Action = (
+    Publish
+    | SaveState
+    | FetchAudio
+    | PinAudio
+    | SetRelay
+    | StartPlayback
+    | StopPlayback
+    | WakeAt
+    | ReportHealth
+)
