@@ -9,8 +9,8 @@ human-readable form of this package.
 from loaxa_protocol.envelope import (
     Freshness,
     Keyring,
-    RejectReason,
     Rejected,
+    RejectReason,
     ReplayGuard,
     SigningKey,
     Verified,
@@ -32,12 +32,12 @@ from loaxa_protocol.messages import (
 )
 
 __all__ = [
-    "Freshness",
     "PROTOCOL_VERSION",
     "AudioRef",
     "Command",
     "Event",
     "EventKind",
+    "Freshness",
     "Health",
     "Keyring",
     "Plan",

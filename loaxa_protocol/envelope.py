@@ -59,7 +59,9 @@ class SigningKey:
         return cls(key_id_for(key.public_key(), purpose), key, purposes or frozenset({purpose}))
 
     @classmethod
-    def from_pem(cls, pem: bytes, purpose: str, purposes: frozenset[str] | None = None) -> SigningKey:
+    def from_pem(
+        cls, pem: bytes, purpose: str, purposes: frozenset[str] | None = None
+    ) -> SigningKey:
         key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError("not an Ed25519 private key")
@@ -120,7 +122,9 @@ class Keyring:
 
     def add(self, kid: str, public_b64: str, purposes: frozenset[str] | set[str]) -> None:
         raw = _b64d(public_b64)
-        self.keys[kid] = TrustedKey(kid, Ed25519PublicKey.from_public_bytes(raw), frozenset(purposes))
+        self.keys[kid] = TrustedKey(
+            kid, Ed25519PublicKey.from_public_bytes(raw), frozenset(purposes)
+        )
 
     @classmethod
     def of(cls, *signing_keys: SigningKey) -> Keyring:
@@ -151,11 +155,15 @@ def open_envelope(
     keyring: Keyring,
     now: datetime,
     accept_to: frozenset[str] | set[str],
+    *,
+    check_expiry: bool = True,
 ) -> Verified | Rejected:
     """Check signature, key, purpose, validity window and addressee; never raises.
 
     Replay (the sequence) is checked separately by :class:`ReplayGuard`, because the
     station must decide whether a same-sequence copy is a harmless retained duplicate.
+    ``check_expiry=False`` is only for re-reading a plan this station already accepted
+    (from its own disk after a reboot): a programme must outlive a long outage.
     """
     if len(raw) > MAX_ENVELOPE_BYTES:
         return Rejected(RejectReason.MALFORMED, f"envelope of {len(raw)} bytes exceeds limit")
@@ -181,15 +189,19 @@ def open_envelope(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return Rejected(RejectReason.MALFORMED, f"signed payload invalid at {where}: {first['msg']}")
+        return Rejected(
+            RejectReason.MALFORMED, f"signed payload invalid at {where}: {first['msg']}"
+        )
 
     sender, seq = message.sender, message.seq
     if message.type not in trusted.purposes:
         return Rejected(
             RejectReason.WRONG_PURPOSE, f"key {kid} may not sign {message.type}", sender, seq
         )
-    if now >= message.expires_at:
-        return Rejected(RejectReason.EXPIRED, f"expired at {message.expires_at.isoformat()}", sender, seq)
+    if check_expiry and now >= message.expires_at:
+        return Rejected(
+            RejectReason.EXPIRED, f"expired at {message.expires_at.isoformat()}", sender, seq
+        )
     if message.issued_at > now + CLOCK_TOLERANCE:
         return Rejected(
             RejectReason.FROM_FUTURE, f"issued at {message.issued_at.isoformat()}", sender, seq

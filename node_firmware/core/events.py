@@ -30,11 +30,6 @@ class PlanReceived:
 
 
 @dataclass(frozen=True)
-class CommandReceived:
-    raw: bytes
-
-
-@dataclass(frozen=True)
 class Tick:
     """A wake-up the core asked for (or a periodic poke); carries nothing."""
 
@@ -92,7 +87,6 @@ class BrokerDisconnected:
 Input = (
     Boot
     | PlanReceived
-    | CommandReceived
     | Tick
     | AudioFetched
     | AudioFetchFailed
