@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -222,7 +223,7 @@ def test_failed_download_is_reported_once_and_retried_with_backoff(h: Harness) -
         h.feed(AudioFetchFailed(SHA_A, "connection reset"))
         h.run_until(h.wake)
     fetch_times = [t for t, _ in h.of(FetchAudio)]
-    gaps = [(b - a).total_seconds() for a, b in zip(fetch_times, fetch_times[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(fetch_times)]
     assert gaps == [2, 4, 8, 16]
     assert len(h.events("audio_failed")) == 1
 
