@@ -1,0 +1,182 @@
+"""A whole Loaxa installation on one machine: server, broker link and stations.
+
+The demo, the end-to-end tests and the benchmarks all need the same thing — a real
+server on a real port, stations registered through the real API and running the real
+agent — so they share this one module instead of three hand-rolled set-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from node_firmware.agent import NodeAgent
+from node_firmware.config import NodeConfig
+from server.app import create_app
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningNode:
+    agent: NodeAgent
+    thread: threading.Thread
+
+    @property
+    def station_id(self) -> str:
+        return self.agent.config.station_id
+
+    def stop(self, timeout: float = 5) -> None:
+        self.agent.stop()
+        self.thread.join(timeout)
+
+
+@dataclass
+class LocalStack:
+    """Start with :meth:`start`, add stations, always :meth:`stop` (tests use ``with``)."""
+
+    data_dir: Path
+    mqtt_host: str
+    mqtt_port: int
+    http_port: int = 0
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, RunningNode] = field(default_factory=dict)
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> LocalStack:
+        self.http_port = self.http_port or free_port()
+        settings = Settings(
+            data_dir=self.data_dir / "server",
+            mqtt_host=self.mqtt_host,
+            mqtt_port=self.mqtt_port,
+            public_url=self.base_url,
+            **self.settings_overrides,
+        )
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.http_port, log_level="warning"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the Loaxa server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for node in list(self.nodes.values()):
+            node.stop()
+        self.nodes.clear()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=30)
+
+    # ------------------------------------------------------------ stations
+
+    def register_station(
+        self, name: str, area_code: str, latitude: float, longitude: float
+    ) -> NodeConfig:
+        """Register through the API and return a runnable config for a simulated Pi."""
+        with self.client() as http:
+            response = http.post(
+                "/api/v1/stations",
+                json={
+                    "name": name,
+                    "area_code": area_code,
+                    "latitude": latitude,
+                    "longitude": longitude,
+                },
+            )
+        response.raise_for_status()
+        raw = dict(response.json()["node_config"])
+        station_id = raw["station_id"]
+        raw["data_dir"] = str(self.data_dir / "nodes" / station_id)
+        raw["relay"] = {"driver": "sim"}
+        raw["player"] = {"driver": "sim"}
+        raw["mqtt"] = {**raw.get("mqtt", {}), "host": self.mqtt_host, "port": self.mqtt_port}
+        return NodeConfig.model_validate(raw)
+
+    def start_node(self, config: NodeConfig) -> RunningNode:
+        agent = NodeAgent(config)
+        thread = threading.Thread(target=agent.run, name=f"node-{config.station_id}", daemon=True)
+        thread.start()
+        node = RunningNode(agent, thread)
+        self.nodes[config.station_id] = node
+        return node
+
+    # ------------------------------------------------------------ operator actions
+
+    def upload(self, data: bytes, filename: str) -> dict[str, Any]:
+        with self.client() as http:
+            response = http.post("/api/v1/audio", files={"file": (filename, data)})
+        response.raise_for_status()
+        return dict(response.json())
+
+    def broadcast(
+        self, audio_id: int, start_at: datetime, station_ids: list[str], priority: str = "normal"
+    ) -> dict[str, Any]:
+        with self.client() as http:
+            response = http.post(
+                "/api/v1/broadcasts",
+                json={
+                    "audio_id": audio_id,
+                    "start_at": start_at.isoformat(),
+                    "station_ids": station_ids,
+                    "priority": priority,
+                    "title": "Bản tin",
+                },
+            )
+        response.raise_for_status()
+        return dict(response.json())
+
+    def broadcast_state(self, broadcast_id: int) -> dict[str, Any]:
+        with self.client() as http:
+            response = http.get(f"/api/v1/broadcasts/{broadcast_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_for_states(
+        self, broadcast_id: int, states: set[str], timeout: float
+    ) -> dict[str, Any]:
+        """Poll until every target is in one of ``states``; return the last view."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.broadcast_state(broadcast_id)
+            if all(t["state"] in states for t in view["targets"]):
+                return view
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"broadcast {broadcast_id} still at {view['targets']}")
+            time.sleep(0.2)

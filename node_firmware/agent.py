@@ -1,0 +1,216 @@
+"""The station agent: one loop owns the core, drivers turn its actions into I/O.
+
+Every driver callback (paho's network thread, the player's timer thread, download
+workers) only puts an input on the queue; the loop alone calls the core, so the core
+needs no locks and its behaviour is exactly what the unit tests show.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from loaxa_protocol import Health, Keyring, topics
+from loaxa_protocol.errors import FetchError, RelayError
+from node_firmware import AGENT_VERSION
+from node_firmware.config import NodeConfig
+from node_firmware.core.events import (
+    Action,
+    AudioFetched,
+    AudioFetchFailed,
+    Boot,
+    FetchAudio,
+    Input,
+    PinAudio,
+    PlaybackFailed,
+    PlaybackFinished,
+    PlaybackStarted,
+    Publish,
+    RelayFailed,
+    RelaySwitched,
+    ReportHealth,
+    SaveState,
+    SetRelay,
+    StartPlayback,
+    StopPlayback,
+    Tick,
+    WakeAt,
+)
+from node_firmware.core.machine import CoreSettings, NodeCore
+from node_firmware.drivers.audio_cache import AudioCache
+from node_firmware.drivers.fetcher import AudioFetcher
+from node_firmware.drivers.mqtt_link import MqttLink
+from node_firmware.drivers.player import Player, open_player
+from node_firmware.drivers.probes import basic_health
+from node_firmware.drivers.relay import Relay, open_relay
+from node_firmware.drivers.state_store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def core_settings(config: NodeConfig) -> CoreSettings:
+    keyring = Keyring()
+    for key in config.trusted_keys:
+        keyring.add(key.kid, key.public_key, set(key.purposes))
+    return CoreSettings(
+        station_id=config.station_id,
+        keyring=keyring,
+        areas=frozenset(config.areas),
+        amp_lead=timedelta(milliseconds=config.amp_lead_ms),
+        amp_tail=timedelta(milliseconds=config.amp_tail_ms),
+        heartbeat=timedelta(seconds=config.heartbeat_s),
+    )
+
+
+class NodeAgent:
+    """Wires one station's drivers around its core. ``run()`` blocks until ``stop()``."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        relay: Relay | None = None,
+        player: Player | None = None,
+    ) -> None:
+        self.config = config
+        data_dir = Path(config.data_dir)
+        self.store = StateStore(data_dir / "state")
+        self.cache = AudioCache(data_dir / "audio", config.cache_max_bytes)
+        self.fetcher = AudioFetcher(self.cache)
+        self.board = None
+        if relay is None:
+            relay, self.board = open_relay(config.relay)
+        self.relay = relay
+        self.player = player or open_player(config.player)
+        self.core = NodeCore(core_settings(config))
+        self.inputs: queue.Queue[Input] = queue.Queue()
+        self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put)
+        self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
+        self._stopping = threading.Event()
+        self._wake_at: datetime | None = None
+        self._started_monotonic = time.monotonic()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def run(self) -> None:
+        plan_raw, replay = self.store.load()
+        self.inputs.put(Boot(plan_raw, replay, self.cache.hashes()))
+        self.link.start()
+        try:
+            while not self._stopping.is_set():
+                self._step(self._next_input())
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.inputs.put(Tick())
+
+    def _next_input(self) -> Input:
+        timeout = None
+        if self._wake_at is not None:
+            timeout = max(0.0, (self._wake_at - _now()).total_seconds())
+        try:
+            return self.inputs.get(timeout=timeout)
+        except queue.Empty:
+            return Tick()
+
+    def _step(self, event: Input) -> None:
+        for action in self.core.handle(event, _now()):
+            try:
+                self._run(action)
+            except Exception:  # a driver bug must not silence the station
+                log.exception("action %s failed", type(action).__name__)
+
+    def _shutdown(self) -> None:
+        self.player.close()
+        try:
+            self.relay.set(False)
+        except RelayError as exc:
+            log.warning("could not switch the amplifier off on stop: %s", exc)
+        self.relay.close()
+        if self.board is not None:
+            self.board.close()
+        self.link.stop()
+        self._downloads.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ actions
+
+    def _run(self, action: Action) -> None:
+        match action:
+            case WakeAt(at=at):
+                self._wake_at = at
+            case Publish(topic=topic, payload=payload, qos=qos, retain=retain):
+                self.link.publish(topic, payload, qos, retain)
+            case SaveState(plan_raw=raw, replay_state=replay):
+                self.store.save(raw, replay)
+            case PinAudio(sha256s=needed):
+                self.cache.pin(needed)
+            case FetchAudio():
+                self._downloads.submit(self._fetch, action)
+            case SetRelay(on=on):
+                self._switch(on)
+            case StartPlayback():
+                self._start(action)
+            case StopPlayback(item_id=item_id):
+                self.player.stop(item_id)
+            case ReportHealth(snapshot=snapshot):
+                self._report_health(snapshot)
+            case _:
+                raise TypeError(f"unknown action {action!r}")
+
+    def _fetch(self, action: FetchAudio) -> None:
+        sha = action.ref.sha256
+        try:
+            self.fetcher.fetch(action.ref)
+        except FetchError as exc:
+            self.inputs.put(AudioFetchFailed(sha, str(exc)))
+        except Exception as exc:  # unexpected, but the core must hear of it to retry
+            log.exception("download of %s crashed", sha)
+            self.inputs.put(AudioFetchFailed(sha, f"internal error: {exc}"))
+        else:
+            self.inputs.put(AudioFetched(sha))
+
+    def _switch(self, on: bool) -> None:
+        try:
+            self.relay.set(on)
+        except RelayError as exc:
+            self.inputs.put(RelayFailed(on, str(exc)))
+        else:
+            self.inputs.put(RelaySwitched(on))
+
+    def _start(self, action: StartPlayback) -> None:
+        put = self.inputs.put
+        self.player.start(
+            action.item_id,
+            self.cache.path(action.sha256),
+            action.start_at,
+            action.duration_ms,
+            on_started=lambda item, at: put(PlaybackStarted(item, at)),
+            on_finished=lambda item, at: put(PlaybackFinished(item, at)),
+            on_failed=lambda item, reason: put(PlaybackFailed(item, reason)),
+        )
+
+    def _report_health(self, snapshot: dict[str, object]) -> None:
+        probes = basic_health(self.cache)
+        probes.setdefault("uptime_s", time.monotonic() - self._started_monotonic)
+        health = Health.model_validate(
+            {
+                "station_id": self.config.station_id,
+                "at": _now(),
+                "agent_version": AGENT_VERSION,
+                **probes,
+                **snapshot,
+            }
+        )
+        payload = health.model_dump_json(exclude_none=True).encode()
+        self.link.publish(topics.health(self.config.station_id), payload, qos=0)

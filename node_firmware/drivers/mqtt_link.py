@@ -1,0 +1,94 @@
+"""The station's MQTT link (paho-mqtt 2): turns broker callbacks into core inputs.
+
+Availability follows the device convention: a retained ``offline`` last will, a
+retained ``online`` on every connect and ``stopped`` on a clean stop. Reconnection
+backs off exponentially; each station starts its back-off from a random base, so a
+broker restart is not answered by thousands of stations in the same second.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from loaxa_protocol import Status, StatusState, topics
+from node_firmware.config import MqttConfig
+from node_firmware.core.events import BrokerConnected, BrokerDisconnected, Input, PlanReceived
+
+log = logging.getLogger(__name__)
+
+
+class MqttLink:
+    def __init__(self, cfg: MqttConfig, station_id: str, deliver: Callable[[Input], None]) -> None:
+        self._station_id = station_id
+        self._deliver = deliver
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"loaxa-node-{station_id}",
+            clean_session=True,
+        )
+        if cfg.username:
+            self._client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls:
+            self._client.tls_set(
+                ca_certs=str(cfg.ca_file) if cfg.ca_file else None, cert_reqs=ssl.CERT_REQUIRED
+            )
+        self._client.will_set(
+            topics.status(station_id), self._status(StatusState.OFFLINE), qos=1, retain=True
+        )
+        self._client.reconnect_delay_set(min_delay=random.uniform(0.5, 2.0), max_delay=60)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._cfg = cfg
+
+    def _status(self, state: StatusState) -> bytes:
+        at = None if state is StatusState.OFFLINE else datetime.now(UTC)
+        status = Status(station_id=self._station_id, state=state, at=at)
+        return status.model_dump_json(exclude_none=True).encode()
+
+    def start(self) -> None:
+        """Connect in the background; an unreachable broker is retried, never fatal."""
+        self._client.connect_async(self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        if self._client.is_connected():
+            info = self._client.publish(
+                topics.status(self._station_id), self._status(StatusState.STOPPED), 1, True
+            )
+            info.wait_for_publish(timeout=2)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        # paho queues QoS 1 messages while disconnected and sends them on reconnect
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("broker refused connection: %s", reason)
+            return
+        client.subscribe(topics.plan(self._station_id), qos=1)
+        client.publish(topics.status(self._station_id), self._status(StatusState.ONLINE), 1, True)
+        self._deliver(BrokerConnected())
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
+        log.info("broker connection lost: %s", reason)
+        self._deliver(BrokerDisconnected())
+
+    def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic == topics.plan(self._station_id):
+            self._deliver(PlanReceived(bytes(message.payload)))
+        else:
+            log.warning("message on unexpected topic %s ignored", message.topic)
