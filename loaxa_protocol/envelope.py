@@ -221,18 +221,27 @@ class Freshness(enum.Enum):
 
 @dataclass
 class ReplayGuard:
-    """Last accepted (sequence, digest) per sender.
+    """Last accepted (sequence, digest) per sender and message type.
 
     A message with the last accepted sequence *and* the same bytes is a duplicate
     (MQTT retained copies, QoS 1 redelivery) and is ignored quietly; any other
-    sequence that is not newer is a replay and is refused.
+    sequence that is not newer is a replay and is refused. Types are tracked apart so
+    that accepting a command never makes the retained plan look replayed.
     """
 
     last: dict[str, tuple[int, str]] = field(default_factory=dict)
 
+    @staticmethod
+    def _key(verified: Verified) -> str:
+        return f"{verified.message.sender}/{verified.message.type}"
+
+    def last_seq(self, verified: Verified) -> int | None:
+        previous = self.last.get(self._key(verified))
+        return None if previous is None else previous[0]
+
     def check(self, verified: Verified) -> Freshness:
-        sender, seq = verified.message.sender, verified.message.seq
-        previous = self.last.get(sender)
+        seq = verified.message.seq
+        previous = self.last.get(self._key(verified))
         if previous is None or seq > previous[0]:
             return Freshness.NEW
         if previous == (seq, verified.digest):
@@ -240,11 +249,11 @@ class ReplayGuard:
         return Freshness.REPLAYED
 
     def record(self, verified: Verified) -> None:
-        self.last[verified.message.sender] = (verified.message.seq, verified.digest)
+        self.last[self._key(verified)] = (verified.message.seq, verified.digest)
 
     def to_json(self) -> dict[str, list[int | str]]:
-        return {sender: [seq, digest] for sender, (seq, digest) in self.last.items()}
+        return {key: [seq, digest] for key, (seq, digest) in self.last.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, list[int | str]]) -> ReplayGuard:
-        return cls({s: (int(v[0]), str(v[1])) for s, v in data.items()})
+        return cls({key: (int(v[0]), str(v[1])) for key, v in data.items()})

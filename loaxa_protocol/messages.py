@@ -77,7 +77,7 @@ class PlanItem(Strict):
 class SignedHeader(Strict):
     """Fields every signed message carries inside the signed bytes."""
 
-    v: Literal[1] = PROTOCOL_VERSION
+    v: Literal[1] = 1
     sender: str = Field(min_length=1, max_length=64, description="whose sequence this is")
     seq: int = Field(ge=0, description="per-sender, strictly increasing")
     issued_at: UtcDatetime

@@ -124,6 +124,7 @@ class NodeCore:
     _relay_retry_at: datetime | None = None
     _amp_hold_until: datetime | None = None
     _next_heartbeat: datetime | None = None
+    _plan_raw: bytes | None = None
 
     # ------------------------------------------------------------ entry point
 
@@ -177,9 +178,14 @@ class NodeCore:
             # attack to report. Start empty and wait for the retained plan.
             log.warning("stored plan unusable: %s", getattr(verdict, "detail", "not a plan"))
             return
+        self._plan_raw = boot.stored_plan
         self._install(verdict.message, now, out, after_boot=True)
 
     def _plan_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
+        if raw == self._plan_raw:
+            # The retained copy of what we run (every reconnect): not news, and not
+            # "expired" either when the server has been down longer than its lifetime.
+            return
         verdict = open_envelope(raw, self.settings.keyring, now, self._addressees())
         if isinstance(verdict, Rejected):
             self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
@@ -192,11 +198,12 @@ class NodeCore:
         if freshness is Freshness.DUPLICATE:
             return
         if freshness is Freshness.REPLAYED:
-            last = self.guard.last[verdict.message.sender][0]
+            last = self.guard.last_seq(verdict)
             detail = f"sequence {verdict.message.seq} is not newer than {last}"
             self._reject(RejectReason.REPLAYED, detail, verdict.message.seq, now, out)
             return
         self.guard.record(verdict)
+        self._plan_raw = raw
         out.append(SaveState(plan_raw=raw, replay_state=self.guard.to_json()))
         self._install(verdict.message, now, out, after_boot=False)
 

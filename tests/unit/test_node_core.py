@@ -195,7 +195,7 @@ def test_stored_plan_plays_after_reboot_without_network(h: Harness) -> None:
 def test_stored_plan_survives_its_own_expiry_after_a_long_outage() -> None:
     raw = sealed(item("b-1", timedelta(days=7)))
     week_later = Harness(now=T0 + timedelta(days=7) - timedelta(minutes=1))
-    week_later.feed(Boot(raw, {"server": [1, "x"]}, frozenset({SHA_A})))
+    week_later.feed(Boot(raw, {"server/plan": [1, "x"]}, frozenset({SHA_A})))
     week_later.run_until(T0 + timedelta(days=7))
     assert len(week_later.of(StartPlayback)) == 1
 
@@ -275,3 +275,11 @@ def test_heartbeat_is_periodic(h: Harness) -> None:
     beats = [t for t, _ in h.of(ReportHealth)]
     assert beats == [T0 + timedelta(minutes=m) for m in range(1, 4)]
     assert h.of(ReportHealth)[0][1].snapshot["plan_items"] == 0
+
+
+def test_retained_plan_outliving_its_expiry_is_not_reported_as_expired() -> None:
+    raw = sealed(item("b-1", timedelta(days=5)))
+    after_outage = Harness(now=T0 + timedelta(days=4))
+    after_outage.feed(Boot(raw, {}, frozenset({SHA_A})))
+    after_outage.feed(PlanReceived(raw))  # reconnect: the broker re-delivers the retained copy
+    assert after_outage.events("rejected") == []

@@ -145,3 +145,22 @@ def test_topics_refuse_wildcards_in_station_ids() -> None:
     for bad in ("", "a/b", "+", "#"):
         with pytest.raises(ValueError):
             topics.plan(bad)
+
+
+def test_commands_and_plans_keep_separate_sequences(key: SigningKey) -> None:
+    ring, guard = Keyring.of(key), ReplayGuard()
+    command = Command(
+        sender="server",
+        seq=50,
+        issued_at=NOW,
+        expires_at=NOW + timedelta(minutes=5),
+        to="st-1",
+        name="ping",
+    )
+    for message in (plan(seq=10), command):
+        verdict = open_envelope(seal(message, key), ring, NOW, {"st-1"})
+        assert isinstance(verdict, Verified)
+        guard.record(verdict)
+    again = open_envelope(seal(plan(seq=10), key), ring, NOW, {"st-1"})
+    assert isinstance(again, Verified)
+    assert guard.check(again) is Freshness.DUPLICATE

@@ -1,0 +1,311 @@
+"""Real brokers and a raw MQTT probe for integration tests.
+
+We test paho against a real Mosquitto, never a ``MagicMock(paho)``: the things that
+break in the field (retained copies, last wills, reconnects after a broker restart)
+only exist in a real broker. ``MqttProbe`` is a plain paho-mqtt 2 client that records
+everything it receives, so a test can say "wait until the station published X".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from loaxa.broker import BrokerError, MosquittoBroker, find_mosquitto
+
+__all__ = [
+    "BrokerAddress",
+    "MosquittoBroker",
+    "MqttProbe",
+    "Received",
+    "mosquitto_binary",
+    "running_mosquitto",
+]
+
+
+class BrokerAddress(Protocol):
+    """Anything with a host and a port: the fixture's broker, an EmbeddedBroker…"""
+
+    host: str
+
+    @property
+    def port(self) -> int: ...
+
+
+def mosquitto_binary() -> str:
+    """The mosquitto binary, or a test *failure* (not a skip) saying how to get it.
+
+    Skipping would let a machine without mosquitto report green while every
+    broker-level test was silently not run.
+    """
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.fail(
+            "mosquitto is not installed, and Loaxa's integration tests need a real broker. "
+            "Install it with 'apt-get install mosquitto' (./.ci/run does this), "
+            "or put a mosquitto binary on PATH.",
+            pytrace=False,
+        )
+    return binary
+
+
+@contextlib.contextmanager
+def running_mosquitto(workdir: Path, persistence: bool = False) -> Iterator[MosquittoBroker]:
+    """A started mosquitto in ``workdir``, killed on exit whatever the test did to it."""
+    broker = MosquittoBroker(workdir=workdir, binary=mosquitto_binary(), persistence=persistence)
+    try:
+        broker.start()
+    except BrokerError as exc:
+        pytest.fail(f"could not start mosquitto: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop(hard=True)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the probe saw it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    at_monotonic: float
+
+    def text(self) -> str:
+        return self.payload.decode()
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass
+class MqttProbe:
+    """A raw paho-mqtt 2 client that subscribes to ``topics`` and records every message.
+
+    It re-subscribes on every (re)connect, so it keeps working across a broker
+    restart. Thread-safe: paho's network thread appends, the test thread waits.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`close`::
+
+        with MqttProbe(broker, "loaxa/v1/station/+/event") as probe:
+            ...
+            msg = probe.wait_for(lambda m: m.json()["kind"] == "played")
+    """
+
+    broker: BrokerAddress
+    topics: str | list[str] = "#"
+    qos: int = 1
+    client_id: str = field(default_factory=lambda: f"probe-{uuid.uuid4().hex[:8]}")
+    clean_session: bool = True
+    _messages: list[Received] = field(default_factory=list, init=False, repr=False)
+    _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
+    _client: mqtt.Client | None = field(default=None, init=False, repr=False)
+    _subscribe_mid: int | None = field(default=None, init=False, repr=False)
+    _ready: bool = field(default=False, init=False, repr=False)
+    """Connected *and* the subscription of the current connection acknowledged."""
+    _connects: int = field(default=0, init=False, repr=False)
+
+    @property
+    def filters(self) -> list[str]:
+        return [self.topics] if isinstance(self.topics, str) else list(self.topics)
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The underlying paho client, for tests that need something unusual."""
+        if self._client is None:
+            raise RuntimeError("probe not started")
+        return self._client
+
+    def start(self, timeout: float = 5.0) -> Self:
+        """Connect, subscribe, and return once the broker has acknowledged the subscription.
+
+        Retained messages for the filters are therefore already on their way when this
+        returns.
+        """
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=self.clean_session,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        # Tests restart brokers: come back within 0.1-1 s rather than paho's 1-120 s
+        # (paho accepts float delays although it annotates them as int).
+        client.reconnect_delay_set(min_delay=0.1, max_delay=1)  # type: ignore[arg-type]
+        self._client = client
+        client.connect(self.broker.host, self.broker.port, keepalive=30)
+        client.loop_start()
+        try:
+            self.wait_connected(timeout)
+        except AssertionError:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # paho callbacks (network thread) ------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        if rc.is_failure:
+            return
+        # Callbacks all run on paho's network thread; the lock is for wait_connected().
+        with self._cond:
+            self._ready = False
+            self._connects += 1
+            _result, self._subscribe_mid = client.subscribe([(f, self.qos) for f in self.filters])
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
+        with self._cond:
+            self._ready = False
+            self._cond.notify_all()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any
+    ) -> None:
+        with self._cond:
+            if mid == self._subscribe_mid and not any(code.is_failure for code in codes):
+                self._ready = True
+                self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        received = Received(
+            msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), time.monotonic()
+        )
+        with self._cond:
+            self._messages.append(received)
+            self._cond.notify_all()
+
+    # test-side API ------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[Received]:
+        """A snapshot of everything received so far (since the last :meth:`clear`)."""
+        with self._cond:
+            return list(self._messages)
+
+    def on(self, topic: str) -> list[Received]:
+        """Messages received on exactly ``topic``."""
+        return [m for m in self.messages if m.topic == topic]
+
+    def clear(self) -> None:
+        with self._cond:
+            self._messages.clear()
+
+    def wait_for(
+        self, predicate: Callable[[Received], bool] | None = None, timeout: float = 5.0
+    ) -> Received:
+        """The first message (already received or arriving) that satisfies ``predicate``.
+
+        Raises AssertionError listing what *was* received, which is what one needs to
+        see when an integration test fails.
+        """
+        return self.wait_for_count(1, predicate, timeout)[0]
+
+    def wait_for_count(
+        self,
+        count: int,
+        predicate: Callable[[Received], bool] | None = None,
+        timeout: float = 5.0,
+    ) -> list[Received]:
+        """The first ``count`` matching messages, waiting up to ``timeout`` seconds."""
+        match = predicate or (lambda _m: True)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m for m in self._messages if _safe(match, m)]
+                if len(found) >= count:
+                    return found[:count]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = "\n  ".join(
+                        f"{m.topic} retain={m.retain} qos={m.qos} {m.payload[:200]!r}"
+                        for m in self._messages[-20:]
+                    )
+                    raise AssertionError(
+                        f"probe {self.client_id} on {self.filters}: wanted {count} matching "
+                        f"message(s), got {len(found)} within {timeout} s; last received:\n  "
+                        f"{seen or '(nothing)'}"
+                    )
+                self._cond.wait(remaining)
+
+    @property
+    def connect_count(self) -> int:
+        """How many times the probe has connected; read it before restarting a broker."""
+        with self._cond:
+            return self._connects
+
+    def wait_connected(self, timeout: float = 10.0, after: int = 0) -> None:
+        """Block until connected and subscribed, on a connection newer than ``after``.
+
+        After a broker restart pass the :attr:`connect_count` read before the restart,
+        otherwise this may return before the probe has even noticed the outage::
+
+            n = probe.connect_count
+            mosquitto.stop(); mosquitto.start()
+            probe.wait_connected(after=n)
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._ready and self._connects > after, timeout):
+                raise AssertionError(
+                    f"probe {self.client_id} not connected and subscribed to {self.filters} "
+                    f"on {self.broker.host}:{self.broker.port} within {timeout} s"
+                )
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        """Publish and, for QoS > 0, wait until the broker has acknowledged it."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(timeout)
+        if not info.is_published():
+            raise AssertionError(f"publish to {topic} not acknowledged within {timeout} s")
+
+
+def _safe(predicate: Callable[[Received], bool], message: Received) -> bool:
+    """A predicate that raises (e.g. json() on a non-JSON payload) just does not match."""
+    try:
+        return bool(predicate(message))
+    except Exception:
+        return False
