@@ -1,0 +1,3 @@
+from loaxa.cli import app
+
+app(prog_name="loaxa")

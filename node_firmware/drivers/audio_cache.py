@@ -1,0 +1,144 @@
+"""Content-addressed audio on the station's disk.
+
+Layout: ``<root>/<sha256>`` for verified files (the name *is* the hash, so a file
+can be re-verified at any time) and ``<root>/partial/<sha256>`` for downloads in
+progress, which the fetcher resumes. Only the fetcher writes here, and only by
+``os.replace`` from ``partial/``, so a complete-looking name is always whole.
+
+Eviction is least-recently-used by mtime: ``path()`` touches the file, because the
+agent asks for the path exactly when it schedules playback. (atime is unreliable on
+``noatime``/``relatime`` SD cards.) Audio the current plan needs is pinned and is
+never evicted, whatever the disk says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+from loaxa_protocol.errors import FetchError
+
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_RESERVE_BYTES = 64 * 1024**2
+"""Free space left for logs, the state file and the OS whatever the budget says."""
+
+
+class AudioCache:
+    """A bounded, pinned, LRU store of audio files named by sha256."""
+
+    def __init__(
+        self, root: Path, max_bytes: int, reserve_bytes: int = DEFAULT_RESERVE_BYTES
+    ) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+        self.reserve_bytes = reserve_bytes
+        self._partial_dir = root / "partial"
+        self._partial_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._pinned: frozenset[str] = frozenset()
+
+    def has(self, sha: str) -> bool:
+        return self._final(sha).is_file()
+
+    def path(self, sha: str) -> Path:
+        """Where ``sha`` lives (or will); marks it recently used if it is there."""
+        target = self._final(sha)
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(target)
+        return target
+
+    def partial_path(self, sha: str) -> Path:
+        return self._partial_dir / _checked(sha)
+
+    def hashes(self) -> frozenset[str]:
+        return frozenset(sha for sha, _ in self._entries(self.root))
+
+    def pin(self, shas: frozenset[str]) -> None:
+        """Replace the pinned set with the complete set the plan needs."""
+        for sha in shas:
+            _checked(sha)
+        with self._lock:
+            self._pinned = frozenset(shas)
+
+    def used_bytes(self) -> int:
+        """Bytes of complete and partial files (both occupy the budget)."""
+        entries = self._entries(self.root) + self._entries(self._partial_dir)
+        return sum(size for _, (size, _) in entries)
+
+    def free_disk_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def make_room(self, needed_bytes: int, for_sha: str | None = None) -> list[str]:
+        """Evict least-recently-used unpinned audio until ``needed_bytes`` fit.
+
+        Fits means within ``max_bytes`` and leaving ``reserve_bytes`` free on the
+        disk. Abandoned partial downloads are evicted like files, except the one of
+        ``for_sha`` (the download asking for room). Nothing is evicted when even
+        evicting everything allowed would not be enough; then
+        ``FetchError("disk full …")`` says by how much. Returns the evicted hashes.
+        """
+        own = frozenset() if for_sha is None else frozenset({_checked(for_sha)})
+        with self._lock:
+            keep = self._pinned | own
+            used = self.used_bytes()
+            free = self.free_disk_bytes()
+            candidates = sorted(
+                (
+                    (mtime_ns, sha, size, folder)
+                    for folder in (self._partial_dir, self.root)
+                    for sha, (size, mtime_ns) in self._entries(folder)
+                    if sha not in keep
+                ),
+            )
+            evictable = sum(size for _, _, size, _ in candidates)
+            over_budget = used + needed_bytes - self.max_bytes
+            short_on_disk = self.reserve_bytes + needed_bytes - free
+            if max(over_budget, short_on_disk) > evictable:
+                raise FetchError(
+                    f"disk full: need {needed_bytes} bytes; cache uses {used} of "
+                    f"{self.max_bytes}, disk has {free} free (reserve {self.reserve_bytes}), "
+                    f"only {evictable} bytes are evictable"
+                )
+            evicted: list[str] = []
+            for _, sha, size, folder in candidates:
+                if over_budget <= 0 and short_on_disk <= 0:
+                    break
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / sha).unlink()
+                evicted.append(sha)
+                over_budget -= size
+                short_on_disk -= size
+            if evicted:
+                log.info(
+                    "evicted %s audio files to make room for %s bytes", len(evicted), needed_bytes
+                )
+            return evicted
+
+    def _final(self, sha: str) -> Path:
+        return self.root / _checked(sha)
+
+    @staticmethod
+    def _entries(folder: Path) -> list[tuple[str, tuple[int, int]]]:
+        """(sha, (size, mtime_ns)) of every well-named regular file in ``folder``."""
+        found = []
+        with os.scandir(folder) as it:
+            for entry in it:
+                if _SHA256.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat(follow_symlinks=False)
+                        found.append((entry.name, (st.st_size, st.st_mtime_ns)))
+        return found
+
+
+def _checked(sha: str) -> str:
+    """Refuse anything but 64 lower-case hex digits: the name becomes a file path."""
+    if not _SHA256.fullmatch(sha):
+        raise ValueError(f"not a sha256 hex digest: {sha!r}")
+    return sha

@@ -1,0 +1,30 @@
+"""The command line as a person runs it: real subprocesses, real output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+LOAXA = [sys.executable, "-m", "loaxa"]
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LOAXA, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def test_demo_on_the_embedded_broker_plays_on_every_station() -> None:
+    result = run("demo", "--broker", "amqtt", "--lead", "5", "--exit-when-done")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(amqtt)" in result.stdout
+    assert "3/3 trạm đã phát xong" in result.stdout
+
+
+def test_node_with_a_broken_config_says_what_and_where(tmp_path: Path) -> None:
+    config = tmp_path / "station.yaml"
+    config.write_text("station_id: cb-1\ndata_dir: /tmp/x\ntrusted_keys: []\nrelay: {drver: sim}\n")
+    result = run("node", "--config", str(config), timeout=30)
+    assert result.returncode == 2
+    assert "station.yaml" in result.stderr and "relay.drver" in result.stderr

@@ -1,0 +1,82 @@
+"""The audio cache on a real directory: pinning, LRU eviction, disk-full."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from loaxa_protocol.errors import FetchError
+from node_firmware.drivers.audio_cache import AudioCache
+
+A, B, C, D = (ch * 64 for ch in "abcd")
+
+
+def put(cache: AudioCache, sha: str, size: int, age_s: int, partial: bool = False) -> None:
+    """A file of ``size`` bytes last used ``age_s`` seconds ago."""
+    path = cache.partial_path(sha) if partial else cache.root / sha
+    path.write_bytes(b"x" * size)
+    ns = (1_700_000_000 - age_s) * 10**9
+    os.utime(path, ns=(ns, ns))
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> AudioCache:
+    cache = AudioCache(tmp_path / "audio", max_bytes=300, reserve_bytes=0)
+    put(cache, A, 100, age_s=300)  # oldest, but the plan needs it
+    put(cache, B, 100, age_s=200)
+    put(cache, C, 100, age_s=100)
+    cache.pin(frozenset({A}))
+    return cache
+
+
+def test_evicts_oldest_unpinned_and_never_pinned(cache: AudioCache) -> None:
+    assert cache.used_bytes() == 300
+
+    assert cache.make_room(100) == [B]
+    assert cache.hashes() == {A, C}
+    assert cache.make_room(100) == []  # already fits
+
+
+def test_impossible_room_evicts_nothing(cache: AudioCache) -> None:
+    with pytest.raises(FetchError, match="disk full: need 250 bytes"):
+        cache.make_room(250)  # would need 250 freed, only B and C (200) may go
+    assert cache.hashes() == {A, B, C}
+
+
+def test_path_marks_audio_as_recently_used(cache: AudioCache) -> None:
+    cache.path(B)  # about to be played
+    assert cache.make_room(100) == [C]
+
+
+def test_abandoned_partials_are_evicted_but_not_the_one_asking(cache: AudioCache) -> None:
+    put(cache, D, 50, age_s=1000, partial=True)
+    assert cache.used_bytes() == 350
+    assert cache.make_room(50, for_sha=D) == [B]
+    assert cache.partial_path(D).exists()
+    assert cache.make_room(100) == [D]  # 50 over budget: the abandoned partial goes first
+
+
+def test_disk_reserve_counts_as_well_as_the_budget(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=10**12, reserve_bytes=10**15)
+    with pytest.raises(FetchError, match="disk full"):
+        cache.make_room(1)
+    assert cache.free_disk_bytes() > 0
+
+
+def test_names_are_strict_sha256(cache: AudioCache) -> None:
+    for bad in ("../../etc/passwd", A.upper(), A[:-1], A + "0", ""):
+        with pytest.raises(ValueError, match="not a sha256"):
+            cache.path(bad)
+        with pytest.raises(ValueError, match="not a sha256"):
+            cache.partial_path(bad)
+    with pytest.raises(ValueError, match="not a sha256"):
+        cache.pin(frozenset({"nope"}))
+
+
+def test_hashes_lists_only_complete_well_named_files(cache: AudioCache) -> None:
+    put(cache, D, 10, age_s=0, partial=True)
+    (cache.root / "README").write_text("not audio")
+    assert cache.hashes() == {A, B, C}
+    assert cache.has(A) and not cache.has(D)

@@ -1,0 +1,200 @@
+"""Players on real files and the real clock: timing, stop, failure."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from node_firmware.config import PlayerConfig
+from node_firmware.drivers.player import (
+    AlsaPlayer,
+    SimulatedPlayer,
+    find_ffmpeg,
+    open_player,
+)
+
+
+class Calls:
+    """Collects one item's callbacks from the player thread."""
+
+    def __init__(self) -> None:
+        self.started: list[datetime] = []
+        self.finished: list[datetime] = []
+        self.failed: list[str] = []
+        self.started_event = threading.Event()
+        self.done = threading.Event()
+
+    def on_started(self, item_id: str, at: datetime) -> None:
+        self.started.append(at)
+        self.started_event.set()
+
+    def on_finished(self, item_id: str, at: datetime) -> None:
+        self.finished.append(at)
+        self.done.set()
+
+    def on_failed(self, item_id: str, reason: str) -> None:
+        self.failed.append(reason)
+        self.done.set()
+
+
+def make_opus(path: Path, seconds: float) -> Path:
+    subprocess.run(
+        [find_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", f"sine=d={seconds}", "-c:a", "libopus",
+         str(path)],
+        check=True,
+        timeout=30,
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def short_opus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_opus(tmp_path_factory.mktemp("player") / "short.ogg", 0.2)
+
+
+@pytest.fixture(scope="module")
+def long_opus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_opus(tmp_path_factory.mktemp("player") / "long.ogg", 1.5)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.002)
+
+
+def soon(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def play(player: SimulatedPlayer | AlsaPlayer, item_id: str, path: Path, at: datetime) -> Calls:
+    calls = Calls()
+    player.start(item_id, path, at, 60_000, calls.on_started, calls.on_finished, calls.on_failed)
+    return calls
+
+
+def test_players_sharing_a_clock_start_on_the_same_millisecond(short_opus: Path) -> None:
+    players = [SimulatedPlayer() for _ in range(3)]
+    start_at = soon(0.3)
+    calls = [play(p, "b-1", short_opus, start_at) for p in players]
+    for c in calls:
+        assert c.done.wait(2)
+    for p in players:
+        p.close()
+
+    starts = [c.started[0] for c in calls]
+    late_ms = [(s - start_at).total_seconds() * 1000 for s in starts]
+    skew_ms = (max(starts) - min(starts)).total_seconds() * 1000
+    print(f"late by ms: {[round(x, 3) for x in late_ms]}; skew between players: {skew_ms:.3f} ms")
+    assert all(0 <= x < 5 for x in late_ms)
+    assert skew_ms < 5
+
+
+def test_play_length_comes_from_the_file_not_the_plan(short_opus: Path) -> None:
+    player = SimulatedPlayer()
+    calls = play(player, "b-2", short_opus, soon(0.01))  # the plan claims 60 s
+    assert calls.done.wait(2)
+    player.close()
+
+    [record] = player.records
+    assert record.item_id == "b-2" and record.audio == "short.ogg"
+    assert abs(record.duration_ms - 200) <= 5 and not record.interrupted
+    assert calls.finished == [record.finished_at]
+    played_ms = (record.finished_at - record.started_at).total_seconds() * 1000
+    assert 195 <= played_ms < 300
+
+
+def test_stop_interrupts_and_silences_the_callbacks(long_opus: Path) -> None:
+    player = SimulatedPlayer()
+    calls = play(player, "b-3", long_opus, soon(0.01))
+    assert calls.started_event.wait(1)
+    player.stop("b-3")
+    wait_for(lambda: bool(player.records))
+    player.close()
+
+    [record] = player.records
+    assert record.interrupted
+    assert (record.finished_at - record.started_at) < timedelta(milliseconds=500)
+    assert calls.finished == [] and calls.failed == []
+
+
+def test_stop_before_the_instant_unschedules(short_opus: Path) -> None:
+    player = SimulatedPlayer()
+    calls = play(player, "b-4", short_opus, soon(0.2))
+    player.stop("b-4")
+    player.stop("never-started")  # ignored
+    player.close()
+    assert not calls.started_event.is_set() and player.records == []
+
+
+def test_missing_file_fails_at_once(tmp_path: Path) -> None:
+    player = SimulatedPlayer()
+    calls = play(player, "b-5", tmp_path / "gone.ogg", soon(30))
+    assert calls.done.wait(1)  # long before the instant
+    player.close()
+    assert calls.started == [] and "gone.ogg" in calls.failed[0]
+
+
+def test_unreadable_file_fails(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.ogg"
+    junk.write_bytes(b"this is not audio")
+    player = SimulatedPlayer()
+    calls = play(player, "b-6", junk, soon(30))
+    assert calls.done.wait(1)
+    player.close()
+    assert "unsupported audio container" in calls.failed[0]
+
+
+def test_double_booking_an_item_is_a_local_bug(short_opus: Path) -> None:
+    player = SimulatedPlayer()
+    play(player, "b-7", short_opus, soon(5))
+    with pytest.raises(ValueError, match="already scheduled"):
+        play(player, "b-7", short_opus, soon(5))
+    player.close()
+
+
+def test_open_player_defaults_to_the_simulator() -> None:
+    player = open_player(PlayerConfig())
+    assert isinstance(player, SimulatedPlayer)
+    player.close()
+
+
+def _alsa_null_available() -> bool:
+    if shutil.which("aplay") is None:
+        return False
+    listing = subprocess.run(["aplay", "-L"], capture_output=True, text=True, timeout=10)
+    return "null" in listing.stdout.split()
+
+
+@pytest.mark.skipif(not _alsa_null_available(), reason="aplay with an ALSA 'null' device needed")
+def test_alsa_player_plays_through_a_warm_aplay(short_opus: Path, long_opus: Path) -> None:
+    player = AlsaPlayer("null")
+    try:
+        start_at = soon(0.3)  # ffmpeg pre-decodes meanwhile
+        calls = play(player, "a-1", short_opus, start_at)
+        assert calls.done.wait(3), calls.failed
+        assert calls.failed == []
+        late_ms = (calls.started[0] - start_at).total_seconds() * 1000
+        played_ms = (calls.finished[0] - calls.started[0]).total_seconds() * 1000
+        print(f"alsa null: started {late_ms:.3f} ms after the instant, played {played_ms:.0f} ms")
+        assert 0 <= late_ms < 5 and 195 <= played_ms < 400
+
+        interrupted = play(player, "a-2", long_opus, soon(0.2))
+        assert interrupted.started_event.wait(2)
+        player.stop("a-2")
+        after_stop = play(player, "a-3", short_opus, soon(0.2))  # aplay was restarted
+        assert after_stop.done.wait(3) and after_stop.finished, after_stop.failed
+        assert interrupted.finished == [] and interrupted.failed == []
+
+        missing = play(player, "a-4", short_opus.with_name("gone.ogg"), soon(30))
+        assert missing.done.wait(1) and "gone.ogg" in missing.failed[0]
+    finally:
+        player.close()
