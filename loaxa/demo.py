@@ -39,6 +39,10 @@ STATE_LABEL = {
 FINAL = {"played", "failed", "interrupted"}
 
 
+def _lufs(value: float | None) -> str:
+    return "im lặng" if value is None else f"{value:.1f}"
+
+
 def _local(text: str | None) -> str:
     if not text:
         return "—"
@@ -48,7 +52,7 @@ def _local(text: str | None) -> str:
 def _table(view: dict, nodes: dict[str, RunningNode]) -> Table:
     table = Table(title=f"Bản tin #{view['id']} — {view.get('title', '')}")
     for column in ("Trạm", "Trạng thái", "Nhận", "Bắt đầu", "Kết thúc", "Amply"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for target in view["targets"]:
         node = nodes.get(target["station_id"])
         amp = "—"
@@ -93,7 +97,8 @@ def run_demo(
         audio = stack.upload(demo_bulletin_wav(), "ban-tin-demo.wav")
         console.print(
             f"  âm thanh #{audio['id']}: {audio['duration_ms'] / 1000:.1f} s, "
-            f"{audio['lufs_before']} → {audio['lufs_after']} LUFS, sha256 {audio['sha256'][:12]}…"
+            f"{_lufs(audio['lufs_before'])} → {_lufs(audio['lufs_after'])} LUFS, "
+            f"sha256 {audio['sha256'][:12]}…"
         )
         start_at = datetime.now(UTC) + timedelta(seconds=lead_s)
         broadcast = stack.broadcast(audio["id"], start_at, list(stack.nodes))
@@ -112,6 +117,7 @@ def run_demo(
                     console.print("[red]Hết thời gian chờ: có trạm chưa báo phát xong.[/]")
                     return 1
                 time.sleep(0.25)
+        console.print()
         _summary(console, view, stack)
         ok = all(t["state"] == "played" for t in view["targets"])
         if exit_when_done:

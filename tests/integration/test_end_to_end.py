@@ -82,6 +82,8 @@ def test_three_stations_play_a_bulletin_together(stack: LocalStack) -> None:
     assert skew_ms < 20
 
     for node in nodes:
+        board = node.agent.board
+        wait_until(lambda b=board: len(b.history) == 3, 5, "the amplifier to switch off")
         record = node.agent.player.records[0]
         history = [(datetime.fromtimestamp(t, UTC), on) for t, _ch, on in node.agent.board.history]
         assert [on for _, on in history] == [False, True, False], history  # boot, on, off
@@ -132,8 +134,16 @@ def test_forged_replayed_and_misaddressed_plans_are_refused_and_reported(
 
 
 def test_station_rebooted_while_broker_is_down_plays_its_stored_plan(
-    stack: LocalStack, mosquitto
+    tmp_path: Path, mosquitto_factory
 ) -> None:
+    # Production brokers keep sessions across restarts (persistence), so the server's
+    # subscription holds the station's events for it while it reconnects.
+    mosquitto = mosquitto_factory(persistence=True)
+    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as stack:
+        _reboot_while_broker_down(stack, mosquitto)
+
+
+def _reboot_while_broker_down(stack: LocalStack, mosquitto) -> None:
     (node,) = start_stations(stack, 1)
     audio = upload_bulletin(stack, seconds=1.0)
     start_at = datetime.now(UTC) + timedelta(seconds=6)
