@@ -1,0 +1,28 @@
+"""Areas: the official province → commune tree that broadcasts and alerts target."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from sqlmodel import col, select
+
+from server.api.deps import SessionDep
+from server.models import Area, AreaPublic
+
+router = APIRouter(prefix="/areas", tags=["areas"])
+
+
+@router.get("", response_model=list[AreaPublic])
+def read_areas(session: SessionDep, parent_code: str | None = None) -> list[Area]:
+    """All areas, or the children of ``parent_code``."""
+    query = select(Area).order_by(col(Area.code))
+    if parent_code is not None:
+        query = query.where(Area.parent_code == parent_code)
+    return list(session.exec(query).all())
+
+
+@router.get("/{code}", response_model=AreaPublic)
+def read_area(code: str, session: SessionDep) -> Area:
+    area = session.get(Area, code)
+    if area is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"area {code!r} does not exist")
+    return area

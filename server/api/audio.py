@@ -1,0 +1,172 @@
+"""Audio: upload (decode, normalise, encode, store by sha256) and signed, resumable download."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from sqlalchemy import ColumnElement
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from loaxa_protocol.errors import AudioError
+from server.api.deps import ContextDep, SessionDep
+from server.api.limits import too_large_detail
+from server.audio.pipeline import ProcessedAudio, process_audio
+from server.context import ServerContext
+from server.models import AudioAsset, AudioPublic, AudioUploaded
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/audio", tags=["audio"])
+
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+def read_audio_or_404(session: Session, audio_id: int) -> AudioAsset:
+    asset = session.get(AudioAsset, audio_id)
+    if asset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"audio {audio_id} does not exist")
+    return asset
+
+
+async def _read_limited(file: UploadFile, limit_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await file.read(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit_bytes:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, too_large_detail(limit_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _asset_for(processed: ProcessedAudio, source_sha256: str, filename: str) -> AudioAsset:
+    return AudioAsset(
+        sha256=processed.sha256,
+        source_sha256=source_sha256,
+        size_bytes=processed.size_bytes,
+        duration_ms=processed.duration_ms,
+        codec=processed.codec,
+        mime_type=processed.mime_type,
+        original_filename=filename[:255],
+        lufs_before=processed.lufs_before,
+        lufs_after=processed.lufs_after,
+        true_peak_before_dbtp=processed.true_peak_before_dbtp,
+        true_peak_after_dbtp=processed.true_peak_after_dbtp,
+        gain_db=processed.gain_db,
+        sample_rate=processed.sample_rate,
+    )
+
+
+def _find(session: Session, condition: ColumnElement[bool]) -> AudioAsset | None:
+    return session.exec(select(AudioAsset).where(condition)).first()
+
+
+def ingest_upload(context: ServerContext, data: bytes, filename: str) -> tuple[AudioAsset, bool]:
+    """Process and store an upload; returns the asset and whether it is new.
+
+    Runs in a worker thread (decoding takes real CPU). The same upload twice is
+    answered from the database without decoding again; processing failures raise
+    ``AudioError`` before anything is written, and a failed insert removes the file
+    it had just added, so a failed upload leaves nothing behind.
+    """
+    source_sha256 = hashlib.sha256(data).hexdigest()
+    with Session(context.engine) as session:
+        existing = _find(session, col(AudioAsset.source_sha256) == source_sha256)
+        if existing is not None:
+            return existing, False
+
+    processed = process_audio(data, filename)
+    with Session(context.engine) as session:
+        existing = _find(session, col(AudioAsset.sha256) == processed.sha256)
+        if existing is not None:
+            return existing, False
+        was_stored = context.store.exists(processed.sha256)
+        context.store.put(processed.encoded)
+        asset = _asset_for(processed, source_sha256, filename)
+        session.add(asset)
+        try:
+            session.commit()
+        except IntegrityError:
+            # A concurrent upload of the same audio won; its file is the one stored.
+            session.rollback()
+            existing = _find(session, col(AudioAsset.sha256) == processed.sha256)
+            if existing is None:
+                raise
+            return existing, False
+        except Exception:
+            session.rollback()
+            if not was_stored:
+                context.store.delete(processed.sha256)
+            raise
+        session.refresh(asset)
+        return asset, True
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AudioUploaded,
+    responses={200: {"description": "identical audio was already stored"}},
+)
+async def create_audio(file: UploadFile, response: Response, context: ContextDep) -> AudioUploaded:
+    """Upload any common audio format; it is loudness-normalised and encoded for delivery."""
+    limit = context.settings.max_upload_bytes
+    data = await _read_limited(file, limit)
+    filename = file.filename or "upload"
+    if not data:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"file: {filename!r} is empty (0 bytes)"
+        )
+    try:
+        asset, created = await run_in_threadpool(ingest_upload, context, data, filename)
+    except AudioError as exc:
+        log.info("rejected upload %r: %s", filename, exc)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"file: {exc}") from exc
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return AudioUploaded.model_validate({**asset.model_dump(), "created": created})
+
+
+@router.get("/{audio_id}", response_model=AudioPublic)
+def read_audio(audio_id: int, session: SessionDep) -> AudioAsset:
+    return read_audio_or_404(session, audio_id)
+
+
+@router.api_route("/{audio_id}/content", methods=["GET", "HEAD"], response_class=FileResponse)
+def read_audio_content(
+    audio_id: int,
+    session: SessionDep,
+    context: ContextDep,
+    exp: int | None = None,
+    sig: str | None = None,
+) -> FileResponse:
+    """The encoded file, for stations. Needs the URL's signature; supports HTTP Range."""
+    if exp is None or sig is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "audio downloads need a signed URL (exp and sig)"
+        )
+    now = context.clock()
+    if exp <= now.timestamp():
+        expired = datetime.fromtimestamp(exp, UTC).isoformat()
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this audio URL expired at {expired}")
+    if not context.keys.urls.check_url(audio_id, exp, sig, now):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"bad signature for audio {audio_id} (sig={sig[:16]!r})"
+        )
+    asset = read_audio_or_404(session, audio_id)
+    path = context.store.path(asset.sha256)
+    if not path.is_file():
+        log.error("audio %s (%s) is missing from the store", audio_id, asset.sha256)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"audio {audio_id} file is missing")
+    return FileResponse(
+        path,
+        media_type=asset.mime_type,
+        # Content-addressed: the sha256 *is* the entity tag, and the bytes never change.
+        headers={"etag": f'"{asset.sha256}"', "cache-control": "private, max-age=86400"},
+    )

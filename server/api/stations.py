@@ -1,0 +1,149 @@
+"""Stations: registration (with the node's whole config), listing, and their event log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from node_firmware.config import MqttConfig, NodeConfig, RelayConfig, TrustedKeyConfig
+from server.api.deps import ContextDep, SessionDep
+from server.areas import ancestry
+from server.context import ServerContext
+from server.models import (
+    Area,
+    MqttCredentials,
+    Station,
+    StationCreate,
+    StationEvent,
+    StationEventPublic,
+    StationPublic,
+    StationRegistered,
+    TrustedKeyPublic,
+)
+from server.passwords import hash_password, new_password
+
+router = APIRouter(prefix="/stations", tags=["stations"])
+
+EVENT_PAGE_MAX = 1000
+
+
+def read_station_or_404(session: Session, station_id: str) -> Station:
+    station = session.get(Station, station_id)
+    if station is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"station {station_id!r} does not exist")
+    return station
+
+
+def _generated_id(session: Session, area_code: str) -> str:
+    """``st-<area>-<n>``: readable on a technician's phone, unique within the area."""
+    prefix = f"st-{area_code}-"
+    taken = set(session.exec(select(Station.id).where(col(Station.id).startswith(prefix))).all())
+    number = len(taken) + 1
+    while f"{prefix}{number:03d}" in taken:
+        number += 1
+    return f"{prefix}{number:03d}"
+
+
+def trusted_keys(context: ServerContext) -> list[TrustedKeyPublic]:
+    key = context.keys.signing_key
+    return [TrustedKeyPublic(kid=key.kid, public_key=key.public_b64, purposes=sorted(key.purposes))]
+
+
+def node_config_for(
+    context: ServerContext, session: Session, station: Station, password: str
+) -> dict[str, Any]:
+    """The station's config file, built through the node's own model so it always loads."""
+    settings = context.settings
+    config = NodeConfig(
+        station_id=station.id,
+        areas=ancestry(session, station.area_code),
+        server_url=settings.public_url,
+        mqtt=MqttConfig(
+            host=settings.node_mqtt_host or settings.mqtt_host,
+            port=settings.node_mqtt_port or settings.mqtt_port,
+            username=station.mqtt_username,
+            password=password,
+            tls=settings.mqtt_tls,
+        ),
+        trusted_keys=[
+            TrustedKeyConfig(kid=k.kid, public_key=k.public_key, purposes=k.purposes)
+            for k in trusted_keys(context)
+        ],
+        data_dir=Path(settings.node_data_dir),
+        relay=RelayConfig(driver="none"),
+        amp_lead_ms=settings.amp_lead_ms,
+        amp_tail_ms=settings.amp_tail_ms,
+    )
+    return config.model_dump(mode="json")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StationRegistered)
+def create_station(
+    body: StationCreate, session: SessionDep, context: ContextDep
+) -> StationRegistered:
+    """Register a station and return its credentials; the password is never shown again."""
+    if session.get(Area, body.area_code) is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"area_code {body.area_code!r} is not a known area",
+        )
+    station_id = body.id or _generated_id(session, body.area_code)
+    if session.get(Station, station_id) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"station {station_id!r} already exists")
+    password = new_password()
+    station = Station(
+        id=station_id,
+        name=body.name,
+        area_code=body.area_code,
+        latitude=body.latitude,
+        longitude=body.longitude,
+        mqtt_username=station_id,
+        mqtt_password_hash=hash_password(password),
+        created_at=context.clock(),
+    )
+    session.add(station)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"station {station_id!r} already exists"
+        ) from exc
+    session.refresh(station)
+    return StationRegistered(
+        station=StationPublic.model_validate(station),
+        mqtt=MqttCredentials(username=station.mqtt_username, password=password),
+        trusted_keys=trusted_keys(context),
+        node_config=node_config_for(context, session, station, password),
+    )
+
+
+@router.get("", response_model=list[StationPublic])
+def read_stations(session: SessionDep, area_code: str | None = None) -> list[Station]:
+    query = select(Station).order_by(col(Station.id))
+    if area_code is not None:
+        query = query.where(Station.area_code == area_code)
+    return list(session.exec(query).all())
+
+
+@router.get("/{station_id}", response_model=StationPublic)
+def read_station(station_id: str, session: SessionDep) -> Station:
+    return read_station_or_404(session, station_id)
+
+
+@router.get("/{station_id}/events", response_model=list[StationEventPublic])
+def read_station_events(
+    station_id: str, session: SessionDep, limit: int = 200, kind: str | None = None
+) -> list[StationEvent]:
+    """The station's reports, newest first: what it accepted, played, failed or refused."""
+    read_station_or_404(session, station_id)
+    limit = max(1, min(limit, EVENT_PAGE_MAX))
+    query = select(StationEvent).where(StationEvent.station_id == station_id)
+    if kind is not None:
+        query = query.where(StationEvent.kind == kind)
+    query = query.order_by(col(StationEvent.received_at).desc(), col(StationEvent.id).desc())
+    return list(session.exec(query.limit(limit)).all())

@@ -1,0 +1,138 @@
+"""The application factory. Nothing happens at import time.
+
+``create_app(settings, bus)`` returns a FastAPI app whose lifespan builds the engine,
+creates tables, seeds the area tree, loads the keys, starts the MQTT fleet link (unless
+a bus is injected or MQTT is disabled) and keeps every station's retained plan fresh.
+Tests build one app per test with their own data dir and a fake bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
+
+from server.api import areas, audio, broadcasts, stations, system
+from server.api.errors import install_error_handlers
+from server.api.limits import UploadLimitMiddleware
+from server.areas import seed_areas
+from server.audio.store import AudioStore
+from server.context import ServerContext
+from server.db import create_tables, make_engine, utcnow
+from server.fleet.bus import Bus, NullBus
+from server.fleet.ingest import Ingestor
+from server.fleet.link import FleetLink
+from server.keys import ServerKeys
+from server.pages import router as pages_router
+from server.planning.publisher import PlanPublisher
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def build_context(
+    settings: Settings, bus: Bus | None, clock: Callable[[], datetime]
+) -> ServerContext:
+    """Open storage and wire the parts; the fleet link is created but not started."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    create_tables(engine)
+    with Session(engine) as session:
+        seed_areas(session, settings.seed_province_codes)
+    keys = ServerKeys.load(settings)
+    ingestor = Ingestor(engine, clock)
+
+    link: FleetLink | None = None
+    if bus is None and settings.mqtt_enabled:
+        # The link must republish through the publisher, which publishes through the link.
+        def republish() -> int:
+            return publisher.republish_all()
+
+        link = FleetLink(settings, ingestor.handle, on_connected=republish)
+        bus = link
+    publisher = PlanPublisher(engine, settings, keys, bus or NullBus(), clock)
+    return ServerContext(
+        settings=settings,
+        engine=engine,
+        keys=keys,
+        store=AudioStore(settings.audio_dir),
+        bus=bus or NullBus(),
+        publisher=publisher,
+        ingestor=ingestor,
+        clock=clock,
+        link=link,
+    )
+
+
+async def _refresh_plans(publisher: PlanPublisher, every_s: float) -> None:
+    """Roll every plan's horizon forward and renew its URLs before they expire."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(publisher.republish_all)
+        except Exception:  # the next round may succeed; never let the loop die
+            log.exception("periodic plan refresh failed")
+
+
+def create_app(
+    settings: Settings | None = None,
+    bus: Bus | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    """Build the Loaxa server; ``bus`` replaces the MQTT link, ``clock`` the wall clock."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        context = await run_in_threadpool(build_context, settings, bus, clock)
+        app.state.context = context
+        if context.link is not None:
+            context.link.start()  # republishes every plan on each connect
+        else:
+            await run_in_threadpool(context.publisher.republish_all)
+        refresher = None
+        if settings.plan_refresh_min > 0:
+            refresher = asyncio.create_task(
+                _refresh_plans(context.publisher, settings.plan_refresh_min * 60)
+            )
+        log.info("Loaxa server ready; data in %s", settings.data_dir)
+        try:
+            yield
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+            if context.link is not None:
+                await run_in_threadpool(context.link.stop)
+            context.engine.dispose()
+
+    app = FastAPI(
+        title="Loaxa",
+        summary="Controller for commune loudspeaker radio (đài truyền thanh cơ sở)",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (stations, audio, broadcasts, areas, system):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(pages_router)
+    app.add_middleware(
+        UploadLimitMiddleware,
+        path=f"{API_PREFIX}/audio",
+        method="POST",
+        limit_bytes=settings.max_upload_bytes,
+    )
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,30 @@
+"""Everything one running server holds, built by the app's lifespan and shared by routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from server.audio.store import AudioStore
+from server.fleet.bus import Bus
+from server.fleet.ingest import Ingestor
+from server.fleet.link import FleetLink
+from server.keys import ServerKeys
+from server.planning.publisher import PlanPublisher
+from server.settings import Settings
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    engine: Engine
+    keys: ServerKeys
+    store: AudioStore
+    bus: Bus
+    publisher: PlanPublisher
+    ingestor: Ingestor
+    clock: Callable[[], datetime]
+    link: FleetLink | None = None

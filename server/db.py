@@ -1,0 +1,95 @@
+"""Database engine and the UTC datetime column type.
+
+SQLite drops tzinfo on the way in and returns naive datetimes; PostgreSQL returns
+aware ones in the session time zone. ``UTCDateTime`` makes both behave the same:
+only aware datetimes go in, and every datetime comes back aware and in UTC, so no
+code downstream ever has to guess whether 05:00 means Hà Nội or Greenwich.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Engine, event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Session, SQLModel, create_engine
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always returned timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # Refuse rather than assume: a naive value is a bug in our code.
+            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The one wall clock of the server; code that must be testable takes ``now``."""
+    return datetime.now(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for SQLite (file or memory) or any server database URL.
+
+    SQLite gets WAL and a busy timeout because the API threads and the fleet ingest
+    worker write concurrently; an in-memory database gets a single shared connection
+    so every session sees the same data.
+    """
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        if ":memory:" in url or url in {"sqlite://", "sqlite:///"}:
+            kwargs["poolclass"] = StaticPool
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_tables(engine: Engine) -> None:
+    """Create missing tables (migrations arrive with Alembic; this is the bootstrap)."""
+    import server.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+    SQLModel.metadata.create_all(engine)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    with Session(engine) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,23 @@
+"""What the server needs from a message bus, so publishing can be tested without a broker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Bus(Protocol):
+    """Publishes to the broker. ``FleetLink`` is the real one; tests pass a fake."""
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Queue a message for delivery; must not block on the network."""
+        ...
+
+
+class NullBus:
+    """The bus when MQTT is disabled (API-only runs): plans are built but go nowhere."""
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        log.debug("mqtt disabled; not publishing %s (%s bytes)", topic, len(payload))

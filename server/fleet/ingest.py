@@ -1,0 +1,229 @@
+"""Apply what stations report (events, status, health) to the database.
+
+Theory of operation: every event is appended to the ``StationEvent`` log exactly as
+received, then, if it names a plan item, advances that ``BroadcastTarget``. States
+only move forward (planned → delivered → fetched → playing → played, or to failed /
+interrupted), because MQTT does not order messages across reconnects and a late
+``plan_accepted`` must not turn "played" back into "delivered". The one way back out
+of ``failed`` is progress the station reports *after* the failure (it retries
+downloads), since that is newer truth, not a reordering. Timestamps the event carries
+are still filled in when the state cannot move.
+
+Messages arrive in batches and are applied in one transaction per batch (thousands of
+health reports a second do not fit one commit each); if the batch fails, each message
+is retried on its own so one bad row cannot drop its neighbours.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from loaxa_protocol import Event, EventKind, Health, Status
+from server.db import session_scope, utcnow
+from server.fleet.dispatcher import Dispatcher, Inbound, IngestStats, StationMessage
+from server.models import BroadcastTarget, Station, StationEvent, StationStatus, TargetState
+from server.planning.compiler import broadcast_id_of
+
+log = logging.getLogger(__name__)
+
+EVENT_STATE: dict[EventKind, TargetState] = {
+    EventKind.PLAN_ACCEPTED: TargetState.DELIVERED,
+    EventKind.AUDIO_FETCHED: TargetState.FETCHED,
+    EventKind.AUDIO_FAILED: TargetState.FAILED,
+    EventKind.PLAYING: TargetState.PLAYING,
+    EventKind.PLAYED: TargetState.PLAYED,
+    EventKind.INTERRUPTED: TargetState.INTERRUPTED,
+    EventKind.FAILED: TargetState.FAILED,
+}
+
+RANK: dict[TargetState, int] = {
+    TargetState.PLANNED: 0,
+    TargetState.DELIVERED: 1,
+    TargetState.FETCHED: 2,
+    TargetState.PLAYING: 3,
+    TargetState.FAILED: 4,
+    TargetState.INTERRUPTED: 4,
+    TargetState.PLAYED: 5,
+}
+
+_FAILURES = {TargetState.FAILED, TargetState.INTERRUPTED}
+
+
+def _moves(target: BroadcastTarget, new: TargetState, at: datetime) -> bool:
+    current = target.state
+    newer = target.state_at is None or at > target.state_at
+    if current is TargetState.FAILED and new in {TargetState.FETCHED, TargetState.PLAYING}:
+        return newer  # a retry that worked
+    if current is new and new in _FAILURES:
+        return newer  # keep the latest reason
+    return RANK[new] > RANK[current]
+
+
+def apply_event(target: BroadcastTarget, event: Event, now: datetime) -> bool:
+    """Advance one target by one station event; returns whether its state changed."""
+    new = EVENT_STATE[event.kind]
+    if new is TargetState.DELIVERED and target.delivered_at is None:
+        target.delivered_at = event.at
+    elif new is TargetState.FETCHED and target.fetched_at is None:
+        target.fetched_at = event.at
+
+    moved = _moves(target, new, event.at)
+    if new in {TargetState.PLAYING, TargetState.PLAYED, TargetState.INTERRUPTED}:
+        started = event.started_at or (event.at if new is TargetState.PLAYING else None)
+        if started is not None and (moved or target.started_at is None):
+            target.started_at = started
+    if new in {TargetState.PLAYED, TargetState.INTERRUPTED} or event.finished_at is not None:
+        finished = event.finished_at or event.at
+        if moved or target.finished_at is None:
+            target.finished_at = finished
+
+    if moved:
+        target.state = new
+        target.state_at = event.at
+        if new in _FAILURES:
+            target.reason = event.reason or event.kind.value
+            target.detail = event.detail
+        else:
+            target.reason = target.detail = None
+    target.updated_at = now
+    return moved
+
+
+class Ingestor:
+    """Owns the dispatcher and the handlers that write station reports to the database."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+        self._engine = engine
+        self._clock = clock
+        self.stats = IngestStats()
+        self.dispatcher: Dispatcher[Session] = Dispatcher(
+            {"event": self._on_event, "status": self._on_status, "health": self._on_health},
+            self.stats,
+        )
+
+    def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Validate and apply a batch of raw (topic, payload) messages; never raises."""
+        inbound = [m for m in (self.dispatcher.decode(t, p) for t, p in messages) if m]
+        if not inbound:
+            return
+        try:
+            self._apply(inbound)
+        except SQLAlchemyError:
+            log.exception("batch of %s station messages failed; retrying one by one", len(inbound))
+            for one in inbound:
+                try:
+                    self._apply([one])
+                except SQLAlchemyError:
+                    self.stats.failed += 1
+                    log.exception("could not apply %s from %s", one.leaf, one.station_id)
+
+    def _apply(self, inbound: Sequence[Inbound]) -> None:
+        with session_scope(self._engine) as session:
+            for one in inbound:
+                self.dispatcher.deliver(one, session)
+        self.stats.applied += len(inbound)
+
+    def _station(self, session: Session, message: StationMessage) -> Station | None:
+        station = session.get(Station, message.station_id)
+        if station is None:
+            self.stats.unknown_station += 1
+            log.warning("%s from unregistered station %r ignored", message.type, message.station_id)
+        return station
+
+    def _on_event(self, session: Session, message: StationMessage) -> None:
+        assert isinstance(message, Event)
+        if self._station(session, message) is None:
+            return
+        now = self._clock()
+        session.add(
+            StationEvent(
+                station_id=message.station_id,
+                kind=message.kind.value,
+                item_id=message.item_id,
+                plan_seq=message.plan_seq,
+                reason=message.reason,
+                detail=message.detail,
+                at=message.at,
+                received_at=now,
+            )
+        )
+        if message.kind not in EVENT_STATE:
+            log.warning(
+                "station %s reported %s: %s %s",
+                message.station_id,
+                message.kind.value,
+                message.reason,
+                message.detail or "",
+            )
+            return
+        for target in self._targets(session, message):
+            apply_event(target, message, now)
+            session.add(target)
+
+    def _targets(self, session: Session, event: Event) -> list[BroadcastTarget]:
+        if event.item_id is not None:
+            broadcast_id = broadcast_id_of(event.item_id)
+            target = (
+                session.get(BroadcastTarget, (broadcast_id, event.station_id))
+                if broadcast_id is not None
+                else None
+            )
+            if target is None:
+                self.stats.unmatched_item += 1
+                log.warning("%s names unknown item %r", event.station_id, event.item_id)
+                return []
+            return [target]
+        if event.kind is not EventKind.PLAN_ACCEPTED:
+            self.stats.unmatched_item += 1
+            log.warning("%s from %s names no item", event.kind.value, event.station_id)
+            return []
+        # A whole plan was accepted: it carried every item first published at or
+        # before its sequence (plans are complete replacements).
+        query = select(BroadcastTarget).where(
+            BroadcastTarget.station_id == event.station_id,
+            col(BroadcastTarget.first_plan_seq).is_not(None),
+        )
+        if event.plan_seq is not None:
+            query = query.where(col(BroadcastTarget.first_plan_seq) <= event.plan_seq)
+        return list(session.exec(query).all())
+
+    def _on_status(self, session: Session, message: StationMessage) -> None:
+        assert isinstance(message, Status)
+        station = self._station(session, message)
+        if station is None:
+            return
+        # The last will carries no time: it is the broker's word that the link died
+        # just now. A timed status older than what we know is a stale retained copy.
+        stale = (
+            message.at is not None
+            and station.status_at is not None
+            and message.at < station.status_at
+        )
+        if stale:
+            return
+        station.status = StationStatus(message.state.value)
+        station.status_at = message.at or self._clock()
+        session.add(station)
+
+    def _on_health(self, session: Session, message: StationMessage) -> None:
+        assert isinstance(message, Health)
+        station = self._station(session, message)
+        if station is None:
+            return
+        if station.last_health_at is not None and message.at <= station.last_health_at:
+            return
+        station.last_health = message.model_dump(mode="json")
+        station.last_health_at = message.at
+        # A heartbeat proves the station runs, whatever status we last heard.
+        if station.status is not StationStatus.ONLINE and (
+            station.status_at is None or message.at > station.status_at
+        ):
+            station.status = StationStatus.ONLINE
+            station.status_at = message.at
+        session.add(station)

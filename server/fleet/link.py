@@ -1,0 +1,218 @@
+"""The server's MQTT connection (paho-mqtt 2): the only module that imports paho.
+
+Two threads: the network thread runs paho's loop and reconnects with exponential
+back-off and jitter (after a broker restart the server must not hammer it in step
+with thousands of stations); the worker thread receives messages through a queue and
+hands them, in batches, to the ingest, so database writes never stall keepalives.
+Jobs such as "republish every plan after a reconnect" run on the worker too.
+
+A fixed client id with a persistent session (clean_session=False) lets the broker
+hold station events (QoS 1) while the server is down and deliver them on return.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from loaxa_protocol import topics
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_STATUS, topics.ALL_HEALTH)
+MAX_BATCH = 500
+MIN_BACKOFF_S = 0.25
+
+Message = tuple[str, bytes]
+Job = Callable[[], object]
+_STOP = object()
+
+
+class FleetLink:
+    """Connects to the broker, feeds station messages to ``on_messages``, publishes plans.
+
+    ``on_messages`` receives batches of (topic, payload) on the worker thread;
+    ``on_connected`` is queued as a job on every successful (re)connect.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_messages: Callable[[Sequence[Message]], None],
+        on_connected: Job | None = None,
+    ) -> None:
+        self._host = settings.mqtt_host
+        self._port = settings.mqtt_port
+        self._keepalive = settings.mqtt_keepalive_s
+        self._on_messages = on_messages
+        self._on_connected = on_connected
+        self._max_backoff = settings.mqtt_reconnect_max_s
+        self._min_backoff = min(MIN_BACKOFF_S, self._max_backoff)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._had_session = False
+        self._threads: list[threading.Thread] = []
+
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.mqtt_client_id,
+            clean_session=False,
+            reconnect_on_failure=False,  # we reconnect ourselves, with jitter
+        )
+        if settings.mqtt_username:
+            password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+            client.username_pw_set(settings.mqtt_username, password)
+        if settings.mqtt_tls:
+            client.tls_set(ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        self._client = client
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the network and worker threads; connection happens in the background."""
+        if self._threads:
+            raise RuntimeError("FleetLink already started")
+        for name, target in (("fleet-net", self._network_loop), ("fleet-work", self._work)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Disconnect cleanly, then let the worker finish what it already received."""
+        self._stopping.set()
+        self._client.disconnect()
+        self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._threads.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def backlog(self) -> int:
+        """Messages received but not yet ingested."""
+        return self._queue.qsize()
+
+    # ------------------------------------------------------------- publish
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Queue a message; paho sends it from its own buffer (even after a reconnect)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+
+    def publish_plan(self, station_id: str, raw: bytes) -> None:
+        """Publish a sealed plan, retained, so a station that connects later still gets it."""
+        self.publish(topics.plan(station_id), raw, qos=1, retain=True)
+
+    # ------------------------------------------------------------- paho callbacks
+
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s:%s refused connection: %s", self._host, self._port, reason_code)
+            return
+        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        self._had_session = True
+        self._connected.set()
+        log.info("connected to broker %s:%s", self._host, self._port)
+        if self._on_connected is not None:
+            self._queue.put(self._on_connected)
+
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self._connected.clear()
+        if not self._stopping.is_set():
+            log.warning("lost broker connection: %s", reason_code)
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put((msg.topic, msg.payload))
+
+    # ------------------------------------------------------------- threads
+
+    def _network_loop(self) -> None:
+        delay = self._min_backoff
+        while not self._stopping.is_set():
+            try:
+                self._client.connect(self._host, self._port, self._keepalive)
+            except (OSError, ValueError) as exc:
+                log.warning("cannot reach broker %s:%s: %s", self._host, self._port, exc)
+            else:
+                while not self._stopping.is_set():
+                    if self._client.loop(timeout=0.5) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
+                if self._had_session:
+                    delay = self._min_backoff
+                    self._had_session = False
+                self._connected.clear()
+            if self._stopping.is_set():
+                break
+            # Equal jitter: at least half the back-off, so retries stay spaced out.
+            self._stopping.wait(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, self._max_backoff)
+
+    def _work(self) -> None:
+        batch: list[Message] = []
+        while True:
+            item = self._queue.get()
+            while True:
+                if isinstance(item, tuple):
+                    batch.append(item)
+                    if len(batch) < MAX_BATCH:
+                        try:
+                            item = self._queue.get_nowait()
+                            continue
+                        except queue.Empty:
+                            pass
+                    self._flush(batch)
+                    break
+                self._flush(batch)
+                if item is _STOP:
+                    return
+                self._run_job(item)
+                break
+
+    def _flush(self, batch: list[Message]) -> None:
+        if not batch:
+            return
+        try:
+            self._on_messages(list(batch))
+        except Exception:  # the worker must outlive any handler bug
+            log.exception("ingest of %s messages failed", len(batch))
+        batch.clear()
+
+    @staticmethod
+    def _run_job(job: Job) -> None:
+        try:
+            job()
+        except Exception:  # a failed republish must not kill the worker
+            log.exception("fleet job %s failed", getattr(job, "__name__", job))

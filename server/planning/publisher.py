@@ -1,0 +1,126 @@
+"""Where a broadcast becomes a signed plan on the broker.
+
+Gathers each station's live broadcasts from the database, compiles them with the
+pure compiler, seals the plan with the server key and publishes it retained on the
+station's plan topic. A plan is always the station's *whole* programme, so any
+change (a new broadcast, a rolled horizon, a restart) is handled the same way:
+recompile the affected stations and publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from loaxa_protocol import Plan, seal, topics
+from server.db import utcnow
+from server.fleet.bus import Bus
+from server.keys import ServerKeys
+from server.models import AudioAsset, Broadcast, BroadcastTarget, Station
+from server.planning.compiler import PlanEntry, compile_plan, item_id_for
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class PlanPublisher:
+    """Recompiles and publishes station plans; safe to call from any thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        keys: ServerKeys,
+        bus: Bus,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._engine = engine
+        self._keys = keys
+        self._bus = bus
+        self._clock = clock
+        self._horizon = timedelta(hours=settings.plan_horizon_h)
+        self._plan_ttl = timedelta(hours=settings.plan_ttl_h)
+        self._url_ttl = timedelta(hours=settings.audio_url_ttl_h)
+        # One compile-and-publish at a time: otherwise a plan read from older data could
+        # draw the higher sequence number and be retained over the newer one.
+        self._lock = threading.Lock()
+
+    def publish_stations(self, session: Session, station_ids: Iterable[str]) -> dict[str, Plan]:
+        """Recompile, seal and publish the plans of these stations; returns them by station.
+
+        Also records, on each target, the first plan sequence that carried it, so a
+        later ``plan_accepted`` can be matched to the items it delivered. The caller's
+        session is committed.
+        """
+        wanted = sorted(set(station_ids))
+        if not wanted:
+            return {}
+        with self._lock:
+            return self._publish(session, wanted)
+
+    def _publish(self, session: Session, wanted: list[str]) -> dict[str, Plan]:
+        now = self._clock()
+        rows = session.exec(
+            select(BroadcastTarget, Broadcast, AudioAsset)
+            .join(Broadcast, col(Broadcast.id) == col(BroadcastTarget.broadcast_id))
+            .join(AudioAsset, col(AudioAsset.id) == col(Broadcast.audio_id))
+            .where(col(BroadcastTarget.station_id).in_(wanted))
+            # Coarse pre-filter; the compiler applies the exact window (audio end).
+            .where(col(Broadcast.start_at) < now + self._horizon)
+            .where(col(Broadcast.start_at) > now - timedelta(days=1))
+        ).all()
+        entries: dict[str, list[PlanEntry]] = defaultdict(list)
+        targets: dict[str, list[BroadcastTarget]] = defaultdict(list)
+        for target, broadcast, audio in rows:
+            assert broadcast.id is not None and audio.id is not None
+            entries[target.station_id].append(
+                PlanEntry(
+                    broadcast_id=broadcast.id,
+                    title=broadcast.title,
+                    start_at=broadcast.start_at,
+                    priority=broadcast.priority,
+                    sha256=audio.sha256,
+                    size_bytes=audio.size_bytes,
+                    duration_ms=audio.duration_ms,
+                    codec=audio.codec,
+                    audio_url=self._keys.urls.sign_url(audio.id, self._url_ttl, now),
+                )
+            )
+            targets[target.station_id].append(target)
+
+        plans: dict[str, Plan] = {}
+        for station_id in wanted:
+            plan = compile_plan(
+                station_id,
+                entries.get(station_id, []),
+                now=now,
+                horizon=self._horizon,
+                seq=self._keys.next_seq(),
+                ttl=self._plan_ttl,
+            )
+            carried = {item.item_id for item in plan.items}
+            for target in targets.get(station_id, []):
+                if target.first_plan_seq is None and item_id_for(target.broadcast_id) in carried:
+                    target.first_plan_seq = plan.seq
+                    session.add(target)
+            plans[station_id] = plan
+        # Record sequences before publishing: an instant plan_accepted must find them.
+        session.commit()
+        for station_id, plan in plans.items():
+            self._bus.publish(
+                topics.plan(station_id), seal(plan, self._keys.signing_key), qos=1, retain=True
+            )
+        log.info("published %s plans", len(plans))
+        return plans
+
+    def republish_all(self) -> int:
+        """Publish a fresh plan to every registered station (start-up, reconnect, timer)."""
+        with Session(self._engine) as session:
+            station_ids = session.exec(select(Station.id)).all()
+            return len(self.publish_stations(session, station_ids))

@@ -1,0 +1,224 @@
+"""Server settings: environment (``LOAXA_*``) over an optional YAML/TOML file over defaults.
+
+One object carries every knob so that a test builds an app with its own settings and
+production differs from the demo only by configuration (design decision 7). Unknown
+keys in the file are errors, because a typo that silently falls back to a default is
+how a station ends up pointed at the wrong broker.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+from loaxa_protocol.errors import ConfigError
+
+CONFIG_FILE_ENV = "LOAXA_CONFIG_FILE"
+
+# Secrets people paste from tutorials. Refusing them at start-up is cheaper than
+# discovering that every signed audio URL in the province can be forged.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "default",
+        "changeit",
+        "example",
+        "test",
+        "xxx",
+        "todo",
+        "your-secret-here",
+        "insecure",
+    }
+)
+MIN_SECRET_CHARS = 16
+
+# The file to read is chosen per construction (ctor argument) but pydantic-settings asks
+# for sources on the class; a context variable carries the choice across that gap.
+_config_file: ContextVar[Path | None] = ContextVar("loaxa_config_file", default=None)
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LOAXA_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path("./var"),
+        description="database, audio store and keys live here; created if missing",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite:///<data_dir>/loaxa.db, "
+        "postgresql+psycopg://... in production",
+    )
+    mqtt_enabled: bool = Field(
+        default=True, description="start the MQTT fleet link; off for API-only tests"
+    )
+    mqtt_host: str = Field(default="127.0.0.1", description="broker the server connects to")
+    mqtt_port: int = Field(default=1883, ge=1, le=65535, description="broker port")
+    mqtt_username: str | None = Field(default=None, description="the server's broker user")
+    mqtt_password: SecretStr | None = Field(
+        default=None, description="the server's broker password"
+    )
+    mqtt_tls: bool = Field(default=False, description="connect to the broker with TLS")
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="CA bundle for the broker's TLS certificate"
+    )
+    mqtt_client_id: str = Field(
+        default="loaxa-server",
+        description="fixed client id: with a persistent session the broker keeps station "
+        "events (QoS 1) while the server is down",
+    )
+    mqtt_reconnect_max_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="cap of the server's reconnect back-off; the server is one client, so "
+        "it can come back quickly and be subscribed before stations resend their events",
+    )
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=600, description="MQTT keepalive")
+    node_mqtt_host: str | None = Field(
+        default=None,
+        description="broker address as stations see it (written into node configs); "
+        "default mqtt_host",
+    )
+    node_mqtt_port: int | None = Field(
+        default=None, ge=1, le=65535, description="broker port for stations; default mqtt_port"
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="base URL stations use to reach this server (audio downloads)",
+    )
+    url_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for signed audio URLs; generated into <data_dir>/keys if unset",
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, gt=0, description="largest audio upload accepted"
+    )
+    plan_horizon_h: float = Field(
+        default=48, gt=0, description="how far ahead a station's plan reaches"
+    )
+    plan_ttl_h: float = Field(
+        default=72,
+        gt=0,
+        description="validity of a signed plan; stations refuse to *accept* older ones",
+    )
+    plan_refresh_min: float = Field(
+        default=60,
+        ge=0,
+        description="recompile and republish every plan this often so the horizon rolls "
+        "forward and URLs stay fresh; 0 disables",
+    )
+    audio_url_ttl_h: float = Field(
+        default=72, gt=0, description="lifetime of a signed audio download URL"
+    )
+    amp_lead_ms: int = Field(
+        default=1500, ge=0, le=60000, description="node config default: amp on before audio"
+    )
+    amp_tail_ms: int = Field(
+        default=1000, ge=0, le=60000, description="node config default: amp off after audio"
+    )
+    node_data_dir: str = Field(
+        default="/var/lib/loaxa-node", description="data_dir written into generated node configs"
+    )
+    seed_province_codes: list[str] = Field(
+        default_factory=lambda: ["04"],
+        description="provinces whose area tree is seeded at start-up (04 = Cao Bằng)",
+    )
+
+    def __init__(self, config_file: Path | str | None = None, **values: Any) -> None:
+        """``config_file`` (or ``LOAXA_CONFIG_FILE``) names a YAML or TOML file."""
+        token = _config_file.set(Path(config_file) if config_file is not None else None)
+        try:
+            super().__init__(**values)
+        finally:
+            _config_file.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        if path is None and os.environ.get(CONFIG_FILE_ENV):
+            path = Path(os.environ[CONFIG_FILE_ENV])
+        sources = [init_settings, env_settings, dotenv_settings]
+        if path is not None:
+            sources.append(_file_source(settings_cls, path))
+        return (*sources, file_secret_settings)
+
+    @field_validator("url_secret", "mqtt_password")
+    @classmethod
+    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if text.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(f"{text!r} is a placeholder, not a secret; set a random value")
+        return value
+
+    @field_validator("url_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"url_secret must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"public_url must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'loaxa.db'}"
+        return self
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, always set after validation."""
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.data_dir / "audio"
+
+
+def _file_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    if not path.is_file():
+        raise ConfigError(f"{path}: settings file not found")
+    suffix = path.suffix.lower()
+    if suffix in {".yaml", ".yml"}:
+        return YamlConfigSettingsSource(settings_cls, yaml_file=path)
+    if suffix == ".toml":
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    raise ConfigError(f"{path}: settings file must be .yaml, .yml or .toml")
