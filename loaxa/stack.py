@@ -8,7 +8,6 @@ agent — so they share this one module instead of three hand-rolled set-ups.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,18 +18,13 @@ from typing import Any
 import httpx
 import uvicorn
 
+from loaxa.broker import free_port
 from node_firmware.agent import NodeAgent
 from node_firmware.config import NodeConfig
 from server.app import create_app
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -24,6 +24,7 @@ import httpx
 from loaxa_protocol import AudioRef
 from loaxa_protocol.errors import FetchError
 from node_firmware.drivers.audio_cache import AudioCache
+from node_firmware.drivers.disk import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class AudioFetcher:
         final = self._cache.path(ref.sha256)
         try:
             os.replace(partial, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             raise DownloadError(FetchFailure.IO_ERROR, f"storing {final.name}: {exc}") from exc
         log.info("fetched %s (%s bytes)", ref.sha256[:12], size)
@@ -210,10 +211,3 @@ def _sha256_of(path: Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from loaxa_protocol.errors import StorageError
+from node_firmware.drivers.disk import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class StateStore:
             if _read(current) is not None:
                 os.replace(current, self.dir / PREVIOUS)
             os.replace(temp, current)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError as exc:
             raise StorageError(f"cannot save station state in {self.dir}: {exc}") from exc
         self._gen = gen
@@ -122,10 +123,3 @@ def _read(path: Path) -> tuple[int, bytes, dict[str, Any]] | None:
         return None
     return gen, plan_raw, replay
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,6 +7,10 @@ pseudo-terminal and the simulated player (this machine has no sound card).
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from loaxa.stack import LocalStack, RunningNode
 from loaxa_protocol import Plan, Priority, SigningKey, seal, topics
@@ -185,3 +190,39 @@ def test_priority_bulletin_preempts_normal_and_the_interruption_is_reported(
     stack.wait_for_states(urgent["id"], {"played"}, timeout=30)
     view = stack.wait_for_states(normal["id"], {"interrupted"}, timeout=5)
     assert "pre-empted" in (view["targets"][0]["detail"] or "")
+
+
+def test_station_process_reports_online_stopped_and_offline_when_killed(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    config = stack.register_station("Cụm loa tiến trình", *COMMUNES[0])
+    config_file = tmp_path / "station.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+
+    def status() -> str:
+        with stack.client() as http:
+            return str(http.get(f"/api/v1/stations/{config.station_id}").json()["status"])
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "loaxa", "node", "--config", str(config_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    process = start()
+    try:
+        wait_until(lambda: status() == "online", 20, "the station to come online")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        wait_until(lambda: status() == "stopped", 10, "a clean stop to be reported")
+
+        process = start()
+        wait_until(lambda: status() == "online", 20, "the station to come back")
+        os.kill(process.pid, signal.SIGKILL)  # power cut: no goodbye, only the last will
+        process.wait(10)
+        wait_until(lambda: status() == "offline", 10, "the last will to mark it offline")
+    finally:
+        if process.poll() is None:
+            process.kill()
