@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,29 @@ def test_node_with_a_broken_config_says_what_and_where(tmp_path: Path) -> None:
     result = run("node", "--config", str(config), timeout=30)
     assert result.returncode == 2
     assert "station.yaml" in result.stderr and "relay.drver" in result.stderr
+
+
+def test_ctrl_c_stops_the_demo_cleanly() -> None:
+    demo = subprocess.Popen(
+        [*LOAXA, "demo", "--lead", "3"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert demo.stdout is not None
+    seen = []
+    try:
+        for line in demo.stdout:
+            seen.append(line)
+            if "Ctrl-C" in line:
+                break
+        assert any("3/3" in line for line in seen), "".join(seen)
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(15) == 0
+        rest = demo.stdout.read()
+        assert "Traceback" not in rest, rest
+    finally:
+        if demo.poll() is None:
+            demo.kill()
