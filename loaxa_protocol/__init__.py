@@ -24,11 +24,13 @@ from loaxa_protocol.messages import (
     Event,
     EventKind,
     Health,
+    KeyEntry,
     Plan,
     PlanItem,
     Priority,
     Status,
     StatusState,
+    TrustUpdate,
 )
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "EventKind",
     "Freshness",
     "Health",
+    "KeyEntry",
     "Keyring",
     "Plan",
     "PlanItem",
@@ -49,6 +52,7 @@ __all__ = [
     "SigningKey",
     "Status",
     "StatusState",
+    "TrustUpdate",
     "Verified",
     "open_envelope",
     "seal",

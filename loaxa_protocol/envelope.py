@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from pydantic import TypeAdapter, ValidationError
 
-from loaxa_protocol.messages import Command, Plan, SignedMessage
+from loaxa_protocol.messages import Command, KeyEntry, Plan, SignedMessage, TrustUpdate
 
 MAX_ENVELOPE_BYTES = 1024 * 1024
 CLOCK_TOLERANCE = timedelta(minutes=5)
@@ -82,7 +82,7 @@ class SigningKey:
         return _b64e(raw)
 
 
-def seal(message: Plan | Command, key: SigningKey) -> bytes:
+def seal(message: Plan | Command | TrustUpdate, key: SigningKey) -> bytes:
     """Serialise, sign and wrap a message; the result is the MQTT payload."""
     if message.type not in key.purposes:
         raise ValueError(f"key {key.kid} may not sign {message.type} messages")
@@ -102,6 +102,7 @@ class RejectReason(enum.StrEnum):
     BAD_SIGNATURE = "bad_signature"
     WRONG_PURPOSE = "wrong_purpose"
     EXPIRED = "expired"
+    RETIRED_KEY = "retired_key"
     FROM_FUTURE = "from_future"
     REPLAYED = "replayed"
     WRONG_STATION = "wrong_station"
@@ -112,6 +113,8 @@ class TrustedKey:
     kid: str
     public_key: Ed25519PublicKey
     purposes: frozenset[str]
+    public_b64: str
+    valid_until: datetime | None = None
 
 
 @dataclass
@@ -120,11 +123,37 @@ class Keyring:
 
     keys: dict[str, TrustedKey] = field(default_factory=dict)
 
-    def add(self, kid: str, public_b64: str, purposes: frozenset[str] | set[str]) -> None:
-        raw = _b64d(public_b64)
-        self.keys[kid] = TrustedKey(
-            kid, Ed25519PublicKey.from_public_bytes(raw), frozenset(purposes)
-        )
+    def add(
+        self,
+        kid: str,
+        public_b64: str,
+        purposes: frozenset[str] | set[str],
+        valid_until: datetime | None = None,
+    ) -> None:
+        """Trust a key; raises ``ValueError`` if it is not a raw Ed25519 public key."""
+        try:
+            public_key = Ed25519PublicKey.from_public_bytes(_b64d(public_b64))
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError(f"key {kid!r} is not a raw Ed25519 public key") from exc
+        self.keys[kid] = TrustedKey(kid, public_key, frozenset(purposes), public_b64, valid_until)
+
+    def entries(self) -> list[KeyEntry]:
+        return [
+            KeyEntry(
+                kid=k.kid,
+                public_key=k.public_b64,
+                purposes=sorted(k.purposes),
+                valid_until=k.valid_until,
+            )
+            for k in self.keys.values()
+        ]
+
+    @classmethod
+    def from_entries(cls, entries: list[KeyEntry]) -> Keyring:
+        ring = cls()
+        for entry in entries:
+            ring.add(entry.kid, entry.public_key, set(entry.purposes), entry.valid_until)
+        return ring
 
     @classmethod
     def of(cls, *signing_keys: SigningKey) -> Keyring:
@@ -136,7 +165,7 @@ class Keyring:
 
 @dataclass(frozen=True)
 class Verified:
-    message: Plan | Command
+    message: Plan | Command | TrustUpdate
     kid: str
     digest: str
     """sha256 of the signed payload bytes: identifies this exact message."""
@@ -163,7 +192,8 @@ def open_envelope(
     Replay (the sequence) is checked separately by :class:`ReplayGuard`, because the
     station must decide whether a same-sequence copy is a harmless retained duplicate.
     ``check_expiry=False`` is only for re-reading a plan this station already accepted
-    (from its own disk after a reboot): a programme must outlive a long outage.
+    (from its own disk after a reboot): a programme must outlive a long outage, and the
+    key that signed it may have been retired since.
     """
     if len(raw) > MAX_ENVELOPE_BYTES:
         return Rejected(RejectReason.MALFORMED, f"envelope of {len(raw)} bytes exceeds limit")
@@ -198,6 +228,9 @@ def open_envelope(
         return Rejected(
             RejectReason.WRONG_PURPOSE, f"key {kid} may not sign {message.type}", sender, seq
         )
+    if check_expiry and trusted.valid_until is not None and now >= trusted.valid_until:
+        detail = f"key {kid} was retired at {trusted.valid_until.isoformat()}"
+        return Rejected(RejectReason.RETIRED_KEY, detail, sender, seq)
     if check_expiry and now >= message.expires_at:
         return Rejected(
             RejectReason.EXPIRED, f"expired at {message.expires_at.isoformat()}", sender, seq

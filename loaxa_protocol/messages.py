@@ -102,7 +102,29 @@ class Command(SignedHeader):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-SignedMessage = Annotated[Plan | Command, Field(discriminator="type")]
+class KeyEntry(Strict):
+    """One public key a station should trust, and until when."""
+
+    kid: str = Field(min_length=1, max_length=64)
+    public_key: str = Field(description="raw Ed25519 public key, base64url without padding")
+    purposes: list[str] = Field(min_length=1, description="message types it may sign")
+    valid_until: UtcDatetime | None = Field(
+        default=None, description="after this instant its signatures are refused"
+    )
+
+
+class TrustUpdate(SignedHeader):
+    """The complete set of keys a station trusts from now on (key rotation).
+
+    A complete set, not a diff, so the retained copy is all a station needs, however
+    many updates it missed. Signed by a key the station trusts *now*.
+    """
+
+    type: Literal["trust"] = "trust"
+    keys: list[KeyEntry] = Field(min_length=1, max_length=16)
+
+
+SignedMessage = Annotated[Plan | Command | TrustUpdate, Field(discriminator="type")]
 
 
 class EventKind(enum.StrEnum):
@@ -114,6 +136,7 @@ class EventKind(enum.StrEnum):
     INTERRUPTED = "interrupted"
     FAILED = "failed"
     REJECTED = "rejected"
+    TRUST_UPDATED = "trust_updated"
     RELAY_FAULT = "relay_fault"
 
 

@@ -26,6 +26,11 @@ def command(station_id: str) -> str:
     return f"{_station(station_id)}/cmd"
 
 
+def trust(station_id: str) -> str:
+    """Retained, signed: the complete set of keys the station trusts."""
+    return f"{_station(station_id)}/trust"
+
+
 def status(station_id: str) -> str:
     """Retained availability: online / offline (last will) / stopped."""
     return f"{_station(station_id)}/status"

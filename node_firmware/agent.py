@@ -151,7 +151,7 @@ class NodeAgent:
                 self._wake_at = at
             case Publish(topic=topic, payload=payload, qos=qos, retain=retain):
                 self.link.publish(topic, payload, qos, retain)
-            case SaveState(plan_raw=raw, replay_state=replay):
+            case SaveState(plan_raw=raw, memory=replay):
                 self.store.save(raw, replay)
             case PinAudio(sha256s=needed):
                 self.cache.pin(needed)

@@ -20,12 +20,19 @@ class Boot:
     """First input after start: what the disk remembers."""
 
     stored_plan: bytes | None
-    replay_state: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
     cached_audio: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class PlanReceived:
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class TrustReceived:
+    """A signed update of the keys this station trusts (key rotation)."""
+
     raw: bytes
 
 
@@ -87,6 +94,7 @@ class BrokerDisconnected:
 Input = (
     Boot
     | PlanReceived
+    | TrustReceived
     | Tick
     | AudioFetched
     | AudioFetchFailed
@@ -112,10 +120,10 @@ class Publish:
 
 @dataclass(frozen=True)
 class SaveState:
-    """Persist the accepted plan bytes and the replay guard atomically."""
+    """Persist the accepted plan bytes and the core's memory (replay guard, keys) atomically."""
 
-    plan_raw: bytes
-    replay_state: dict[str, Any]
+    plan_raw: bytes | None
+    memory: dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,14 @@ from loaxa_protocol import (
     Event,
     EventKind,
     Freshness,
+    KeyEntry,
     Keyring,
     Plan,
     PlanItem,
     Rejected,
     RejectReason,
     ReplayGuard,
+    TrustUpdate,
     open_envelope,
     topics,
 )
@@ -72,6 +74,7 @@ from node_firmware.core.events import (
     StartPlayback,
     StopPlayback,
     Tick,
+    TrustReceived,
     WakeAt,
 )
 
@@ -125,6 +128,12 @@ class NodeCore:
     _amp_hold_until: datetime | None = None
     _next_heartbeat: datetime | None = None
     _plan_raw: bytes | None = None
+    _trust_raw: bytes | None = None
+    _keyring_updated: bool = False
+    _unknown_key_plan: bytes | None = None
+
+    def __post_init__(self) -> None:
+        self.keyring: Keyring = self.settings.keyring
 
     # ------------------------------------------------------------ entry point
 
@@ -136,6 +145,8 @@ class NodeCore:
                 self._boot(event, now, out)
             case PlanReceived(raw=raw):
                 self._plan_received(raw, now, out)
+            case TrustReceived(raw=raw):
+                self._trust_received(raw, now, out)
             case Tick():
                 pass
             case AudioFetched(sha256=sha):
@@ -165,13 +176,16 @@ class NodeCore:
     # ------------------------------------------------------------ plan intake
 
     def _boot(self, boot: Boot, now: datetime, out: list[Action]) -> None:
-        self.guard = ReplayGuard.from_json(boot.replay_state)
+        self.guard = ReplayGuard.from_json(boot.memory.get("guard", {}))
+        if boot.memory.get("keys"):
+            entries = [KeyEntry.model_validate(k) for k in boot.memory["keys"]]
+            self.keyring, self._keyring_updated = Keyring.from_entries(entries), True
         self.cached = set(boot.cached_audio)
         self._next_heartbeat = now
         if boot.stored_plan is None:
             return
         verdict = open_envelope(
-            boot.stored_plan, self.settings.keyring, now, self._addressees(), check_expiry=False
+            boot.stored_plan, self.keyring, now, self._addressees(), check_expiry=False
         )
         if isinstance(verdict, Rejected) or not isinstance(verdict.message, Plan):
             # Our own disk holds something we would not accept: a local fault, not an
@@ -186,8 +200,12 @@ class NodeCore:
             # The retained copy of what we run (every reconnect): not news, and not
             # "expired" either when the server has been down longer than its lifetime.
             return
-        verdict = open_envelope(raw, self.settings.keyring, now, self._addressees())
+        verdict = open_envelope(raw, self.keyring, now, self._addressees())
         if isinstance(verdict, Rejected):
+            if verdict.reason is RejectReason.UNKNOWN_KEY:
+                # After a key rotation the new plan may overtake the trust update that
+                # introduces its key; it is tried again when the next update arrives.
+                self._unknown_key_plan = raw
             self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
             return
         if not isinstance(verdict.message, Plan):
@@ -204,7 +222,7 @@ class NodeCore:
             return
         self.guard.record(verdict)
         self._plan_raw = raw
-        out.append(SaveState(plan_raw=raw, replay_state=self.guard.to_json()))
+        out.append(SaveState(plan_raw=raw, memory=self._memory()))
         self._install(verdict.message, now, out, after_boot=False)
 
     def _install(self, plan: Plan, now: datetime, out: list[Action], *, after_boot: bool) -> None:
@@ -242,6 +260,53 @@ class NodeCore:
         self._fetch_due = {s: due for s, due in self._fetch_due.items() if s in needed}
         for item in self._live_items():
             self._ensure_fetch(item, out)
+
+    def _trust_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
+        if raw == self._trust_raw:
+            return
+        verdict = open_envelope(raw, self.keyring, now, self._addressees())
+        if isinstance(verdict, Rejected):
+            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
+            return
+        update = verdict.message
+        if not isinstance(update, TrustUpdate):
+            self._reject(RejectReason.MALFORMED, "not a trust update", update.seq, now, out)
+            return
+        if not any("trust" in key.purposes for key in update.keys):
+            detail = "no key may sign the next trust update: it would lock the station out"
+            self._reject(RejectReason.MALFORMED, detail, update.seq, now, out)
+            return
+        freshness = self.guard.check(verdict)
+        if freshness is not Freshness.NEW:
+            if freshness is Freshness.REPLAYED:
+                detail = f"sequence {update.seq} is not newer than {self.guard.last_seq(verdict)}"
+                self._reject(RejectReason.REPLAYED, detail, update.seq, now, out)
+            return
+        self.guard.record(verdict)
+        self._trust_raw = raw
+        self.keyring, self._keyring_updated = Keyring.from_entries(update.keys), True
+        out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
+        kids = ", ".join(sorted(self.keyring.keys))
+        self._publish_event(
+            Event(
+                station_id=self.settings.station_id,
+                kind=EventKind.TRUST_UPDATED,
+                at=now,
+                plan_seq=update.seq,
+                detail=f"trusted keys: {kids}"[:500],
+            ),
+            out,
+        )
+        pending, self._unknown_key_plan = self._unknown_key_plan, None
+        if pending is not None:
+            self._plan_received(pending, now, out)
+
+    def _memory(self) -> dict[str, object]:
+        """What the station must remember across a reboot besides the plan itself."""
+        memory: dict[str, object] = {"guard": self.guard.to_json()}
+        if self._keyring_updated:  # otherwise the config file's keys stay authoritative
+            memory["keys"] = [e.model_dump(mode="json") for e in self.keyring.entries()]
+        return memory
 
     def _addressees(self) -> frozenset[str]:
         return frozenset({self.settings.station_id}) | {f"area:{a}" for a in self.settings.areas}

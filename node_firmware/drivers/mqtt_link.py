@@ -19,7 +19,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from loaxa_protocol import Status, StatusState, topics
 from node_firmware.config import MqttConfig
-from node_firmware.core.events import BrokerConnected, BrokerDisconnected, Input, PlanReceived
+from node_firmware.core.events import (
+    BrokerConnected,
+    BrokerDisconnected,
+    Input,
+    PlanReceived,
+    TrustReceived,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,8 @@ class MqttLink:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused connection: %s", reason)
             return
-        client.subscribe(topics.plan(self._station_id), qos=1)
+        # trust first: after a key rotation the update must precede plans signed anew
+        client.subscribe([(topics.trust(self._station_id), 1), (topics.plan(self._station_id), 1)])
         client.publish(topics.status(self._station_id), self._status(StatusState.ONLINE), 1, True)
         self._deliver(BrokerConnected())
 
@@ -90,5 +97,7 @@ class MqttLink:
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if message.topic == topics.plan(self._station_id):
             self._deliver(PlanReceived(bytes(message.payload)))
+        elif message.topic == topics.trust(self._station_id):
+            self._deliver(TrustReceived(bytes(message.payload)))
         else:
             log.warning("message on unexpected topic %s ignored", message.topic)

@@ -1,4 +1,4 @@
-"""The station's memory across reboots: the accepted plan and the replay guard.
+"""The station's memory across reboots: the accepted plan, the replay guard, the keys.
 
 A node must come back from a power cut with its programme *and* with the replay
 guard's sequence numbers (otherwise an old signed message could be replayed after a
@@ -40,19 +40,19 @@ _HEADER = re.compile(rb"loaxa-state 1 gen=(\d+) len=(\d+) sha256=([0-9a-f]{64})"
 
 
 class StateStore:
-    """Atomic, checksummed, two-generation storage of ``(plan_raw, replay_state)``."""
+    """Atomic, checksummed, two-generation storage of ``(plan_raw, memory)``."""
 
     def __init__(self, dir: Path) -> None:
         self.dir = dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._gen: int | None = None
 
-    def save(self, plan_raw: bytes, replay_state: dict[str, Any]) -> None:
+    def save(self, plan_raw: bytes | None, memory: dict[str, Any]) -> None:
         """Persist both or neither; raises ``StorageError`` if the disk refuses."""
         gen = self._newest_gen() + 1 if self._gen is None else self._gen + 1
         try:
             body = json.dumps(
-                {"plan_b64": base64.b64encode(plan_raw).decode("ascii"), "replay": replay_state},
+                {"plan_b64": base64.b64encode(plan_raw or b"").decode("ascii"), "replay": memory},
                 separators=(",", ":"),
                 sort_keys=True,
             ).encode()
@@ -90,7 +90,7 @@ class StateStore:
         if name != CURRENT:
             log.warning("station state: %s unusable, using %s (generation %s)", CURRENT, name, gen)
         self._gen = gen
-        return plan_raw, replay
+        return plan_raw or None, replay
 
     def _newest_gen(self) -> int:
         gens = [state[0] for name in (CURRENT, TEMP, PREVIOUS) if (state := _read(self.dir / name))]

@@ -83,7 +83,7 @@ def test_nothing_sound_is_an_empty_state_not_a_crash(tmp_path: Path) -> None:
     assert StateStore(tmp_path).load() == (None, {})
 
 
-def test_unserialisable_replay_state_is_refused(tmp_path: Path) -> None:
+def test_unserialisable_memory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="not JSON-serialisable"):
         StateStore(tmp_path).save(b"plan", {"when": object()})
     assert not (tmp_path / CURRENT).exists()

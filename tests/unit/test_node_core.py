@@ -9,7 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from loaxa_protocol import AudioRef, Keyring, Plan, PlanItem, Priority, SigningKey, seal
+from loaxa_protocol import (
+    AudioRef,
+    KeyEntry,
+    Keyring,
+    Plan,
+    PlanItem,
+    Priority,
+    SigningKey,
+    TrustUpdate,
+    seal,
+)
 from node_firmware.core.events import (
     Action,
     AudioFetched,
@@ -30,6 +40,7 @@ from node_firmware.core.events import (
     StartPlayback,
     StopPlayback,
     Tick,
+    TrustReceived,
     WakeAt,
 )
 from node_firmware.core.machine import LATE_GRACE, PREROLL, CoreSettings, NodeCore
@@ -184,7 +195,7 @@ def test_stored_plan_plays_after_reboot_without_network(h: Harness) -> None:
     assert isinstance(saved, SaveState)
 
     rebooted = Harness(now=T0 + timedelta(seconds=10))
-    rebooted.feed(Boot(saved.plan_raw, saved.replay_state, cached_audio=frozenset({SHA_A})))
+    rebooted.feed(Boot(saved.plan_raw, saved.memory, cached_audio=frozenset({SHA_A})))
     rebooted.run_until(T0 + timedelta(seconds=20))
     assert [a.item_id for _, a in rebooted.of(StartPlayback)] == ["b-1"]
     # and the retained copy arriving later is the same plan, not a replay
@@ -195,7 +206,7 @@ def test_stored_plan_plays_after_reboot_without_network(h: Harness) -> None:
 def test_stored_plan_survives_its_own_expiry_after_a_long_outage() -> None:
     raw = sealed(item("b-1", timedelta(days=7)))
     week_later = Harness(now=T0 + timedelta(days=7) - timedelta(minutes=1))
-    week_later.feed(Boot(raw, {"server/plan": [1, "x"]}, frozenset({SHA_A})))
+    week_later.feed(Boot(raw, {"guard": {"server/plan": [1, "x"]}}, frozenset({SHA_A})))
     week_later.run_until(T0 + timedelta(days=7))
     assert len(week_later.of(StartPlayback)) == 1
 
@@ -283,3 +294,88 @@ def test_retained_plan_outliving_its_expiry_is_not_reported_as_expired() -> None
     after_outage.feed(Boot(raw, {}, frozenset({SHA_A})))
     after_outage.feed(PlanReceived(raw))  # reconnect: the broker re-delivers the retained copy
     assert after_outage.events("rejected") == []
+
+
+# ---------------------------------------------------------------- key rotation
+
+NEW_KEY = SigningKey.generate("plan", frozenset({"plan", "command", "trust"}))
+OLD_KEY_FOR_TRUST = SigningKey(KEY.kid, KEY.private_key, frozenset({"plan", "command", "trust"}))
+
+
+def trust_update(*entries: KeyEntry, seq: int = 100, key: SigningKey = OLD_KEY_FOR_TRUST) -> bytes:
+    update = TrustUpdate(
+        sender="server",
+        seq=seq,
+        issued_at=T0,
+        expires_at=T0 + timedelta(days=2),
+        to="st-1",
+        keys=list(entries),
+    )
+    return seal(update, key)
+
+
+def entry(key: SigningKey, valid_until: datetime | None = None) -> KeyEntry:
+    return KeyEntry(
+        kid=key.kid,
+        public_key=key.public_b64,
+        purposes=sorted(key.purposes),
+        valid_until=valid_until,
+    )
+
+
+@pytest.fixture
+def rotating() -> Harness:
+    ring = Keyring.of(OLD_KEY_FOR_TRUST)
+    harness = Harness(core=NodeCore(CoreSettings(station_id="st-1", keyring=ring)))
+    harness.feed(Boot(stored_plan=None))
+    harness.log.clear()
+    return harness
+
+
+def test_rotation_new_key_is_trusted_and_old_one_honoured_until_retired(rotating: Harness) -> None:
+    retire_at = T0 + timedelta(hours=1)
+    rotating.feed(PlanReceived(sealed(item("b-1", timedelta(hours=2)), seq=1, key=KEY)))
+    rotating.feed(TrustReceived(trust_update(entry(NEW_KEY), entry(KEY, retire_at))))
+    assert rotating.events("trust_updated")
+    saved = rotating.of(SaveState)[-1][1]
+    assert {k["kid"] for k in saved.memory["keys"]} == {NEW_KEY.kid, KEY.kid}
+
+    rotating.feed(PlanReceived(sealed(item("b-2", timedelta(hours=2)), seq=2, key=KEY)))
+    assert [i.item_id for i in rotating.core.plan.items] == ["b-2"]  # old key still honoured
+    rotating.now = retire_at
+    rotating.feed(PlanReceived(sealed(item("b-3", timedelta(hours=2)), seq=3, key=KEY)))
+    assert rotating.events("rejected")[-1]["reason"] == "retired_key"
+    rotating.feed(PlanReceived(sealed(item("b-4", timedelta(hours=2)), seq=4, key=NEW_KEY)))
+    assert [i.item_id for i in rotating.core.plan.items] == ["b-4"]
+
+
+def test_plan_overtaking_its_trust_update_is_accepted_once_the_update_arrives(
+    rotating: Harness,
+) -> None:
+    rotating.feed(PlanReceived(sealed(item("b-1", timedelta(hours=2)), seq=5, key=NEW_KEY)))
+    assert rotating.events("rejected")[-1]["reason"] == "unknown_key"
+    rotating.feed(TrustReceived(trust_update(entry(NEW_KEY))))
+    assert [i.item_id for i in rotating.core.plan.items] == ["b-1"]
+
+
+def test_trust_updates_that_would_lock_out_or_are_forged_are_refused(rotating: Harness) -> None:
+    plan_only = SigningKey(NEW_KEY.kid, NEW_KEY.private_key, frozenset({"plan"}))
+    rotating.feed(TrustReceived(trust_update(entry(plan_only))))
+    forged = trust_update(entry(NEW_KEY), key=SigningKey.generate("trust"))
+    rotating.feed(TrustReceived(forged))
+    plan_key_signing_trust = SigningKey(KEY.kid, KEY.private_key, frozenset({"trust"}))
+    ring_without_trust = Harness()  # its config key may sign plans, not trust updates
+    ring_without_trust.feed(Boot(stored_plan=None))
+    ring_without_trust.feed(TrustReceived(trust_update(entry(NEW_KEY), key=plan_key_signing_trust)))
+    assert [e["reason"] for e in rotating.events("rejected")] == ["malformed", "unknown_key"]
+    assert [e["reason"] for e in ring_without_trust.events("rejected")] == ["wrong_purpose"]
+    assert set(rotating.core.keyring.keys) == {KEY.kid}
+
+
+def test_rotated_keys_survive_a_reboot(rotating: Harness) -> None:
+    rotating.feed(TrustReceived(trust_update(entry(NEW_KEY))))
+    saved = rotating.of(SaveState)[-1][1]
+    rebooted = Harness(core=NodeCore(CoreSettings(station_id="st-1", keyring=Keyring.of(KEY))))
+    rebooted.feed(Boot(saved.plan_raw, saved.memory))
+    rebooted.feed(PlanReceived(sealed(item("b-1", timedelta(hours=2)), seq=7, key=NEW_KEY)))
+    assert rebooted.events("rejected") == []
