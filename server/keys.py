@@ -19,15 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from loaxa_protocol import SigningKey
+from loaxa_protocol import KeyEntry, SigningKey
 from loaxa_protocol.errors import StorageError
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 KEY_PURPOSE = "plan"
-KEY_PURPOSES = frozenset({"plan", "command"})
+KEY_PURPOSES = frozenset({"plan", "command", "trust"})
+ALERT_PURPOSES = frozenset({"alert"})
 SIGNING_KEY_FILE = "server_ed25519.pem"
+ALERT_KEY_FILE = "province_alert_ed25519.pem"
+RETIRED_DIR = "retired"
 SEQUENCE_FILE = "sequence.json"
 URL_SECRET_FILE = "url_secret"
 
@@ -48,15 +51,37 @@ def _write_private(path: Path, data: bytes) -> None:
         raise StorageError(f"cannot write {path}: {exc}") from exc
 
 
-def load_signing_key(keys_dir: Path) -> SigningKey:
-    """The plan/command signing key, generated on first start."""
-    path = keys_dir / SIGNING_KEY_FILE
+def load_signing_key(
+    keys_dir: Path,
+    file_name: str = SIGNING_KEY_FILE,
+    purpose: str = KEY_PURPOSE,
+    purposes: frozenset[str] = KEY_PURPOSES,
+) -> SigningKey:
+    """A signing key kept in ``keys_dir``, generated on first start."""
+    path = keys_dir / file_name
     if path.exists():
-        return SigningKey.from_pem(path.read_bytes(), KEY_PURPOSE, KEY_PURPOSES)
-    key = SigningKey.generate(KEY_PURPOSE, KEY_PURPOSES)
+        return SigningKey.from_pem(path.read_bytes(), purpose, purposes)
+    key = SigningKey.generate(purpose, purposes)
     _write_private(path, key.to_pem())
     log.info("generated signing key %s in %s", key.kid, path)
     return key
+
+
+def _entry(key: SigningKey, valid_until: datetime | None = None) -> KeyEntry:
+    return KeyEntry(
+        kid=key.kid,
+        public_key=key.public_b64,
+        purposes=sorted(key.purposes),
+        valid_until=valid_until,
+    )
+
+
+def load_retired(keys_dir: Path) -> list[KeyEntry]:
+    """Public halves of rotated-out plan keys, still honoured until their ``valid_until``."""
+    folder = keys_dir / RETIRED_DIR
+    if not folder.is_dir():
+        return []
+    return [KeyEntry.model_validate_json(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
 def load_url_secret(settings: Settings) -> bytes:
@@ -131,21 +156,72 @@ class UrlSigner:
         return hmac.compare_digest(self.signature(audio_id, exp), sig)
 
 
-@dataclass(frozen=True)
 class ServerKeys:
-    signing_key: SigningKey
-    sequence: Sequence
-    urls: UrlSigner
+    """The server's keys. The plan key can be rotated while the server runs."""
+
+    def __init__(
+        self,
+        keys_dir: Path,
+        signing_key: SigningKey,
+        alert_key: SigningKey,
+        sequence: Sequence,
+        urls: UrlSigner,
+    ) -> None:
+        self._dir = keys_dir
+        self._signing_key = signing_key
+        self.alert_key = alert_key
+        self.sequence = sequence
+        self.urls = urls
+        self._retired = load_retired(keys_dir)
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: Settings) -> ServerKeys:
         keys_dir = settings.keys_dir
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(
+            keys_dir,
             signing_key=load_signing_key(keys_dir),
+            # The province's alert key. It lives here until provinces run their own
+            # signer; stations trust it for alerts only, whatever else it is used for.
+            alert_key=load_signing_key(keys_dir, ALERT_KEY_FILE, "alert", ALERT_PURPOSES),
             sequence=Sequence(keys_dir / SEQUENCE_FILE),
             urls=UrlSigner(load_url_secret(settings), settings.public_url),
         )
 
+    @property
+    def signing_key(self) -> SigningKey:
+        with self._lock:
+            return self._signing_key
+
     def next_seq(self) -> int:
         return self.sequence.next()
+
+    def trusted_entries(self, now: datetime) -> list[KeyEntry]:
+        """Every key a station should trust now: what configs and trust updates carry."""
+        with self._lock:
+            retired = [k for k in self._retired if k.valid_until and k.valid_until > now]
+            return [_entry(self._signing_key), _entry(self.alert_key), *retired]
+
+    def rotate_signing_key(self, now: datetime, grace: timedelta) -> tuple[SigningKey, SigningKey]:
+        """Replace the plan key; the old one stays trusted for ``grace``. Returns (old, new).
+
+        Only the public half of the old key is kept: nothing can be signed with it any
+        more, yet stations and the intrusion watch can still check what it signed.
+        """
+        with self._lock:
+            old = self._signing_key
+            new = SigningKey.generate(KEY_PURPOSE, KEY_PURPOSES)
+            retired = _entry(old, now + grace)
+            path = self._dir / RETIRED_DIR / f"{old.kid}.json"
+            _write_private(path, retired.model_dump_json().encode())
+            _write_private(self._dir / SIGNING_KEY_FILE, new.to_pem())
+            self._retired.append(retired)
+            self._signing_key = new
+        log.warning(
+            "rotated plan key %s -> %s; old key honoured until %s",
+            old.kid,
+            new.kid,
+            retired.valid_until,
+        )
+        return old, new
