@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from loaxa_protocol.errors import LoaxaError
+
+if TYPE_CHECKING:
+    from server.auth.permissions import Role
 
 app = typer.Typer(
     help="Loaxa — đài truyền thanh cơ sở: server, stations and tools.", no_args_is_help=True
 )
 bench = typer.Typer(help="Benchmarks that print a table of measured figures.")
 app.add_typer(bench, name="bench")
+broker = typer.Typer(help="The Mosquitto broker: generated, locked-down configuration.")
+app.add_typer(broker, name="broker")
 
 
 @app.command()
@@ -95,3 +101,151 @@ def bench_audio_cmd(
         table.add_column(key)
     table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in result.values()))
     Console().print(table)
+
+
+@broker.command("config")
+def broker_config_cmd(
+    out: Annotated[Path, typer.Option("--out", help="directory to write (created if missing)")],
+    port: Annotated[int, typer.Option(help="plain listener, on 127.0.0.1 only")] = 1883,
+    tls_port: Annotated[int, typer.Option(help="TLS listener for stations")] = 8883,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="name or address stations dial (repeat); goes into the certificate"),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="server database; default from LOAXA_* settings")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(help="user mosquitto runs as (default: mosquitto's own)")
+    ] = None,
+) -> None:
+    """Write mosquitto.conf, passwd, acl and TLS files for every registered station."""
+    from loaxa.broker_config import BrokerOptions, load_station_accounts, write_broker_dir
+    from server.settings import Settings
+
+    try:
+        url = database_url or Settings().db_url
+        report = write_broker_dir(
+            out,
+            load_station_accounts(url),
+            BrokerOptions(port=port, tls_port=tls_port, hosts=tuple(host or ()), run_as_user=user),
+        )
+    except (LoaxaError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    where = report.out_dir
+    typer.echo(f"wrote {where}: {report.stations} station account(s) plus the server's")
+    if report.created:
+        typer.echo(f"created: {', '.join(report.created)}")
+    if report.kept:
+        typer.echo(f"kept:    {', '.join(report.kept)}")
+    typer.echo(f"start:   mosquitto -c {where / 'mosquitto.conf'}")
+    typer.echo(f"server:  LOAXA_MQTT_USERNAME/PASSWORD are in {where / 'server.env'}")
+
+
+user_cli = typer.Typer(help="Accounts: people and service accounts, with roles in areas.")
+app.add_typer(user_cli, name="user")
+token_cli = typer.Typer(help="API tokens for systems (CAP senders, scripts).")
+app.add_typer(token_cli, name="token")
+
+RoleOption = Annotated[
+    str | None,
+    typer.Option(
+        help="province_admin, alert_officer, commune_operator, approver, technician or viewer"
+    ),
+]
+
+
+def _read_password(no_password: bool) -> str | None:
+    """A password from stdin when piped, else a hidden prompt asked twice."""
+    if no_password:
+        return None
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Mật khẩu / password", hide_input=True, confirmation_prompt=True))
+
+
+def _role(value: str) -> Role:
+    from server.auth.permissions import Role
+
+    try:
+        return Role(value)
+    except ValueError as exc:
+        known = ", ".join(r.value for r in Role)
+        raise typer.BadParameter(f"unknown role {value!r}; one of {known}") from exc
+
+
+@user_cli.command("create")
+def user_create_cmd(
+    username: Annotated[str, typer.Option(help="lower-case login name")],
+    role: RoleOption = None,
+    area: Annotated[str | None, typer.Option(help="area code the role applies to")] = None,
+    display_name: Annotated[str, typer.Option(help="full name shown in the audit log")] = "",
+    no_password: Annotated[
+        bool, typer.Option(help="service account: signs in only with API tokens")
+    ] = False,
+) -> None:
+    """Create a user; the password is read from stdin or asked for (never an argument)."""
+    from server.auth.admin import create_user_with_role
+    from server.settings import Settings
+
+    chosen = _role(role) if role is not None else None
+    password = _read_password(no_password)
+    try:
+        summary = create_user_with_role(Settings(), username, password, chosen, area, display_name)
+    except (LoaxaError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(summary)
+
+
+@user_cli.command("grant")
+def user_grant_cmd(
+    username: Annotated[str, typer.Option(help="an existing user")],
+    role: Annotated[str, typer.Option(help="the role to give")],
+    area: Annotated[str, typer.Option(help="area code: the role covers its whole subtree")],
+) -> None:
+    """Give a user a role in an area."""
+    from server.auth.admin import grant_role
+    from server.settings import Settings
+
+    try:
+        typer.echo(grant_role(Settings(), username, _role(role), area))
+    except (LoaxaError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@token_cli.command("create")
+def token_create_cmd(
+    user_name: Annotated[str, typer.Option("--user", help="the token acts with this user's roles")],
+    name: Annotated[str, typer.Option(help="what uses it, e.g. 'cap-sender'")],
+    expires_days: Annotated[float | None, typer.Option(help="lifetime; default none")] = None,
+) -> None:
+    """Issue an API token and print it once (only its hash is stored)."""
+    from server.auth.admin import create_token
+    from server.settings import Settings
+
+    try:
+        raw = create_token(Settings(), user_name, name, expires_days)
+    except (LoaxaError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(raw)
+
+
+audit_cli = typer.Typer(help="The tamper-evident audit log.")
+app.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    database_url: Annotated[
+        str | None, typer.Option(help="defaults to the server's (LOAXA_* settings)")
+    ] = None,
+) -> None:
+    """Recompute the hash chain; exit 0 intact, 1 broken (naming the entry), 2 no log."""
+    from server.audit.log import verify_chain_cli
+    from server.settings import Settings
+
+    raise typer.Exit(verify_chain_cli(database_url or Settings().db_url))

@@ -86,6 +86,10 @@ def run_demo(
     try:
         stack.start()
         console.print(f"[bold]Máy chủ Loaxa[/]: {stack.base_url}  (dữ liệu: {workdir})")
+        console.print(
+            f"[bold]Đăng nhập: {stack.admin_username} / {stack.admin_password}[/]"
+            "  (tài khoản quản trị tỉnh, cho trình duyệt)"
+        )
         for name, area, lat, lon in STATIONS:
             config = stack.register_station(name, area, lat, lon)
             stack.start_node(config)

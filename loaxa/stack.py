@@ -3,11 +3,17 @@
 The demo, the end-to-end tests and the benchmarks all need the same thing — a real
 server on a real port, stations registered through the real API and running the real
 agent — so they share this one module instead of three hand-rolled set-ups.
+
+The server starts with a bootstrap administrator (``admin`` and a generated password,
+kept in ``<data_dir>/admin-password`` so a restart on the same data signs in again);
+the stack signs in once, issues itself an API token and sends it on every request.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,6 +57,9 @@ class LocalStack:
     http_port: int = 0
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     nodes: dict[str, RunningNode] = field(default_factory=dict)
+    admin_username: str = "admin"
+    admin_password: str = ""
+    token: str | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -58,13 +67,28 @@ class LocalStack:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def _admin_password(self) -> str:
+        """The administrator's password for this data dir: read back, or made and kept."""
+        path = self.data_dir / "admin-password"
+        if path.is_file():
+            return path.read_text().strip()
+        password = secrets.token_urlsafe(12)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(password + "\n")
+        return password
+
     def start(self) -> LocalStack:
         self.http_port = self.http_port or free_port()
+        self.admin_password = self.admin_password or self._admin_password()
         settings = Settings(
             data_dir=self.data_dir / "server",
             mqtt_host=self.mqtt_host,
             mqtt_port=self.mqtt_port,
             public_url=self.base_url,
+            bootstrap_admin_username=self.admin_username,
+            bootstrap_admin_password=self.admin_password,
             **self.settings_overrides,
         )
         config = uvicorn.Config(
@@ -78,7 +102,24 @@ class LocalStack:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the Loaxa server did not start")
             time.sleep(0.05)
+        self.token = self._issue_token()
         return self
+
+    def _issue_token(self) -> str:
+        """Sign in as the administrator, as a browser would, and issue an API token."""
+        with httpx.Client(base_url=self.base_url, timeout=30) as http:
+            login = http.post(
+                "/api/v1/auth/login",
+                json={"username": self.admin_username, "password": self.admin_password},
+            )
+            login.raise_for_status()
+            # The session cookie authenticates this write; the Origin header is its CSRF proof.
+            issued = http.post(
+                "/api/v1/tokens", json={"name": "local-stack"}, headers={"Origin": self.base_url}
+            )
+            issued.raise_for_status()
+            http.post("/api/v1/auth/logout", headers={"Origin": self.base_url})
+        return str(issued.json()["token"])
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -96,7 +137,9 @@ class LocalStack:
             self._thread.join(10)
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=30)
+        """An HTTP client that acts as the administrator (bearer token)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
 
     # ------------------------------------------------------------ stations
 

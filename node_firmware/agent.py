@@ -60,7 +60,7 @@ def _now() -> datetime:
 def core_settings(config: NodeConfig) -> CoreSettings:
     keyring = Keyring()
     for key in config.trusted_keys:
-        keyring.add(key.kid, key.public_key, set(key.purposes))
+        keyring.add(key.kid, key.public_key, set(key.purposes), key.valid_until)
     return CoreSettings(
         station_id=config.station_id,
         keyring=keyring,

@@ -7,6 +7,7 @@ never a silent default.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +34,12 @@ class MqttConfig(_Section):
 class TrustedKeyConfig(_Section):
     kid: str = Field(description="key id as it appears in envelopes")
     public_key: str = Field(description="raw Ed25519 public key, base64url")
-    purposes: list[str] = Field(description="message types this key may sign: plan, command")
+    purposes: list[str] = Field(
+        description="message types this key may sign: plan, command, trust, alert"
+    )
+    valid_until: datetime | None = Field(
+        default=None, description="a rotated-out key: its signatures are refused after this"
+    )
 
 
 class RelayConfig(_Section):

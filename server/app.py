@@ -19,16 +19,23 @@ from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from server.api import areas, audio, broadcasts, stations, system
+from loaxa_protocol import Keyring
+from server.api import areas, audio, auth, broadcasts, stations, system, tokens, users
+from server.api import keys as key_routes
+from server.api.audit import router as audit_router
 from server.api.errors import install_error_handlers
 from server.api.limits import UploadLimitMiddleware
 from server.areas import seed_areas
 from server.audio.store import AudioStore
+from server.auth import models as auth_models  # noqa: F401  (registers the account tables)
+from server.auth.ratelimit import LoginRateLimiter
+from server.auth.service import ensure_bootstrap_admin
 from server.context import ServerContext
 from server.db import create_tables, make_engine, utcnow
 from server.fleet.bus import Bus, NullBus
 from server.fleet.ingest import Ingestor
 from server.fleet.link import FleetLink
+from server.fleet.watch import IntrusionWatch
 from server.keys import ServerKeys
 from server.pages import router as pages_router
 from server.planning.publisher import PlanPublisher
@@ -48,8 +55,12 @@ def build_context(
     create_tables(engine)
     with Session(engine) as session:
         seed_areas(session, settings.seed_province_codes)
+        ensure_bootstrap_admin(session, settings, clock())
     keys = ServerKeys.load(settings)
-    ingestor = Ingestor(engine, clock)
+    # Everything validly signed by one of our own keys (rotated-out ones included) is ours;
+    # anything else on a down-topic is an intrusion.
+    watch = IntrusionWatch(lambda: Keyring.from_entries(keys.trusted_entries(clock())), clock)
+    ingestor = Ingestor(engine, clock, watch)
 
     link: FleetLink | None = None
     if bus is None and settings.mqtt_enabled:
@@ -57,7 +68,7 @@ def build_context(
         def republish() -> int:
             return publisher.republish_all()
 
-        link = FleetLink(settings, ingestor.handle, on_connected=republish)
+        link = FleetLink(settings, ingestor.handle, on_connected=republish, watch=watch)
         bus = link
     publisher = PlanPublisher(engine, settings, keys, bus or NullBus(), clock)
     return ServerContext(
@@ -124,10 +135,15 @@ def create_app(
         lifespan=lifespan,
     )
     api = APIRouter(prefix=API_PREFIX)
-    for module in (stations, audio, broadcasts, areas, system):
+    routers = (auth, users, tokens, stations, audio, broadcasts, areas, system, key_routes)
+    for module in routers:
         api.include_router(module.router)
+    api.include_router(audit_router)
     app.include_router(api)
     app.include_router(pages_router)
+    app.state.login_limiter = LoginRateLimiter(
+        settings.login_max_failures, settings.login_window_minutes * 60
+    )
     app.add_middleware(
         UploadLimitMiddleware,
         path=f"{API_PREFIX}/audio",

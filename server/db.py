@@ -78,7 +78,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_tables(engine: Engine) -> None:
     """Create missing tables (migrations arrive with Alembic; this is the bootstrap)."""
-    import server.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+    import server.audit.models
+    import server.auth.models
+    import server.models  # noqa: F401  (each import registers its tables on the metadata)
 
     SQLModel.metadata.create_all(engine)
 

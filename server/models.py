@@ -105,6 +105,8 @@ class StationCreate(StationBase):
                 f"id {value!r} must be 2-63 lower-case letters, digits or '-', "
                 "starting with a letter or digit"
             )
+        if value == "loaxa-server":
+            raise ValueError("id 'loaxa-server' is the server's own broker account")
         return value
 
 
@@ -138,6 +140,7 @@ class TrustedKeyPublic(SQLModel):
     kid: str
     public_key: str
     purposes: list[str]
+    valid_until: datetime | None = None
 
 
 class StationRegistered(SQLModel):

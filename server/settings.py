@@ -23,6 +23,8 @@ from pydantic_settings import (
 )
 
 from loaxa_protocol.errors import ConfigError
+from server.auth.passwords import PasswordPolicyError, check_password_policy
+from server.auth.permissions import Role
 
 CONFIG_FILE_ENV = "LOAXA_CONFIG_FILE"
 
@@ -141,6 +143,40 @@ class Settings(BaseSettings):
         default_factory=lambda: ["04"],
         description="provinces whose area tree is seeded at start-up (04 = Cao Bằng)",
     )
+    bootstrap_admin_username: str | None = Field(
+        default=None,
+        description="with bootstrap_admin_password: when no user exists at start-up, create "
+        "this province_admin on every seeded province",
+    )
+    bootstrap_admin_password: SecretStr | None = Field(
+        default=None, description="the bootstrap admin's password (at least 10 characters)"
+    )
+    session_max_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="a web session ends this long after sign-in"
+    )
+    session_idle_minutes: float = Field(
+        default=120, gt=0, description="a web session ends after this long without a request"
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="failed sign-ins per username or address before a 429"
+    )
+    login_window_minutes: float = Field(
+        default=15, gt=0, description="the window in which failed sign-ins are counted"
+    )
+    require_totp_for: list[Role] = Field(
+        default_factory=list,
+        description="roles whose holders must use a one-time code; until they enrol, "
+        "their sessions carry no role",
+    )
+    csrf_trusted_origins: list[str] = Field(
+        default_factory=list,
+        description="extra origins (scheme://host[:port]) allowed to send cookie-"
+        "authenticated writes, besides public_url and the request's own host",
+    )
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="mark the session cookie Secure; default: when public_url is https",
+    )
 
     def __init__(self, config_file: Path | str | None = None, **values: Any) -> None:
         """``config_file`` (or ``LOAXA_CONFIG_FILE``) names a YAML or TOML file."""
@@ -167,7 +203,7 @@ class Settings(BaseSettings):
             sources.append(_file_source(settings_cls, path))
         return (*sources, file_secret_settings)
 
-    @field_validator("url_secret", "mqtt_password")
+    @field_validator("url_secret", "mqtt_password", "bootstrap_admin_password")
     @classmethod
     def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
@@ -192,6 +228,18 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
+    def _bootstrap_pair(self) -> Settings:
+        user, password = self.bootstrap_admin_username, self.bootstrap_admin_password
+        if (user is None) != (password is None):
+            raise ValueError("set both bootstrap_admin_username and bootstrap_admin_password")
+        if user is not None and password is not None:
+            try:
+                check_password_policy(password.get_secret_value(), user)
+            except PasswordPolicyError as exc:
+                raise ValueError(f"bootstrap_admin_password: {exc}") from exc
+        return self
+
+    @model_validator(mode="after")
     def _derive(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         if self.database_url is None:
@@ -203,6 +251,12 @@ class Settings(BaseSettings):
         """The database URL, always set after validation."""
         assert self.database_url is not None
         return self.database_url
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return self.public_url.startswith("https://")
 
     @property
     def keys_dir(self) -> Path:

@@ -14,9 +14,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from loaxa_protocol.errors import AudioError
-from server.api.deps import ContextDep, SessionDep
+from server.api.deps import ContextDep, DbId, SessionDep
 from server.api.limits import too_large_detail
 from server.audio.pipeline import ProcessedAudio, process_audio
+from server.audit.log import record_audit
+from server.auth.actor import Actor
+from server.auth.deps import ActorDep, authorize
+from server.auth.permissions import Action
 from server.context import ServerContext
 from server.models import AudioAsset, AudioPublic, AudioUploaded
 
@@ -67,13 +71,16 @@ def _find(session: Session, condition: ColumnElement[bool]) -> AudioAsset | None
     return session.exec(select(AudioAsset).where(condition)).first()
 
 
-def ingest_upload(context: ServerContext, data: bytes, filename: str) -> tuple[AudioAsset, bool]:
+def ingest_upload(
+    context: ServerContext, data: bytes, filename: str, actor: Actor
+) -> tuple[AudioAsset, bool]:
     """Process and store an upload; returns the asset and whether it is new.
 
     Runs in a worker thread (decoding takes real CPU). The same upload twice is
     answered from the database without decoding again; processing failures raise
     ``AudioError`` before anything is written, and a failed insert removes the file
-    it had just added, so a failed upload leaves nothing behind.
+    it had just added, so a failed upload leaves nothing behind. A new asset is
+    audited in its own transaction; a repeat changes nothing and is not.
     """
     source_sha256 = hashlib.sha256(data).hexdigest()
     with Session(context.engine) as session:
@@ -91,6 +98,19 @@ def ingest_upload(context: ServerContext, data: bytes, filename: str) -> tuple[A
         asset = _asset_for(processed, source_sha256, filename)
         session.add(asset)
         try:
+            session.flush()
+            record_audit(
+                session,
+                actor,
+                "audio.upload",
+                "audio",
+                str(asset.id),
+                after={
+                    "filename": asset.original_filename,
+                    "sha256": asset.sha256,
+                    "duration_ms": asset.duration_ms,
+                },
+            )
             session.commit()
         except IntegrityError:
             # A concurrent upload of the same audio won; its file is the one stored.
@@ -114,17 +134,32 @@ def ingest_upload(context: ServerContext, data: bytes, filename: str) -> tuple[A
     response_model=AudioUploaded,
     responses={200: {"description": "identical audio was already stored"}},
 )
-async def create_audio(file: UploadFile, response: Response, context: ContextDep) -> AudioUploaded:
+async def create_audio(
+    file: UploadFile,
+    response: Response,
+    context: ContextDep,
+    session: SessionDep,
+    actor: ActorDep,
+) -> AudioUploaded:
     """Upload any common audio format; it is loudness-normalised and encoded for delivery."""
+    filename = file.filename or "upload"
+    await run_in_threadpool(
+        authorize,
+        actor,
+        Action.AUDIO_UPLOAD,
+        None,
+        session,
+        object_type="audio",
+        object_id=filename,
+    )
     limit = context.settings.max_upload_bytes
     data = await _read_limited(file, limit)
-    filename = file.filename or "upload"
     if not data:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, f"file: {filename!r} is empty (0 bytes)"
         )
     try:
-        asset, created = await run_in_threadpool(ingest_upload, context, data, filename)
+        asset, created = await run_in_threadpool(ingest_upload, context, data, filename, actor)
     except AudioError as exc:
         log.info("rejected upload %r: %s", filename, exc)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"file: {exc}") from exc
@@ -134,19 +169,25 @@ async def create_audio(file: UploadFile, response: Response, context: ContextDep
 
 
 @router.get("/{audio_id}", response_model=AudioPublic)
-def read_audio(audio_id: int, session: SessionDep) -> AudioAsset:
+def read_audio(audio_id: DbId, session: SessionDep, actor: ActorDep) -> AudioAsset:
+    """Audio has no area: any role that may read audio somewhere may read its metadata."""
+    authorize(actor, Action.AUDIO_READ, None, session)
     return read_audio_or_404(session, audio_id)
 
 
 @router.api_route("/{audio_id}/content", methods=["GET", "HEAD"], response_class=FileResponse)
 def read_audio_content(
-    audio_id: int,
+    audio_id: DbId,
     session: SessionDep,
     context: ContextDep,
     exp: int | None = None,
     sig: str | None = None,
 ) -> FileResponse:
-    """The encoded file, for stations. Needs the URL's signature; supports HTTP Range."""
+    """The encoded file, for stations. Needs the URL's signature; supports HTTP Range.
+
+    The only API route without a user: stations have no account, and the signature
+    (bound to this audio id, expiring) is the credential.
+    """
     if exp is None or sig is None:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, "audio downloads need a signed URL (exp and sig)"

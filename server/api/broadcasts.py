@@ -7,8 +7,13 @@ from collections import Counter
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import Session, col, select
 
-from server.api.deps import ClockDep, PublisherDep, SessionDep
+from loaxa_protocol import Priority
+from server.api.deps import ClockDep, DbId, PublisherDep, SessionDep
 from server.areas import subtree_codes
+from server.audit.log import record_audit
+from server.auth.actor import Actor
+from server.auth.deps import ActorDep, authorize, visible_areas
+from server.auth.permissions import Action
 from server.models import (
     Area,
     AudioAsset,
@@ -61,12 +66,34 @@ def resolve_targets(session: Session, station_ids: list[str], area_codes: list[s
     return found
 
 
-def broadcast_detail(session: Session, broadcast: Broadcast) -> BroadcastDetail:
-    targets = session.exec(
-        select(BroadcastTarget)
-        .where(BroadcastTarget.broadcast_id == broadcast.id)
-        .order_by(col(BroadcastTarget.station_id))
-    ).all()
+# Priority and live bulletins speak for the province; emergencies are alerts.
+CREATE_ACTION = {
+    Priority.LIVE: Action.BROADCAST_CREATE_PRIORITY,
+    Priority.PRIORITY: Action.BROADCAST_CREATE_PRIORITY,
+    Priority.NORMAL: Action.BROADCAST_CREATE,
+    Priority.BACKGROUND: Action.BROADCAST_CREATE,
+}
+
+
+def station_areas(session: Session, station_ids: set[str]) -> set[str]:
+    rows = session.exec(select(Station.area_code).where(col(Station.id).in_(station_ids)))
+    return set(rows.all())
+
+
+def broadcast_detail(
+    session: Session, broadcast: Broadcast, in_areas: set[str] | None = None
+) -> BroadcastDetail:
+    """The broadcast with its targets (only those in ``in_areas`` when given).
+
+    A commune sees its own stations' part of a province-wide broadcast, and the
+    counts are of what it sees.
+    """
+    query = select(BroadcastTarget).where(BroadcastTarget.broadcast_id == broadcast.id)
+    if in_areas is not None:
+        query = query.join(Station, col(Station.id) == col(BroadcastTarget.station_id)).where(
+            col(Station.area_code).in_(in_areas)
+        )
+    targets = session.exec(query.order_by(col(BroadcastTarget.station_id))).all()
     tally = Counter(t.state for t in targets)
     return BroadcastDetail(
         **BroadcastPublic.model_validate(broadcast).model_dump(),
@@ -77,9 +104,23 @@ def broadcast_detail(session: Session, broadcast: Broadcast) -> BroadcastDetail:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=BroadcastDetail)
 def create_broadcast(
-    body: BroadcastCreate, session: SessionDep, publisher: PublisherDep, clock: ClockDep
+    body: BroadcastCreate,
+    session: SessionDep,
+    publisher: PublisherDep,
+    clock: ClockDep,
+    actor: ActorDep,
 ) -> BroadcastDetail:
-    """Schedule the audio and push a fresh signed plan to every targeted station."""
+    """Schedule the audio and push a fresh signed plan to every targeted station.
+
+    The caller needs the right in EVERY targeted station's area: ``broadcast.create``
+    for normal and background bulletins, ``broadcast.create_priority`` for priority
+    and live ones.
+    """
+    if body.priority not in CREATE_ACTION:
+        raise _unprocessable(
+            f"priority {body.priority.value!r} is for alerts, not broadcasts: an emergency "
+            "goes out through the alert API (alert.send), which pre-empts everything"
+        )
     now = clock()
     if body.start_at <= now:
         raise _unprocessable(
@@ -88,6 +129,14 @@ def create_broadcast(
     if session.get(AudioAsset, body.audio_id) is None:
         raise _unprocessable(f"audio_id {body.audio_id} does not exist; upload it first")
     station_ids = resolve_targets(session, body.station_ids, body.area_codes)
+    authorize(
+        actor,
+        CREATE_ACTION[body.priority],
+        station_areas(session, station_ids),
+        session,
+        object_type="broadcast",
+        object_id=f"({len(station_ids)} stations)",
+    )
 
     broadcast = Broadcast(
         audio_id=body.audio_id,
@@ -103,24 +152,69 @@ def create_broadcast(
         session.add(
             BroadcastTarget(broadcast_id=broadcast.id, station_id=station_id, updated_at=now)
         )
+    record_audit(
+        session,
+        actor,
+        "broadcast.create",
+        "broadcast",
+        str(broadcast.id),
+        after={
+            "title": body.title,
+            "priority": body.priority,
+            "start_at": body.start_at,
+            "audio_id": body.audio_id,
+            "station_count": len(station_ids),
+            "stations": sorted(station_ids),
+        },
+    )
     session.commit()
     publisher.publish_stations(session, station_ids)
     session.refresh(broadcast)
     return broadcast_detail(session, broadcast)
 
 
-@router.get("", response_model=list[BroadcastPublic])
-def read_broadcasts(session: SessionDep, limit: int = 100) -> list[Broadcast]:
-    """Newest first."""
-    limit = max(1, min(limit, LIST_MAX))
-    query = select(Broadcast).order_by(col(Broadcast.start_at).desc()).limit(limit)
+def visible_broadcasts(session: Session, actor: Actor, limit: int) -> list[Broadcast]:
+    """Newest first, those reaching at least one station in the caller's areas."""
+    authorize(actor, Action.BROADCAST_READ, None, session)
+    scope = visible_areas(actor, Action.BROADCAST_READ, session)
+    reaching = (
+        select(BroadcastTarget.broadcast_id)
+        .join(Station, col(Station.id) == col(BroadcastTarget.station_id))
+        .where(col(Station.area_code).in_(scope))
+    )
+    query = (
+        select(Broadcast)
+        .where(col(Broadcast.id).in_(reaching))
+        .order_by(col(Broadcast.start_at).desc())
+        .limit(limit)
+    )
     return list(session.exec(query).all())
 
 
-@router.get("/{broadcast_id}", response_model=BroadcastDetail)
-def read_broadcast(broadcast_id: int, session: SessionDep) -> BroadcastDetail:
-    """The broadcast with every station's state and timestamps, and counts per state."""
+def visible_detail(session: Session, actor: Actor, broadcast_id: int) -> BroadcastDetail:
+    """The caller's part of a broadcast; 403 when it reaches none of the caller's areas."""
     broadcast = session.get(Broadcast, broadcast_id)
     if broadcast is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"broadcast {broadcast_id} does not exist")
-    return broadcast_detail(session, broadcast)
+    detail = broadcast_detail(
+        session, broadcast, visible_areas(actor, Action.BROADCAST_READ, session)
+    )
+    if not detail.targets:
+        # Not one target is visible, so the check over all of them fails, naming an area.
+        targets = session.exec(
+            select(BroadcastTarget.station_id).where(BroadcastTarget.broadcast_id == broadcast_id)
+        ).all()
+        authorize(actor, Action.BROADCAST_READ, station_areas(session, set(targets)), session)
+    return detail
+
+
+@router.get("", response_model=list[BroadcastPublic])
+def read_broadcasts(session: SessionDep, actor: ActorDep, limit: int = 100) -> list[Broadcast]:
+    """Newest first, those reaching at least one station in the caller's areas."""
+    return visible_broadcasts(session, actor, max(1, min(limit, LIST_MAX)))
+
+
+@router.get("/{broadcast_id}", response_model=BroadcastDetail)
+def read_broadcast(broadcast_id: DbId, session: SessionDep, actor: ActorDep) -> BroadcastDetail:
+    """The broadcast with each visible station's state and timestamps, and counts per state."""
+    return visible_detail(session, actor, broadcast_id)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlmodel import Session
 
 from server.context import ServerContext
@@ -43,3 +43,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PublisherDep = Annotated[PlanPublisher, Depends(get_publisher)]
 ClockDep = Annotated[Callable[[], datetime], Depends(get_clock)]
+
+
+MAX_DB_ID = 2**63 - 1
+"""The largest integer key a database column holds; a larger id is a 422, not a crash."""
+DbId = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="a database id")]

@@ -12,6 +12,10 @@ from sqlmodel import Session, col, select
 from node_firmware.config import MqttConfig, NodeConfig, RelayConfig, TrustedKeyConfig
 from server.api.deps import ContextDep, SessionDep
 from server.areas import ancestry
+from server.audit.log import record_audit
+from server.auth.actor import Actor
+from server.auth.deps import ActorDep, authorize, visible_areas
+from server.auth.permissions import Action
 from server.context import ServerContext
 from server.models import (
     Area,
@@ -49,8 +53,11 @@ def _generated_id(session: Session, area_code: str) -> str:
 
 
 def trusted_keys(context: ServerContext) -> list[TrustedKeyPublic]:
-    key = context.keys.signing_key
-    return [TrustedKeyPublic(kid=key.kid, public_key=key.public_b64, purposes=sorted(key.purposes))]
+    """The plan key, the province alert key and rotated-out keys still in their grace."""
+    return [
+        TrustedKeyPublic.model_validate(entry.model_dump())
+        for entry in context.keys.trusted_entries(context.clock())
+    ]
 
 
 def node_config_for(
@@ -70,7 +77,9 @@ def node_config_for(
             tls=settings.mqtt_tls,
         ),
         trusted_keys=[
-            TrustedKeyConfig(kid=k.kid, public_key=k.public_key, purposes=k.purposes)
+            TrustedKeyConfig(
+                kid=k.kid, public_key=k.public_key, purposes=k.purposes, valid_until=k.valid_until
+            )
             for k in trusted_keys(context)
         ],
         data_dir=Path(settings.node_data_dir),
@@ -83,7 +92,7 @@ def node_config_for(
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StationRegistered)
 def create_station(
-    body: StationCreate, session: SessionDep, context: ContextDep
+    body: StationCreate, session: SessionDep, context: ContextDep, actor: ActorDep
 ) -> StationRegistered:
     """Register a station and return its credentials; the password is never shown again."""
     if session.get(Area, body.area_code) is None:
@@ -91,6 +100,14 @@ def create_station(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"area_code {body.area_code!r} is not a known area",
         )
+    authorize(
+        actor,
+        Action.STATION_REGISTER,
+        [body.area_code],
+        session,
+        object_type="station",
+        object_id=body.id or f"(new in {body.area_code})",
+    )
     station_id = body.id or _generated_id(session, body.area_code)
     if session.get(Station, station_id) is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"station {station_id!r} already exists")
@@ -107,6 +124,15 @@ def create_station(
     )
     session.add(station)
     try:
+        session.flush()
+        record_audit(
+            session,
+            actor,
+            "station.register",
+            "station",
+            station_id,
+            after=body.model_dump(exclude={"id"}),
+        )
         session.commit()
     except IntegrityError as exc:
         session.rollback()
@@ -123,24 +149,39 @@ def create_station(
 
 
 @router.get("", response_model=list[StationPublic])
-def read_stations(session: SessionDep, area_code: str | None = None) -> list[Station]:
-    query = select(Station).order_by(col(Station.id))
+def read_stations(
+    session: SessionDep, actor: ActorDep, area_code: str | None = None
+) -> list[Station]:
+    """The stations in the caller's areas (optionally only those in ``area_code``)."""
+    authorize(actor, Action.STATION_READ, None, session)
+    scope = visible_areas(actor, Action.STATION_READ, session)
+    query = select(Station).where(col(Station.area_code).in_(scope)).order_by(col(Station.id))
     if area_code is not None:
         query = query.where(Station.area_code == area_code)
     return list(session.exec(query).all())
 
 
+def read_visible_station(session: Session, actor: Actor, station_id: str) -> Station:
+    station = read_station_or_404(session, station_id)
+    authorize(actor, Action.STATION_READ, [station.area_code], session)
+    return station
+
+
 @router.get("/{station_id}", response_model=StationPublic)
-def read_station(station_id: str, session: SessionDep) -> Station:
-    return read_station_or_404(session, station_id)
+def read_station(station_id: str, session: SessionDep, actor: ActorDep) -> Station:
+    return read_visible_station(session, actor, station_id)
 
 
 @router.get("/{station_id}/events", response_model=list[StationEventPublic])
 def read_station_events(
-    station_id: str, session: SessionDep, limit: int = 200, kind: str | None = None
+    station_id: str,
+    session: SessionDep,
+    actor: ActorDep,
+    limit: int = 200,
+    kind: str | None = None,
 ) -> list[StationEvent]:
     """The station's reports, newest first: what it accepted, played, failed or refused."""
-    read_station_or_404(session, station_id)
+    read_visible_station(session, actor, station_id)
     limit = max(1, min(limit, EVENT_PAGE_MAX))
     query = select(StationEvent).where(StationEvent.station_id == station_id)
     if kind is not None:

@@ -6,13 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from server.api.deps import ContextDep
+from server.api.deps import ContextDep, SessionDep
+from server.auth.deps import ActorDep, authorize
+from server.auth.permissions import Action
 
 router = APIRouter(prefix="/system", tags=["system"])
 
 
 @router.get("")
-def read_system(context: ContextDep) -> dict[str, Any]:
+def read_system(context: ContextDep, session: SessionDep, actor: ActorDep) -> dict[str, Any]:
+    authorize(actor, Action.SYSTEM_READ, None, session)
     link = context.link
     return {
         "mqtt": {

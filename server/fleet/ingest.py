@@ -12,6 +12,12 @@ are still filled in when the state cannot move.
 Messages arrive in batches and are applied in one transaction per batch (thousands of
 health reports a second do not fit one commit each); if the batch fails, each message
 is retried on its own so one bad row cannot drop its neighbours.
+
+Security reports go to two places: the station's event log (what a technician reads
+per station) and the audit log (what an auditor reads for the whole system). A station
+refusing a command (``rejected``) is audited as ``station.rejected_command``; with an
+:class:`~server.fleet.watch.IntrusionWatch`, a down-topic message the server did not
+issue becomes an ``intrusion`` event plus an ``intrusion.detected`` audit entry.
 """
 
 from __future__ import annotations
@@ -25,12 +31,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import Event, EventKind, Health, Status
+from server.areas import ancestry
+from server.audit.log import record_audit
+from server.auth.actor import SYSTEM
 from server.db import session_scope, utcnow
 from server.fleet.dispatcher import Dispatcher, Inbound, IngestStats, StationMessage
+from server.fleet.watch import DownTopic, Intrusion, IntrusionWatch, parse_down_topic
 from server.models import BroadcastTarget, Station, StationEvent, StationStatus, TargetState
 from server.planning.compiler import broadcast_id_of
 
 log = logging.getLogger(__name__)
+
+INTRUSION_KIND = "intrusion"
+"""``StationEvent.kind`` of an intrusion; not an EventKind, since no station sends it."""
 
 EVENT_STATE: dict[EventKind, TargetState] = {
     EventKind.PLAN_ACCEPTED: TargetState.DELIVERED,
@@ -98,9 +111,15 @@ def apply_event(target: BroadcastTarget, event: Event, now: datetime) -> bool:
 class Ingestor:
     """Owns the dispatcher and the handlers that write station reports to the database."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime] = utcnow,
+        watch: IntrusionWatch | None = None,
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._watch = watch
         self.stats = IngestStats()
         self.dispatcher: Dispatcher[Session] = Dispatcher(
             {"event": self._on_event, "status": self._on_status, "health": self._on_health},
@@ -109,6 +128,11 @@ class Ingestor:
 
     def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Validate and apply a batch of raw (topic, payload) messages; never raises."""
+        if self._watch is not None:
+            down = [(t, p) for t, p in messages if parse_down_topic(t) is not None]
+            if down:
+                self._watch_down(self._watch, down)
+                messages = [(t, p) for t, p in messages if parse_down_topic(t) is None]
         inbound = [m for m in (self.dispatcher.decode(t, p) for t, p in messages) if m]
         if not inbound:
             return
@@ -122,6 +146,66 @@ class Ingestor:
                 except SQLAlchemyError:
                     self.stats.failed += 1
                     log.exception("could not apply %s from %s", one.leaf, one.station_id)
+
+    def _watch_down(self, watch: IntrusionWatch, down: Sequence[tuple[str, bytes]]) -> None:
+        """Judge down-topic messages; record each intrusion in its own transaction.
+
+        Inspection runs in a read-only session first: nearly every message is the
+        server's own echo, recognised by its hash without touching the database.
+        """
+        with Session(self._engine) as session:
+
+            def addressees(target: DownTopic) -> set[str]:
+                if target.scope == "area":
+                    return {f"area:{target.name}"}
+                station = session.get(Station, target.name)
+                areas = ancestry(session, station.area_code) if station is not None else []
+                return {target.name, *(f"area:{code}" for code in areas)}
+
+            found = [i for i in (watch.inspect(t, p, addressees) for t, p in down) if i]
+        for intrusion in found:
+            log.warning(
+                "INTRUSION on %s: %s (%s), sha256 %s",
+                intrusion.topic,
+                intrusion.reason,
+                intrusion.detail,
+                intrusion.sha256,
+            )
+            try:
+                with session_scope(self._engine) as session:
+                    self._record_intrusion(session, intrusion)
+            except SQLAlchemyError:
+                self.stats.failed += 1
+                log.exception("could not record the intrusion on %s", intrusion.topic)
+
+    def _record_intrusion(self, session: Session, intrusion: Intrusion) -> None:
+        target = intrusion.target
+        now = self._clock()
+        if target.scope == "station" and session.get(Station, target.name) is not None:
+            session.add(
+                StationEvent(
+                    station_id=target.name,
+                    kind=INTRUSION_KIND,
+                    plan_seq=intrusion.seq,
+                    reason=intrusion.reason,
+                    detail=f"{intrusion.topic}: {intrusion.detail}"[:500],
+                    at=now,
+                    received_at=now,
+                )
+            )
+        record_audit(
+            session,
+            SYSTEM,
+            "intrusion.detected",
+            target.scope,
+            target.name,
+            after={
+                "topic": intrusion.topic,
+                "reason": intrusion.reason,
+                "detail": intrusion.detail,
+                "sha256": intrusion.sha256,
+            },
+        )
 
     def _apply(self, inbound: Sequence[Inbound]) -> None:
         with session_scope(self._engine) as session:
@@ -153,6 +237,20 @@ class Ingestor:
                 received_at=now,
             )
         )
+        if message.kind is EventKind.REJECTED:
+            record_audit(
+                session,
+                SYSTEM,
+                "station.rejected_command",
+                "station",
+                message.station_id,
+                after={
+                    "reason": message.reason,
+                    "detail": message.detail,
+                    "seq": message.plan_seq,
+                    "at": message.at,
+                },
+            )
         if message.kind not in EVENT_STATE:
             log.warning(
                 "station %s reported %s: %s %s",

@@ -8,6 +8,10 @@ Jobs such as "republish every plan after a reconnect" run on the worker too.
 
 A fixed client id with a persistent session (clean_session=False) lets the broker
 hold station events (QoS 1) while the server is down and deliver them on return.
+
+With an :class:`~server.fleet.watch.IntrusionWatch` the link also subscribes to every
+down-topic and records each payload it publishes *before* handing it to paho, so the
+echo of the server's own message can never arrive unrecognised.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from loaxa_protocol import topics
+from server.fleet.watch import DOWN_SUBSCRIPTIONS, IntrusionWatch
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,9 @@ class FleetLink:
     """Connects to the broker, feeds station messages to ``on_messages``, publishes plans.
 
     ``on_messages`` receives batches of (topic, payload) on the worker thread;
-    ``on_connected`` is queued as a job on every successful (re)connect.
+    ``on_connected`` is queued as a job on every successful (re)connect; with a
+    ``watch``, down-topic messages (the server's own echoes included) reach
+    ``on_messages`` too.
     """
 
     def __init__(
@@ -49,12 +56,15 @@ class FleetLink:
         settings: Settings,
         on_messages: Callable[[Sequence[Message]], None],
         on_connected: Job | None = None,
+        watch: IntrusionWatch | None = None,
     ) -> None:
         self._host = settings.mqtt_host
         self._port = settings.mqtt_port
         self._keepalive = settings.mqtt_keepalive_s
         self._on_messages = on_messages
         self._on_connected = on_connected
+        self._watch = watch
+        self._subscriptions = SUBSCRIPTIONS + (DOWN_SUBSCRIPTIONS if watch is not None else ())
         self._max_backoff = settings.mqtt_reconnect_max_s
         self._min_backoff = min(MIN_BACKOFF_S, self._max_backoff)
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -114,6 +124,8 @@ class FleetLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue a message; paho sends it from its own buffer (even after a reconnect)."""
+        if self._watch is not None:
+            self._watch.published(topic, payload, retain=retain)
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
@@ -135,7 +147,9 @@ class FleetLink:
         if reason_code.is_failure:
             log.error("broker %s:%s refused connection: %s", self._host, self._port, reason_code)
             return
-        client.subscribe([(topic, 1) for topic in SUBSCRIPTIONS])
+        # Subscribing before on_connected republishes matters to the watch: the broker
+        # sends the retained copies first, so a pre-restart plan is judged before ours.
+        client.subscribe([(topic, 1) for topic in self._subscriptions])
         self._had_session = True
         self._connected.set()
         log.info("connected to broker %s:%s", self._host, self._port)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -34,6 +35,13 @@ def build_trust_update(station_id: str, keys: ServerKeys, seq: int, now: datetim
         to=station_id,
         keys=keys.trusted_entries(now),
     )
+
+
+class RotationDone(NamedTuple):
+    old_kid: str
+    new_kid: str
+    old_key_valid_until: datetime
+    stations_told: int
 
 
 class KeyRotation:
@@ -61,10 +69,10 @@ class KeyRotation:
             self._bus.publish(topics.trust(station_id), seal(update, signer), qos=1, retain=True)
         return len(station_ids)
 
-    def rotate(self, grace: timedelta) -> tuple[str, str, int]:
-        """Rotate the plan key; returns (old kid, new kid, stations told)."""
-        old, new = self._keys.rotate_signing_key(self._clock(), grace)
+    def rotate(self, grace: timedelta) -> RotationDone:
+        now = self._clock()
+        old, new = self._keys.rotate_signing_key(now, grace)
         told = self.publish_trust(old)
         self._plans.republish_all()  # now signed by the new key
         log.warning("key rotation: %s stations told to trust %s", told, new.kid)
-        return old.kid, new.kid, told
+        return RotationDone(old.kid, new.kid, now + grace, told)

@@ -55,3 +55,9 @@ def test_ctrl_c_stops_the_demo_cleanly() -> None:
     finally:
         if demo.poll() is None:
             demo.kill()
+
+
+def test_audit_verify_says_when_there_is_no_log(tmp_path: Path) -> None:
+    result = run("audit", "verify", "--database-url", f"sqlite:///{tmp_path}/none.db", timeout=60)
+    assert result.returncode == 2
+    assert "no database" in result.stdout

@@ -226,3 +226,29 @@ def test_station_process_reports_online_stopped_and_offline_when_killed(
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_key_rotation_reaches_the_station_and_plans_signed_anew_are_obeyed(
+    stack: LocalStack,
+) -> None:
+    (node,) = start_stations(stack, 1)
+    wait_until(lambda: node.agent.core.connected, 10, "the station to connect")
+    with stack.client() as http:
+        response = http.post("/api/v1/keys/rotate", json={"grace_hours": 1})
+    assert response.status_code == 200, response.text
+    old_kid, new_kid = response.json()["old_kid"], response.json()["new_kid"]
+
+    wait_until(lambda: new_kid in node.agent.core.keyring.keys, 10, "the trust update")
+    retired = node.agent.core.keyring.keys[old_kid]
+    assert retired.valid_until is not None
+    stored_kids = {k["kid"] for k in node.agent.store.load()[1]["keys"]}
+    assert {old_kid, new_kid} <= stored_kids  # a reboot keeps the rotated keyring
+
+    audio = upload_bulletin(stack, seconds=1.0)
+    later = stack.broadcast(
+        audio["id"], datetime.now(UTC) + timedelta(minutes=30), [node.station_id]
+    )
+    stack.wait_for_states(later["id"], {"delivered", "fetched"}, timeout=15)
+    kinds = [e["kind"] for e in events_of(stack, node.station_id)]
+    assert "trust_updated" in kinds and "rejected" not in kinds
+    assert "intrusion" not in kinds  # the server recognises its own rotated keys

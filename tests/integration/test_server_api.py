@@ -21,6 +21,7 @@ from server.context import ServerContext
 from server.passwords import verify_password
 from server.settings import Settings
 from tests.audio_samples import make_audio
+from tests.integration.auth_helpers import authenticate
 
 PROVINCE = "04"  # Cao Bằng
 COMMUNE_A, COMMUNE_B = "01273", "01279"
@@ -60,7 +61,7 @@ def bus() -> RecordingBus:
 @pytest.fixture
 def client(tmp_path: Path, bus: RecordingBus) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(tmp_path), bus=bus)) as test_client:
-        yield test_client
+        yield authenticate(test_client)
 
 
 def context_of(client: TestClient) -> ServerContext:
@@ -112,11 +113,11 @@ def test_registration_returns_credentials_and_a_node_config_that_loads(client: T
     assert config.mqtt.password == mqtt["password"]
     assert config.relay.driver == "none"
     assert str(config.data_dir) == "/var/lib/loaxa-node"
-    server_key = context_of(client).keys.signing_key
-    assert [(k.kid, k.public_key) for k in config.trusted_keys] == [
-        (server_key.kid, server_key.public_b64)
+    keys = context_of(client).keys
+    assert [(k.kid, k.public_key, k.purposes) for k in config.trusted_keys] == [
+        (keys.signing_key.kid, keys.signing_key.public_b64, ["command", "plan", "trust"]),
+        (keys.alert_key.kid, keys.alert_key.public_b64, ["alert"]),
     ]
-    assert registered["trusted_keys"][0]["purposes"] == ["command", "plan"]
 
     # Only the hash is kept, in Mosquitto's format; the password is not in the station view.
     shown = client.get("/api/v1/stations/cb-st-001").json()
@@ -237,6 +238,7 @@ def test_oversized_uploads_get_413_whether_or_not_length_is_declared(
 ) -> None:
     settings = make_settings(tmp_path, max_upload_bytes=20_000)
     with TestClient(create_app(settings, bus=bus)) as client:
+        authenticate(client)
         big = make_audio("wav", 1.0)  # ~88 kB
         declared = client.post("/api/v1/audio", files={"file": ("big.wav", big)})
         assert declared.status_code == 413
@@ -498,7 +500,7 @@ def test_start_up_republishes_every_plan(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     first_bus = RecordingBus()
     with TestClient(create_app(settings, bus=first_bus)) as client:
-        register(client, id="cb-st-001")
+        register(authenticate(client), id="cb-st-001")
     second_bus = RecordingBus()
     with TestClient(create_app(settings, bus=second_bus)):
         pass

@@ -35,6 +35,7 @@ from server.passwords import mosquitto_password_line
 from server.settings import Settings
 from tests.audio_samples import make_audio
 from tests.brokers import MqttProbe
+from tests.integration.auth_helpers import authenticate
 
 STATION = "cb-st-001"
 
@@ -71,7 +72,7 @@ def running_server(settings: Settings) -> Iterator[TestClient]:
         link = context_of(client).link
         assert link is not None
         assert link.wait_connected(10), "server did not connect to the broker"
-        yield client
+        yield authenticate(client)
 
 
 def context_of(client: TestClient) -> ServerContext:

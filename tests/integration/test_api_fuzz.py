@@ -1,0 +1,232 @@
+"""Attacks on the HTTP API: schemathesis over the OpenAPI spec, oversized and traversal uploads.
+
+The fuzzer runs every operation with a bounded number of generated requests (valid and
+invalid) as a province admin, who may call everything, so the requests reach the
+handlers instead of stopping at 401/403. The guarantee checked: no request gets a 500,
+and every error is JSON with a ``detail``.
+
+The fuzzed app is built once for the module; its state (stations, audio) grows as the
+fuzzer goes, which reaches more code than an empty database would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
+from schemathesis.core.transport import Response
+from schemathesis.python.asgi import ASGIClient
+
+from server.app import create_app
+from server.auth.permissions import Role
+from server.settings import Settings
+from tests.audio_samples import make_audio
+from tests.integration.auth_helpers import (
+    PROVINCE,
+    authenticate,
+    bearer,
+    context_of,
+    make_token,
+)
+
+FUZZ_EXAMPLES = 15
+"""Per operation: ~20 operations x 15 examples stay well under a minute on two cores."""
+UPLOAD_LIMIT_BYTES = 40_000
+
+
+def app_settings(data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        mqtt_enabled=False,
+        public_url="http://testserver",
+        plan_refresh_min=0,
+        max_upload_bytes=UPLOAD_LIMIT_BYTES,
+    )
+
+
+# ------------------------------------------------------------------ fuzzing
+
+# The spec, read once at collection to make one test per operation. This app is never
+# started, so its data dir is never created.
+SPEC: dict[str, Any] = create_app(app_settings(Path("/nonexistent/loaxa-spec-only"))).openapi()
+schema = schemathesis.openapi.from_dict(SPEC)
+
+
+@pytest.fixture(scope="module")
+def fuzz_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[requests.Session]:
+    """A requests session that reaches the app in-process, carrying a province admin's token.
+
+    The TestClient owns the app's lifespan (start-up and a clean shutdown after the
+    module); schemathesis' ASGI client only carries the generated requests.
+    """
+    data_dir = tmp_path_factory.mktemp("fuzz") / "server"
+    with TestClient(create_app(app_settings(data_dir))) as client:
+        engine = context_of(client).engine
+
+        class FreshTokenSession(ASGIClient):  # type: ignore[misc]
+            """Mints a token per request: the fuzzer may well revoke the one it holds."""
+
+            def request(self, *args: Any, **kwargs: Any) -> Response:
+                token = make_token(engine, "fuzz-admin", (Role.PROVINCE_ADMIN, PROVINCE))
+                self.headers.update(bearer(token))
+                return super().request(*args, **kwargs)
+
+        yield FreshTokenSession(client.app)
+
+
+def assert_no_crash(response: Response, case: schemathesis.Case) -> None:
+    reproduce = case.as_curl_command()
+    assert response.status_code < 500, f"{response.status_code} for {reproduce}"
+    if response.status_code >= 400 and case.method != "HEAD":  # HEAD answers carry no body
+        body = response.json()
+        assert isinstance(body, dict) and "detail" in body, f"{body!r} for {reproduce}"
+        assert "Traceback" not in str(body["detail"])
+
+
+@schema.parametrize()
+@settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_no_request_gets_a_server_error(
+    case: schemathesis.Case, fuzz_session: requests.Session
+) -> None:
+    assert_no_crash(case.call(base_url="http://testserver", session=fuzz_session), case)
+
+
+# ------------------------------------------------------------------ uploads
+
+
+@pytest.fixture
+def jail(tmp_path: Path) -> Path:
+    """The data dir sits three levels down, so '../../x' from the store lands in tmp_path."""
+    return tmp_path / "jail" / "deep" / "server"
+
+
+@pytest.fixture
+def client(jail: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(app_settings(jail))) as test_client:
+        yield authenticate(test_client)
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def multipart(filename: bytes, data: bytes) -> tuple[bytes, dict[str, str]]:
+    """A body built by hand, so the filename bytes reach the server exactly as given."""
+    boundary = "loaxa-fuzz-boundary"
+    body = (
+        b"--" + boundary.encode() + b"\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n"
+        b"--" + boundary.encode() + b"--\r\n"
+    )
+    return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_an_oversized_upload_is_413_and_stores_nothing(client: TestClient, jail: Path) -> None:
+    before = files_under(jail)
+    big = make_audio("wav", 1.0)  # ~88 kB, over the 40 kB limit
+    assert len(big) > UPLOAD_LIMIT_BYTES
+    response = client.post("/api/v1/audio", files={"file": ("big.wav", big)})
+    assert response.status_code == 413
+    assert "max_upload_bytes" in response.json()["detail"]
+    assert files_under(jail) - before == set()  # no audio, no temporary file left behind
+    assert client.get("/api/v1/audio/1").status_code == 404
+    assert client.get("/api/v1/audit", params={"action": "audio."}).json() == []
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        b"../../etc/passwd",
+        b"../../../../../../../../tmp/loaxa-pwned.wav",
+        b"/etc/passwd",
+        b"..\\..\\windows\\win.ini",
+        b"a\x00b.wav",
+        b"../../x\x00.wav",
+        b"%2e%2e%2f%2e%2e%2fx.wav",
+    ],
+    ids=["dotdot", "deep", "absolute", "backslash", "nul", "dotdot-nul", "encoded"],
+)
+@pytest.mark.parametrize("audio", [True, False], ids=["audio", "junk"])
+def test_a_traversal_filename_stores_nothing_outside_the_store(
+    client: TestClient, jail: Path, filename: bytes, audio: bool
+) -> None:
+    sandbox = jail.parent.parent.parent  # tmp_path
+    outside_before = files_under(sandbox) - files_under(jail)
+    data = make_audio("wav", 0.2, rate=8000) if audio else b"#!/bin/sh\nrm -rf /\n" * 50
+    body, headers = multipart(filename, data)
+    response = client.post("/api/v1/audio", content=body, headers=headers)
+
+    assert response.status_code in (201, 422), response.text
+    assert files_under(sandbox) - files_under(jail) == outside_before
+    assert not Path("/tmp/loaxa-pwned.wav").exists()
+    stored = files_under(context_of(client).settings.audio_dir)
+    if audio:
+        # Content-addressed: the only file is <sha[:2]>/<sha>, whatever the client called it.
+        sha256 = response.json()["sha256"]
+        assert {p.relative_to(context_of(client).settings.audio_dir) for p in stored} == {
+            Path(sha256[:2]) / sha256
+        }
+    else:
+        assert stored == set()
+        assert "Traceback" not in response.json()["detail"]
+        assert client.get("/api/v1/audit", params={"action": "audio."}).json() == []
+
+
+@pytest.mark.parametrize(
+    "audio_id",
+    [
+        "..%2F..%2Fetc%2Fpasswd",
+        "..%2F..",
+        "%2e%2e%2f%2e%2e%2fkeys",
+        "..",
+        "1%00",
+    ],
+)
+def test_the_content_route_refuses_traversal_ids(client: TestClient, audio_id: str) -> None:
+    response = client.get(f"/api/v1/audio/{audio_id}/content?exp=4102444800&sig=x")
+    assert response.status_code in (404, 422), response.text
+    assert "detail" in response.json()
+    assert b"root:" not in response.content and b"PRIVATE KEY" not in response.content
+
+
+# --------------------------------------------------------------- id ranges
+
+TOO_BIG_ID = 2**63  # one past the largest 64-bit integer a database column holds
+
+
+def id_only_routes() -> list[tuple[str, str]]:
+    """(method, path) of every operation whose only required input is integer path ids.
+
+    Taken from the spec, so a new route is covered the day it is added.
+    """
+    routes = []
+    for path, operations in SPEC["paths"].items():
+        for method, operation in operations.items():
+            params = operation.get("parameters", [])
+            ids = [p for p in params if p["in"] == "path" and p["schema"].get("type") == "integer"]
+            others = [p for p in params if p["in"] != "path" and p.get("required")]
+            if ids and not others and "requestBody" not in operation:
+                routes.append((method.upper(), path))
+    return routes
+
+
+@pytest.mark.parametrize(("method", "path"), id_only_routes())
+def test_an_id_beyond_64_bits_is_not_found_not_a_crash(
+    fuzz_session: requests.Session, method: str, path: str
+) -> None:
+    url = "http://testserver" + re.sub(r"\{[^}]+\}", str(TOO_BIG_ID), path)
+    response = fuzz_session.request(method, url, params={"exp": 4102444800, "sig": "x"})
+    assert response.status_code in (403, 404, 422), f"{method} {url}: {response.status_code}"

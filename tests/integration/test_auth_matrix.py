@@ -1,0 +1,339 @@
+"""Every role × every endpoint, inside and outside the role's area, on a real app.
+
+Each role is granted in commune A (01273). For every endpoint the test makes one
+request about commune A and, when the endpoint is about an area, one about commune B
+(01279): the answer must be a success exactly when the role's actions include the
+endpoint's action, and always 403 for B. The expected answer comes from ROLE_ACTIONS,
+which test_auth_permissions.py pins to the specification; here the question is whether
+each endpoint asks the check the right question. A route missing from CASES fails
+``test_the_matrix_covers_every_route``, so a new endpoint cannot skip this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from server.app import create_app
+from server.auth.models import ApiToken
+from server.auth.permissions import ROLE_ACTIONS, Action, Role
+from server.auth.service import find_user
+from tests.audio_samples import make_audio
+from tests.integration.auth_helpers import authenticate, bearer, context_of, make_token
+from tests.integration.test_server_api import RecordingBus, make_settings
+
+COMMUNE_A, COMMUNE_B = "01273", "01279"
+STATION = {COMMUNE_A: "cb-st-001", COMMUNE_B: "cb-st-002"}
+SMALL_WAV = make_audio("wav", 0.2, rate=8000)
+
+
+@dataclass
+class World:
+    """Objects on both sides of the line, made by a province admin."""
+
+    audio_id: int
+    broadcast: dict[str, int]  # area → a broadcast reaching only that area
+    user: dict[str, int]  # area → a viewer in that area (tokens, renames, new grants)
+    removable: dict[str, int]  # area → a viewer in that area whose grant a case removes
+    token: dict[str, int]  # area → a token of ``user[area]``
+
+
+Request = tuple[str, str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    route: str
+    action: Action
+    build: Callable[[World, str], Request]
+    """(world, area) → (method, url, httpx kwargs) for an object in ``area``"""
+    scoped: bool = True
+    whole_system: bool = False
+    """needs the action over every province: a grant in one commune never suffices"""
+
+
+def in_future(minutes: float = 30) -> str:
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()
+
+
+def broadcast_body(world: World, area: str, priority: str) -> dict[str, Any]:
+    return {
+        "audio_id": world.audio_id,
+        "start_at": in_future(),
+        "station_ids": [STATION[area]],
+        "priority": priority,
+    }
+
+
+def get(url: str) -> Callable[[World, str], Request]:
+    return lambda _w, _area: ("GET", url, {})
+
+
+API = "/api/v1"
+CASES = [
+    Case("GET", f"{API}/areas", Action.AREA_READ, get(f"{API}/areas"), scoped=False),
+    Case("GET", f"{API}/areas/{{code}}", Action.AREA_READ, get(f"{API}/areas/04"), scoped=False),
+    Case("GET", f"{API}/stations", Action.STATION_READ, get(f"{API}/stations"), scoped=False),
+    Case(
+        "GET",
+        f"{API}/stations/{{station_id}}",
+        Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/stations/{STATION[area]}", {}),
+    ),
+    Case(
+        "GET",
+        f"{API}/stations/{{station_id}}/events",
+        Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/stations/{STATION[area]}/events", {}),
+    ),
+    Case(
+        "POST",
+        f"{API}/stations",
+        Action.STATION_REGISTER,
+        lambda w, area: (
+            "POST",
+            f"{API}/stations",
+            {"json": {"name": "Cụm loa", "area_code": area, "latitude": 22.6, "longitude": 106.2}},
+        ),
+    ),
+    Case(
+        "POST",
+        f"{API}/audio",
+        Action.AUDIO_UPLOAD,
+        lambda w, area: ("POST", f"{API}/audio", {"files": {"file": ("a.wav", SMALL_WAV)}}),
+        scoped=False,
+    ),
+    Case(
+        "GET",
+        f"{API}/audio/{{audio_id}}",
+        Action.AUDIO_READ,
+        lambda w, area: ("GET", f"{API}/audio/{w.audio_id}", {}),
+        scoped=False,
+    ),
+    Case("GET", f"{API}/broadcasts", Action.BROADCAST_READ, get(f"{API}/broadcasts"), scoped=False),
+    Case(
+        "GET",
+        f"{API}/broadcasts/{{broadcast_id}}",
+        Action.BROADCAST_READ,
+        lambda w, area: ("GET", f"{API}/broadcasts/{w.broadcast[area]}", {}),
+    ),
+    *(
+        Case(
+            "POST",
+            f"{API}/broadcasts",
+            action,
+            lambda w, area, p=priority: (
+                "POST",
+                f"{API}/broadcasts",
+                {"json": broadcast_body(w, area, p)},
+            ),
+        )
+        for priority, action in [
+            ("normal", Action.BROADCAST_CREATE),
+            ("background", Action.BROADCAST_CREATE),
+            ("priority", Action.BROADCAST_CREATE_PRIORITY),
+            ("live", Action.BROADCAST_CREATE_PRIORITY),
+        ]
+    ),
+    Case("GET", f"{API}/system", Action.SYSTEM_READ, get(f"{API}/system"), scoped=False),
+    Case("GET", f"{API}/users", Action.USER_MANAGE, get(f"{API}/users"), scoped=False),
+    Case(
+        "POST",
+        f"{API}/users",
+        Action.USER_MANAGE,
+        lambda w, area: (
+            "POST",
+            f"{API}/users",
+            {
+                "json": {
+                    "username": f"new-{area}",
+                    "grants": [{"role": "viewer", "area_code": area}],
+                }
+            },
+        ),
+    ),
+    Case(
+        "POST",
+        f"{API}/users/{{user_id}}/grants",
+        Action.USER_MANAGE,
+        lambda w, area: (
+            "POST",
+            f"{API}/users/{w.user[COMMUNE_A]}/grants",
+            {"json": {"role": "approver", "area_code": area}},
+        ),
+    ),
+    Case(
+        "DELETE",
+        f"{API}/users/{{user_id}}/grants",
+        Action.USER_MANAGE,
+        lambda w, area: (
+            "DELETE",
+            f"{API}/users/{w.removable[area]}/grants",
+            {"params": {"role": "viewer", "area_code": area}},
+        ),
+    ),
+    Case(
+        "PATCH",
+        f"{API}/users/{{user_id}}",
+        Action.USER_MANAGE,
+        lambda w, area: (
+            "PATCH",
+            f"{API}/users/{w.user[area]}",
+            {"json": {"display_name": "Tên mới"}},
+        ),
+    ),
+    Case("GET", f"{API}/tokens", Action.TOKEN_MANAGE, get(f"{API}/tokens"), scoped=False),
+    Case(
+        "POST",
+        f"{API}/tokens",
+        Action.TOKEN_MANAGE,
+        lambda w, area: ("POST", f"{API}/tokens", {"json": {"name": "x", "user_id": w.user[area]}}),
+    ),
+    Case(
+        "DELETE",
+        f"{API}/tokens/{{token_id}}",
+        Action.TOKEN_MANAGE,
+        lambda w, area: ("DELETE", f"{API}/tokens/{w.token[area]}", {}),
+    ),
+    Case("GET", f"{API}/audit", Action.AUDIT_READ, get(f"{API}/audit"), scoped=False),
+    Case(
+        "GET", f"{API}/audit/export.csv", Action.AUDIT_READ, get(f"{API}/audit/export.csv"), False
+    ),
+    Case("GET", f"{API}/audit/verify", Action.AUDIT_READ, get(f"{API}/audit/verify"), False),
+    Case("GET", f"{API}/keys", Action.SYSTEM_READ, get(f"{API}/keys"), scoped=False),
+    Case(
+        "POST",
+        f"{API}/keys/rotate",
+        Action.KEYS_MANAGE,
+        lambda w, area: ("POST", f"{API}/keys/rotate", {"json": {"grace_hours": 24}}),
+        scoped=False,
+        whole_system=True,
+    ),
+]
+
+# Routes every signed-in party may use about itself, and routes with no account at all.
+SELF_SERVICE = {
+    ("POST", f"{API}/auth/logout"),
+    ("GET", f"{API}/auth/me"),
+    ("POST", f"{API}/auth/totp/enroll"),
+    ("POST", f"{API}/auth/totp/confirm"),
+}
+PUBLIC = {
+    ("POST", f"{API}/auth/login"),
+    ("GET", f"{API}/audio/{{audio_id}}/content"),
+    ("HEAD", f"{API}/audio/{{audio_id}}/content"),
+}
+
+
+def api_routes(client: TestClient) -> set[tuple[str, str]]:
+    """(method, path) of every route under /api/v1, as the app really serves them."""
+    routes = iter_route_contexts(client.app.routes)  # type: ignore[attr-defined]
+    return {
+        (method, route.path)
+        for route in routes
+        if route.path.startswith(API)
+        for method in route.methods or ()
+    }
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(tmp_path), bus=RecordingBus())) as client:
+        yield authenticate(client)
+
+
+def make_world(admin: TestClient) -> World:
+    for area, station_id in STATION.items():
+        body = {
+            "id": station_id,
+            "name": "Cụm loa",
+            "area_code": area,
+            "latitude": 1,
+            "longitude": 2,
+        }
+        assert admin.post(f"{API}/stations", json=body).status_code == 201
+    audio = admin.post(f"{API}/audio", files={"file": ("ban-tin.wav", SMALL_WAV)}).json()
+    world = World(audio_id=audio["id"], broadcast={}, user={}, removable={}, token={})
+    for area in STATION:
+        created = admin.post(f"{API}/broadcasts", json=broadcast_body(world, area, "normal")).json()
+        world.broadcast[area] = created["id"]
+        for kind, target in (("user", world.user), ("del", world.removable)):
+            response = admin.post(
+                f"{API}/users",
+                json={
+                    "username": f"{kind}-{area}",
+                    "grants": [{"role": "viewer", "area_code": area}],
+                },
+            )
+            assert response.status_code == 201, response.text
+            target[area] = response.json()["id"]
+        token = admin.post(f"{API}/tokens", json={"name": "t", "user_id": world.user[area]})
+        world.token[area] = token.json()["id"]
+    return world
+
+
+def test_the_matrix_covers_every_route(admin: TestClient) -> None:
+    covered = {(c.method, c.route) for c in CASES} | SELF_SERVICE | PUBLIC
+    missing = api_routes(admin) - covered
+    assert not missing, f"add these routes to CASES (role × endpoint matrix): {sorted(missing)}"
+    assert not covered - api_routes(admin), "CASES names a route that no longer exists"
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_role_by_endpoint_inside_and_outside_its_area(admin: TestClient, role: Role) -> None:
+    world = make_world(admin)
+    token = make_token(context_of(admin).engine, f"matrix-{role.value}", (role, COMMUNE_A))
+    wrong: list[str] = []
+    for case in CASES:
+        may = case.action in ROLE_ACTIONS[role]
+        areas = [COMMUNE_A, COMMUNE_B] if case.scoped else [COMMUNE_A]
+        for area in areas:
+            method, url, kwargs = case.build(world, area)
+            response = admin.request(method, url, headers=bearer(token), **kwargs)
+            expected_ok = may and area == COMMUNE_A and not case.whole_system
+            ok = response.status_code < 300
+            if ok != expected_ok or (not ok and response.status_code != 403):
+                wrong.append(
+                    f"{case.action} {method} {url} in {area}: {response.status_code} "
+                    f"{response.text[:120]}"
+                )
+            elif not ok:
+                assert str(case.action) in response.json()["detail"]
+    assert not wrong, f"{role} @ {COMMUNE_A}:\n" + "\n".join(wrong)
+
+
+def test_a_user_without_roles_reads_nothing(admin: TestClient) -> None:
+    world = make_world(admin)
+    token = make_token(context_of(admin).engine, "nobody")
+    for case in CASES:
+        method, url, kwargs = case.build(world, COMMUNE_A)
+        if method != "GET":
+            continue
+        response = admin.request(method, url, headers=bearer(token), **kwargs)
+        assert response.status_code == 403, (url, response.text)
+        assert "your roles: none active" in response.json()["detail"]
+    assert admin.get(f"{API}/auth/me", headers=bearer(token)).json()["username"] == "nobody"
+
+
+def test_tokens_listed_are_those_of_manageable_users(admin: TestClient) -> None:
+    world = make_world(admin)
+    engine = context_of(admin).engine
+    token = make_token(engine, "admin-a", (Role.PROVINCE_ADMIN, COMMUNE_A))
+    listed = admin.get(f"{API}/tokens", headers=bearer(token)).json()
+    with Session(engine) as session:
+        user_b = find_user(session, f"user-{COMMUNE_B}")
+        assert user_b is not None
+        b_tokens = {
+            t.id for t in session.exec(select(ApiToken).where(ApiToken.user_id == user_b.id))
+        }
+    ids = {t["id"] for t in listed}
+    assert world.token[COMMUNE_A] in ids and not ids & b_tokens
