@@ -137,6 +137,7 @@ class EventKind(enum.StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     TRUST_UPDATED = "trust_updated"
+    AMP_FAULT = "amp_fault"
     RELAY_FAULT = "relay_fault"
 
 
@@ -169,16 +170,44 @@ class Status(Strict):
 
 
 class Health(Strict):
+    """A heartbeat: every ``heartbeat_s`` and at once on a change of state.
+
+    Every probe is optional: a station reports what its hardware can measure.
+    """
+
     type: Literal["health"] = "health"
     station_id: str
     at: UtcDatetime
     agent_version: str
     uptime_s: float = Field(ge=0)
     disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
     cpu_temp_c: float | None = None
+    load_1m: float | None = None
+    mem_used_pct: float | None = None
+    ntp_synced: bool | None = Field(default=None, description="system clock NTP-synchronised")
+    modem_rssi_dbm: int | None = Field(default=None, description="from AT+CSQ")
+    modem_operator: str | None = Field(default=None, description="from AT+COPS?")
     amp_on: bool
+    amp_current_ma: float | None = Field(default=None, description="from a reporting board")
+    amp_temp_c: float | None = None
+    amp_fault: str | None = Field(default=None, description="e.g. no_current_while_playing")
     relay_ok: bool
+    volume_pct: int | None = None
     plan_seq: int | None = None
     plan_items: int = 0
     cached_audio: int = 0
     playing_item: str | None = None
+
+
+class CommandReply(Strict):
+    """A station's answer to a :class:`Command`, on its ``reply`` topic."""
+
+    type: Literal["reply"] = "reply"
+    station_id: str
+    command_seq: int = Field(description="the seq of the command answered")
+    name: str
+    at: UtcDatetime
+    ok: bool
+    detail: str | None = Field(default=None, max_length=500)
+    data: dict[str, Any] = Field(default_factory=dict, description="result, at most 64 KiB")

@@ -46,6 +46,12 @@ def health(station_id: str) -> str:
     return f"{_station(station_id)}/health"
 
 
+def reply(station_id: str) -> str:
+    """Answers to commands, QoS 1."""
+    return f"{_station(station_id)}/reply"
+
+
+ALL_REPLIES = f"{ROOT}/station/+/reply"
 ALL_STATUS = f"{ROOT}/station/+/status"
 ALL_EVENTS = f"{ROOT}/station/+/event"
 ALL_HEALTH = f"{ROOT}/station/+/health"
