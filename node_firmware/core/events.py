@@ -37,6 +37,20 @@ class TrustReceived:
 
 
 @dataclass(frozen=True)
+class CommandReceived:
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class RelayReadback:
+    """What a reporting relay board measured on the amplifier."""
+
+    on: bool
+    current_ma: float | None
+    temp_c: float | None = None
+
+
+@dataclass(frozen=True)
 class Tick:
     """A wake-up the core asked for (or a periodic poke); carries nothing."""
 
@@ -95,6 +109,8 @@ Input = (
     Boot
     | PlanReceived
     | TrustReceived
+    | CommandReceived
+    | RelayReadback
     | Tick
     | AudioFetched
     | AudioFetchFailed
@@ -165,6 +181,29 @@ class WakeAt:
 
 
 @dataclass(frozen=True)
+class SetVolume:
+    percent: int
+
+
+@dataclass(frozen=True)
+class ReadAmplifier:
+    """Ask a reporting relay board for the amplifier's current and temperature."""
+
+
+@dataclass(frozen=True)
+class SendLog:
+    """Reply to command ``command_seq`` with the last ``lines`` lines of the agent's log."""
+
+    command_seq: int
+    lines: int
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Restart the agent process (after the reply has been published)."""
+
+
+@dataclass(frozen=True)
 class ReportHealth:
     """Publish a heartbeat; the driver adds its probes to the core's snapshot."""
 
@@ -181,4 +220,8 @@ Action = (
     | StopPlayback
     | WakeAt
     | ReportHealth
+    | SetVolume
+    | ReadAmplifier
+    | SendLog
+    | Restart
 )

@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from loaxa_protocol import (
+    AudioRef,
+    Command,
+    CommandReply,
     Event,
     EventKind,
     Freshness,
@@ -44,12 +47,22 @@ from loaxa_protocol import (
     Keyring,
     Plan,
     PlanItem,
+    Priority,
     Rejected,
     RejectReason,
     ReplayGuard,
     TrustUpdate,
     open_envelope,
     topics,
+)
+from node_firmware.core.commands import (
+    FetchLogArgs,
+    RestartArgs,
+    SetAmpArgs,
+    SetVolumeArgs,
+    TestToneArgs,
+    TimeSyncArgs,
+    parse_args,
 )
 from node_firmware.core.events import (
     Action,
@@ -58,6 +71,7 @@ from node_firmware.core.events import (
     Boot,
     BrokerConnected,
     BrokerDisconnected,
+    CommandReceived,
     FetchAudio,
     Input,
     PinAudio,
@@ -66,11 +80,16 @@ from node_firmware.core.events import (
     PlaybackFinished,
     PlaybackStarted,
     Publish,
+    ReadAmplifier,
     RelayFailed,
+    RelayReadback,
     RelaySwitched,
     ReportHealth,
+    Restart,
     SaveState,
+    SendLog,
     SetRelay,
+    SetVolume,
     StartPlayback,
     StopPlayback,
     Tick,
@@ -86,6 +105,8 @@ RELAY_RETRY = timedelta(seconds=5)
 FETCH_RETRY_MIN = timedelta(seconds=2)
 FETCH_RETRY_MAX = timedelta(seconds=60)
 IDLE_WAKE = timedelta(seconds=30)
+READBACK_EVERY = timedelta(seconds=5)
+NO_CURRENT_MA = 50.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,10 @@ class CoreSettings:
     amp_lead: timedelta = timedelta(milliseconds=1500)
     amp_tail: timedelta = timedelta(milliseconds=1000)
     heartbeat: timedelta = timedelta(seconds=60)
+    test_tone: AudioRef | None = None
+    """the station's own tone file, already in its cache (command ``test_tone``)"""
+    amp_readback: bool = False
+    """the relay board reports amplifier current: check it while playing"""
 
 
 @dataclass
@@ -131,6 +156,15 @@ class NodeCore:
     _trust_raw: bytes | None = None
     _keyring_updated: bool = False
     _unknown_key_plan: bytes | None = None
+    _commanded: dict[str, PlanItem] = field(default_factory=dict)
+    _command_of: dict[str, tuple[int, str]] = field(default_factory=dict)
+    _amp_override: tuple[bool, datetime] | None = None
+    _next_readback: datetime | None = None
+    _reported: tuple[object, ...] | None = None
+    volume_pct: int | None = None
+    amp_fault: str | None = None
+    amp_current_ma: float | None = None
+    amp_temp_c: float | None = None
 
     def __post_init__(self) -> None:
         self.keyring: Keyring = self.settings.keyring
@@ -147,6 +181,10 @@ class NodeCore:
                 self._plan_received(raw, now, out)
             case TrustReceived(raw=raw):
                 self._trust_received(raw, now, out)
+            case CommandReceived(raw=raw):
+                self._command_received(raw, now, out)
+            case RelayReadback():
+                self._relay_readback(event, now, out)
             case Tick():
                 pass
             case AudioFetched(sha256=sha):
@@ -252,10 +290,14 @@ class NodeCore:
                 continue
             if not after_boot:
                 self._event(EventKind.PLAN_ACCEPTED, now, out, item)
+        for item_id in self._commanded:
+            self._progress[item_id] = previous[item_id]
         if self.current is not None and self.current not in self._progress:
             out.append(StopPlayback(self.current, "removed from plan"))
             self.current = None
         needed = frozenset(i.audio.sha256 for i in self._live_items())
+        if self.settings.test_tone is not None:
+            needed |= {self.settings.test_tone.sha256}
         out.append(PinAudio(needed))
         self._fetch_due = {s: due for s, due in self._fetch_due.items() if s in needed}
         for item in self._live_items():
@@ -310,6 +352,145 @@ class NodeCore:
 
     def _addressees(self) -> frozenset[str]:
         return frozenset({self.settings.station_id}) | {f"area:{a}" for a in self.settings.areas}
+
+    # ------------------------------------------------------------ commands
+
+    def _command_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
+        verdict = open_envelope(raw, self.keyring, now, self._addressees())
+        if isinstance(verdict, Rejected):
+            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
+            return
+        command = verdict.message
+        if not isinstance(command, Command):
+            self._reject(RejectReason.MALFORMED, "not a command", command.seq, now, out)
+            return
+        freshness = self.guard.check(verdict)
+        if freshness is not Freshness.NEW:
+            if freshness is Freshness.REPLAYED:
+                detail = f"sequence {command.seq} is not newer than {self.guard.last_seq(verdict)}"
+                self._reject(RejectReason.REPLAYED, detail, command.seq, now, out)
+            return
+        self.guard.record(verdict)
+        out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
+        args = parse_args(command.name, command.args)
+        if isinstance(args, str):
+            self._reply(command, now, out, ok=False, detail=args)
+            return
+        match args:
+            case TestToneArgs():
+                self._test_tone(command, now, out)
+            case SetAmpArgs(on=on, hold_s=hold_s):
+                self._amp_override = (on, now + timedelta(seconds=hold_s))
+                state = "on" if on else "off"
+                self._reply(command, now, out, ok=True, detail=f"amplifier {state} for {hold_s} s")
+            case SetVolumeArgs(percent=percent):
+                self.volume_pct = percent
+                out.append(SetVolume(percent))
+                self._reply(command, now, out, ok=True, detail=f"volume {percent} %")
+            case FetchLogArgs(lines=lines):
+                out.append(SendLog(command.seq, lines))
+            case TimeSyncArgs(server_sent_at=sent):
+                stamps = {"server_sent_at": sent.isoformat(), "received_at": now.isoformat()}
+                self._reply(
+                    command, now, out, ok=True, data={**stamps, "replied_at": now.isoformat()}
+                )
+            case RestartArgs():
+                self._reply(command, now, out, ok=True, detail="restarting")
+                out.append(Restart())
+
+    def _test_tone(self, command: Command, now: datetime, out: list[Action]) -> None:
+        tone = self.settings.test_tone
+        if tone is None or tone.sha256 not in self.cached:
+            self._reply(command, now, out, ok=False, detail="this station has no test tone")
+            return
+        item = PlanItem(
+            item_id=f"cmd-{command.seq}",
+            title="test tone",
+            start_at=now + max(self.settings.amp_lead, PREROLL),
+            priority=Priority.LIVE,
+            audio=tone,
+        )
+        self._commanded[item.item_id] = item
+        self._command_of[item.item_id] = (command.seq, command.name)
+        self._progress[item.item_id] = _ItemProgress(start_at=item.start_at)
+
+    def _finish_commanded_items(self, now: datetime, out: list[Action]) -> None:
+        """Answer a commanded item's command once its outcome is known."""
+        for item_id in [i for i in self._commanded if self._progress[i].outcome is not None]:
+            progress = self._progress.pop(item_id)
+            del self._commanded[item_id]
+            seq, name = self._command_of.pop(item_id)
+            ok = progress.outcome is EventKind.PLAYED
+            data = {"started_at": progress.started_at.isoformat()} if progress.started_at else {}
+            reply = CommandReply(
+                station_id=self.settings.station_id,
+                command_seq=seq,
+                name=name,
+                at=now,
+                ok=ok,
+                detail=f"test tone {progress.outcome}",
+                data=data,
+            )
+            out.append(self._reply_action(reply))
+
+    def _reply(
+        self,
+        command: Command,
+        now: datetime,
+        out: list[Action],
+        *,
+        ok: bool,
+        detail: str | None = None,
+        data: dict[str, object] | None = None,
+    ) -> None:
+        reply = CommandReply(
+            station_id=self.settings.station_id,
+            command_seq=command.seq,
+            name=command.name,
+            at=now,
+            ok=ok,
+            detail=detail,
+            data=data or {},
+        )
+        out.append(self._reply_action(reply))
+
+    def _reply_action(self, reply: CommandReply) -> Publish:
+        topic = topics.reply(self.settings.station_id)
+        return Publish(topic, reply.model_dump_json(exclude_none=True).encode(), qos=1)
+
+    # ------------------------------------------------------------ amplifier readback
+
+    def _schedule_readback(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+        playing = self.current is not None and self._progress[self.current].started_at is not None
+        if not (self.settings.amp_readback and playing and self.relay_on):
+            self._next_readback = None
+            return
+        if self._next_readback is None or self._next_readback <= now:
+            out.append(ReadAmplifier())
+            self._next_readback = now + READBACK_EVERY
+        wakes.append(self._next_readback)
+
+    def _relay_readback(self, reading: RelayReadback, now: datetime, out: list[Action]) -> None:
+        self.amp_current_ma, self.amp_temp_c = reading.current_ma, reading.temp_c
+        playing = self.current is not None and self._progress[self.current].started_at is not None
+        silent = reading.current_ma is not None and reading.current_ma < NO_CURRENT_MA
+        fault = "no_current_while_playing" if playing and reading.on and silent else None
+        if fault == self.amp_fault:
+            return
+        self.amp_fault = fault
+        if fault is not None:
+            detail = f"amplifier on and playing {self.current} but drawing {reading.current_ma} mA"
+            self._publish_event(
+                Event(
+                    station_id=self.settings.station_id,
+                    kind=EventKind.AMP_FAULT,
+                    at=now,
+                    item_id=self.current,
+                    reason=fault,
+                    detail=detail,
+                ),
+                out,
+            )
 
     # ------------------------------------------------------------ audio
 
@@ -431,8 +612,14 @@ class NodeCore:
             wakes.extend(self._advance_item(item, now, out))
 
         self._drive_amplifier(now, out, wakes)
+        self._schedule_readback(now, out, wakes)
+        self._finish_commanded_items(now, out)
 
+        reported = self._state_key()
+        if reported != self._reported and self._next_heartbeat is not None:
+            self._next_heartbeat = now  # a change of state is reported at once
         if self._next_heartbeat is not None and self._next_heartbeat <= now:
+            self._reported = reported
             out.append(ReportHealth(self.snapshot()))
             self._next_heartbeat = now + self.settings.heartbeat
         if self._next_heartbeat is not None:
@@ -519,6 +706,13 @@ class NodeCore:
                 wanted = True
         if self._amp_hold_until is not None and now < self._amp_hold_until:
             wakes.append(self._amp_hold_until)
+        if self._amp_override is not None:
+            forced, until = self._amp_override
+            if now < until:
+                wanted = forced
+                wakes.append(until)
+            else:
+                self._amp_override = None
         if self._relay_retry_at is not None:
             if now < self._relay_retry_at:
                 wakes.append(self._relay_retry_at)
@@ -530,16 +724,18 @@ class NodeCore:
 
     # ------------------------------------------------------------ helpers
 
+    def _all_items(self) -> list[PlanItem]:
+        planned = self.plan.items if self.plan is not None else []
+        return [*planned, *self._commanded.values()]
+
     def _live_items(self) -> list[PlanItem]:
-        """Plan items that still have something to do."""
-        if self.plan is None:
-            return []
-        return [i for i in self.plan.items if self._progress[i.item_id].outcome is None]
+        """Items (planned or commanded) that still have something to do."""
+        return [i for i in self._all_items() if self._progress[i.item_id].outcome is None]
 
     def _item(self, item_id: str | None) -> PlanItem | None:
-        if self.plan is None or item_id is None:
+        if item_id is None:
             return None
-        return next((i for i in self.plan.items if i.item_id == item_id), None)
+        return next((i for i in self._all_items() if i.item_id == item_id), None)
 
     def _event(
         self,
@@ -593,8 +789,17 @@ class NodeCore:
         return {
             "amp_on": bool(self.relay_on),
             "relay_ok": self.relay_ok,
+            "amp_fault": self.amp_fault,
+            "amp_current_ma": self.amp_current_ma,
+            "amp_temp_c": self.amp_temp_c,
+            "volume_pct": self.volume_pct,
             "plan_seq": self.plan.seq if self.plan else None,
             "plan_items": len(self.plan.items) if self.plan else 0,
             "cached_audio": len(self.cached),
             "playing_item": self.current,
         }
+
+    def _state_key(self) -> tuple[object, ...]:
+        """What, when it changes, is worth a heartbeat before the next one is due."""
+        plan_seq = self.plan.seq if self.plan else None
+        return (self.relay_on, self.relay_ok, self.amp_fault, self.current, plan_seq)

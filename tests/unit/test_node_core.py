@@ -11,6 +11,7 @@ import pytest
 
 from loaxa_protocol import (
     AudioRef,
+    Command,
     KeyEntry,
     Keyring,
     Plan,
@@ -25,6 +26,7 @@ from node_firmware.core.events import (
     AudioFetched,
     AudioFetchFailed,
     Boot,
+    CommandReceived,
     FetchAudio,
     Input,
     PinAudio,
@@ -32,11 +34,16 @@ from node_firmware.core.events import (
     PlaybackFinished,
     PlaybackStarted,
     Publish,
+    ReadAmplifier,
     RelayFailed,
+    RelayReadback,
     RelaySwitched,
     ReportHealth,
+    Restart,
     SaveState,
+    SendLog,
     SetRelay,
+    SetVolume,
     StartPlayback,
     StopPlayback,
     Tick,
@@ -379,3 +386,119 @@ def test_rotated_keys_survive_a_reboot(rotating: Harness) -> None:
     rebooted.feed(Boot(saved.plan_raw, saved.memory))
     rebooted.feed(PlanReceived(sealed(item("b-1", timedelta(hours=2)), seq=7, key=NEW_KEY)))
     assert rebooted.events("rejected") == []
+
+
+# ---------------------------------------------------------------- commands
+
+TONE = AudioRef(sha256="c" * 64, size_bytes=100, duration_ms=5000, url="local:test-tone")
+
+
+def command(name: str, seq: int, **args: object) -> bytes:
+    message = Command(
+        sender="server",
+        seq=seq,
+        issued_at=T0,
+        expires_at=T0 + timedelta(minutes=5),
+        to="st-1",
+        name=name,
+        args=args,
+    )
+    return seal(message, KEY)
+
+
+def replies(h: Harness) -> list[dict]:
+    return [
+        json.loads(a.payload)
+        for _, a in h.log
+        if isinstance(a, Publish) and a.topic.endswith("/reply")
+    ]
+
+
+@pytest.fixture
+def station() -> Harness:
+    settings = CoreSettings(
+        station_id="st-1", keyring=Keyring.of(KEY), test_tone=TONE, amp_readback=True
+    )
+    harness = Harness(core=NodeCore(settings))
+    harness.feed(Boot(stored_plan=None, cached_audio=frozenset({TONE.sha256})))
+    harness.log.clear()
+    return harness
+
+
+def test_test_tone_plays_the_stations_own_tone_and_answers_the_command(station: Harness) -> None:
+    station.feed(CommandReceived(command("test_tone", 1)))
+    station.run_until(T0 + timedelta(seconds=2))
+    ((_, cue),) = station.of(StartPlayback)
+    assert cue.sha256 == TONE.sha256 and cue.item_id == "cmd-1"
+    assert [a.on for _, a in station.of(SetRelay)] == [True]
+    station.feed(PlaybackStarted("cmd-1", cue.start_at))
+    station.now = cue.start_at + timedelta(seconds=5)
+    station.feed(PlaybackFinished("cmd-1", station.now))
+    (reply,) = replies(station)
+    assert reply["ok"] is True and reply["command_seq"] == 1 and reply["name"] == "test_tone"
+
+
+def test_commands_with_bad_arguments_or_unknown_names_are_answered_not_obeyed(
+    station: Harness,
+) -> None:
+    station.feed(CommandReceived(command("set_volume", 1, percent=150)))
+    station.feed(CommandReceived(command("self_destruct", 2)))
+    answers = replies(station)
+    assert [a["ok"] for a in answers] == [False, False]
+    assert "percent" in answers[0]["detail"] and "unknown command" in answers[1]["detail"]
+    assert station.of(SetVolume) == []
+
+
+def test_replayed_and_forged_commands_are_refused(station: Harness) -> None:
+    station.feed(CommandReceived(command("set_volume", 5, percent=40)))
+    station.feed(CommandReceived(command("set_volume", 4, percent=90)))
+    forged = seal(
+        Command(
+            sender="server",
+            seq=9,
+            issued_at=T0,
+            expires_at=T0 + timedelta(minutes=5),
+            to="st-1",
+            name="restart",
+        ),
+        SigningKey.generate("plan", frozenset({"command"})),
+    )
+    station.feed(CommandReceived(forged))
+    assert [a.percent for _, a in station.of(SetVolume)] == [40]
+    assert [e["reason"] for e in station.events("rejected")] == ["replayed", "unknown_key"]
+    assert station.of(Restart) == []
+
+
+def test_set_amp_overrides_for_a_while_then_returns_to_automatic(station: Harness) -> None:
+    station.feed(CommandReceived(command("set_amp", 1, on=True, hold_s=30)))
+    station.run_until(T0 + timedelta(seconds=31))
+    assert [(t - T0).total_seconds() for t, a in station.of(SetRelay)] == [0, 30]
+    assert [a.on for _, a in station.of(SetRelay)] == [True, False]
+
+
+def test_time_sync_restart_and_log_requests(station: Harness) -> None:
+    sent = T0 - timedelta(milliseconds=40)
+    station.feed(CommandReceived(command("time_sync", 1, server_sent_at=sent.isoformat())))
+    station.feed(CommandReceived(command("fetch_log", 2, lines=20)))
+    station.feed(CommandReceived(command("restart", 3)))
+    sync, restart = replies(station)
+    assert sync["data"]["received_at"].startswith("2026-11-25T09:00:00")
+    assert station.of(SendLog)[0][1] == SendLog(2, 20)
+    assert restart["name"] == "restart" and len(station.of(Restart)) == 1
+
+
+def test_amplifier_drawing_no_current_while_playing_is_a_fault(station: Harness) -> None:
+    station.feed(PlanReceived(sealed(item("b-1", timedelta(seconds=10)))))
+    station.feed(AudioFetched(SHA_A))
+    station.run_until(T0 + timedelta(seconds=10))
+    station.feed(PlaybackStarted("b-1", T0 + timedelta(seconds=10)))
+    assert len(station.of(ReadAmplifier)) == 1
+    station.feed(RelayReadback(on=True, current_ma=850.0, temp_c=41.0))
+    assert station.events("amp_fault") == []
+    station.run_until(T0 + timedelta(seconds=15))
+    assert len(station.of(ReadAmplifier)) == 2
+    station.feed(RelayReadback(on=True, current_ma=0.0, temp_c=40.0))
+    (fault,) = station.events("amp_fault")
+    assert fault["reason"] == "no_current_while_playing" and fault["item_id"] == "b-1"
+    beats = station.of(ReportHealth)
+    assert beats[-1][1].snapshot["amp_fault"] == "no_current_while_playing"

@@ -1,0 +1,65 @@
+"""The commands a station obeys, with their arguments validated strictly.
+
+A signed, fresh command can still carry nonsense arguments; each is refused with a
+reply that says which argument is wrong, and nothing happens.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TestToneArgs(_Args):
+    """The station's own tone file is played: no download, so it proves the station."""
+
+    __test__ = False  # not a pytest class
+
+
+class SetAmpArgs(_Args):
+    on: bool
+    hold_s: int = Field(default=60, ge=1, le=3600, description="then back to automatic")
+
+
+class SetVolumeArgs(_Args):
+    percent: int = Field(ge=0, le=100)
+
+
+class FetchLogArgs(_Args):
+    lines: int = Field(default=100, ge=1, le=500)
+
+
+class TimeSyncArgs(_Args):
+    server_sent_at: datetime
+
+
+class RestartArgs(_Args):
+    pass
+
+
+ARGS: dict[str, type[_Args]] = {
+    "test_tone": TestToneArgs,
+    "set_amp": SetAmpArgs,
+    "set_volume": SetVolumeArgs,
+    "fetch_log": FetchLogArgs,
+    "time_sync": TimeSyncArgs,
+    "restart": RestartArgs,
+}
+
+
+def parse_args(name: str, args: dict[str, object]) -> _Args | str:
+    """The validated arguments, or a one-line reason to refuse the command."""
+    model = ARGS.get(name)
+    if model is None:
+        return f"unknown command {name!r}; known: {', '.join(sorted(ARGS))}"
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "args"
+        return f"{name}: {where}: {first['msg']}"
