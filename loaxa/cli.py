@@ -7,6 +7,7 @@ station only loads what a station needs.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -79,9 +80,12 @@ def node(
         raise typer.Exit(2) from exc
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     try:
-        agent.run()
+        restart = agent.run()
     except KeyboardInterrupt:
         agent.stop()
+        return
+    if restart:  # a technician's restart command: a fresh process, same arguments
+        os.execv(sys.executable, [sys.executable, "-m", "loaxa", *sys.argv[1:]])
 
 
 @bench.command("audio")

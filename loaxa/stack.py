@@ -42,6 +42,11 @@ class RunningNode:
     def station_id(self) -> str:
         return self.agent.config.station_id
 
+    def run(self) -> None:
+        """Run the agent; a ``restart`` command starts a fresh one from the same config."""
+        while self.agent.run():
+            self.agent = NodeAgent(self.agent.config)
+
     def stop(self, timeout: float = 5) -> None:
         self.agent.stop()
         self.thread.join(timeout)
@@ -167,10 +172,11 @@ class LocalStack:
         return NodeConfig.model_validate(raw)
 
     def start_node(self, config: NodeConfig) -> RunningNode:
-        agent = NodeAgent(config)
-        thread = threading.Thread(target=agent.run, name=f"node-{config.station_id}", daemon=True)
-        thread.start()
-        node = RunningNode(agent, thread)
+        node = RunningNode(NodeAgent(config), threading.Thread())
+        node.thread = threading.Thread(
+            target=node.run, name=f"node-{config.station_id}", daemon=True
+        )
+        node.thread.start()
         self.nodes[config.station_id] = node
         return node
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from loaxa_protocol import Health, Keyring, topics
+from loaxa_protocol import CommandReply, Health, Keyring, topics
 from loaxa_protocol.errors import FetchError, RelayError
 from node_firmware import AGENT_VERSION
 from node_firmware.config import NodeConfig
@@ -31,11 +32,16 @@ from node_firmware.core.events import (
     PlaybackFinished,
     PlaybackStarted,
     Publish,
+    ReadAmplifier,
     RelayFailed,
+    RelayReadback,
     RelaySwitched,
     ReportHealth,
+    Restart,
     SaveState,
+    SendLog,
     SetRelay,
+    SetVolume,
     StartPlayback,
     StopPlayback,
     Tick,
@@ -46,15 +52,31 @@ from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.fetcher import AudioFetcher
 from node_firmware.drivers.mqtt_link import MqttLink
 from node_firmware.drivers.player import Player, open_player
-from node_firmware.drivers.probes import basic_health
+from node_firmware.drivers.probes import amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
 from node_firmware.drivers.state_store import StateStore
+from node_firmware.drivers.test_tone import ensure_test_tone
 
 log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+MAX_REPLY_BYTES = 60 * 1024
+
+
+class RecentLog(logging.Handler):
+    """The agent's last log lines, for a technician's ``fetch_log`` command."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
 
 
 def core_settings(config: NodeConfig) -> CoreSettings:
@@ -91,25 +113,37 @@ class NodeAgent:
             relay, self.board = open_relay(config.relay)
         self.relay = relay
         self.player = player or open_player(config.player)
-        self.core = NodeCore(core_settings(config))
+        settings = core_settings(config)
+        self.core = NodeCore(
+            replace(
+                settings,
+                test_tone=ensure_test_tone(self.cache),
+                amp_readback=hasattr(self.relay, "status"),
+            )
+        )
+        self.recent_log = RecentLog()
+        self.restart_requested = False
         self.inputs: queue.Queue[Input] = queue.Queue()
         self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put)
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
-        self._started_monotonic = time.monotonic()
 
     # ------------------------------------------------------------ lifecycle
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Run until stopped; True when a ``restart`` command asked for a fresh process."""
         plan_raw, replay = self.store.load()
         self.inputs.put(Boot(plan_raw, replay, self.cache.hashes()))
+        logging.getLogger().addHandler(self.recent_log)
         self.link.start()
         try:
             while not self._stopping.is_set():
                 self._step(self._next_input())
         finally:
+            logging.getLogger().removeHandler(self.recent_log)
             self._shutdown()
+        return self.restart_requested
 
     def stop(self) -> None:
         self._stopping.set()
@@ -165,6 +199,15 @@ class NodeAgent:
                 self.player.stop(item_id)
             case ReportHealth(snapshot=snapshot):
                 self._report_health(snapshot)
+            case SetVolume(percent=percent):
+                self.player.set_volume(percent)
+            case ReadAmplifier():
+                self._read_amplifier()
+            case SendLog(command_seq=seq, lines=lines):
+                self._send_log(seq, lines)
+            case Restart():
+                self.restart_requested = True
+                self.stop()
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
@@ -200,9 +243,37 @@ class NodeAgent:
             on_failed=lambda item, reason: put(PlaybackFailed(item, reason)),
         )
 
+    def _read_amplifier(self) -> None:
+        reading = amp_readback(self.relay)
+        if reading is None:
+            return
+        current, temp = reading.get("amp_current_ma"), reading.get("amp_temp_c")
+        self.inputs.put(
+            RelayReadback(
+                on=bool(reading.get("amp_on")),
+                current_ma=float(current) if isinstance(current, int | float) else None,
+                temp_c=float(temp) if isinstance(temp, int | float) else None,
+            )
+        )
+
+    def _send_log(self, seq: int, lines: int) -> None:
+        recent = list(self.recent_log.lines)[-lines:]
+        while recent and len("\n".join(recent).encode()) > MAX_REPLY_BYTES:
+            recent.pop(0)
+        reply = CommandReply(
+            station_id=self.config.station_id,
+            command_seq=seq,
+            name="fetch_log",
+            at=_now(),
+            ok=True,
+            detail=f"{len(recent)} lines",
+            data={"lines": recent},
+        )
+        payload = reply.model_dump_json(exclude_none=True).encode()
+        self.link.publish(topics.reply(self.config.station_id), payload, qos=1)
+
     def _report_health(self, snapshot: dict[str, object]) -> None:
-        probes = basic_health(self.cache)
-        probes.setdefault("uptime_s", time.monotonic() - self._started_monotonic)
+        probes = system_health(self.cache)
         health = Health.model_validate(
             {
                 "station_id": self.config.station_id,

@@ -22,6 +22,7 @@ from node_firmware.config import MqttConfig
 from node_firmware.core.events import (
     BrokerConnected,
     BrokerDisconnected,
+    CommandReceived,
     Input,
     PlanReceived,
     TrustReceived,
@@ -99,5 +100,7 @@ class MqttLink:
             self._deliver(PlanReceived(bytes(message.payload)))
         elif message.topic == topics.trust(self._station_id):
             self._deliver(TrustReceived(bytes(message.payload)))
+        elif message.topic == topics.command(self._station_id):
+            self._deliver(CommandReceived(bytes(message.payload)))
         else:
             log.warning("message on unexpected topic %s ignored", message.topic)

@@ -72,6 +72,9 @@ class Player(Protocol):
     def stop(self, item_id: str) -> None:
         """Silence or unschedule ``item_id``; unknown or finished items are ignored."""
 
+    def set_volume(self, percent: int) -> None:
+        """Output level for items started from now on (0-100)."""
+
     def close(self) -> None:
         """Stop everything and release the audio device."""
 
@@ -155,6 +158,12 @@ class _ThreadedPlayer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._active: dict[str, tuple[_Playback, threading.Thread]] = {}
+        self.volume_pct = 100
+
+    def set_volume(self, percent: int) -> None:
+        if not 0 <= percent <= 100:
+            raise ValueError(f"volume {percent} is not 0-100")
+        self.volume_pct = percent
 
     def start(
         self,
@@ -349,6 +358,7 @@ class AlsaPlayer(_ThreadedPlayer):
     def _decode(self, source: Path, target: Path) -> None:
         cmd = [
             self._ffmpeg, "-nostdin", "-v", "error", "-y", "-i", str(source),
+            "-filter:a", f"volume={self.volume_pct / 100:.2f}",
             "-f", "s16le", "-ac", "1", "-ar", str(PCM_RATE_HZ), str(target),
         ]  # fmt: skip
         try:

@@ -110,6 +110,7 @@ class IntrusionWatch:
         self._published: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._retained: dict[str, str] = {}
         self._echoed: set[str] = set()
+        self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.intrusions = 0
         """How many intrusions :meth:`inspect` has found (a counter for /system and tests)."""
 
@@ -144,11 +145,16 @@ class IntrusionWatch:
             if (topic, digest) in self._published or self._retained.get(topic) == digest:
                 self._echoed.add(topic)
                 return None
+            if (topic, digest) in self._reported:
+                return None  # a retained intrusion re-delivered (a reconnect): one alarm
             after_echo = topic in self._echoed
 
         def alarm(reason: str, detail: str, seq: int | None = None) -> Intrusion:
             with self._lock:
                 self.intrusions += 1
+                self._reported[(topic, digest)] = None
+                while len(self._reported) > self._remember:
+                    self._reported.popitem(last=False)
             return Intrusion(topic, target, reason, detail, digest, seq)
 
         verdict = open_envelope(

@@ -35,6 +35,7 @@ class FakePlayer:
         self.started: list[FakePlayback] = []
         self.stopped: list[str] = []
         self.closed = False
+        self.volume_pct = 100
         self._failures: list[str] = []
 
     def start(
@@ -53,6 +54,9 @@ class FakePlayer:
         self.started.append(playback)
         if self._failures:
             on_failed(item_id, self._failures.pop(0))
+
+    def set_volume(self, percent: int) -> None:
+        self.volume_pct = percent
 
     def stop(self, item_id: str) -> None:
         self.stopped.append(item_id)
