@@ -36,7 +36,7 @@ from server.passwords import hash_password, mosquitto_password_line, verify_pass
 
 SERVER_USERNAME = "loaxa-server"
 STATION_READ_LEAVES = ("plan", "cmd", "trust")
-STATION_WRITE_LEAVES = ("event", "health", "status")
+STATION_WRITE_LEAVES = ("event", "health", "status", "reply")
 
 # Names end up verbatim in the ACL and password files, one entry per line. A newline,
 # space or MQTT wildcard in a name from the database would let that row rewrite the

@@ -107,6 +107,46 @@ def bench_audio_cmd(
     Console().print(table)
 
 
+@bench.command("health")
+def bench_health_cmd(
+    nodes: Annotated[int, typer.Option(min=1, help="simulated stations (MQTT connections)")],
+    seconds: Annotated[float, typer.Option(min=0.1, help="length of each load window")] = 10.0,
+    interval_ms: Annotated[
+        float, typer.Option(min=1, help="each station's heartbeat interval (compressed)")
+    ] = 1000.0,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="swarm processes (default: one per core)")
+    ] = None,
+    api_pause_s: Annotated[
+        float, typer.Option(min=0, help="pause between two GET /api/v1/stations samples")
+    ] = 0.5,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """Health ingestion: reports/s stored with none lost, API latency, raw broker floor."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from loaxa.bench_health import result_rows, run_health_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("loaxa.bench_health").setLevel(logging.INFO)
+    result = run_health_bench(
+        nodes, seconds=seconds, interval_ms=interval_ms, workers=workers, api_pause_s=api_pause_s
+    )
+    table = Table(title="loaxa bench health")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    for what, figure in result_rows(result):
+        table.add_row(what, figure)
+    Console().print(table)
+    if json_out:
+        print(json.dumps(result.as_dict()))
+
+
 @broker.command("config")
 def broker_config_cmd(
     out: Annotated[Path, typer.Option("--out", help="directory to write (created if missing)")],

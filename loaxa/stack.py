@@ -28,6 +28,7 @@ from loaxa.broker import free_port
 from node_firmware.agent import NodeAgent
 from node_firmware.config import NodeConfig
 from server.app import create_app
+from server.context import ServerContext
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,13 @@ class LocalStack:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+
+    @property
+    def context(self) -> ServerContext:
+        """The running server's parts, for tests and benchmarks that need to reach in."""
+        assert self._server is not None, "start() the stack first"
+        context: ServerContext = self._server.config.loaded_app.app.state.context  # type: ignore[attr-defined]
+        return context
 
     def client(self) -> httpx.Client:
         """An HTTP client that acts as the administrator (bearer token)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loaxa_protocol import CommandReply, Health, Keyring, topics
-from loaxa_protocol.errors import FetchError, RelayError
+from loaxa_protocol.errors import ConfigError, FetchError, RelayError
 from node_firmware import AGENT_VERSION
 from node_firmware.config import NodeConfig
 from node_firmware.core.events import (
@@ -50,6 +51,8 @@ from node_firmware.core.events import (
 from node_firmware.core.machine import CoreSettings, NodeCore
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.fetcher import AudioFetcher
+from node_firmware.drivers.modem import Modem, ModemError, health_fields
+from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
 from node_firmware.drivers.player import Player, open_player
 from node_firmware.drivers.probes import amp_readback, system_health
@@ -121,13 +124,26 @@ class NodeAgent:
                 amp_readback=hasattr(self.relay, "status"),
             )
         )
+        self.modem, self.modem_sim = self._open_modem()
         self.recent_log = RecentLog()
         self.restart_requested = False
+        self._started_monotonic = time.monotonic()
         self.inputs: queue.Queue[Input] = queue.Queue()
         self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put)
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
+
+    def _open_modem(self) -> tuple[Modem | None, SimulatedModem | None]:
+        cfg = self.config.modem
+        if cfg.driver == "sim":
+            simulated = SimulatedModem()
+            return Modem(simulated.port, cfg.baudrate), simulated
+        if cfg.driver == "serial":
+            if cfg.port is None:
+                raise ConfigError("modem.port is required for the serial modem driver")
+            return Modem(cfg.port, cfg.baudrate), None
+        return None, None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -174,6 +190,10 @@ class NodeAgent:
         self.relay.close()
         if self.board is not None:
             self.board.close()
+        if self.modem is not None:
+            self.modem.close()
+        if self.modem_sim is not None:
+            self.modem_sim.close()
         self.link.stop()
         self._downloads.shutdown(wait=False, cancel_futures=True)
 
@@ -274,6 +294,13 @@ class NodeAgent:
 
     def _report_health(self, snapshot: dict[str, object]) -> None:
         probes = system_health(self.cache)
+        if self.modem is not None:
+            try:
+                probes.update(health_fields(self.modem.read()))
+            except ModemError as exc:
+                log.warning("modem: %s", exc)
+        if probes.get("uptime_s") is None:  # the probe failed; the agent's own uptime then
+            probes["uptime_s"] = time.monotonic() - self._started_monotonic
         health = Health.model_validate(
             {
                 "station_id": self.config.station_id,

@@ -51,6 +51,14 @@ class RelayConfig(_Section):
     baudrate: int = Field(default=9600, description="serial speed")
 
 
+class ModemConfig(_Section):
+    driver: Literal["serial", "sim", "none"] = Field(
+        default="none", description="a 4G modem answering AT commands; sim starts a simulated one"
+    )
+    port: str | None = Field(default=None, description="its AT command port, e.g. /dev/ttyUSB2")
+    baudrate: int = Field(default=115200, description="serial speed")
+
+
 class PlayerConfig(_Section):
     driver: Literal["sim", "alsa"] = Field(default="sim", description="sim records, alsa plays")
     device: str = Field(default="default", description="ALSA device for the alsa driver")
@@ -65,6 +73,7 @@ class NodeConfig(_Section):
     data_dir: Path = Field(description="plan, replay state and audio cache live here")
     relay: RelayConfig = Field(default_factory=RelayConfig, description="amplifier relay")
     player: PlayerConfig = Field(default_factory=PlayerConfig, description="audio output")
+    modem: ModemConfig = Field(default_factory=ModemConfig, description="signal and operator")
     amp_lead_ms: int = Field(default=1500, ge=0, le=60000, description="amp on before audio")
     amp_tail_ms: int = Field(default=1000, ge=0, le=60000, description="amp off after audio")
     heartbeat_s: float = Field(default=60, gt=0, description="health report interval")

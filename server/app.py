@@ -14,13 +14,17 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from loaxa_protocol import Keyring
+from loaxa_protocol import CommandReply, Keyring
+from server.api import alarms as alarm_routes
 from server.api import areas, audio, auth, broadcasts, stations, system, tokens, users
+from server.api import commands as command_routes
+from server.api import health as health_routes
 from server.api import keys as key_routes
 from server.api.audit import router as audit_router
 from server.api.errors import install_error_handlers
@@ -28,15 +32,20 @@ from server.api.limits import UploadLimitMiddleware
 from server.areas import seed_areas
 from server.audio.store import AudioStore
 from server.auth import models as auth_models  # noqa: F401  (registers the account tables)
+from server.auth.actor import SYSTEM
 from server.auth.ratelimit import LoginRateLimiter
 from server.auth.service import ensure_bootstrap_admin
+from server.commands.service import CommandService
 from server.context import ServerContext
 from server.db import create_tables, make_engine, utcnow
 from server.fleet.bus import Bus, NullBus
 from server.fleet.ingest import Ingestor
 from server.fleet.link import FleetLink
 from server.fleet.watch import IntrusionWatch
+from server.health.ingest import record_clock_offset
+from server.health.service import HealthService
 from server.keys import ServerKeys
+from server.pages import STATIC_FILES
 from server.pages import router as pages_router
 from server.planning.publisher import PlanPublisher
 from server.settings import Settings
@@ -60,7 +69,12 @@ def build_context(
     # Everything validly signed by one of our own keys (rotated-out ones included) is ours;
     # anything else on a down-topic is an intrusion.
     watch = IntrusionWatch(lambda: Keyring.from_entries(keys.trusted_entries(clock())), clock)
-    ingestor = Ingestor(engine, clock, watch)
+
+    def on_reply(session: Session, reply: CommandReply) -> None:
+        commands.on_reply(session, reply)
+
+    health = HealthService(engine, settings, clock)
+    ingestor = Ingestor(engine, clock, watch, on_reply=on_reply, health=health)
 
     link: FleetLink | None = None
     if bus is None and settings.mqtt_enabled:
@@ -71,6 +85,7 @@ def build_context(
         link = FleetLink(settings, ingestor.handle, on_connected=republish, watch=watch)
         bus = link
     publisher = PlanPublisher(engine, settings, keys, bus or NullBus(), clock)
+    commands = CommandService(engine, keys, bus or NullBus(), clock, record_clock_offset)
     return ServerContext(
         settings=settings,
         engine=engine,
@@ -79,19 +94,21 @@ def build_context(
         bus=bus or NullBus(),
         publisher=publisher,
         ingestor=ingestor,
+        health=health,
+        commands=commands,
         clock=clock,
         link=link,
     )
 
 
-async def _refresh_plans(publisher: PlanPublisher, every_s: float) -> None:
-    """Roll every plan's horizon forward and renew its URLs before they expire."""
+async def _every(every_s: float, job: Callable[[], object], what: str) -> None:
+    """Run a blocking job periodically in the thread pool; one failure never ends it."""
     while True:
         await asyncio.sleep(every_s)
         try:
-            await run_in_threadpool(publisher.republish_all)
-        except Exception:  # the next round may succeed; never let the loop die
-            log.exception("periodic plan refresh failed")
+            await run_in_threadpool(job)
+        except Exception:  # the next round may succeed
+            log.exception("periodic %s failed", what)
 
 
 def create_app(
@@ -107,25 +124,31 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = await run_in_threadpool(build_context, settings, bus, clock)
         app.state.context = context
+        context.health.start()
         if context.link is not None:
             context.link.start()  # republishes every plan on each connect
         else:
             await run_in_threadpool(context.publisher.republish_all)
-        refresher = None
+        periodic = []
         if settings.plan_refresh_min > 0:
-            refresher = asyncio.create_task(
-                _refresh_plans(context.publisher, settings.plan_refresh_min * 60)
-            )
+            # Roll every plan's horizon forward and renew its URLs before they expire.
+            job = context.publisher.republish_all
+            periodic.append(_every(settings.plan_refresh_min * 60, job, "plan refresh"))
+        if settings.clock_sync_min > 0:
+            job = partial(context.commands.sync_clocks, SYSTEM)
+            periodic.append(_every(settings.clock_sync_min * 60, job, "clock sync"))
+        tasks = [asyncio.create_task(coroutine) for coroutine in periodic]
         log.info("Loaxa server ready; data in %s", settings.data_dir)
         try:
             yield
         finally:
-            if refresher is not None:
-                refresher.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                    await task
             if context.link is not None:
                 await run_in_threadpool(context.link.stop)
+            await run_in_threadpool(context.health.stop)  # after the link: it feeds health
             context.engine.dispose()
 
     app = FastAPI(
@@ -135,12 +158,14 @@ def create_app(
         lifespan=lifespan,
     )
     api = APIRouter(prefix=API_PREFIX)
-    routers = (auth, users, tokens, stations, audio, broadcasts, areas, system, key_routes)
+    routers = (auth, users, tokens, stations, command_routes, audio, broadcasts, areas, system)
+    routers += (key_routes, health_routes, alarm_routes)
     for module in routers:
         api.include_router(module.router)
     api.include_router(audit_router)
     app.include_router(api)
     app.include_router(pages_router)
+    app.mount("/static", STATIC_FILES, name="static")
     app.state.login_limiter = LoginRateLimiter(
         settings.login_max_failures, settings.login_window_minutes * 60
     )

@@ -9,9 +9,11 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from server.audio.store import AudioStore
+from server.commands.service import CommandService
 from server.fleet.bus import Bus
 from server.fleet.ingest import Ingestor
 from server.fleet.link import FleetLink
+from server.health.service import HealthService
 from server.keys import ServerKeys
 from server.planning.publisher import PlanPublisher
 from server.settings import Settings
@@ -26,5 +28,7 @@ class ServerContext:
     bus: Bus
     publisher: PlanPublisher
     ingestor: Ingestor
+    commands: CommandService
+    health: HealthService
     clock: Callable[[], datetime]
     link: FleetLink | None = None

@@ -80,6 +80,7 @@ def create_tables(engine: Engine) -> None:
     """Create missing tables (migrations arrive with Alembic; this is the bootstrap)."""
     import server.audit.models
     import server.auth.models
+    import server.health.models
     import server.models  # noqa: F401  (each import registers its tables on the metadata)
 
     SQLModel.metadata.create_all(engine)

@@ -43,7 +43,10 @@ class AreaLevel(enum.StrEnum):
 
 
 class StationStatus(enum.StrEnum):
+    """Derived by ``server.health.status``: ``degraded`` is online with a warning alarm open."""
+
     ONLINE = "online"
+    DEGRADED = "degraded"
     OFFLINE = "offline"
     STOPPED = "stopped"
     UNKNOWN = "unknown"

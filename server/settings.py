@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         gt=0,
         description="validity of a signed plan; stations refuse to *accept* older ones",
     )
+    clock_sync_min: float = Field(
+        default=10,
+        ge=0,
+        description="measure every online station's clock offset this often (signed "
+        "time_sync command over MQTT); 0 disables",
+    )
     plan_refresh_min: float = Field(
         default=60,
         ge=0,
@@ -178,6 +184,86 @@ class Settings(BaseSettings):
         description="mark the session cookie Secure; default: when public_url is https",
     )
 
+    # ------------------------------------------------------- station health
+    health_batch_max: int = Field(
+        default=1000,
+        ge=1,
+        le=50_000,
+        description="health reports written in one transaction at most; a batch is also "
+        "closed after health_batch_interval_ms",
+    )
+    health_batch_interval_ms: float = Field(
+        default=200, gt=0, le=10_000, description="longest a health report waits to be written"
+    )
+    health_queue_max: int = Field(
+        default=200_000,
+        ge=1,
+        description="health reports waiting to be written before new ones are dropped (and "
+        "counted): memory stays bounded when the database cannot keep up",
+    )
+    health_rate_limit: int = Field(
+        default=20,
+        ge=1,
+        description="health reports one station may send per 10 s; the rest are dropped and "
+        "counted, so a looping node cannot crowd out the others",
+    )
+    offline_after_min: float = Field(
+        default=10, gt=0, description="a station silent this long is offline"
+    )
+    health_check_interval_s: float = Field(
+        default=30,
+        gt=0,
+        description="how often silent stations are marked offline and every alarm rule runs",
+    )
+    health_maintenance_min: float = Field(
+        default=10, gt=0, description="how often hourly aggregates are computed and rows pruned"
+    )
+    health_raw_days: float = Field(default=7, gt=0, description="raw health samples kept")
+    health_hourly_days: float = Field(
+        default=365, gt=0, description="hourly health aggregates kept"
+    )
+    alarm_offline_min: float = Field(
+        default=10, ge=0, description="alarm when a station has been unreachable this long"
+    )
+    alarm_disk_free_pct: float = Field(
+        default=10, ge=0, le=100, description="alarm when free disk space falls below this"
+    )
+    alarm_cpu_temp_c: float = Field(
+        default=75, description="alarm when the CPU temperature rises above this"
+    )
+    alarm_clock_offset_ms: float = Field(
+        default=500, gt=0, description="alarm when the station clock is off by more than this"
+    )
+    alarm_amp_min_current_ma: float = Field(
+        default=50,
+        ge=0,
+        description="an amplifier drawing less than this while playing has failed "
+        "(boards that report current only)",
+    )
+    alarm_item_grace_min: float = Field(
+        default=2,
+        ge=0,
+        description="a planned item not played by its end plus this grace raises an alarm",
+    )
+    alarm_item_lookback_h: float = Field(
+        default=24,
+        gt=0,
+        description="items older than this no longer keep the 'item not played' alarm open",
+    )
+    alarm_webhooks: list[str] = Field(
+        default_factory=list,
+        description="URLs that receive a JSON POST when an alarm opens or resolves",
+    )
+    alarm_webhook_timeout_s: float = Field(
+        default=5, gt=0, le=60, description="timeout of one webhook call (retried once)"
+    )
+    smtp_host: str | None = Field(
+        default=None, description="mail relay for alarm e-mails; unset disables e-mail"
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="mail relay port")
+    smtp_from: str = Field(default="loaxa@localhost", description="sender of alarm e-mails")
+    smtp_to: list[str] = Field(default_factory=list, description="recipients of alarm e-mails")
+
     def __init__(self, config_file: Path | str | None = None, **values: Any) -> None:
         """``config_file`` (or ``LOAXA_CONFIG_FILE``) names a YAML or TOML file."""
         token = _config_file.set(Path(config_file) if config_file is not None else None)
@@ -218,6 +304,14 @@ class Settings(BaseSettings):
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
             raise ValueError(f"url_secret must be at least {MIN_SECRET_CHARS} characters")
+        return value
+
+    @field_validator("alarm_webhooks")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"alarm webhook {url!r} must start with http:// or https://")
         return value
 
     @field_validator("public_url")

@@ -55,7 +55,7 @@ from loaxa_protocol import (
     open_envelope,
     topics,
 )
-from node_firmware.core.commands import (
+from loaxa_protocol.commands import (
     FetchLogArgs,
     RestartArgs,
     SetAmpArgs,

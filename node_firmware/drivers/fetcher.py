@@ -210,4 +210,3 @@ def _sha256_of(path: Path) -> str:
         while block := f.read(1024 * 1024):
             digest.update(block)
     return digest.hexdigest()
-

@@ -85,7 +85,13 @@ class MqttLink:
             log.warning("broker refused connection: %s", reason)
             return
         # trust first: after a key rotation the update must precede plans signed anew
-        client.subscribe([(topics.trust(self._station_id), 1), (topics.plan(self._station_id), 1)])
+        client.subscribe(
+            [
+                (topics.trust(self._station_id), 1),
+                (topics.plan(self._station_id), 1),
+                (topics.command(self._station_id), 1),
+            ]
+        )
         client.publish(topics.status(self._station_id), self._status(StatusState.ONLINE), 1, True)
         self._deliver(BrokerConnected())
 

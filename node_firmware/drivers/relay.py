@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import termios
 import threading
 from collections.abc import Iterator
 from typing import Protocol
@@ -61,13 +62,14 @@ class _SerialRelay:
                     )
                     log.info("relay board opened on %s", self.port)
                 yield self._serial
-            except (serial.SerialException, OSError) as exc:
+            # termios.error is no OSError: tcflush on a vanished port raises it.
+            except (serial.SerialException, OSError, termios.error) as exc:
                 self._drop()
                 raise RelayError(f"relay board on {self.port}: {what} failed: {exc}") from exc
 
     def _drop(self) -> None:
         if self._serial is not None:
-            with contextlib.suppress(serial.SerialException, OSError):
+            with contextlib.suppress(serial.SerialException, OSError, termios.error):
                 self._serial.close()
             self._serial = None
 

@@ -122,4 +122,3 @@ def _read(path: Path) -> tuple[int, bytes, dict[str, Any]] | None:
     if not isinstance(replay, dict):
         return None
     return gen, plan_raw, replay
-

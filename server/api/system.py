@@ -24,5 +24,6 @@ def read_system(context: ContextDep, session: SessionDep, actor: ActorDep) -> di
             "backlog": link.backlog() if link is not None else 0,
         },
         "ingest": context.ingestor.stats.as_dict(),
+        "health": context.health.as_dict(),
         "signing_key": context.keys.signing_key.kid,
     }

@@ -34,6 +34,8 @@ class Action(enum.StrEnum):
     STATION_READ = "station.read"
     STATION_REGISTER = "station.register"
     STATION_COMMAND = "station.command"
+    ALARM_READ = "alarm.read"
+    ALARM_ACK = "alarm.ack"
     AUDIO_READ = "audio.read"
     AUDIO_UPLOAD = "audio.upload"
     BROADCAST_READ = "broadcast.read"
@@ -64,8 +66,17 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.COMMUNE_OPERATOR: READS
     | {Action.AUDIO_UPLOAD, Action.BROADCAST_CREATE, Action.PROGRAMME_EDIT},
     Role.APPROVER: READS | {Action.PROGRAMME_APPROVE},
-    Role.TECHNICIAN: READS | {Action.STATION_REGISTER, Action.STATION_COMMAND, Action.SYSTEM_READ},
-    Role.VIEWER: READS,
+    # Alarms are the technician's work list; a viewer (e.g. the district office) may
+    # follow them, but only someone who can go and fix the station acknowledges one.
+    Role.TECHNICIAN: READS
+    | {
+        Action.STATION_REGISTER,
+        Action.STATION_COMMAND,
+        Action.SYSTEM_READ,
+        Action.ALARM_READ,
+        Action.ALARM_ACK,
+    },
+    Role.VIEWER: READS | {Action.ALARM_READ},
 }
 
 AncestorsOf = Callable[[str], Iterable[str]]
@@ -73,7 +84,7 @@ AncestorsOf = Callable[[str], Iterable[str]]
 
 
 def is_read(action: Action) -> bool:
-    return action in READS or action in {Action.AUDIT_READ, Action.SYSTEM_READ}
+    return action in READS or action in {Action.AUDIT_READ, Action.SYSTEM_READ, Action.ALARM_READ}
 
 
 def role_allows(role: str, action: Action) -> bool:

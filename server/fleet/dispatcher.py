@@ -14,15 +14,20 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from loaxa_protocol import Event, Health, Status, topics
+from loaxa_protocol import CommandReply, Event, Health, Status, topics
 
 log = logging.getLogger(__name__)
 
-StationMessage = Event | Status | Health
+StationMessage = Event | Status | Health | CommandReply
 C = TypeVar("C")
 Handler = Callable[[C, StationMessage], None]
 
-MODELS: Mapping[str, type[BaseModel]] = {"event": Event, "status": Status, "health": Health}
+MODELS: Mapping[str, type[BaseModel]] = {
+    "event": Event,
+    "status": Status,
+    "health": Health,
+    "reply": CommandReply,
+}
 
 
 @dataclass
@@ -81,7 +86,7 @@ class Dispatcher(Generic[C]):
             where = ".".join(str(p) for p in first["loc"]) or "payload"
             log.warning("malformed %s from %s at %s: %s", leaf, station_id, where, first["msg"])
             return None
-        assert isinstance(message, Event | Status | Health)
+        assert isinstance(message, Event | Status | Health | CommandReply)
         if message.station_id != station_id:
             # The broker ACL confines a station to its own topics; a payload naming
             # another station is a bug or an attack, either way not to be applied.

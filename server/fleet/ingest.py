@@ -9,9 +9,12 @@ of ``failed`` is progress the station reports *after* the failure (it retries
 downloads), since that is newer truth, not a reordering. Timestamps the event carries
 are still filled in when the state cannot move.
 
-Messages arrive in batches and are applied in one transaction per batch (thousands of
-health reports a second do not fit one commit each); if the batch fails, each message
-is retried on its own so one bad row cannot drop its neighbours.
+Messages arrive in batches and are applied in one transaction per batch; if the batch
+fails, each message is retried on its own so one bad row cannot drop its neighbours.
+Health reports (thousands a second) are handed untouched to the health writer
+(``server.health.ingest``), which validates them field by field and writes them in
+batches of its own; availability messages and amplifier / relay fault events are
+applied here, through that package's functions, so one package owns station status.
 
 Security reports go to two places: the station's event log (what a technician reads
 per station) and the audit log (what an auditor reads for the whole system). A station
@@ -25,19 +28,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from loaxa_protocol import Event, EventKind, Health, Status
+from loaxa_protocol import CommandReply, Event, EventKind, Status, topics
 from server.areas import ancestry
 from server.audit.log import record_audit
 from server.auth.actor import SYSTEM
 from server.db import session_scope, utcnow
 from server.fleet.dispatcher import Dispatcher, Inbound, IngestStats, StationMessage
 from server.fleet.watch import DownTopic, Intrusion, IntrusionWatch, parse_down_topic
-from server.models import BroadcastTarget, Station, StationEvent, StationStatus, TargetState
+from server.health.ingest import apply_link_status, note_fault
+from server.health.service import HealthService
+from server.models import BroadcastTarget, Station, StationEvent, TargetState
 from server.planning.compiler import broadcast_id_of
 
 log = logging.getLogger(__name__)
@@ -66,6 +72,8 @@ RANK: dict[TargetState, int] = {
 }
 
 _FAILURES = {TargetState.FAILED, TargetState.INTERRUPTED}
+FAULTS = frozenset({EventKind.AMP_FAULT, EventKind.RELAY_FAULT})
+HEALTH_LEAF = "health"
 
 
 def _moves(target: BroadcastTarget, new: TargetState, at: datetime) -> bool:
@@ -116,15 +124,21 @@ class Ingestor:
         engine: Engine,
         clock: Callable[[], datetime] = utcnow,
         watch: IntrusionWatch | None = None,
+        on_reply: Callable[[Session, CommandReply], None] | None = None,
+        health: HealthService | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._watch = watch
+        self._health = health
         self.stats = IngestStats()
-        self.dispatcher: Dispatcher[Session] = Dispatcher(
-            {"event": self._on_event, "status": self._on_status, "health": self._on_health},
-            self.stats,
-        )
+        handlers: dict[str, Callable[[Session, Any], None]] = {
+            "event": self._on_event,
+            "status": self._on_status,
+        }
+        if on_reply is not None:
+            handlers["reply"] = on_reply
+        self.dispatcher: Dispatcher[Session] = Dispatcher(handlers, self.stats)
 
     def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Validate and apply a batch of raw (topic, payload) messages; never raises."""
@@ -133,6 +147,8 @@ class Ingestor:
             if down:
                 self._watch_down(self._watch, down)
                 messages = [(t, p) for t, p in messages if parse_down_topic(t) is None]
+        if self._health is not None:
+            messages = self._hand_over_health(self._health, messages)
         inbound = [m for m in (self.dispatcher.decode(t, p) for t, p in messages) if m]
         if not inbound:
             return
@@ -146,6 +162,27 @@ class Ingestor:
                 except SQLAlchemyError:
                     self.stats.failed += 1
                     log.exception("could not apply %s from %s", one.leaf, one.station_id)
+        faulty = {
+            one.station_id
+            for one in inbound
+            if isinstance(one.message, Event) and one.message.kind in FAULTS
+        }
+        if faulty and self._health is not None:
+            self._health.evaluate_soon(faulty)  # after the commit, so the writer sees it
+
+    @staticmethod
+    def _hand_over_health(
+        health: HealthService, messages: Sequence[tuple[str, bytes]]
+    ) -> Sequence[tuple[str, bytes]]:
+        """Queue heartbeats for the health writer; return every other message."""
+        rest = []
+        for topic, payload in messages:
+            station_id = topics.station_of(topic)
+            if station_id is not None and topics.leaf_of(topic) == HEALTH_LEAF:
+                health.submit(station_id, payload)
+            else:
+                rest.append((topic, payload))
+        return rest
 
     def _watch_down(self, watch: IntrusionWatch, down: Sequence[tuple[str, bytes]]) -> None:
         """Judge down-topic messages; record each intrusion in its own transaction.
@@ -251,6 +288,8 @@ class Ingestor:
                     "at": message.at,
                 },
             )
+        if message.kind in FAULTS:
+            note_fault(session, message)
         if message.kind not in EVENT_STATE:
             log.warning(
                 "station %s reported %s: %s %s",
@@ -294,34 +333,5 @@ class Ingestor:
     def _on_status(self, session: Session, message: StationMessage) -> None:
         assert isinstance(message, Status)
         station = self._station(session, message)
-        if station is None:
-            return
-        # The last will carries no time: it is the broker's word that the link died
-        # just now. A timed status older than what we know is a stale retained copy.
-        stale = (
-            message.at is not None
-            and station.status_at is not None
-            and message.at < station.status_at
-        )
-        if stale:
-            return
-        station.status = StationStatus(message.state.value)
-        station.status_at = message.at or self._clock()
-        session.add(station)
-
-    def _on_health(self, session: Session, message: StationMessage) -> None:
-        assert isinstance(message, Health)
-        station = self._station(session, message)
-        if station is None:
-            return
-        if station.last_health_at is not None and message.at <= station.last_health_at:
-            return
-        station.last_health = message.model_dump(mode="json")
-        station.last_health_at = message.at
-        # A heartbeat proves the station runs, whatever status we last heard.
-        if station.status is not StationStatus.ONLINE and (
-            station.status_at is None or message.at > station.status_at
-        ):
-            station.status = StationStatus.ONLINE
-            station.status_at = message.at
-        session.add(station)
+        if station is not None:
+            apply_link_status(session, station, message, self._clock())

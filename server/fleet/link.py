@@ -33,7 +33,7 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_STATUS, topics.ALL_HEALTH)
+SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_STATUS, topics.ALL_HEALTH, topics.ALL_REPLIES)
 MAX_BATCH = 500
 MIN_BACKOFF_S = 0.25
 

@@ -12,7 +12,7 @@ each endpoint asks the check the right question. A route missing from CASES fail
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from server.app import create_app
 from server.auth.models import ApiToken
 from server.auth.permissions import ROLE_ACTIONS, Action, Role
 from server.auth.service import find_user
+from server.health.models import Alarm
 from tests.audio_samples import make_audio
 from tests.integration.auth_helpers import authenticate, bearer, context_of, make_token
 from tests.integration.test_server_api import RecordingBus, make_settings
@@ -44,6 +45,8 @@ class World:
     user: dict[str, int]  # area → a viewer in that area (tokens, renames, new grants)
     removable: dict[str, int]  # area → a viewer in that area whose grant a case removes
     token: dict[str, int]  # area → a token of ``user[area]``
+    command: dict[str, int]  # area → a command sent to that area's station
+    alarm: dict[str, int] = field(default_factory=dict)  # area → an open alarm at its station
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -210,6 +213,52 @@ CASES = [
     ),
     Case("GET", f"{API}/audit/verify", Action.AUDIT_READ, get(f"{API}/audit/verify"), False),
     Case("GET", f"{API}/keys", Action.SYSTEM_READ, get(f"{API}/keys"), scoped=False),
+    Case("GET", f"{API}/alarms", Action.ALARM_READ, get(f"{API}/alarms"), scoped=False),
+    Case(
+        "GET",
+        f"{API}/alarms/{{alarm_id}}",
+        Action.ALARM_READ,
+        lambda w, area: ("GET", f"{API}/alarms/{w.alarm[area]}", {}),
+    ),
+    Case(
+        "POST",
+        f"{API}/alarms/{{alarm_id}}/acknowledge",
+        Action.ALARM_ACK,
+        lambda w, area: (
+            "POST",
+            f"{API}/alarms/{w.alarm[area]}/acknowledge",
+            {"json": {"note": "on my way"}},
+        ),
+    ),
+    Case(
+        "GET",
+        f"{API}/stations/{{station_id}}/health",
+        Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/stations/{STATION[area]}/health", {}),
+    ),
+    Case("GET", f"{API}/fleet/summary", Action.STATION_READ, get(f"{API}/fleet/summary"), False),
+    Case(
+        "POST",
+        f"{API}/stations/{{station_id}}/commands",
+        Action.STATION_COMMAND,
+        lambda w, area: (
+            "POST",
+            f"{API}/stations/{STATION[area]}/commands",
+            {"json": {"name": "set_volume", "args": {"percent": 50}}},
+        ),
+    ),
+    Case(
+        "GET",
+        f"{API}/stations/{{station_id}}/commands",
+        Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/stations/{STATION[area]}/commands", {}),
+    ),
+    Case(
+        "GET",
+        f"{API}/stations/{{station_id}}/commands/{{command_id}}",
+        Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/stations/{STATION[area]}/commands/{w.command[area]}", {}),
+    ),
     Case(
         "POST",
         f"{API}/keys/rotate",
@@ -262,7 +311,7 @@ def make_world(admin: TestClient) -> World:
         }
         assert admin.post(f"{API}/stations", json=body).status_code == 201
     audio = admin.post(f"{API}/audio", files={"file": ("ban-tin.wav", SMALL_WAV)}).json()
-    world = World(audio_id=audio["id"], broadcast={}, user={}, removable={}, token={})
+    world = World(audio_id=audio["id"], broadcast={}, user={}, removable={}, token={}, command={})
     for area in STATION:
         created = admin.post(f"{API}/broadcasts", json=broadcast_body(world, area, "normal")).json()
         world.broadcast[area] = created["id"]
@@ -278,6 +327,23 @@ def make_world(admin: TestClient) -> World:
             target[area] = response.json()["id"]
         token = admin.post(f"{API}/tokens", json={"name": "t", "user_id": world.user[area]})
         world.token[area] = token.json()["id"]
+        command = admin.post(
+            f"{API}/stations/{STATION[area]}/commands", json={"name": "fetch_log", "args": {}}
+        )
+        world.command[area] = command.json()["id"]
+    with Session(context_of(admin).engine) as session:
+        for area, station_id in STATION.items():
+            alarm = Alarm(
+                station_id=station_id,
+                kind="disk_low",
+                severity="warning",
+                opened_at=datetime.now(UTC),
+            )
+            session.add(alarm)
+            session.flush()
+            assert alarm.id is not None
+            world.alarm[area] = alarm.id
+        session.commit()
     return world
 
 

@@ -36,8 +36,9 @@ EXPECTED: dict[str, set[str]] = {
     },
     "commune_operator": READS | {"audio.upload", "broadcast.create", "programme.edit"},
     "approver": READS | {"programme.approve"},
-    "technician": READS | {"station.register", "station.command", "system.read"},
-    "viewer": READS,
+    "technician": READS
+    | {"station.register", "station.command", "system.read", "alarm.read", "alarm.ack"},
+    "viewer": READS | {"alarm.read"},
 }
 
 # 04 (province) ─┬─ D1 (district) ── 01273 (commune)

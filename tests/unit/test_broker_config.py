@@ -68,6 +68,7 @@ def test_a_station_reads_its_down_topics_and_its_areas_and_writes_its_up_topics_
         "topic write loaxa/v1/station/cb-st-001/event",
         "topic write loaxa/v1/station/cb-st-001/health",
         "topic write loaxa/v1/station/cb-st-001/status",
+        "topic write loaxa/v1/station/cb-st-001/reply",
     ]
 
 

@@ -16,6 +16,7 @@ from loaxa_protocol import Event, EventKind, Status, StatusState, topics
 from server.db import create_tables, make_engine
 from server.fleet.dispatcher import Dispatcher, IngestStats, StationMessage
 from server.fleet.ingest import Ingestor
+from server.health.service import HealthService
 from server.models import (
     Area,
     AreaLevel,
@@ -27,6 +28,7 @@ from server.models import (
     StationStatus,
     TargetState,
 )
+from server.settings import Settings
 
 T0 = datetime(2025, 7, 1, 22, 0, tzinfo=UTC)  # 05:00 in Cao Bằng
 STATION = "cb-st-001"
@@ -279,19 +281,23 @@ def test_status_last_will_and_stale_retained_copies(engine: Engine, ingestor: In
         message = Status(station_id=STATION, state=state, at=at)
         return topics.status(STATION), message.model_dump_json().encode()
 
+    heard = T0 + timedelta(hours=1)  # the server's clock: status_at is when it changed
     ingestor.handle([status(StatusState.ONLINE, T0)])
-    assert (station(engine).status, station(engine).status_at) == (StationStatus.ONLINE, T0)
-    ingestor.handle([status(StatusState.ONLINE, T0 - timedelta(days=1))])  # an old retained copy
-    assert station(engine).status_at == T0
+    assert (station(engine).status, station(engine).status_at) == (StationStatus.ONLINE, heard)
     ingestor.handle([status(StatusState.OFFLINE, None)])  # the broker's last will: no time
     gone = station(engine)
     assert gone.status is StationStatus.OFFLINE
-    assert gone.status_at == T0 + timedelta(hours=1)  # when the server heard it
+    assert gone.status_at == heard
+    ingestor.handle([status(StatusState.ONLINE, T0 - timedelta(days=1))])  # an old retained copy
+    assert station(engine).status is StationStatus.OFFLINE
 
 
-def test_health_is_stored_and_proves_the_station_is_online(
-    engine: Engine, ingestor: Ingestor
-) -> None:
+def test_health_is_stored_and_proves_the_station_is_online(engine: Engine, tmp_path: Path) -> None:
+    health_service = HealthService(
+        engine, Settings(data_dir=tmp_path), clock=lambda: T0 + timedelta(hours=1)
+    )
+    ingestor = Ingestor(engine, clock=lambda: T0 + timedelta(hours=1), health=health_service)
+    health_service.start()
     health = {
         "type": "health",
         "station_id": STATION,
@@ -309,6 +315,8 @@ def test_health_is_stored_and_proves_the_station_is_online(
             (topics.health(STATION), json.dumps(older).encode()),
         ]
     )
+    assert health_service.drain(10)
+    health_service.stop()
     after = station(engine)
     assert after.status is StationStatus.ONLINE
     assert after.last_health_at == T0

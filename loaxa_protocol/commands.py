@@ -1,7 +1,8 @@
-"""The commands a station obeys, with their arguments validated strictly.
+"""The commands a station obeys (``Command.name``) and their arguments.
 
-A signed, fresh command can still carry nonsense arguments; each is refused with a
-reply that says which argument is wrong, and nothing happens.
+Both sides validate with these models: the server before it signs, the station before
+it obeys (a signed, fresh command can still carry nonsense). A refusal says which
+argument is wrong, and nothing happens.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class TimeSyncArgs(_Args):
 class RestartArgs(_Args):
     pass
 
+
+TECHNICIAN_COMMANDS = frozenset({"test_tone", "set_amp", "set_volume", "fetch_log", "restart"})
+"""What a person may send; ``time_sync`` is the server's own clock measurement."""
 
 ARGS: dict[str, type[_Args]] = {
     "test_tone": TestToneArgs,

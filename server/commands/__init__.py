@@ -1,0 +1,1 @@
+"""Remote actions for technicians: signed one-shot commands and the stations' replies."""

@@ -1,0 +1,472 @@
+"""The health writer: heartbeats in, samples, station status and hardware alarms out.
+
+Theory of operation: :meth:`HealthIngest.submit` is called on the fleet link's worker
+thread for every heartbeat; it only rate-limits and enqueues, so neither paho's thread
+nor the event ingest ever waits on the database. One writer thread drains the queue in
+batches — up to ``health_batch_max`` reports, or whatever arrived within
+``health_batch_interval_ms`` of the first — and writes each batch in ONE transaction:
+the samples (a single multi-row INSERT), the stations' latest health, their liveness,
+their status and their hardware alarms. If a batch fails, each report is retried on its
+own so one bad row cannot drop its neighbours.
+
+The same thread runs every alarm evaluation (jobs queued by the scheduler and by fault
+events), so rule evaluation is single-threaded by construction: see
+``server.health.alarms``. Per-station rate limiting happens before the queue: a looping
+node's excess is dropped and counted while its neighbours' reports go through.
+
+Status and fault events arrive with the event ingest (``server.fleet.ingest``) and are
+applied in its transaction by :func:`apply_link_status` and :func:`note_fault`; the
+clock-sync code records offsets with :func:`record_clock_offset`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from loaxa_protocol import Event, Status, StatusState
+from server.db import session_scope, utcnow
+from server.health.alarms import (
+    AlarmChange,
+    active_alarms,
+    apply_findings,
+    evaluate_fleet,
+    facts_for,
+    is_degraded,
+    set_status,
+    thresholds,
+)
+from server.health.models import HealthSample, StationLiveness
+from server.health.rules import HARDWARE_KINDS, evaluate
+from server.health.status import Observation, next_status
+from server.health.validate import CHECKS, METRICS, Checked, Rejected, check_health
+from server.models import Station, StationStatus
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 10.0
+"""``health_rate_limit`` counts reports per this many seconds."""
+
+Job = Callable[[], None]
+OnChanges = Callable[[list[AlarmChange]], None]
+_STOP = object()
+
+LINK_OBSERVATION = {
+    StatusState.ONLINE: Observation.LINK_ONLINE,
+    StatusState.OFFLINE: Observation.LINK_OFFLINE,
+    StatusState.STOPPED: Observation.LINK_STOPPED,
+}
+
+
+@dataclass
+class HealthStats:
+    """Counters for ``/api/v1/system`` and ``loaxa bench health``.
+
+    ``received`` = ``stored`` + every ``dropped_*`` + ``rejected`` + ``unknown_station``
+    + ``failed`` + reports still queued. Each counter has one writing thread.
+    """
+
+    received: int = 0
+    stored: int = 0
+    flagged: int = 0
+    dropped_rate_limited: int = 0
+    dropped_backlog: int = 0
+    rejected: int = 0
+    unknown_station: int = 0
+    failed: int = 0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class RateLimiter:
+    """At most ``limit`` events per ``window_s`` per key, over a sliding window."""
+
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._limit = limit
+        self._window = window_s
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is None:
+            seen = self._seen[key] = deque(maxlen=self._limit)
+        while seen and now - seen[0] >= self._window:
+            seen.popleft()
+        if len(seen) >= self._limit:
+            return False
+        seen.append(now)
+        return True
+
+
+@dataclass(frozen=True)
+class Report:
+    station_id: str
+    payload: bytes
+    received_at: datetime
+
+
+class HealthIngest:
+    """Queue and single writer thread for heartbeats and alarm evaluation."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+        on_changes: OnChanges | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._clock = clock
+        self._on_changes = on_changes
+        self._monotonic = monotonic
+        self._limits = thresholds(settings)
+        self._limiter = RateLimiter(settings.health_rate_limit, RATE_WINDOW_S, monotonic)
+        self._warned: dict[str, float] = {}
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.stats = HealthStats()
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("HealthIngest already started")
+        self._thread = threading.Thread(target=self._run, name="health-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then end the writer."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        self._thread = None
+
+    def backlog(self) -> int:
+        """Reports and jobs queued but not yet handled."""
+        return self._queue.qsize()
+
+    def drain(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything queued before this call is written; False on timeout."""
+        done = threading.Event()
+        self._queue.put(done.set)
+        return done.wait(timeout_s)
+
+    # ------------------------------------------------------------- inputs
+
+    def submit(self, station_id: str, payload: bytes) -> None:
+        """Accept one heartbeat from the station named by its topic; never blocks."""
+        self.stats.received += 1
+        if not self._limiter.allow(station_id):
+            self.stats.dropped_rate_limited += 1
+            self._warn_flood(station_id)
+            return
+        if self._queue.qsize() >= self._settings.health_queue_max:
+            self.stats.dropped_backlog += 1
+            return
+        self._queue.put(Report(station_id, payload, self._clock()))
+
+    def evaluate_soon(self, station_ids: Collection[str]) -> None:
+        """Re-run the hardware rules for these stations (after a fault event)."""
+        ids = frozenset(station_ids)
+        self._queue.put(lambda: self._evaluate_hardware(ids))
+
+    def check_fleet_soon(self) -> None:
+        """Queue the offline check and every rule for every station (the periodic job)."""
+        self._queue.put(self._check_fleet)
+
+    def _warn_flood(self, station_id: str) -> None:
+        now = self._monotonic()
+        if now - self._warned.get(station_id, -math.inf) >= RATE_WINDOW_S:
+            self._warned[station_id] = now
+            log.warning(
+                "station %s sends more than %s health reports per %s s; dropping the excess",
+                station_id,
+                self._settings.health_rate_limit,
+                RATE_WINDOW_S,
+            )
+
+    # ------------------------------------------------------------- the writer
+
+    def _run(self) -> None:
+        pending: list[Report] = []
+        deadline = 0.0
+        interval = self._settings.health_batch_interval_ms / 1000
+        while True:
+            timeout = max(0.0, deadline - self._monotonic()) if pending else None
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._flush(pending)
+                continue
+            if isinstance(item, Report):
+                if not pending:
+                    deadline = self._monotonic() + interval
+                pending.append(item)
+                full = len(pending) >= self._settings.health_batch_max
+                if full or self._monotonic() >= deadline:
+                    self._flush(pending)
+                continue
+            self._flush(pending)
+            if item is _STOP:
+                return
+            self._run_job(item)
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            job()
+        except Exception:  # the writer must outlive any job
+            log.exception("health job %s failed", getattr(job, "__name__", job))
+
+    def _flush(self, pending: list[Report]) -> None:
+        if not pending:
+            return
+        batch = list(pending)
+        pending.clear()
+        try:
+            changes = self._write(batch)
+        except SQLAlchemyError:
+            log.exception("batch of %s health reports failed; retrying one by one", len(batch))
+            changes = []
+            for one in batch:
+                try:
+                    changes += self._write([one])
+                except SQLAlchemyError:
+                    self.stats.failed += 1
+                    log.exception("could not store a health report from %s", one.station_id)
+        self._notify(changes)
+
+    def _write(self, batch: Sequence[Report]) -> list[AlarmChange]:
+        checked: list[tuple[Report, Checked]] = []
+        for report in batch:
+            try:
+                checked.append(
+                    (report, check_health(report.station_id, report.payload, report.received_at))
+                )
+            except Rejected as exc:
+                self.stats.rejected += 1
+                log.warning("health report from %s refused: %s", report.station_id, exc)
+        if not checked:
+            return []
+        now = self._clock()
+        ids = {report.station_id for report, _ in checked}
+        with session_scope(self._engine) as session:
+            stations = {
+                s.id: s for s in session.exec(select(Station).where(col(Station.id).in_(ids)))
+            }
+            liveness = {
+                row.station_id: row
+                for row in session.exec(
+                    select(StationLiveness).where(col(StationLiveness.station_id).in_(ids))
+                )
+            }
+            rows: list[dict[str, Any]] = []
+            latest: dict[str, datetime] = {}
+            unknown = flagged = 0
+            for report, result in checked:
+                station = stations.get(report.station_id)
+                if station is None:
+                    unknown += 1
+                    continue
+                rows.append(sample_row(report, result))
+                flagged += bool(result.problems)
+                live = liveness.get(station.id)
+                if live is None:
+                    live = liveness[station.id] = StationLiveness(station_id=station.id)
+                remember_latest(station, live, report, result)
+                latest[station.id] = max(
+                    latest.get(station.id, report.received_at), report.received_at
+                )
+            if rows:
+                # Core executemany on the table: the ORM's bulk path costs more than the I/O.
+                session.connection().execute(insert(HealthSample.__table__), rows)  # type: ignore[attr-defined]
+            changes = self._after_heartbeats(session, stations, liveness, latest, now)
+        self.stats.unknown_station += unknown
+        self.stats.stored += len(rows)
+        self.stats.flagged += flagged
+        self.stats.batches += 1
+        if unknown:
+            log.warning("%s health reports from unregistered stations ignored", unknown)
+        return changes
+
+    def _after_heartbeats(
+        self,
+        session: Session,
+        stations: dict[str, Station],
+        liveness: dict[str, StationLiveness],
+        latest: dict[str, datetime],
+        now: datetime,
+    ) -> list[AlarmChange]:
+        """Hardware alarms and status of the stations that just reported."""
+        active = active_alarms(session, latest.keys())
+        changes: list[AlarmChange] = []
+        for station_id, received_at in latest.items():
+            station, live = stations[station_id], liveness[station_id]
+            session.add(live)
+            findings = evaluate(facts_for(station, live), now, self._limits, HARDWARE_KINDS)
+            changes += apply_findings(
+                session, station, findings, HARDWARE_KINDS, active[station_id], now
+            )
+            # A last will heard after this report was received outranks it.
+            revoked = station.status in {StationStatus.OFFLINE, StationStatus.STOPPED} and (
+                station.status_at is not None and station.status_at > received_at
+            )
+            if not revoked:
+                degraded = is_degraded(active[station_id])
+                set_status(
+                    station, next_status(station.status, Observation.HEARTBEAT, degraded), now
+                )
+            session.add(station)
+        return changes
+
+    def _evaluate_hardware(self, station_ids: frozenset[str]) -> None:
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            active = active_alarms(session, station_ids)
+            changes: list[AlarmChange] = []
+            for station_id in station_ids:
+                station = session.get(Station, station_id)
+                if station is None:
+                    continue
+                live = session.get(StationLiveness, station_id)
+                findings = evaluate(facts_for(station, live), now, self._limits, HARDWARE_KINDS)
+                changes += apply_findings(
+                    session, station, findings, HARDWARE_KINDS, active[station_id], now
+                )
+        self._notify(changes)
+
+    def _check_fleet(self) -> None:
+        with session_scope(self._engine) as session:
+            changes = evaluate_fleet(session, self._clock(), self._settings)
+        self._notify(changes)
+
+    def _notify(self, changes: list[AlarmChange]) -> None:
+        for change in changes:
+            log.info(
+                "alarm %s %s at %s: %s", change.kind, change.state, change.station_id, change.detail
+            )
+        if changes and self._on_changes is not None:
+            self._on_changes(changes)
+
+
+# ------------------------------------------------------------- row building
+
+
+def sample_row(report: Report, result: Checked) -> dict[str, Any]:
+    """One ``HealthSample`` row as a dict, every column present (one multi-row INSERT)."""
+    row: dict[str, Any] = {
+        "station_id": report.station_id,
+        "at": report.received_at,
+        "node_at": result.node_at,
+        "flags": result.problems or None,
+    }
+    for metric in METRICS:
+        row[metric] = result.values.get(metric)
+    return row
+
+
+def remember_latest(
+    station: Station, live: StationLiveness, report: Report, result: Checked
+) -> None:
+    """Keep the newest report on the station row; every report proves the station alive.
+
+    Order by the station's clock when it is plausible (MQTT may redeliver an older report
+    after a reconnect); the clock offset measured by the server survives a heartbeat.
+    """
+    if live.last_seen_at is None or report.received_at > live.last_seen_at:
+        live.last_seen_at = report.received_at
+    at = result.node_at or report.received_at
+    if station.last_health_at is not None and at <= station.last_health_at:
+        return
+    health: dict[str, Any] = {name: result.values.get(name) for name in CHECKS}
+    health["disk_free_pct"] = result.values.get("disk_free_pct")
+    previous = station.last_health or {}
+    if health["clock_offset_ms"] is None and previous.get("clock_offset_ms") is not None:
+        health["clock_offset_ms"] = previous["clock_offset_ms"]
+        health["clock_offset_at"] = previous.get("clock_offset_at")
+    health["station_id"] = station.id
+    health["at"] = at.isoformat()
+    health["received_at"] = report.received_at.isoformat()
+    health["flags"] = result.problems
+    station.last_health = health
+    station.last_health_at = at
+
+
+# ------------------------------------------------------- from the event ingest
+
+
+def _liveness(session: Session, station_id: str) -> StationLiveness:
+    return session.get(StationLiveness, station_id) or StationLiveness(station_id=station_id)
+
+
+def apply_link_status(session: Session, station: Station, message: Status, now: datetime) -> None:
+    """Apply a station's availability message (its own, or the broker's last will).
+
+    The last will carries no time: it is the broker's word that the link died just now.
+    A timed status older than the last one applied is a stale retained copy.
+    """
+    live = _liveness(session, station.id)
+    if message.at is not None:
+        if live.link_at is not None and message.at < live.link_at:
+            return
+        live.link_at = message.at
+    degraded = False
+    if message.state is StatusState.ONLINE:
+        live.last_seen_at = now
+        degraded = is_degraded(active_alarms(session, [station.id])[station.id])
+    observed = LINK_OBSERVATION[message.state]
+    set_status(station, next_status(station.status, observed, degraded), now)
+    session.add(live)
+    session.add(station)
+
+
+def note_fault(session: Session, event: Event) -> None:
+    """Remember an amplifier or relay fault event for the alarm rules."""
+    live = _liveness(session, event.station_id)
+    if live.fault_at is None or event.at >= live.fault_at:
+        live.fault_kind = event.kind.value
+        live.fault_at = event.at
+        live.fault_detail = (event.detail or event.reason or "")[:500]
+        session.add(live)
+
+
+def record_clock_offset(session: Session, station_id: str, offset_ms: float, at: datetime) -> None:
+    """Store a clock offset measured by the server's time sync at server time ``at``.
+
+    Goes onto ``Station.last_health["clock_offset_ms"]`` (the rules read it there, and
+    heartbeats keep it) and into a sample so the offset is charted like any probe. The
+    ``clock_offset`` alarm follows at the next fleet check. Raises LookupError for an
+    unknown station and ValueError for a non-finite offset (both are bugs in the caller).
+    """
+    if not math.isfinite(offset_ms):
+        raise ValueError(f"clock offset {offset_ms!r} is not a number")
+    station = session.get(Station, station_id)
+    if station is None:
+        raise LookupError(f"station {station_id!r} does not exist")
+    health = dict(station.last_health or {})
+    health["clock_offset_ms"] = offset_ms
+    health["clock_offset_at"] = at.isoformat()
+    station.last_health = health
+    session.add(station)
+    session.add(HealthSample(station_id=station_id, at=at, clock_offset_ms=offset_ms))

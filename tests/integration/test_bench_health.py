@@ -1,0 +1,65 @@
+"""``loaxa bench health`` as a person runs it: a real subprocess, Mosquitto, server and swarm.
+
+The small run proves the machinery end to end (registration, authenticated swarm, the
+counters, the raw floor, the JSON line); it is not a performance claim. The figures
+in docs/performance.md come from the ``slow`` run and the commands recorded there.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from loaxa.swarm import HealthTemplate
+from loaxa_protocol import Health
+from tests.brokers import mosquitto_binary
+
+KEYS = {"nodes", "reports_per_s", "lost", "api_p99_ms", "raw_msgs_per_s"}
+
+
+def bench(*args: str, timeout: float) -> dict[str, Any]:
+    mosquitto_binary()  # a clear failure, not a traceback, when mosquitto is missing
+    result = subprocess.run(
+        [sys.executable, "-m", "loaxa", "bench", "health", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    figures: dict[str, Any] = json.loads(last)
+    assert figures.keys() >= KEYS, last
+    return figures
+
+
+def test_swarm_reports_are_schema_valid_and_strictly_newer() -> None:
+    template = HealthTemplate("hb-00007", 7)
+    first = Health.model_validate_json(template.render(1_800_000_000.0))
+    second = Health.model_validate_json(template.render(1_800_000_000.001))
+    assert first.station_id == "hb-00007"
+    assert second.at > first.at  # the server keeps only a station's newest report
+    assert second.uptime_s > first.uptime_s
+
+
+def test_small_run_stores_every_report_and_prints_one_json_line() -> None:
+    figures = bench("--nodes", "20", "--seconds", "3", "--interval-ms", "200", timeout=60)
+    assert figures["nodes"] == 20
+    assert figures["sent"] > 0
+    assert figures["lost"] == 0
+    assert figures["reports_per_s"] > 0
+    assert figures["raw_msgs_per_s"] > 0 and figures["raw_lost"] == 0
+    assert figures["api_samples"] > 0 and figures["api_p99_ms"] > 0
+
+
+@pytest.mark.slow
+def test_a_thousand_stations_at_the_design_rate_lose_nothing() -> None:
+    """The design's row: ≥ 3,000 reports/s offered by 1,000 stations, none lost."""
+    figures = bench("--nodes", "1000", "--seconds", "10", "--interval-ms", "300", timeout=600)
+    assert figures["offered_per_s"] >= 3000
+    assert figures["lost"] == 0
+    assert figures["raw_lost"] == 0
