@@ -157,7 +157,12 @@ class LocalStack:
     # ------------------------------------------------------------ stations
 
     def register_station(
-        self, name: str, area_code: str, latitude: float, longitude: float
+        self,
+        name: str,
+        area_code: str,
+        latitude: float,
+        longitude: float,
+        **node_overrides: Any,
     ) -> NodeConfig:
         """Register through the API and return a runnable config for a simulated Pi."""
         with self.client() as http:
@@ -177,7 +182,7 @@ class LocalStack:
         raw["relay"] = {"driver": "sim"}
         raw["player"] = {"driver": "sim"}
         raw["mqtt"] = {**raw.get("mqtt", {}), "host": self.mqtt_host, "port": self.mqtt_port}
-        return NodeConfig.model_validate(raw)
+        return NodeConfig.model_validate({**raw, **node_overrides})
 
     def start_node(self, config: NodeConfig) -> RunningNode:
         node = RunningNode(NodeAgent(config), threading.Thread())

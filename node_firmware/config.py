@@ -43,8 +43,10 @@ class TrustedKeyConfig(_Section):
 
 
 class RelayConfig(_Section):
-    driver: Literal["ch340", "line", "sim", "none"] = Field(
-        default="none", description="relay board protocol; sim starts a simulated board"
+    driver: Literal["ch340", "line", "sim", "sim-line", "none"] = Field(
+        default="none",
+        description="relay board protocol; sim / sim-line start a simulated CH340 / "
+        "line-protocol board (the latter reports amplifier current)",
     )
     port: str | None = Field(default=None, description="serial device, e.g. /dev/ttyUSB0")
     channel: int = Field(default=1, ge=1, le=8, description="relay channel of the amplifier")

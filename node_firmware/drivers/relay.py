@@ -169,6 +169,9 @@ def open_relay(cfg: RelayConfig) -> tuple[Relay, SimulatedRelayBoard | None]:
     if cfg.driver == "sim":
         board = SimulatedRelayBoard()
         return Ch340Relay(board.port, cfg.channel, cfg.baudrate), board
+    if cfg.driver == "sim-line":
+        board = SimulatedRelayBoard(protocol="line")
+        return LineRelay(board.port, cfg.channel, cfg.baudrate), board
     if cfg.port is None:
         raise ConfigError(f"relay.port is required for relay driver {cfg.driver!r}")
     if cfg.driver == "ch340":
