@@ -12,18 +12,13 @@ so re-plugging the modem is all the recovery needed; every failure is a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import termios
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-import serial
-
 from loaxa_protocol.errors import LoaxaError
+from node_firmware.drivers.serial_port import LazySerialPort
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +49,7 @@ class Modem:
         self.port = port
         self.baudrate = baudrate
         self.timeout_s = timeout_s
-        self._serial: serial.Serial | None = None
-        self._lock = threading.Lock()
+        self._link = LazySerialPort("modem", port, baudrate, timeout_s, ModemError)
 
     def read(self) -> ModemReading:
         """Signal and registered operator; raises ``ModemError``."""
@@ -65,8 +59,7 @@ class Modem:
         return ModemReading(rssi_dbm=rssi_dbm, csq=csq, operator=operator)
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        self._link.close()
 
     def _info(self, command: str, prefix: str) -> str:
         """The ``prefix`` line of ``command``'s answer, once the modem said ``OK``."""
@@ -82,7 +75,7 @@ class Modem:
         Lines that are neither the echo nor the final result (unsolicited codes such
         as ``RING``, line noise) are kept for the caller to skip.
         """
-        with self._talking(command) as port:
+        with self._link.talking(repr(command)) as port:
             port.reset_input_buffer()  # a late answer to an earlier command is stale
             port.write(f"{command}\r".encode("ascii"))
             port.flush()
@@ -102,30 +95,6 @@ class Modem:
         raise ModemError(
             f"modem on {self.port}: no OK to {command!r} within {self.timeout_s} s{heard}"
         )
-
-    @contextlib.contextmanager
-    def _talking(self, command: str) -> Iterator[serial.Serial]:
-        with self._lock:
-            try:
-                if self._serial is None:
-                    self._serial = serial.Serial(
-                        self.port,
-                        self.baudrate,
-                        timeout=self.timeout_s,
-                        write_timeout=self.timeout_s,
-                    )
-                    log.info("modem opened on %s", self.port)
-                yield self._serial
-            # termios.error is no OSError: tcflush on a vanished pty raises it.
-            except (serial.SerialException, OSError, termios.error) as exc:
-                self._drop()
-                raise ModemError(f"modem on {self.port}: {command!r} failed: {exc}") from exc
-
-    def _drop(self) -> None:
-        if self._serial is not None:
-            with contextlib.suppress(serial.SerialException, OSError, termios.error):
-                self._serial.close()
-            self._serial = None
 
 
 def health_fields(reading: ModemReading | None) -> dict[str, object]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import termios
-import threading
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import serial
@@ -20,6 +18,7 @@ import serial
 from loaxa_protocol.errors import ConfigError, RelayError
 from node_firmware.config import RelayConfig
 from node_firmware.drivers.relay_sim import SimulatedRelayBoard, ch340_frame
+from node_firmware.drivers.serial_port import LazySerialPort
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +45,13 @@ class _SerialRelay:
         self.channel = channel
         self.baudrate = baudrate
         self._timeout_s = timeout_s
-        self._serial: serial.Serial | None = None
-        self._lock = threading.Lock()
+        self._link = LazySerialPort("relay board", port, baudrate, timeout_s, RelayError)
 
-    @contextlib.contextmanager
-    def _talking(self, what: str) -> Iterator[serial.Serial]:
-        with self._lock:
-            try:
-                if self._serial is None:
-                    self._serial = serial.Serial(
-                        self.port,
-                        self.baudrate,
-                        timeout=self._timeout_s,
-                        write_timeout=self._timeout_s,
-                    )
-                    log.info("relay board opened on %s", self.port)
-                yield self._serial
-            # termios.error is no OSError: tcflush on a vanished port raises it.
-            except (serial.SerialException, OSError, termios.error) as exc:
-                self._drop()
-                raise RelayError(f"relay board on {self.port}: {what} failed: {exc}") from exc
-
-    def _drop(self) -> None:
-        if self._serial is not None:
-            with contextlib.suppress(serial.SerialException, OSError, termios.error):
-                self._serial.close()
-            self._serial = None
+    def _talking(self, what: str) -> AbstractContextManager[serial.Serial]:
+        return self._link.talking(what)
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        self._link.close()
 
 
 class Ch340Relay(_SerialRelay):

@@ -1,29 +1,18 @@
-"""A relay board that lives behind a real pseudo-terminal.
+"""A relay board behind a real pseudo-terminal (see ``pty_device``).
 
-Tests and the demo drive the *real* relay drivers (pyserial and all) against this
-board, so the bytes on the wire are the ones a CH340 LCUS board or our line-protocol
-microcontroller would see. A daemon thread reads the pty master and keeps the board's
-state and an audit history.
-
-``.port`` is a symlink in a private temp directory pointing at the current pty
-slave, the way udev's ``/dev/serial/by-id/...`` names point at ``/dev/ttyUSB0``:
-``unplug()`` closes the pty (open handles start failing with EIO) and removes the
-link, ``replug()`` creates a fresh pty behind the same name.
+The bytes on the wire are the ones a CH340 LCUS board or our line-protocol
+microcontroller would see; the board keeps its state and an audit history.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import select
-import shutil
-import tempfile
 import threading
 import time
-import tty
-from pathlib import Path
 from typing import Literal
+
+from node_firmware.drivers.pty_device import PtyDevice
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +30,7 @@ def ch340_frame(channel: int, on: bool) -> bytes:
     return bytes([FRAME_START, channel, state, (FRAME_START + channel + state) & 0xFF])
 
 
-class SimulatedRelayBoard:
+class SimulatedRelayBoard(PtyDevice):
     """A CH340 (binary) or line-protocol relay board on a pseudo-terminal."""
 
     def __init__(self, protocol: BoardProtocol = "ch340") -> None:
@@ -52,49 +41,10 @@ class SimulatedRelayBoard:
         self._lock = threading.Lock()
         self._current_failed = False
         self._injected_replies: list[str] = []
-        self._dir = Path(tempfile.mkdtemp(prefix="loaxa-relay-"))
-        self.port = str(self._dir / "ttyRELAY")
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("relay", "ttyRELAY")
         self.replug()
 
     # ------------------------------------------------------------- hooks
-    def unplug(self) -> None:
-        """Yank the USB cable: open handles fail, the port name disappears."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        os.write(self._wake_w, b"x")
-        self._thread.join()
-        self._thread = None
-        for fd in (self._master, self._slave):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 64)
-
-    def replug(self) -> None:
-        """Plug the board back in (a fresh pty behind the same ``.port`` name)."""
-        if self._thread is not None:
-            return
-        master, slave = os.openpty()
-        # Raw on both ends of the line discipline: no echo, no CR/LF translation,
-        # 0xA0 and friends pass untouched.
-        tty.setraw(slave)
-        self._master, self._slave = master, slave
-        os.symlink(os.ttyname(slave), self.port)
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._serve, args=(master,), name="relay-sim", daemon=True
-        )
-        self._thread.start()
 
     def fail_current(self, failed: bool = True) -> None:
         """Line mode: report 0 mA even while the amp is on (a blown amp or fuse)."""
@@ -105,29 +55,13 @@ class SimulatedRelayBoard:
         with self._lock:
             self._injected_replies.append(reply)
 
-    def close(self) -> None:
-        self.unplug()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        shutil.rmtree(self._dir, ignore_errors=True)
-
     # ------------------------------------------------------------- board
-    def _serve(self, master: int) -> None:
-        buf = bytearray()
-        while not self._stop.is_set():
-            ready, _, _ = select.select([master, self._wake_r], [], [])
-            if master not in ready:
-                continue
-            try:
-                data = os.read(master, 1024)
-            except OSError as exc:  # cannot happen while we hold the slave open
-                log.error("simulated relay board stopped reading: %s", exc)
-                return
-            buf += data
-            if self.protocol == "ch340":
-                self._parse_frames(buf)
-            else:
-                self._parse_lines(buf, master)
+    def received(self, master: int, data: bytes) -> None:
+        self._buf += data
+        if self.protocol == "ch340":
+            self._parse_frames(self._buf)
+        else:
+            self._parse_lines(self._buf, master)
 
     def _parse_frames(self, buf: bytearray) -> None:
         while len(buf) >= FRAME_LEN:
