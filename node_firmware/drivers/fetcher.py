@@ -13,13 +13,15 @@ from __future__ import annotations
 import enum
 import errno
 import hashlib
+import http.client
 import logging
 import os
 import threading
+import urllib.error
+import urllib.request
+from email.message import Message
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import httpx
 
 from loaxa_protocol import AudioRef
 from loaxa_protocol.errors import FetchError
@@ -58,15 +60,16 @@ class AudioFetcher:
     def __init__(self, cache: AudioCache, timeout_s: float = 30, max_attempts: int = 3) -> None:
         self._cache = cache
         self._max_attempts = max_attempts
-        # identity: byte ranges must address the file itself, not a gzip of it.
-        self._client = httpx.Client(
-            timeout=timeout_s, follow_redirects=True, headers={"Accept-Encoding": "identity"}
-        )
+        self._timeout_s = timeout_s
+        # The standard library, not httpx: on a Pi every megabyte of RSS counts, and
+        # httpx with its CLI extras costs ~15 MiB. urllib follows redirects and sends
+        # no Accept-Encoding, so byte ranges address the file itself.
+        self._opener = urllib.request.build_opener()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: every download opens and closes its own connection."""
 
     def fetch(self, ref: AudioRef) -> Path:
         """Return the cached path of ``ref``, downloading it first if needed.
@@ -104,21 +107,24 @@ class AudioFetcher:
 
     def _download(self, ref: AudioRef, partial: Path, have: int) -> None:
         headers = {"Range": f"bytes={have}-"} if have else {}
+        request = urllib.request.Request(ref.url, headers=headers)
         try:
-            with self._client.stream("GET", ref.url, headers=headers) as response:
-                mode = self._write_mode(ref, response, partial, have)
+            with self._opener.open(request, timeout=self._timeout_s) as response:
+                mode = self._write_mode(ref, response.status, response.headers, partial, have)
                 self._save_body(ref, response, partial, have if mode == "ab" else 0, mode)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except urllib.error.HTTPError as exc:  # 4xx/5xx (416 included) arrive as errors
+            exc.close()
+            self._write_mode(ref, exc.code, exc.headers, partial, have)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise DownloadError(
                 FetchFailure.NETWORK, f"{type(exc).__name__} fetching {_where(ref)}: {exc}"
             ) from exc
 
     @staticmethod
-    def _write_mode(ref: AudioRef, response: httpx.Response, partial: Path, have: int) -> str:
-        status = response.status_code
+    def _write_mode(ref: AudioRef, status: int, headers: Message, partial: Path, have: int) -> str:
         if status == 200:
             return "wb"  # server ignored Range (or none was sent): start from zero
-        if status == 206 and _range_start(response) == have:
+        if status == 206 and _range_start(headers) == have:
             return "ab"
         if status in (206, 416):
             # 416: our partial is longer than the file; 206 at another offset: a
@@ -130,24 +136,37 @@ class AudioFetcher:
 
     @staticmethod
     def _save_body(
-        ref: AudioRef, response: httpx.Response, partial: Path, have: int, mode: str
+        ref: AudioRef, response: http.client.HTTPResponse, partial: Path, have: int, mode: str
     ) -> None:
+        """Append what arrives; a network error propagates, a disk error is classified.
+
+        ``read1`` returns bytes as they arrive, so a cut loses none of them, and what
+        was written is flushed and fsynced even then, so the next attempt resumes.
+        """
         try:
-            with partial.open(mode) as out:
-                # iter_raw yields bytes as they arrive, so a cut loses none of them.
-                for chunk in response.iter_raw():
+            out = partial.open(mode)
+        except OSError as exc:
+            raise _disk_error(partial, exc) from exc
+        with out:
+            try:
+                while have < ref.size_bytes and (chunk := response.read1(64 * 1024)):
                     # Never store more than the plan promised: a broken or hostile
                     # server must not be able to fill the disk.
                     room = ref.size_bytes - have
-                    out.write(chunk[:room])
+                    try:
+                        out.write(chunk[:room])
+                    except OSError as exc:
+                        raise _disk_error(partial, exc) from exc
                     have += min(len(chunk), room)
-                    if have >= ref.size_bytes:
-                        break
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            reason = FetchFailure.DISK_FULL if exc.errno == errno.ENOSPC else FetchFailure.IO_ERROR
-            raise DownloadError(reason, f"writing {partial.name}: {exc}") from exc
+                promised = getattr(response, "length", None)  # what Content-Length still owes
+                if have < ref.size_bytes and promised:
+                    raise http.client.IncompleteRead(b"", promised)  # cut: resume later
+            finally:
+                try:
+                    out.flush()
+                    os.fsync(out.fileno())
+                except OSError as exc:
+                    raise _disk_error(partial, exc) from exc
 
     def _commit(self, ref: AudioRef, partial: Path) -> Path:
         size = partial.stat().st_size
@@ -191,9 +210,14 @@ def _usable_size(partial: Path, size_bytes: int) -> int:
     return have
 
 
-def _range_start(response: httpx.Response) -> int | None:
+def _disk_error(partial: Path, exc: OSError) -> DownloadError:
+    reason = FetchFailure.DISK_FULL if exc.errno == errno.ENOSPC else FetchFailure.IO_ERROR
+    return DownloadError(reason, f"writing {partial.name}: {exc}")
+
+
+def _range_start(headers: Message) -> int | None:
     """First byte of ``Content-Range: bytes <first>-<last>/<total>``."""
-    unit, _, rest = response.headers.get("content-range", "").partition(" ")
+    unit, _, rest = (headers.get("content-range") or "").partition(" ")
     first = rest.partition("-")[0]
     return int(first) if unit == "bytes" and first.isdigit() else None
 
