@@ -175,7 +175,8 @@ def read_audio(audio_id: DbId, session: SessionDep, actor: ActorDep) -> AudioAss
     return read_audio_or_404(session, audio_id)
 
 
-@router.api_route("/{audio_id}/content", methods=["GET", "HEAD"], response_class=FileResponse)
+@router.head("/{audio_id}/content", response_class=FileResponse, operation_id="head_audio_content")
+@router.get("/{audio_id}/content", response_class=FileResponse, operation_id="read_audio_content")
 def read_audio_content(
     audio_id: DbId,
     session: SessionDep,
