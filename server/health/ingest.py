@@ -32,9 +32,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlalchemy.orm import make_transient_to_detached
+from sqlmodel import Session
 
 from loaxa_protocol import Event, Status, StatusState
 from server.db import session_scope, utcnow
@@ -272,36 +273,31 @@ class HealthIngest:
         now = self._clock()
         ids = {report.station_id for report, _ in checked}
         with session_scope(self._engine) as session:
-            stations = {
-                s.id: s for s in session.exec(select(Station).where(col(Station.id).in_(ids)))
-            }
-            liveness = {
-                row.station_id: row
-                for row in session.exec(
-                    select(StationLiveness).where(col(StationLiveness.station_id).in_(ids))
-                )
-            }
+            connection = session.connection()
+            stations = load_heads(connection, ids)
+            liveness = load_liveness(connection, ids)
             rows: list[dict[str, Any]] = []
             latest: dict[str, datetime] = {}
             unknown = flagged = 0
             for report, result in checked:
-                station = stations.get(report.station_id)
-                if station is None:
+                head = stations.get(report.station_id)
+                if head is None:
                     unknown += 1
                     continue
                 rows.append(sample_row(report, result))
                 flagged += bool(result.problems)
-                live = liveness.get(station.id)
+                live = liveness.get(head.id)
                 if live is None:
-                    live = liveness[station.id] = StationLiveness(station_id=station.id)
-                remember_latest(station, live, report, result)
-                latest[station.id] = max(
-                    latest.get(station.id, report.received_at), report.received_at
-                )
+                    live = liveness[head.id] = LiveHead(head.id, None, None, None, None, fresh=True)
+                remember_latest(head, live, report, result)  # type: ignore[arg-type]
+                latest[head.id] = max(latest.get(head.id, report.received_at), report.received_at)
             if rows:
                 # Core executemany on the table: the ORM's bulk path costs more than the I/O.
-                session.connection().execute(insert(HealthSample.__table__), rows)  # type: ignore[attr-defined]
+                connection.execute(insert(HealthSample.__table__), rows)  # type: ignore[attr-defined]
+            load_unchanged_health(connection, [stations[i] for i in latest])
             changes = self._after_heartbeats(session, stations, liveness, latest, now)
+            write_heads(connection, [stations[i] for i in latest])
+            write_liveness(connection, [liveness[i] for i in latest])
         self.stats.unknown_station += unknown
         self.stats.stored += len(rows)
         self.stats.flagged += flagged
@@ -313,21 +309,29 @@ class HealthIngest:
     def _after_heartbeats(
         self,
         session: Session,
-        stations: dict[str, Station],
-        liveness: dict[str, StationLiveness],
+        stations: dict[str, StationHead],
+        liveness: dict[str, LiveHead],
         latest: dict[str, datetime],
         now: datetime,
     ) -> list[AlarmChange]:
-        """Hardware alarms and status of the stations that just reported."""
+        """Hardware alarms and status of the stations that just reported.
+
+        Works on :class:`StationHead` copies; a station whose alarms may change gets a
+        detached ``Station`` for :func:`apply_findings` (which may add it to the session),
+        and its status is copied back so the batch UPDATE writes the same final values.
+        """
         active = active_alarms(session, latest.keys())
         changes: list[AlarmChange] = []
         for station_id, received_at in latest.items():
-            station, live = stations[station_id], liveness[station_id]
-            session.add(live)
-            findings = evaluate(facts_for(station, live), now, self._limits, HARDWARE_KINDS)
-            changes += apply_findings(
-                session, station, findings, HARDWARE_KINDS, active[station_id], now
-            )
+            head, live = stations[station_id], liveness[station_id]
+            facts = facts_for(head, live)  # type: ignore[arg-type]
+            findings = evaluate(facts, now, self._limits, HARDWARE_KINDS)
+            station: Station | StationHead = head
+            if findings or active[station_id]:
+                station = head.as_station()
+                changes += apply_findings(
+                    session, station, findings, HARDWARE_KINDS, active[station_id], now
+                )
             # A last will heard after this report was received outranks it.
             revoked = station.status in {StationStatus.OFFLINE, StationStatus.STOPPED} and (
                 station.status_at is not None and station.status_at > received_at
@@ -335,9 +339,11 @@ class HealthIngest:
             if not revoked:
                 degraded = is_degraded(active[station_id])
                 set_status(
-                    station, next_status(station.status, Observation.HEARTBEAT, degraded), now
+                    station,  # type: ignore[arg-type]
+                    next_status(station.status, Observation.HEARTBEAT, degraded),
+                    now,
                 )
-            session.add(station)
+            head.status, head.status_at = station.status, station.status_at
         return changes
 
     def _evaluate_hardware(self, station_ids: frozenset[str]) -> None:
@@ -411,6 +417,158 @@ def remember_latest(
     health["flags"] = result.problems
     station.last_health = health
     station.last_health_at = at
+
+
+# ------------------------------------------------- the writer's narrow rows
+
+_STATION = Station.__table__  # type: ignore[attr-defined]
+_LIVENESS = StationLiveness.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class StationHead:
+    """What the writer reads and writes of a ``Station``, without its whole JSON.
+
+    ``last_health`` starts as just the two clock-offset keys a heartbeat carries over
+    (all :func:`remember_latest` reads of the previous health); it becomes the full new
+    health when a report advances ``last_health_at``, or is loaded whole by
+    :func:`load_unchanged_health` when none did. ``read_*`` are the values as read, so
+    only what changed is written.
+    """
+
+    id: str
+    status: StationStatus
+    status_at: datetime | None
+    last_health_at: datetime | None
+    last_health: dict[str, Any] | None
+    read_status: StationStatus
+    read_health_at: datetime | None
+
+    @property
+    def health_changed(self) -> bool:
+        return self.last_health_at != self.read_health_at
+
+    @property
+    def status_changed(self) -> bool:
+        return self.status is not self.read_status
+
+    def as_station(self) -> Station:
+        """A detached ``Station`` with these values, for code that takes the ORM row.
+
+        Added to a session it becomes persistent without a load; only attributes
+        changed afterwards are written.
+        """
+        # Only the columns the writer touches; the rest stay unloaded and unwritten.
+        station = Station(  # type: ignore[call-arg]
+            id=self.id,
+            status=self.status,
+            status_at=self.status_at,
+            last_health=self.last_health,
+            last_health_at=self.last_health_at,
+        )
+        make_transient_to_detached(station)
+        return station
+
+
+@dataclass(slots=True)
+class LiveHead:
+    """A ``StationLiveness`` row as the writer needs it (``fresh``: not in the table yet)."""
+
+    station_id: str
+    last_seen_at: datetime | None
+    fault_kind: str | None
+    fault_at: datetime | None
+    fault_detail: str | None
+    fresh: bool = False
+    read_seen_at: datetime | None = None
+
+
+def load_heads(connection: Connection, ids: Collection[str]) -> dict[str, StationHead]:
+    """The batch's stations, reading only the clock-offset keys of ``last_health``."""
+    health = _STATION.c.last_health
+    query = select(
+        _STATION.c.id,
+        _STATION.c.status,
+        _STATION.c.status_at,
+        _STATION.c.last_health_at,
+        health["clock_offset_ms"],
+        health["clock_offset_at"],
+    ).where(_STATION.c.id.in_(ids))
+    heads: dict[str, StationHead] = {}
+    for sid, status, status_at, health_at, offset_ms, offset_at in connection.execute(query):
+        previous = {"clock_offset_ms": offset_ms, "clock_offset_at": offset_at}
+        heads[sid] = StationHead(sid, status, status_at, health_at, previous, status, health_at)
+    return heads
+
+
+def load_liveness(connection: Connection, ids: Collection[str]) -> dict[str, LiveHead]:
+    c = _LIVENESS.c
+    query = select(c.station_id, c.last_seen_at, c.fault_kind, c.fault_at, c.fault_detail).where(
+        c.station_id.in_(ids)
+    )
+    return {row[0]: LiveHead(*row, read_seen_at=row[1]) for row in connection.execute(query)}
+
+
+def load_unchanged_health(connection: Connection, heads: Sequence[StationHead]) -> None:
+    """The whole stored ``last_health`` of stations no report in the batch advanced."""
+    stale = {head.id: head for head in heads if not head.health_changed}
+    if not stale:
+        return
+    query = select(_STATION.c.id, _STATION.c.last_health).where(_STATION.c.id.in_(stale))
+    for sid, health in connection.execute(query):
+        stale[sid].last_health = health
+
+
+def write_heads(connection: Connection, heads: Sequence[StationHead]) -> None:
+    """One executemany UPDATE per set of changed columns (health and/or status)."""
+    groups: dict[tuple[bool, bool], list[dict[str, Any]]] = {}
+    for head in heads:
+        key = (head.health_changed, head.status_changed)
+        if not any(key):
+            continue
+        params: dict[str, Any] = {"b_id": head.id}
+        if key[0]:
+            params["b_health"] = head.last_health
+            params["b_health_at"] = head.last_health_at
+        if key[1]:
+            params["b_status"] = head.status
+            params["b_status_at"] = head.status_at
+        groups.setdefault(key, []).append(params)
+    c = _STATION.c
+    for (health, status), params_list in groups.items():
+        values: dict[str, Any] = {}
+        if health:
+            values["last_health"] = bindparam("b_health", type_=c.last_health.type)
+            values["last_health_at"] = bindparam("b_health_at", type_=c.last_health_at.type)
+        if status:
+            values["status"] = bindparam("b_status", type_=c.status.type)
+            values["status_at"] = bindparam("b_status_at", type_=c.status_at.type)
+        statement = update(_STATION).where(c.id == bindparam("b_id")).values(**values)
+        connection.execute(statement, params_list)
+
+
+def write_liveness(connection: Connection, rows: Sequence[LiveHead]) -> None:
+    """New liveness rows in one INSERT; changed ``last_seen_at`` in one UPDATE."""
+    c = _LIVENESS.c
+    fresh = [
+        {"station_id": row.station_id, "last_seen_at": row.last_seen_at}
+        for row in rows
+        if row.fresh
+    ]
+    seen = [
+        {"b_id": row.station_id, "b_seen": row.last_seen_at}
+        for row in rows
+        if not row.fresh and row.last_seen_at != row.read_seen_at
+    ]
+    if fresh:
+        connection.execute(insert(_LIVENESS), fresh)
+    if seen:
+        statement = (
+            update(_LIVENESS)
+            .where(c.station_id == bindparam("b_id"))
+            .values(last_seen_at=bindparam("b_seen", type_=c.last_seen_at.type))
+        )
+        connection.execute(statement, seen)
 
 
 # ------------------------------------------------------- from the event ingest

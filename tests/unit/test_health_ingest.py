@@ -15,7 +15,13 @@ from sqlmodel import Session, col, select
 from server.db import create_tables, make_engine
 from server.health.alarms import evaluate_fleet
 from server.health.ingest import HealthIngest, RateLimiter, record_clock_offset
-from server.health.models import Alarm, AlarmEvent, HealthHourly, HealthSample
+from server.health.models import (
+    Alarm,
+    AlarmEvent,
+    HealthHourly,
+    HealthSample,
+    StationLiveness,
+)
 from server.health.store import aggregate_complete_hours, prune, read_series
 from server.models import (
     Area,
@@ -345,3 +351,25 @@ def test_known_samples_become_exact_hourly_aggregates_and_chart_series(
             (hour + timedelta(minutes=60), 70.0, 1),
         ]
     assert prune(engine, now, settings) == (1, 0)  # the 8-day-old sample
+
+
+def test_a_redelivered_older_report_keeps_the_stored_health_and_its_alarm(
+    engine: Engine, clock: Clock, tmp_path: Path
+) -> None:
+    """The writer reads only part of ``last_health``; a stale report must not shrink it."""
+    ingest = writer(engine, clock, tmp_path)
+    ingest.submit(STATIONS[0], heartbeat(at=T0, disk_free_bytes=4 * 10**8))  # 5 %: alarm
+    assert ingest.drain(10)
+    clock.now = T0 + timedelta(minutes=1)
+    ingest.submit(STATIONS[0], heartbeat(at=T0 - timedelta(seconds=30)))  # older, disk fine
+    assert ingest.drain(10)
+    ingest.stop()
+    kept = station(engine)
+    assert kept.last_health_at == T0 and kept.last_health is not None
+    assert kept.last_health["disk_free_pct"] == pytest.approx(5.0)
+    assert kept.status is StationStatus.DEGRADED
+    assert [(a.kind, a.state) for a in alarms(engine)] == [("disk_low", "open")]
+    with Session(engine) as session:
+        assert len(session.exec(select(HealthSample)).all()) == 2
+        live = session.get(StationLiveness, STATIONS[0])
+    assert live is not None and live.last_seen_at == clock.now
