@@ -88,6 +88,24 @@ def node(
         os.execv(sys.executable, [sys.executable, "-m", "loaxa", *sys.argv[1:]])
 
 
+@bench.command("node")
+def bench_node_cmd(
+    seconds: Annotated[float, typer.Option(help="how long the idle agent is watched")] = 60.0,
+) -> None:
+    """The station agent's idle RSS and CPU, against a bare Python interpreter."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from loaxa.bench_node import bench_node
+
+    result = bench_node(seconds)
+    table = Table(title="loaxa bench node (targets: ≤ 50 MB RSS, ≤ 1 % of a core)")
+    for key in result:
+        table.add_column(key)
+    table.add_row(*(str(v) for v in result.values()))
+    Console().print(table)
+
+
 @bench.command("audio")
 def bench_audio_cmd(
     seconds: Annotated[float, typer.Option(help="length of the test signal")] = 60.0,
