@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from loaxa.broker import free_port
 from node_firmware.agent import NodeAgent
@@ -66,6 +67,7 @@ class LocalStack:
     admin_username: str = "admin"
     admin_password: str = ""
     token: str | None = None
+    _app: FastAPI | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -97,8 +99,9 @@ class LocalStack:
             bootstrap_admin_password=self.admin_password,
             **self.settings_overrides,
         )
+        self._app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.http_port, log_level="warning"
+            self._app, host="127.0.0.1", port=self.http_port, log_level="warning"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="server", daemon=True)
@@ -145,8 +148,8 @@ class LocalStack:
     @property
     def context(self) -> ServerContext:
         """The running server's parts, for tests and benchmarks that need to reach in."""
-        assert self._server is not None, "start() the stack first"
-        context: ServerContext = self._server.config.loaded_app.app.state.context  # type: ignore[attr-defined]
+        assert self._app is not None, "start() the stack first"
+        context: ServerContext = self._app.state.context
         return context
 
     def client(self) -> httpx.Client:

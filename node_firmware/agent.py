@@ -13,11 +13,10 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from loaxa_protocol import CommandReply, Health, Keyring, topics
+from loaxa_protocol import AudioRef, CommandReply, Health, Keyring, topics
 from loaxa_protocol.errors import ConfigError, FetchError, RelayError
 from node_firmware import AGENT_VERSION
 from node_firmware.config import NodeConfig
@@ -55,7 +54,7 @@ from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
 from node_firmware.drivers.player import Player, open_player
-from node_firmware.drivers.probes import amp_readback, system_health
+from node_firmware.drivers.probes import ReportingRelay, amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
 from node_firmware.drivers.state_store import StateStore
 from node_firmware.drivers.test_tone import ensure_test_tone
@@ -82,7 +81,7 @@ class RecentLog(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def core_settings(config: NodeConfig) -> CoreSettings:
+def core_settings(config: NodeConfig, test_tone: AudioRef, amp_readback: bool) -> CoreSettings:
     keyring = Keyring()
     for key in config.trusted_keys:
         keyring.add(key.kid, key.public_key, set(key.purposes), key.valid_until)
@@ -93,6 +92,8 @@ def core_settings(config: NodeConfig) -> CoreSettings:
         amp_lead=timedelta(milliseconds=config.amp_lead_ms),
         amp_tail=timedelta(milliseconds=config.amp_tail_ms),
         heartbeat=timedelta(seconds=config.heartbeat_s),
+        test_tone=test_tone,
+        amp_readback=amp_readback,
     )
 
 
@@ -116,12 +117,11 @@ class NodeAgent:
             relay, self.board = open_relay(config.relay)
         self.relay = relay
         self.player = player or open_player(config.player)
-        settings = core_settings(config)
         self.core = NodeCore(
-            replace(
-                settings,
+            core_settings(
+                config,
                 test_tone=ensure_test_tone(self.cache),
-                amp_readback=hasattr(self.relay, "status"),
+                amp_readback=isinstance(self.relay, ReportingRelay),
             )
         )
         self.modem, self.modem_sim = self._open_modem()
@@ -131,6 +131,9 @@ class NodeAgent:
         self.inputs: queue.Queue[Input] = queue.Queue()
         self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put)
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
+        # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
+        # they cannot delay a cue.
+        self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
 
@@ -182,6 +185,7 @@ class NodeAgent:
                 log.exception("action %s failed", type(action).__name__)
 
     def _shutdown(self) -> None:
+        self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link
         self.player.close()
         try:
             self.relay.set(False)
@@ -218,7 +222,7 @@ class NodeAgent:
             case StopPlayback(item_id=item_id):
                 self.player.stop(item_id)
             case ReportHealth(snapshot=snapshot):
-                self._report_health(snapshot)
+                self._probes.submit(self._report_health_logged, snapshot)
             case SetVolume(percent=percent):
                 self.player.set_volume(percent)
             case ReadAmplifier():
@@ -291,6 +295,12 @@ class NodeAgent:
         )
         payload = reply.model_dump_json(exclude_none=True).encode()
         self.link.publish(topics.reply(self.config.station_id), payload, qos=1)
+
+    def _report_health_logged(self, snapshot: dict[str, object]) -> None:
+        try:
+            self._report_health(snapshot)
+        except Exception:  # the probes' thread has nobody else to tell
+            log.exception("health report failed")
 
     def _report_health(self, snapshot: dict[str, object]) -> None:
         probes = system_health(self.cache)

@@ -158,9 +158,8 @@ def create_app(
         lifespan=lifespan,
     )
     api = APIRouter(prefix=API_PREFIX)
-    routers = (auth, users, tokens, stations, command_routes, audio, broadcasts, areas, system)
-    routers += (key_routes, health_routes, alarm_routes)
-    for module in routers:
+    routers = [auth, users, tokens, stations, command_routes, audio, broadcasts, areas, system]
+    for module in [*routers, key_routes, health_routes, alarm_routes]:
         api.include_router(module.router)
     api.include_router(audit_router)
     app.include_router(api)

@@ -52,6 +52,7 @@ from loaxa_protocol import (
     RejectReason,
     ReplayGuard,
     TrustUpdate,
+    Verified,
     open_envelope,
     topics,
 )
@@ -238,30 +239,41 @@ class NodeCore:
             # The retained copy of what we run (every reconnect): not news, and not
             # "expired" either when the server has been down longer than its lifetime.
             return
-        verdict = open_envelope(raw, self.keyring, now, self._addressees())
-        if isinstance(verdict, Rejected):
-            if verdict.reason is RejectReason.UNKNOWN_KEY:
-                # After a key rotation the new plan may overtake the trust update that
-                # introduces its key; it is tried again when the next update arrives.
-                self._unknown_key_plan = raw
-            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
+        verdict = self._admit(raw, Plan, now, out)
+        if verdict is None:
             return
-        if not isinstance(verdict.message, Plan):
-            detail = "a command on the plan topic"
-            self._reject(RejectReason.MALFORMED, detail, verdict.message.seq, now, out)
-            return
-        freshness = self.guard.check(verdict)
-        if freshness is Freshness.DUPLICATE:
-            return
-        if freshness is Freshness.REPLAYED:
-            last = self.guard.last_seq(verdict)
-            detail = f"sequence {verdict.message.seq} is not newer than {last}"
-            self._reject(RejectReason.REPLAYED, detail, verdict.message.seq, now, out)
-            return
+        assert isinstance(verdict.message, Plan)
         self.guard.record(verdict)
         self._plan_raw = raw
         out.append(SaveState(plan_raw=raw, memory=self._memory()))
         self._install(verdict.message, now, out, after_boot=False)
+
+    def _admit(
+        self, raw: bytes, kind: type[Plan | Command | TrustUpdate], now: datetime, out: list[Action]
+    ) -> Verified | None:
+        """The verified, fresh message of type ``kind``, or None (refusal reported).
+
+        The caller records it in the replay guard once it has checked what it alone
+        knows, so a message refused for its content leaves no trace in the guard.
+        """
+        verdict = open_envelope(raw, self.keyring, now, self._addressees())
+        if isinstance(verdict, Rejected):
+            if verdict.reason is RejectReason.UNKNOWN_KEY and kind is Plan:
+                # After a key rotation the new plan may overtake the trust update that
+                # introduces its key; it is tried again when the next update arrives.
+                self._unknown_key_plan = raw
+            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
+            return None
+        message = verdict.message
+        if not isinstance(message, kind):
+            detail = f"a {message.type} message where a {kind.__name__} was expected"
+            self._reject(RejectReason.MALFORMED, detail, message.seq, now, out)
+            return None
+        freshness = self.guard.check(verdict)
+        if freshness is Freshness.REPLAYED:
+            detail = f"sequence {message.seq} is not newer than {self.guard.last_seq(verdict)}"
+            self._reject(RejectReason.REPLAYED, detail, message.seq, now, out)
+        return verdict if freshness is Freshness.NEW else None
 
     def _install(self, plan: Plan, now: datetime, out: list[Action], *, after_boot: bool) -> None:
         previous = self._progress
@@ -306,23 +318,14 @@ class NodeCore:
     def _trust_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
         if raw == self._trust_raw:
             return
-        verdict = open_envelope(raw, self.keyring, now, self._addressees())
-        if isinstance(verdict, Rejected):
-            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
+        verdict = self._admit(raw, TrustUpdate, now, out)
+        if verdict is None:
             return
         update = verdict.message
-        if not isinstance(update, TrustUpdate):
-            self._reject(RejectReason.MALFORMED, "not a trust update", update.seq, now, out)
-            return
+        assert isinstance(update, TrustUpdate)
         if not any("trust" in key.purposes for key in update.keys):
             detail = "no key may sign the next trust update: it would lock the station out"
             self._reject(RejectReason.MALFORMED, detail, update.seq, now, out)
-            return
-        freshness = self.guard.check(verdict)
-        if freshness is not Freshness.NEW:
-            if freshness is Freshness.REPLAYED:
-                detail = f"sequence {update.seq} is not newer than {self.guard.last_seq(verdict)}"
-                self._reject(RejectReason.REPLAYED, detail, update.seq, now, out)
             return
         self.guard.record(verdict)
         self._trust_raw = raw
@@ -356,20 +359,11 @@ class NodeCore:
     # ------------------------------------------------------------ commands
 
     def _command_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
-        verdict = open_envelope(raw, self.keyring, now, self._addressees())
-        if isinstance(verdict, Rejected):
-            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
+        verdict = self._admit(raw, Command, now, out)
+        if verdict is None:
             return
         command = verdict.message
-        if not isinstance(command, Command):
-            self._reject(RejectReason.MALFORMED, "not a command", command.seq, now, out)
-            return
-        freshness = self.guard.check(verdict)
-        if freshness is not Freshness.NEW:
-            if freshness is Freshness.REPLAYED:
-                detail = f"sequence {command.seq} is not newer than {self.guard.last_seq(verdict)}"
-                self._reject(RejectReason.REPLAYED, detail, command.seq, now, out)
-            return
+        assert isinstance(command, Command)
         self.guard.record(verdict)
         out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
         args = parse_args(command.name, command.args)

@@ -49,7 +49,9 @@ class MqttLink:
         self._client.will_set(
             topics.status(station_id), self._status(StatusState.OFFLINE), qos=1, retain=True
         )
-        self._client.reconnect_delay_set(min_delay=random.uniform(0.5, 2.0), max_delay=60)
+        # paho types min_delay as int but computes with it freely; the fraction is the jitter.
+        jitter_s = random.uniform(0.5, 2.0)
+        self._client.reconnect_delay_set(min_delay=jitter_s, max_delay=60)  # type: ignore[arg-type]
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

@@ -15,9 +15,8 @@ from loaxa_protocol import Health
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.clock_probe import Runner, ntp_synchronised
 from node_firmware.drivers.probes import amp_readback, cpu_temp_c, system_health
-from node_firmware.drivers.relay import LineRelay, NullRelay
+from node_firmware.drivers.relay import Ch340Relay, LineRelay, NullRelay
 from node_firmware.drivers.relay_sim import SimulatedRelayBoard
-from tests.fakes.relay import FakeRelay
 
 
 def zone(root: Path, index: int, kind: str, millidegrees: str) -> None:
@@ -166,5 +165,9 @@ def test_amp_readback_from_a_line_board() -> None:
 
 
 def test_amp_readback_is_none_for_boards_that_cannot_report() -> None:
-    assert amp_readback(FakeRelay()) is None
+    board = SimulatedRelayBoard()  # a CH340 board only listens
+    try:
+        assert amp_readback(Ch340Relay(board.port)) is None
+    finally:
+        board.close()
     assert amp_readback(NullRelay()) is None

@@ -26,7 +26,6 @@ from server.health.store import aggregate_complete_hours, prune, read_series
 from server.models import (
     Area,
     AreaLevel,
-    AudioAsset,
     Broadcast,
     BroadcastTarget,
     Station,
@@ -34,6 +33,7 @@ from server.models import (
     TargetState,
 )
 from server.settings import Settings
+from tests.db_rows import minute_of_audio
 
 T0 = datetime(2025, 7, 1, 22, 0, tzinfo=UTC)
 STATIONS = ("cb-st-001", "cb-st-002")
@@ -269,23 +269,7 @@ def test_a_measured_clock_offset_survives_heartbeats_and_raises_an_alarm(
 def test_an_item_not_played_by_its_deadline_raises_an_alarm(engine: Engine, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, alarm_item_grace_min=2)
     with Session(engine) as session:
-        session.add(
-            AudioAsset(
-                sha256="a" * 64,
-                source_sha256="b" * 64,
-                size_bytes=1000,
-                duration_ms=60_000,
-                codec="opus",
-                mime_type="audio/ogg",
-                original_filename="ban-tin.wav",
-                lufs_before=-20.0,
-                lufs_after=-16.0,
-                true_peak_before_dbtp=-3.0,
-                true_peak_after_dbtp=-1.5,
-                gain_db=4.0,
-                sample_rate=48000,
-            )
-        )
+        session.add(minute_of_audio())
         session.commit()
         session.add(Broadcast(id=1, audio_id=1, start_at=T0, title="Bản tin"))
         session.commit()

@@ -20,7 +20,6 @@ from server.health.service import HealthService
 from server.models import (
     Area,
     AreaLevel,
-    AudioAsset,
     Broadcast,
     BroadcastTarget,
     Station,
@@ -29,6 +28,7 @@ from server.models import (
     TargetState,
 )
 from server.settings import Settings
+from tests.db_rows import minute_of_audio
 
 T0 = datetime(2025, 7, 1, 22, 0, tzinfo=UTC)  # 05:00 in Cao Bằng
 STATION = "cb-st-001"
@@ -55,23 +55,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
                     mqtt_password_hash="$7$1$x$y",
                 )
             )
-        session.add(
-            AudioAsset(
-                sha256="a" * 64,
-                source_sha256="b" * 64,
-                size_bytes=1000,
-                duration_ms=60_000,
-                codec="opus",
-                mime_type="audio/ogg",
-                original_filename="ban-tin.wav",
-                lufs_before=-20.0,
-                lufs_after=-16.0,
-                true_peak_before_dbtp=-3.0,
-                true_peak_after_dbtp=-1.5,
-                gain_db=4.0,
-                sample_rate=48000,
-            )
-        )
+        session.add(minute_of_audio())
         session.commit()
         for broadcast_id in (1, 2):
             session.add(Broadcast(id=broadcast_id, audio_id=1, start_at=T0, title="Bản tin"))
