@@ -24,7 +24,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from pydantic import TypeAdapter, ValidationError
 
-from loaxa_protocol.messages import Command, KeyEntry, Plan, SignedMessage, TrustUpdate
+from loaxa_protocol.messages import (
+    Alert,
+    AlertCancel,
+    Command,
+    KeyEntry,
+    Plan,
+    SignedMessage,
+    TrustUpdate,
+)
+
+AnySigned = Plan | Command | TrustUpdate | Alert | AlertCancel
 
 MAX_ENVELOPE_BYTES = 1024 * 1024
 CLOCK_TOLERANCE = timedelta(minutes=5)
@@ -82,7 +92,7 @@ class SigningKey:
         return _b64e(raw)
 
 
-def seal(message: Plan | Command | TrustUpdate, key: SigningKey) -> bytes:
+def seal(message: AnySigned, key: SigningKey) -> bytes:
     """Serialise, sign and wrap a message; the result is the MQTT payload."""
     if message.type not in key.purposes:
         raise ValueError(f"key {key.kid} may not sign {message.type} messages")
@@ -165,7 +175,7 @@ class Keyring:
 
 @dataclass(frozen=True)
 class Verified:
-    message: Plan | Command | TrustUpdate
+    message: AnySigned
     kid: str
     digest: str
     """sha256 of the signed payload bytes: identifies this exact message."""

@@ -12,7 +12,7 @@ import enum
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 PROTOCOL_VERSION = 1
 
@@ -62,16 +62,57 @@ class AudioRef(Strict):
     codec: str = Field(default="opus", description="delivery codec, see docs/audio.md")
 
 
+class StreamRef(Strict):
+    """A live channel (an HTTP/Icecast URL such as a VOV channel) relayed for a window."""
+
+    url: str = Field(pattern=r"^https?://", max_length=500)
+    fallback: AudioRef | None = Field(
+        default=None, description="played (and reported) when the stream cannot be reached"
+    )
+
+
 class PlanItem(Strict):
+    """One thing to play: a file (``audio``) or a relayed stream (``stream``) for a window."""
+
     item_id: str = Field(min_length=1, max_length=64, description="stable id, e.g. b-42")
     title: str = Field(default="", max_length=200)
     start_at: UtcDatetime = Field(description="absolute start instant, UTC")
     priority: Priority = Priority.NORMAL
-    audio: AudioRef
+    audio: AudioRef | None = None
+    stream: StreamRef | None = None
+    window_ms: int | None = Field(
+        default=None, gt=0, description="how long a stream is relayed; only for streams"
+    )
+    volume_pct: int | None = Field(
+        default=None, ge=0, le=100, description="volume for this item; None keeps the station's"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PlanItem:
+        if (self.audio is None) == (self.stream is None):
+            raise ValueError("a plan item has exactly one of audio or stream")
+        if (self.stream is None) != (self.window_ms is None):
+            raise ValueError("window_ms is given for a stream item, and only for one")
+        return self
+
+    @property
+    def length_ms(self) -> int:
+        if self.audio is not None:
+            return self.audio.duration_ms
+        assert self.window_ms is not None
+        return self.window_ms
 
     @property
     def end_at(self) -> datetime:
-        return self.start_at + timedelta(milliseconds=self.audio.duration_ms)
+        return self.start_at + timedelta(milliseconds=self.length_ms)
+
+    @property
+    def needed_audio(self) -> list[AudioRef]:
+        """Files the station must have cached before the start."""
+        if self.audio is not None:
+            return [self.audio]
+        assert self.stream is not None
+        return [self.stream.fallback] if self.stream.fallback is not None else []
 
 
 class SignedHeader(Strict):
@@ -92,6 +133,11 @@ class Plan(SignedHeader):
     station_id: str
     horizon_until: UtcDatetime
     items: list[PlanItem] = Field(default_factory=list, max_length=2000)
+    keep: list[AudioRef] = Field(
+        default_factory=list,
+        max_length=200,
+        description="audio kept cached ahead of need (canned alerts, tones), never evicted",
+    )
 
 
 class Command(SignedHeader):
@@ -124,7 +170,67 @@ class TrustUpdate(SignedHeader):
     keys: list[KeyEntry] = Field(min_length=1, max_length=16)
 
 
-SignedMessage = Annotated[Plan | Command | TrustUpdate, Field(discriminator="type")]
+class AlertSeverity(enum.StrEnum):
+    """CAP 1.2 severities."""
+
+    EXTREME = "extreme"
+    SEVERE = "severe"
+    MODERATE = "moderate"
+    MINOR = "minor"
+
+
+ALERT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+INLINE_AUDIO_MAX_BYTES = 256 * 1024
+
+
+class InlineAudio(Strict):
+    """A custom alert's audio carried in the message itself (design decision 2)."""
+
+    sha256: Sha256Hex
+    codec: str = "opus"
+    duration_ms: int = Field(gt=0)
+    data: str = Field(
+        max_length=(INLINE_AUDIO_MAX_BYTES * 4) // 3 + 4,
+        description="the encoded file, standard base64",
+    )
+
+
+class Alert(SignedHeader):
+    """An emergency alert: pre-empts everything, plays tone + message ``repeat`` times.
+
+    Signed by a key whose purposes include ``alert``. Replay protection is by
+    ``alert_id`` remembered until ``expires_at``, so a re-send of the same alert to a
+    station that missed it is accepted, and a copy of one already heard is only re-acked.
+    """
+
+    type: Literal["alert"] = "alert"
+    alert_id: str = Field(pattern=ALERT_ID_PATTERN)
+    severity: AlertSeverity = AlertSeverity.SEVERE
+    title: str = Field(default="", max_length=200)
+    drill: bool = Field(description="an exercise: never reported or shown as a real alert")
+    tone: AudioRef | None = Field(default=None, description="attention tone, pre-distributed")
+    audio: AudioRef | None = Field(default=None, description="a canned, pre-distributed message")
+    inline: InlineAudio | None = Field(default=None, description="a custom message, carried here")
+    repeat: int = Field(default=1, ge=1, le=10)
+    gap_ms: int = Field(default=2000, ge=0, le=60_000)
+
+    @model_validator(mode="after")
+    def _one_message(self) -> Alert:
+        if (self.audio is None) == (self.inline is None):
+            raise ValueError("an alert carries exactly one of audio (canned) or inline")
+        return self
+
+
+class AlertCancel(SignedHeader):
+    """All-clear: stop alert ``alert_id`` at once wherever it plays or waits."""
+
+    type: Literal["alert_cancel"] = "alert_cancel"
+    alert_id: str = Field(pattern=ALERT_ID_PATTERN)
+
+
+SignedMessage = Annotated[
+    Plan | Command | TrustUpdate | Alert | AlertCancel, Field(discriminator="type")
+]
 
 
 class EventKind(enum.StrEnum):
@@ -139,6 +245,12 @@ class EventKind(enum.StrEnum):
     TRUST_UPDATED = "trust_updated"
     AMP_FAULT = "amp_fault"
     RELAY_FAULT = "relay_fault"
+    STREAM_UNREACHABLE = "stream_unreachable"
+    ALERT_RECEIVED = "alert_received"
+    ALERT_PLAYING = "alert_playing"
+    ALERT_FINISHED = "alert_finished"
+    ALERT_FAILED = "alert_failed"
+    ALERT_CANCELLED = "alert_cancelled"
 
 
 class Event(Strict):
@@ -154,6 +266,8 @@ class Event(Strict):
     finished_at: UtcDatetime | None = None
     reason: str | None = Field(default=None, description="machine-readable reason code")
     detail: str | None = Field(default=None, max_length=500)
+    alert_id: str | None = Field(default=None, description="set on every alert_* event")
+    drill: bool | None = Field(default=None, description="set on every alert_* event")
 
 
 class StatusState(enum.StrEnum):

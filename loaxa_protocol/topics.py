@@ -51,6 +51,23 @@ def reply(station_id: str) -> str:
     return f"{_station(station_id)}/reply"
 
 
+def alert(station_id: str) -> str:
+    """Signed alerts and cancels for one station (re-sends, station targets), QoS 1."""
+    return f"{_station(station_id)}/alert"
+
+
+def area_alert(area_code: str) -> str:
+    """Signed alerts and cancels for every station in an area's subtree, QoS 1.
+
+    A station subscribes to the alert topic of each area it lies in (commune, district,
+    province), so one publish reaches the whole area through the broker's fan-out.
+    """
+    if not area_code or any(c in area_code for c in "/+#"):
+        raise ValueError(f"area code {area_code!r} cannot be used in a topic")
+    return f"{ROOT}/area/{area_code}/alert"
+
+
+ALL_AREA_ALERTS = f"{ROOT}/area/+/alert"
 ALL_REPLIES = f"{ROOT}/station/+/reply"
 ALL_STATUS = f"{ROOT}/station/+/status"
 ALL_EVENTS = f"{ROOT}/station/+/event"

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 KEY_PURPOSE = "plan"
 KEY_PURPOSES = frozenset({"plan", "command", "trust"})
-ALERT_PURPOSES = frozenset({"alert"})
+ALERT_PURPOSES = frozenset({"alert", "alert_cancel"})
 SIGNING_KEY_FILE = "server_ed25519.pem"
 ALERT_KEY_FILE = "province_alert_ed25519.pem"
 RETIRED_DIR = "retired"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from loaxa_protocol import AudioRef
+from loaxa_protocol import AudioRef, StreamRef
 
 # ---------------------------------------------------------------- inputs
 
@@ -39,6 +39,21 @@ class TrustReceived:
 @dataclass(frozen=True)
 class CommandReceived:
     raw: bytes
+
+
+@dataclass(frozen=True)
+class AlertReceived:
+    """A signed ``Alert`` or ``AlertCancel`` from an area or station alert topic."""
+
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class StreamUnreachable:
+    """The player could not reach (or lost) a relayed stream and fell back; still playing."""
+
+    item_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,8 @@ Input = (
     | PlanReceived
     | TrustReceived
     | CommandReceived
+    | AlertReceived
+    | StreamUnreachable
     | RelayReadback
     | Tick
     | AudioFetched
@@ -160,13 +177,27 @@ class SetRelay:
 
 
 @dataclass(frozen=True)
+class StoreAudio:
+    """Write audio carried inline (a custom alert) into the cache, before the next action."""
+
+    sha256: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class StartPlayback:
-    """Begin at exactly ``start_at`` (the player waits for the instant itself)."""
+    """Begin at exactly ``start_at`` (the player waits for the instant itself).
+
+    A file item names its cached ``sha256``; a stream item names ``stream`` and plays
+    it for ``duration_ms`` (the window), falling back to the stream's cached fallback.
+    """
 
     item_id: str
-    sha256: str
+    sha256: str | None
     start_at: datetime
     duration_ms: int
+    volume_pct: int | None = None
+    stream: StreamRef | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +245,7 @@ Action = (
     Publish
     | SaveState
     | FetchAudio
+    | StoreAudio
     | PinAudio
     | SetRelay
     | StartPlayback

@@ -7,7 +7,8 @@ hours, each with an absolute UTC start. The core accepts a plan only when its
 signature, key, purpose, validity window, addressee and sequence are all right; a
 refused plan is *reported* (an ``event`` of kind ``rejected``) and otherwise ignored.
 An accepted plan is persisted (``SaveState``) before anything else happens, so after a
-reboot the station plays its programme without any network.
+reboot the station plays its programme without any network. The plan's items and its
+``keep`` list (the canned alert library) are fetched ahead and pinned in the cache.
 
 For every item the core walks a fixed timeline, driven by the clock it is given::
 
@@ -18,11 +19,52 @@ For every item the core walks a fixed timeline, driven by the clock it is given:
     end + amp_tail    amplifier off, unless another item needs it
 
 The player waits for the exact instant itself, so stations sharing a clock start
-together whatever the scheduling jitter of this loop. An item whose cue finds a
-higher or equal item playing fails with reason ``busy``; a higher item pre-empts a
-lower one (event ``interrupted`` for the lower). An item that cannot start within
-``LATE_GRACE`` of its instant (audio missing, plan arrived late) fails rather than
-playing out of step with its neighbours.
+together whatever the scheduling jitter of this loop. A *stream* item (a live channel
+relayed for a window) is cued the same way; it needs no cached file (its fallback is
+fetched ahead) and, having no sync to lose, it may start late for the rest of its
+window. Every plan item ends in exactly one of ``played``, ``interrupted`` (it had
+started; ``finished_at`` is the cut) or ``failed`` (``reason``: ``busy``, ``late``,
+``audio_missing``, ``player``, ``preempted``, ``alert``, ``cancelled``).
+
+An *alert* (``AlertReceived``) is signed by the province's alert key and is admitted
+on the same path as every other message (``_admit``); it is replay-checked by its
+``alert_id``, remembered until it expires (``alerts.AlertMemory``), not by sequence.
+It is optimised for latency: the ack goes out first, then the audio is stored, the
+programme is cut and the first part starts *now* (the tone covers the amplifier's
+warm-up). While it plays, plan items coming due fail ``busy`` (unless it ends within
+their ``LATE_GRACE``), except streams, which wait and relay the rest of their window when
+the alert is over; a stream the alert cut is relayed again for the rest of its window
+(its as-run record, ``interrupted``, ends at the cut).
+
+Transitions (each row: input, condition → what the core emits, in order)::
+
+    PlanReceived        verified, new seq  → SaveState, plan_accepted…, PinAudio, FetchAudio…
+    PlanReceived        refused            → rejected
+    PlanReceived        an item is gone    → [StopPlayback], interrupted|failed(cancelled)
+    Tick                item cue time      → StartPlayback | failed(audio_missing|late|busy)
+                        during an alert    → files: failed(busy) after the grace; streams wait
+    Tick                higher item due    → StopPlayback, interrupted(preempted), StartPlayback
+    PlaybackStarted     plan item          → playing
+    PlaybackFinished    plan item          → played            (amplifier off after amp_tail)
+    PlaybackFailed      plan item          → failed(player)
+    StreamUnreachable   stream item        → stream_unreachable (the player falls back)
+    AlertReceived       refused            → rejected (+ alert_id, drill once signature-checked)
+    AlertReceived       new alert          → alert_received, [StoreAudio], StopPlayback +
+                                             interrupted|failed(alert) | alert_failed(superseded),
+                                             SetRelay(True), StartPlayback(now), SaveState
+    AlertReceived       audio unusable     → alert_received, alert_failed(audio_missing|inline_hash)
+    AlertReceived       drill over a real  → alert_received, alert_failed(busy)
+    AlertReceived       seen before        → alert_received (a re-ack; nothing plays again)
+    AlertReceived       cancelled before   → alert_cancelled(before_arrival)
+    PlaybackStarted     first alert part   → alert_playing
+    PlaybackFinished    alert part         → StartPlayback(next part, after gap_ms between
+                                             repetitions) | alert_finished after the last
+    PlaybackFailed      alert part         → alert_failed(player)
+    Tick                alert expires      → StopPlayback, alert_finished(expired)
+    AlertReceived       cancel             → [StopPlayback], alert_cancelled(stopped|
+                                             before_arrival|already_over|already_cancelled),
+                                             SaveState (unless already remembered)
+    any, alert over     a stream was cut   → StartPlayback(stream, rest of the window)
 
 Whether the amplifier should be on is recomputed from state on every input, never
 toggled by individual transitions, so a relay fault or a missed wake-up heals on the
@@ -37,6 +79,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from loaxa_protocol import (
+    Alert,
+    AlertCancel,
     AudioRef,
     Command,
     CommandReply,
@@ -65,8 +109,18 @@ from loaxa_protocol.commands import (
     TimeSyncArgs,
     parse_args,
 )
+from loaxa_protocol.envelope import AnySigned
+from node_firmware.core.alerts import (
+    AlertMemory,
+    AlertRun,
+    Remembered,
+    decode_inline,
+    parts_of,
+    refused_alert,
+)
 from node_firmware.core.events import (
     Action,
+    AlertReceived,
     AudioFetched,
     AudioFetchFailed,
     Boot,
@@ -93,6 +147,8 @@ from node_firmware.core.events import (
     SetVolume,
     StartPlayback,
     StopPlayback,
+    StoreAudio,
+    StreamUnreachable,
     Tick,
     TrustReceived,
     WakeAt,
@@ -108,6 +164,7 @@ FETCH_RETRY_MAX = timedelta(seconds=60)
 IDLE_WAKE = timedelta(seconds=30)
 READBACK_EVERY = timedelta(seconds=5)
 NO_CURRENT_MA = 50.0
+MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -146,7 +203,14 @@ class NodeCore:
     relay_ok: bool = True
     connected: bool = False
     current: str | None = None
+    """the plan (or commanded) item cued or playing"""
+    alert: AlertRun | None = None
+    """the alert playing, or waiting between its repetitions"""
+    alerts: AlertMemory = field(default_factory=AlertMemory)
+    _resume: str | None = None
+    """a stream cut by the alert, relayed again for the rest of its window afterwards"""
     _progress: dict[str, _ItemProgress] = field(default_factory=dict)
+    _needed: dict[str, AudioRef] = field(default_factory=dict)
     _fetching: set[str] = field(default_factory=set)
     _fetch_due: dict[str, datetime] = field(default_factory=dict)
     _fetch_delay: dict[str, timedelta] = field(default_factory=dict)
@@ -169,6 +233,9 @@ class NodeCore:
 
     def __post_init__(self) -> None:
         self.keyring: Keyring = self.settings.keyring
+        self._accept_to = frozenset({self.settings.station_id}) | {
+            f"area:{a}" for a in self.settings.areas
+        }
 
     # ------------------------------------------------------------ entry point
 
@@ -176,6 +243,8 @@ class NodeCore:
         """Apply one input at ``now``; return what the drivers must do, in order."""
         out: list[Action] = []
         match event:
+            case AlertReceived(raw=raw):
+                self._alert_received(raw, now, out)
             case Boot():
                 self._boot(event, now, out)
             case PlanReceived(raw=raw):
@@ -193,11 +262,22 @@ class NodeCore:
             case AudioFetchFailed(sha256=sha, reason=reason):
                 self._audio_fetch_failed(sha, reason, now, out)
             case PlaybackStarted(item_id=item_id, started_at=started_at):
-                self._playback_started(item_id, started_at, now, out)
+                if self.alert is not None and item_id == self.alert.part_id:
+                    self._alert_part_started(self.alert, started_at, now, out)
+                else:
+                    self._playback_started(item_id, started_at, now, out)
             case PlaybackFinished(item_id=item_id, finished_at=finished_at):
-                self._playback_ended(item_id, now, out, finished_at=finished_at)
+                if self.alert is not None and item_id == self.alert.part_id:
+                    self._alert_part_finished(self.alert, finished_at, now, out)
+                else:
+                    self._playback_ended(item_id, now, out, finished_at=finished_at)
             case PlaybackFailed(item_id=item_id, reason=reason):
-                self._playback_ended(item_id, now, out, failure=reason)
+                if self.alert is not None and item_id == self.alert.part_id:
+                    self._end_alert(now, out, EventKind.ALERT_FAILED, "player", reason)
+                else:
+                    self._playback_ended(item_id, now, out, failure=reason)
+            case StreamUnreachable(item_id=item_id, reason=reason):
+                self._stream_unreachable(item_id, reason, now, out)
             case RelaySwitched(on=on):
                 self.relay_on, self.relay_ok, self._relay_retry_at = on, True, None
             case RelayFailed(on=on, reason=reason):
@@ -212,10 +292,46 @@ class NodeCore:
         self._advance(now, out)
         return out
 
+    # ------------------------------------------------------------ admission
+
+    def _admit(
+        self, raw: bytes, kinds: tuple[type[AnySigned], ...], now: datetime, out: list[Action]
+    ) -> Verified | None:
+        """The verified, fresh message of one of ``kinds``, or None (refusal reported).
+
+        This is the one door for every signed message. Plans, commands and trust
+        updates are sequence-checked here; the caller records them in the replay guard
+        once it has checked what it alone knows, so a message refused for its content
+        leaves no trace. Alerts are replay-checked by their id (``AlertMemory``).
+        """
+        verdict = open_envelope(raw, self.keyring, now, self._addressees())
+        if isinstance(verdict, Rejected):
+            if verdict.reason is RejectReason.UNKNOWN_KEY and kinds == (Plan,):
+                # After a key rotation the new plan may overtake the trust update that
+                # introduces its key; it is tried again when the next update arrives.
+                self._unknown_key_plan = raw
+            about = refused_alert(raw, verdict.reason) if Alert in kinds else None
+            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out, about)
+            return None
+        message = verdict.message
+        if not isinstance(message, kinds):
+            expected = " or ".join(k.__name__ for k in kinds)
+            detail = f"a {message.type} message where a {expected} was expected"
+            self._reject(RejectReason.MALFORMED, detail, message.seq, now, out)
+            return None
+        if isinstance(message, Alert | AlertCancel):
+            return verdict
+        freshness = self.guard.check(verdict)
+        if freshness is Freshness.REPLAYED:
+            detail = f"sequence {message.seq} is not newer than {self.guard.last_seq(verdict)}"
+            self._reject(RejectReason.REPLAYED, detail, message.seq, now, out)
+        return verdict if freshness is Freshness.NEW else None
+
     # ------------------------------------------------------------ plan intake
 
     def _boot(self, boot: Boot, now: datetime, out: list[Action]) -> None:
         self.guard = ReplayGuard.from_json(boot.memory.get("guard", {}))
+        self.alerts = AlertMemory.from_json(boot.memory.get("alerts", {}), now)
         if boot.memory.get("keys"):
             entries = [KeyEntry.model_validate(k) for k in boot.memory["keys"]]
             self.keyring, self._keyring_updated = Keyring.from_entries(entries), True
@@ -239,7 +355,7 @@ class NodeCore:
             # The retained copy of what we run (every reconnect): not news, and not
             # "expired" either when the server has been down longer than its lifetime.
             return
-        verdict = self._admit(raw, Plan, now, out)
+        verdict = self._admit(raw, (Plan,), now, out)
         if verdict is None:
             return
         assert isinstance(verdict.message, Plan)
@@ -247,33 +363,6 @@ class NodeCore:
         self._plan_raw = raw
         out.append(SaveState(plan_raw=raw, memory=self._memory()))
         self._install(verdict.message, now, out, after_boot=False)
-
-    def _admit(
-        self, raw: bytes, kind: type[Plan | Command | TrustUpdate], now: datetime, out: list[Action]
-    ) -> Verified | None:
-        """The verified, fresh message of type ``kind``, or None (refusal reported).
-
-        The caller records it in the replay guard once it has checked what it alone
-        knows, so a message refused for its content leaves no trace in the guard.
-        """
-        verdict = open_envelope(raw, self.keyring, now, self._addressees())
-        if isinstance(verdict, Rejected):
-            if verdict.reason is RejectReason.UNKNOWN_KEY and kind is Plan:
-                # After a key rotation the new plan may overtake the trust update that
-                # introduces its key; it is tried again when the next update arrives.
-                self._unknown_key_plan = raw
-            self._reject(verdict.reason, verdict.detail, verdict.seq, now, out)
-            return None
-        message = verdict.message
-        if not isinstance(message, kind):
-            detail = f"a {message.type} message where a {kind.__name__} was expected"
-            self._reject(RejectReason.MALFORMED, detail, message.seq, now, out)
-            return None
-        freshness = self.guard.check(verdict)
-        if freshness is Freshness.REPLAYED:
-            detail = f"sequence {message.seq} is not newer than {self.guard.last_seq(verdict)}"
-            self._reject(RejectReason.REPLAYED, detail, message.seq, now, out)
-        return verdict if freshness is Freshness.NEW else None
 
     def _install(self, plan: Plan, now: datetime, out: list[Action], *, after_boot: bool) -> None:
         previous = self._progress
@@ -295,30 +384,47 @@ class NodeCore:
                         EventKind.FAILED,
                         now,
                         out,
-                        item,
+                        item.item_id,
                         reason="late",
                         detail="plan arrived after the item ended",
                     )
                 continue
             if not after_boot:
-                self._event(EventKind.PLAN_ACCEPTED, now, out, item)
+                self._event(EventKind.PLAN_ACCEPTED, now, out, item.item_id)
         for item_id in self._commanded:
             self._progress[item_id] = previous[item_id]
-        if self.current is not None and self.current not in self._progress:
-            out.append(StopPlayback(self.current, "removed from plan"))
-            self.current = None
-        needed = frozenset(i.audio.sha256 for i in self._live_items())
-        if self.settings.test_tone is not None:
-            needed |= {self.settings.test_tone.sha256}
-        out.append(PinAudio(needed))
-        self._fetch_due = {s: due for s, due in self._fetch_due.items() if s in needed}
+        self._drop_removed(previous, now, out)
+        self._needed = {}
         for item in self._live_items():
-            self._ensure_fetch(item, out)
+            for ref in item.needed_audio:
+                self._needed.setdefault(ref.sha256, ref)
+        for ref in plan.keep:
+            self._needed.setdefault(ref.sha256, ref)
+        pinned = frozenset(self._needed)
+        if self.settings.test_tone is not None:
+            pinned |= {self.settings.test_tone.sha256}
+        out.append(PinAudio(pinned))
+        self._fetch_due = {s: due for s, due in self._fetch_due.items() if s in self._needed}
+        for ref in self._needed.values():
+            self._ensure_fetch(ref, out)
+
+    def _drop_removed(
+        self, previous: dict[str, _ItemProgress], now: datetime, out: list[Action]
+    ) -> None:
+        """Close the as-run record of items the new plan no longer has (``cancelled``)."""
+        for item_id, progress in previous.items():
+            if item_id in self._progress:
+                continue
+            if item_id == self.current:
+                out.append(StopPlayback(item_id, "removed from plan"))
+                self.current = None
+                self._amp_hold_until = now + self.settings.amp_tail
+            self._close(item_id, progress, now, out, "cancelled", "removed from the plan")
 
     def _trust_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
         if raw == self._trust_raw:
             return
-        verdict = self._admit(raw, TrustUpdate, now, out)
+        verdict = self._admit(raw, (TrustUpdate,), now, out)
         if verdict is None:
             return
         update = verdict.message
@@ -349,17 +455,19 @@ class NodeCore:
     def _memory(self) -> dict[str, object]:
         """What the station must remember across a reboot besides the plan itself."""
         memory: dict[str, object] = {"guard": self.guard.to_json()}
+        if self.alerts.entries:
+            memory["alerts"] = self.alerts.to_json()
         if self._keyring_updated:  # otherwise the config file's keys stay authoritative
             memory["keys"] = [e.model_dump(mode="json") for e in self.keyring.entries()]
         return memory
 
     def _addressees(self) -> frozenset[str]:
-        return frozenset({self.settings.station_id}) | {f"area:{a}" for a in self.settings.areas}
+        return self._accept_to
 
     # ------------------------------------------------------------ commands
 
     def _command_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
-        verdict = self._admit(raw, Command, now, out)
+        verdict = self._admit(raw, (Command,), now, out)
         if verdict is None:
             return
         command = verdict.message
@@ -452,11 +560,249 @@ class NodeCore:
         topic = topics.reply(self.settings.station_id)
         return Publish(topic, reply.model_dump_json(exclude_none=True).encode(), qos=1)
 
+    # ------------------------------------------------------------ alerts
+
+    def _alert_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
+        verdict = self._admit(raw, (Alert, AlertCancel), now, out)
+        if verdict is None:
+            return
+        message = verdict.message
+        if isinstance(message, AlertCancel):
+            self._alert_cancel(message, now, out)
+            return
+        assert isinstance(message, Alert)
+        alert_id, drill = message.alert_id, message.drill
+        seen = self.alerts.get(alert_id, now)
+        if seen is not None and seen.cancelled:
+            detail = "cancelled before this copy arrived: not played"
+            self._alert_event(
+                EventKind.ALERT_CANCELLED, now, out, alert_id, drill, "before_arrival", detail
+            )
+            return
+        # The acknowledgement goes out before anything else: it is what the province's
+        # screen counts, and the first leg of the latency the benchmark measures.
+        if seen is not None:
+            detail = "a copy of an alert already received: not played again"
+            self._alert_event(EventKind.ALERT_RECEIVED, now, out, alert_id, drill, None, detail)
+            return
+        self._alert_event(EventKind.ALERT_RECEIVED, now, out, alert_id, drill)
+        self.alerts.remember(alert_id, Remembered(message.expires_at, drill, False), now)
+        self._play_alert(message, now, out)
+        out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
+
+    def _play_alert(self, alert: Alert, now: datetime, out: list[Action]) -> None:
+        """Pre-empt whatever plays and start part 0 at once, or say why it cannot play."""
+        running = self.alert
+        if running is not None and alert.drill and not running.alert.drill:
+            detail = f"real alert {running.alert.alert_id} is playing; a drill never cuts one"
+            self._alert_event(
+                EventKind.ALERT_FAILED, now, out, alert.alert_id, True, "busy", detail
+            )
+            return
+        if alert.inline is not None:
+            sha = alert.inline.sha256
+            if sha not in self.cached:  # a cached file was verified when it was stored
+                data = decode_inline(alert.inline)
+                if isinstance(data, str):
+                    self._alert_event(
+                        EventKind.ALERT_FAILED,
+                        now,
+                        out,
+                        alert.alert_id,
+                        alert.drill,
+                        "inline_hash",
+                        data,
+                    )
+                    return
+                out.append(StoreAudio(sha, data))
+                self.cached.add(sha)
+        elif alert.audio is not None and alert.audio.sha256 not in self.cached:
+            detail = f"canned audio {alert.audio.sha256} is not in the cache"
+            self._alert_event(
+                EventKind.ALERT_FAILED,
+                now,
+                out,
+                alert.alert_id,
+                alert.drill,
+                "audio_missing",
+                detail,
+            )
+            return
+        self._silence_for(alert, now, out)
+        tone_cached = alert.tone is not None and alert.tone.sha256 in self.cached
+        run = AlertRun(alert, parts_of(alert, tone_cached))
+        run.tone_skipped = alert.tone is not None and not tone_cached
+        self.alert = run
+        if self.relay_on is not True:
+            out.append(SetRelay(True))  # no lead time: the tone covers the warm-up
+            self.relay_on = True
+        self._cue_alert_part(run, now, out)
+
+    def _silence_for(self, alert: Alert, now: datetime, out: list[Action]) -> None:
+        """Stop the alert or the item that plays, and report it, for ``alert``."""
+        running = self.alert
+        if running is not None:
+            if running.cue_at is None:
+                out.append(StopPlayback(running.part_id, f"superseded by {alert.alert_id}"))
+            self._end_alert(
+                now, out, EventKind.ALERT_FAILED, "superseded", f"by alert {alert.alert_id}"
+            )
+        if self.current is not None:
+            what = "drill" if alert.drill else "alert"
+            out.append(StopPlayback(self.current, f"{what} {alert.alert_id}"))
+            progress = self._progress[self.current]
+            self._close(self.current, progress, now, out, "alert", f"{what} {alert.alert_id}")
+            cut = self._item(self.current)
+            if cut is not None and cut.stream is not None and progress.started_at is not None:
+                self._resume = cut.item_id
+            self.current = None
+
+    def _cue_alert_part(self, run: AlertRun, start_at: datetime, out: list[Action]) -> None:
+        run.cue_at = None
+        part = run.part
+        out.append(StartPlayback(run.part_id, part.sha256, start_at, part.duration_ms))
+
+    def _alert_part_started(
+        self, run: AlertRun, started_at: datetime, now: datetime, out: list[Action]
+    ) -> None:
+        if run.started_at is not None:
+            return
+        run.started_at = started_at
+        detail = "without its tone: not in the cache" if run.tone_skipped else None
+        self._alert_event(
+            EventKind.ALERT_PLAYING,
+            now,
+            out,
+            run.alert.alert_id,
+            run.alert.drill,
+            None,
+            detail,
+            started_at=started_at,
+        )
+
+    def _alert_part_finished(
+        self, run: AlertRun, finished_at: datetime, now: datetime, out: list[Action]
+    ) -> None:
+        start = run.next_start(finished_at)
+        if start is None:
+            detail = f"played {run.alert.repeat} time(s)"
+            self._end_alert(
+                now, out, EventKind.ALERT_FINISHED, None, detail, finished_at=finished_at
+            )
+        elif start - PREROLL <= now:
+            self._cue_alert_part(run, max(start, now), out)
+        else:
+            run.cue_at = start  # the gap between repetitions; _advance cues it
+
+    def _end_alert(
+        self,
+        now: datetime,
+        out: list[Action],
+        kind: EventKind,
+        reason: str | None,
+        detail: str | None,
+        *,
+        finished_at: datetime | None = None,
+    ) -> None:
+        run = self.alert
+        assert run is not None
+        self.alert = None
+        self._amp_hold_until = now + self.settings.amp_tail
+        self._alert_event(
+            kind,
+            now,
+            out,
+            run.alert.alert_id,
+            run.alert.drill,
+            reason,
+            detail,
+            started_at=run.started_at,
+            finished_at=finished_at or now,
+        )
+
+    def _alert_cancel(self, cancel: AlertCancel, now: datetime, out: list[Action]) -> None:
+        alert_id = cancel.alert_id
+        seen = self.alerts.get(alert_id, now)
+        drill = seen.drill if seen is not None else None
+        run = self.alert
+        if run is not None and run.alert.alert_id == alert_id:
+            if run.cue_at is None:
+                out.append(StopPlayback(run.part_id, "cancelled"))
+            detail = f"stopped after {run.repetitions_done} of {run.alert.repeat} repetitions"
+            self._end_alert(now, out, EventKind.ALERT_CANCELLED, "stopped", detail)
+        elif seen is None:
+            detail = "cancelled before the alert arrived: it will not play"
+            self._alert_event(
+                EventKind.ALERT_CANCELLED, now, out, alert_id, None, "before_arrival", detail
+            )
+        else:
+            reason = "already_cancelled" if seen.cancelled else "already_over"
+            self._alert_event(EventKind.ALERT_CANCELLED, now, out, alert_id, drill, reason)
+        # Remember the cancel at least as long as the alert it silences could arrive.
+        expires = max(cancel.expires_at, seen.expires_at) if seen else cancel.expires_at
+        if seen is None or not seen.cancelled or seen.expires_at != expires:
+            self.alerts.remember(alert_id, Remembered(expires, drill, True), now)
+            out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
+
+    def _advance_alert(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+        run = self.alert
+        if run is None:
+            return
+        if now >= run.alert.expires_at:
+            if run.cue_at is None:
+                out.append(StopPlayback(run.part_id, "alert expired"))
+            done = run.repetitions_done
+            detail = f"stopped at its expiry after {done} of {run.alert.repeat} repetitions"
+            self._end_alert(now, out, EventKind.ALERT_FINISHED, "expired", detail)
+            return
+        wakes.append(run.alert.expires_at)
+        if run.cue_at is not None:
+            if now >= run.cue_at - PREROLL:
+                self._cue_alert_part(run, run.cue_at, out)
+            else:
+                wakes.append(run.cue_at - PREROLL)
+
+    def _alert_event(
+        self,
+        kind: EventKind,
+        now: datetime,
+        out: list[Action],
+        alert_id: str,
+        drill: bool | None,
+        reason: str | None = None,
+        detail: str | None = None,
+        *,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+    ) -> None:
+        self._publish_event(
+            Event(
+                station_id=self.settings.station_id,
+                kind=kind,
+                at=now,
+                alert_id=alert_id,
+                drill=drill,
+                reason=reason,
+                detail=detail[:500] if detail else None,
+                started_at=started_at,
+                finished_at=finished_at,
+            ),
+            out,
+        )
+
     # ------------------------------------------------------------ amplifier readback
 
+    def _sounding(self) -> str | None:
+        """What the loudspeakers are playing now (an item id or ``alert:<id>``), if anything."""
+        if self.alert is not None:
+            run = self.alert
+            return run.item_id if run.started_at is not None and run.cue_at is None else None
+        if self.current is not None and self._progress[self.current].started_at is not None:
+            return self.current
+        return None
+
     def _schedule_readback(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
-        playing = self.current is not None and self._progress[self.current].started_at is not None
-        if not (self.settings.amp_readback and playing and self.relay_on):
+        if not (self.settings.amp_readback and self._sounding() and self.relay_on):
             self._next_readback = None
             return
         if self._next_readback is None or self._next_readback <= now:
@@ -466,20 +812,20 @@ class NodeCore:
 
     def _relay_readback(self, reading: RelayReadback, now: datetime, out: list[Action]) -> None:
         self.amp_current_ma, self.amp_temp_c = reading.current_ma, reading.temp_c
-        playing = self.current is not None and self._progress[self.current].started_at is not None
+        playing = self._sounding()
         silent = reading.current_ma is not None and reading.current_ma < NO_CURRENT_MA
         fault = "no_current_while_playing" if playing and reading.on and silent else None
         if fault == self.amp_fault:
             return
         self.amp_fault = fault
         if fault is not None:
-            detail = f"amplifier on and playing {self.current} but drawing {reading.current_ma} mA"
+            detail = f"amplifier on and playing {playing} but drawing {reading.current_ma} mA"
             self._publish_event(
                 Event(
                     station_id=self.settings.station_id,
                     kind=EventKind.AMP_FAULT,
                     at=now,
-                    item_id=self.current,
+                    item_id=playing,
                     reason=fault,
                     detail=detail,
                 ),
@@ -488,12 +834,12 @@ class NodeCore:
 
     # ------------------------------------------------------------ audio
 
-    def _ensure_fetch(self, item: PlanItem, out: list[Action]) -> None:
-        sha = item.audio.sha256
+    def _ensure_fetch(self, ref: AudioRef, out: list[Action]) -> None:
+        sha = ref.sha256
         if sha in self.cached or sha in self._fetching or sha in self._fetch_due:
             return
         self._fetching.add(sha)
-        out.append(FetchAudio(item.audio))
+        out.append(FetchAudio(ref))
 
     def _audio_fetched(self, sha: str, now: datetime, out: list[Action]) -> None:
         self._fetching.discard(sha)
@@ -504,7 +850,7 @@ class NodeCore:
             progress = self._progress[item.item_id]
             if not progress.fetched_reported:
                 progress.fetched_reported = True
-                self._event(EventKind.AUDIO_FETCHED, now, out, item)
+                self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id)
 
     def _audio_fetch_failed(self, sha: str, reason: str, now: datetime, out: list[Action]) -> None:
         self._fetching.discard(sha)
@@ -516,22 +862,25 @@ class NodeCore:
             progress = self._progress[item.item_id]
             if not progress.fetch_failure_reported:
                 progress.fetch_failure_reported = True
-                self._event(EventKind.AUDIO_FAILED, now, out, item, reason="fetch", detail=reason)
+                self._event(
+                    EventKind.AUDIO_FAILED, now, out, item.item_id, reason="fetch", detail=reason
+                )
 
     def _items_with(self, sha: str) -> list[PlanItem]:
-        return [i for i in self._live_items() if i.audio.sha256 == sha]
+        return [i for i in self._live_items() if any(a.sha256 == sha for a in i.needed_audio)]
 
     # ------------------------------------------------------------ playback
 
     def _playback_started(
         self, item_id: str, started_at: datetime, now: datetime, out: list[Action]
     ) -> None:
-        item = self._item(item_id)
-        if item is None or item_id != self.current:
+        if item_id != self.current:
             log.warning("player started %s, which is not the current item", item_id)
             return
+        if self._progress[item_id].outcome is not None:
+            return  # a stream relayed again after an alert: its record ended at the cut
         self._progress[item_id].started_at = started_at
-        self._event(EventKind.PLAYING, now, out, item, started_at=started_at)
+        self._event(EventKind.PLAYING, now, out, item_id, started_at=started_at)
 
     def _playback_ended(
         self,
@@ -546,17 +895,16 @@ class NodeCore:
             return  # a stopped item finishing late; its outcome is already reported
         self.current = None
         self._amp_hold_until = now + self.settings.amp_tail
-        item = self._item(item_id)
-        if item is None:
-            return
         progress = self._progress[item_id]
+        if progress.outcome is not None:
+            return  # the rest of a stream's window after an alert, already reported
         if failure is None:
             progress.outcome = EventKind.PLAYED
             self._event(
                 EventKind.PLAYED,
                 now,
                 out,
-                item,
+                item_id,
                 started_at=progress.started_at,
                 finished_at=finished_at,
             )
@@ -566,11 +914,54 @@ class NodeCore:
                 EventKind.FAILED,
                 now,
                 out,
-                item,
+                item_id,
                 reason="player",
                 detail=failure,
                 started_at=progress.started_at,
+                finished_at=now if progress.started_at else None,
             )
+
+    def _stream_unreachable(
+        self, item_id: str, reason: str, now: datetime, out: list[Action]
+    ) -> None:
+        item = self._item(item_id)
+        if item is None or item.stream is None:
+            log.warning("stream unreachable reported for %s, not a stream item", item_id)
+            return
+        fallback = item.stream.fallback
+        if fallback is not None and fallback.sha256 in self.cached:
+            detail = f"playing the fallback {fallback.sha256}"
+        else:
+            detail = "no fallback in the cache: silent until the stream returns"
+        self._event(
+            EventKind.STREAM_UNREACHABLE, now, out, item_id, reason=reason[:100], detail=detail
+        )
+
+    def _close(
+        self,
+        item_id: str,
+        progress: _ItemProgress,
+        now: datetime,
+        out: list[Action],
+        reason: str,
+        detail: str,
+    ) -> None:
+        """Final event of an item cut short: ``interrupted`` if it had started, else ``failed``."""
+        if progress.outcome is not None:
+            return  # a stream relayed again after an alert: reported when first cut
+        started = progress.started_at
+        kind = EventKind.INTERRUPTED if started is not None else EventKind.FAILED
+        progress.outcome = kind
+        self._event(
+            kind,
+            now,
+            out,
+            item_id,
+            reason=reason,
+            detail=detail,
+            started_at=started,
+            finished_at=now if started is not None else None,
+        )
 
     def _relay_failed(self, on: bool, reason: str, now: datetime, out: list[Action]) -> None:
         first_failure = self.relay_ok
@@ -598,10 +989,13 @@ class NodeCore:
                 wakes.append(due)
                 continue
             del self._fetch_due[sha]
-            item = next(iter(self._items_with(sha)), None)
-            if item is not None:
-                self._ensure_fetch(item, out)
+            ref = self._needed.get(sha)
+            if ref is not None:
+                self._ensure_fetch(ref, out)
 
+        self._advance_alert(now, out, wakes)
+        if self._resume is not None and self.alert is None:
+            self._resume_stream(self._resume, now, out)
         for item in self._live_items():
             wakes.extend(self._advance_item(item, now, out))
 
@@ -627,70 +1021,114 @@ class NodeCore:
         cue_at = item.start_at - PREROLL
         if now < cue_at:
             return [item.start_at - self.settings.amp_lead, cue_at]
+        if item.stream is not None:
+            return self._advance_stream(item, progress, now, out)
+        assert item.audio is not None
         deadline = item.start_at + LATE_GRACE
         if item.audio.sha256 not in self.cached:
             if now < deadline:
                 return [deadline]
-            progress.outcome = EventKind.FAILED
-            self._event(
-                EventKind.FAILED,
-                now,
-                out,
-                item,
-                reason="audio_missing",
-                detail="audio not downloaded by the start time",
-            )
+            detail = "audio not downloaded by the start time"
+            self._fail(item, progress, now, out, "audio_missing", detail)
+            return []
+        if self.alert is not None:
+            if now < deadline:
+                return [deadline]  # the alert may end within the grace
+            detail = f"{self._alert_label()} was playing"
+            self._fail(item, progress, now, out, "busy", detail)
             return []
         if now >= deadline:
-            progress.outcome = EventKind.FAILED
-            self._event(
-                EventKind.FAILED,
-                now,
-                out,
-                item,
-                reason="late",
-                detail=f"could not start within {LATE_GRACE.total_seconds():g} s",
-            )
+            detail = f"could not start within {LATE_GRACE.total_seconds():g} s"
+            self._fail(item, progress, now, out, "late", detail)
             return []
+        if self._make_way(item, progress, now, out):
+            self._cue(item, progress, max(item.start_at, now), out)
+        return []
+
+    def _advance_stream(
+        self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
+    ) -> list[datetime]:
+        """A live channel has no sync to lose: it may start late, for the rest of its window."""
+        start = max(item.start_at, now)
+        if item.end_at - start < MS:
+            if self.alert is not None:
+                detail = f"{self._alert_label()} lasted the whole window"
+                self._fail(item, progress, now, out, "busy", detail)
+            else:
+                self._fail(item, progress, now, out, "late", "its window ended before it began")
+            return []
+        if self.alert is not None:
+            return [item.end_at]  # relays the rest of its window once the alert is over
+        if self._make_way(item, progress, now, out):
+            self._cue(item, progress, start, out)
+        return []
+
+    def _resume_stream(self, item_id: str, now: datetime, out: list[Action]) -> None:
+        """After the alert, relay what is left of the stream it cut (its record is closed)."""
+        self._resume = None
+        item = self._item(item_id)
+        if item is None or item.stream is None or self.current is not None:
+            return
+        if item.end_at - now >= MS:
+            self._cue(item, self._progress[item_id], now, out)
+
+    def _make_way(
+        self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
+    ) -> bool:
+        """Pre-empt a lower item that plays; False (item failed ``busy``) if it may not."""
         current = self._item(self.current) if self.current else None
-        if current is not None:
-            if item.priority.rank <= current.priority.rank:
-                progress.outcome = EventKind.FAILED
-                self._event(
-                    EventKind.FAILED,
-                    now,
-                    out,
-                    item,
-                    reason="busy",
-                    detail=f"{current.item_id} ({current.priority}) was playing",
-                )
-                return []
-            out.append(StopPlayback(current.item_id, f"pre-empted by {item.item_id}"))
-            self._progress[current.item_id].outcome = EventKind.INTERRUPTED
-            self._event(
-                EventKind.INTERRUPTED,
-                now,
-                out,
-                current,
-                reason="preempted",
-                detail=f"pre-empted by {item.item_id} ({item.priority})",
-                started_at=self._progress[current.item_id].started_at,
-            )
+        if current is None:
+            return True
+        if item.priority.rank <= current.priority.rank:
+            detail = f"{current.item_id} ({current.priority}) was playing"
+            self._fail(item, progress, now, out, "busy", detail)
+            return False
+        out.append(StopPlayback(current.item_id, f"pre-empted by {item.item_id}"))
+        detail = f"pre-empted by {item.item_id} ({item.priority})"
+        self._close(current.item_id, self._progress[current.item_id], now, out, "preempted", detail)
+        self.current = None
+        return True
+
+    def _cue(
+        self, item: PlanItem, progress: _ItemProgress, start: datetime, out: list[Action]
+    ) -> None:
         progress.cued = True
         self.current = item.item_id
         if self.relay_on is not True and self._relay_retry_at is None:
             out.append(SetRelay(True))  # late cue: the amplifier goes first, always
             self.relay_on = True
-        out.append(
-            StartPlayback(
-                item.item_id, item.audio.sha256, max(item.start_at, now), item.audio.duration_ms
+        if item.stream is not None:
+            window_ms = (item.end_at - start) // MS
+            out.append(
+                StartPlayback(
+                    item.item_id, None, start, window_ms, item.volume_pct, stream=item.stream
+                )
             )
-        )
-        return []
+        else:
+            assert item.audio is not None
+            out.append(
+                StartPlayback(
+                    item.item_id, item.audio.sha256, start, item.audio.duration_ms, item.volume_pct
+                )
+            )
+
+    def _fail(
+        self,
+        item: PlanItem,
+        progress: _ItemProgress,
+        now: datetime,
+        out: list[Action],
+        reason: str,
+        detail: str,
+    ) -> None:
+        progress.outcome = EventKind.FAILED
+        self._event(EventKind.FAILED, now, out, item.item_id, reason=reason, detail=detail)
 
     def _drive_amplifier(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
-        wanted = self.current is not None or (
-            self._amp_hold_until is not None and now < self._amp_hold_until
+        wanted = (
+            self.current is not None
+            or self.alert is not None
+            or (self._amp_hold_until is not None and now < self._amp_hold_until)
         )
         for item in self._live_items():
             progress = self._progress[item.item_id]
@@ -703,7 +1141,7 @@ class NodeCore:
         if self._amp_override is not None:
             forced, until = self._amp_override
             if now < until:
-                wanted = forced
+                wanted = forced or self.alert is not None  # an alert beats a forced "off"
                 wakes.append(until)
             else:
                 self._amp_override = None
@@ -731,12 +1169,16 @@ class NodeCore:
             return None
         return next((i for i in self._all_items() if i.item_id == item_id), None)
 
+    def _alert_label(self) -> str:
+        assert self.alert is not None
+        return f"{'drill' if self.alert.alert.drill else 'alert'} {self.alert.alert.alert_id}"
+
     def _event(
         self,
         kind: EventKind,
         now: datetime,
         out: list[Action],
-        item: PlanItem,
+        item_id: str,
         *,
         reason: str | None = None,
         detail: str | None = None,
@@ -748,7 +1190,7 @@ class NodeCore:
                 station_id=self.settings.station_id,
                 kind=kind,
                 at=now,
-                item_id=item.item_id,
+                item_id=item_id,
                 plan_seq=self.plan.seq if self.plan else None,
                 reason=reason,
                 detail=detail,
@@ -759,9 +1201,17 @@ class NodeCore:
         )
 
     def _reject(
-        self, reason: str, detail: str, seq: int | None, now: datetime, out: list[Action]
+        self,
+        reason: str,
+        detail: str,
+        seq: int | None,
+        now: datetime,
+        out: list[Action],
+        about: tuple[str, bool | None] | None = None,
     ) -> None:
-        log.warning("refused a plan: %s (%s)", reason, detail)
+        """Report a refused message; ``about`` is a signature-checked alert's (id, drill)."""
+        log.warning("refused a message: %s (%s)", reason, detail)
+        alert_id, drill = about if about is not None else (None, None)
         self._publish_event(
             Event(
                 station_id=self.settings.station_id,
@@ -770,6 +1220,8 @@ class NodeCore:
                 plan_seq=seq,
                 reason=str(reason),
                 detail=detail[:500],
+                alert_id=alert_id,
+                drill=drill,
             ),
             out,
         )
@@ -790,10 +1242,11 @@ class NodeCore:
             "plan_seq": self.plan.seq if self.plan else None,
             "plan_items": len(self.plan.items) if self.plan else 0,
             "cached_audio": len(self.cached),
-            "playing_item": self.current,
+            "playing_item": self.alert.item_id if self.alert is not None else self.current,
         }
 
     def _state_key(self) -> tuple[object, ...]:
         """What, when it changes, is worth a heartbeat before the next one is due."""
         plan_seq = self.plan.seq if self.plan else None
-        return (self.relay_on, self.relay_ok, self.amp_fault, self.current, plan_seq)
+        playing = self.alert.item_id if self.alert is not None else self.current
+        return (self.relay_on, self.relay_ok, self.amp_fault, playing, plan_seq)

@@ -7,11 +7,15 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from loaxa_protocol import (
+    Alert,
+    AlertCancel,
     AudioRef,
     Command,
     Freshness,
+    InlineAudio,
     Keyring,
     Plan,
     PlanItem,
@@ -19,6 +23,7 @@ from loaxa_protocol import (
     RejectReason,
     ReplayGuard,
     SigningKey,
+    StreamRef,
     Verified,
     open_envelope,
     seal,
@@ -164,3 +169,75 @@ def test_commands_and_plans_keep_separate_sequences(key: SigningKey) -> None:
     again = open_envelope(seal(plan(seq=10), key), ring, NOW, {"st-1"})
     assert isinstance(again, Verified)
     assert guard.check(again) is Freshness.DUPLICATE
+
+
+def _ref() -> AudioRef:
+    return AudioRef(sha256=SHA, size_bytes=10, duration_ms=1000, url="http://x/a")
+
+
+def test_a_plan_item_has_exactly_one_source() -> None:
+    start = NOW + timedelta(minutes=5)
+    with pytest.raises(ValidationError, match="exactly one of audio or stream"):
+        PlanItem(item_id="p-1", start_at=start)
+    stream = StreamRef(url="http://radio.example/vov1", fallback=_ref())
+    with pytest.raises(ValidationError, match="exactly one of audio or stream"):
+        PlanItem(item_id="p-1", start_at=start, audio=_ref(), stream=stream, window_ms=1000)
+    with pytest.raises(ValidationError, match="window_ms"):
+        PlanItem(item_id="p-1", start_at=start, stream=stream)
+    relay = PlanItem(item_id="p-1", start_at=start, stream=stream, window_ms=60_000)
+    assert relay.end_at == start + timedelta(minutes=1)
+    assert relay.needed_audio == [_ref()]
+    with pytest.raises(ValidationError, match="http"):
+        StreamRef(url="file:///etc/passwd")
+
+
+def _alert(**changes: object) -> Alert:
+    fields: dict[str, object] = {
+        "sender": "province",
+        "seq": 7,
+        "issued_at": NOW,
+        "expires_at": NOW + timedelta(hours=2),
+        "to": "area:04",
+        "alert_id": "a-1",
+        "drill": False,
+        "audio": _ref(),
+    }
+    fields.update(changes)
+    return Alert.model_validate(fields)
+
+
+def test_an_alert_carries_exactly_one_message() -> None:
+    inline = InlineAudio(sha256=SHA, duration_ms=1000, data=base64.b64encode(b"x").decode())
+    with pytest.raises(ValidationError, match="exactly one of audio"):
+        _alert(inline=inline)
+    with pytest.raises(ValidationError, match="exactly one of audio"):
+        _alert(audio=None)
+    too_big = "A" * (InlineAudio.model_fields["data"].metadata[0].max_length + 4)
+    with pytest.raises(ValidationError, match="data"):
+        InlineAudio(sha256=SHA, duration_ms=1000, data=too_big)
+
+
+def test_only_an_alert_key_signs_alerts_and_cancels(key: SigningKey) -> None:
+    alert_key = SigningKey.generate("alert", frozenset({"alert", "alert_cancel"}))
+    ring = Keyring.of(key, alert_key)
+    for message in (_alert(), AlertCancel(**_alert().model_dump(include=_HEADER), alert_id="a-1")):
+        verdict = open_envelope(seal(message, alert_key), ring, NOW, {"area:04"})
+        assert isinstance(verdict, Verified) and verdict.message == message
+    # The plan key cannot even seal one, and a forged envelope claiming it is refused.
+    with pytest.raises(ValueError):
+        seal(_alert(), key)
+    forged_key = SigningKey.generate("plan", frozenset({"plan", "alert"}))
+    forged = seal(_alert(), forged_key)
+    ring_with_plan_key_only = Keyring.of(key)
+    verdict = open_envelope(forged, ring_with_plan_key_only, NOW, {"area:04"})
+    assert isinstance(verdict, Rejected)
+
+
+_HEADER = {"sender", "seq", "issued_at", "expires_at", "to"}
+
+
+def test_alert_topics_refuse_wildcards() -> None:
+    assert topics.area_alert("04") == "loaxa/v1/area/04/alert"
+    assert topics.alert("st-1") == "loaxa/v1/station/st-1/alert"
+    with pytest.raises(ValueError):
+        topics.area_alert("+")

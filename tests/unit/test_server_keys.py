@@ -26,7 +26,7 @@ def test_rotation_keeps_the_old_public_key_for_its_grace_only(tmp_path: Path) ->
     entries = {e.kid: e for e in keys.trusted_entries(NOW)}
     assert set(entries) == {new.kid, old.kid, keys.alert_key.kid}
     assert entries[old.kid].valid_until == NOW + timedelta(days=7)
-    assert entries[keys.alert_key.kid].purposes == ["alert"]
+    assert entries[keys.alert_key.kid].purposes == ["alert", "alert_cancel"]
     assert old.kid not in {e.kid for e in keys.trusted_entries(NOW + timedelta(days=8))}
 
     reloaded = keys_in(tmp_path)  # a restart keeps the new key and the grace
