@@ -191,6 +191,7 @@ class MosquittoBroker(_Lifecycle):
         lines = [
             f"listener {self._port} {self.host}",
             "allow_anonymous true",
+            "set_tcp_nodelay true",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.log_path}",

@@ -3,12 +3,17 @@
 Every driver callback (paho's network thread, the player's timer thread, download
 workers) only puts an input on the queue; the loop alone calls the core, so the core
 needs no locks and its behaviour is exactly what the unit tests show.
+
+Alerts must sound within a fraction of a second, so nothing slow runs on the loop:
+downloads, health probes and amplifier readings run on worker threads, and an alert
+input goes ahead of queued driver news (see :class:`Inbox`). What stays on the loop
+is quick by design: publishing, switching the relay, saving state, and writing an
+inline alert's audio (which must be on disk before the player is told to play it).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -22,6 +27,7 @@ from node_firmware import AGENT_VERSION
 from node_firmware.config import NodeConfig
 from node_firmware.core.events import (
     Action,
+    AlertReceived,
     AudioFetched,
     AudioFetchFailed,
     Boot,
@@ -44,6 +50,8 @@ from node_firmware.core.events import (
     SetVolume,
     StartPlayback,
     StopPlayback,
+    StoreAudio,
+    StreamUnreachable,
     Tick,
     WakeAt,
 )
@@ -67,6 +75,45 @@ def _now() -> datetime:
 
 
 MAX_REPLY_BYTES = 60 * 1024
+
+_OVERTAKEN_BY_ALERTS = (AudioFetched, AudioFetchFailed, RelayReadback, StreamUnreachable, Tick)
+"""Driver news whose order does not matter: an alert may go ahead of it."""
+
+
+class Inbox:
+    """The loop's input queue, in arrival order except that an alert jumps ahead.
+
+    An alert is placed before any queued input of ``_OVERTAKEN_BY_ALERTS`` (finished
+    downloads, readings), never before a signed message (a trust update may bring the
+    key the alert is signed with) or a player or relay report (the core must know
+    whether the bulletin it pre-empts had finished). Any thread may ``put``.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[Input] = deque()
+        self._ready = threading.Condition()
+
+    def put(self, item: Input) -> None:
+        with self._ready:
+            if isinstance(item, AlertReceived):
+                index = len(self._items)
+                while index and isinstance(self._items[index - 1], _OVERTAKEN_BY_ALERTS):
+                    index -= 1
+                self._items.insert(index, item)
+            else:
+                self._items.append(item)
+            self._ready.notify()
+
+    def get(self, timeout_s: float | None) -> Input | None:
+        """The next input, or None when ``timeout_s`` passed without one."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: bool(self._items), timeout_s):
+                return None
+            return self._items.popleft()
+
+    def __len__(self) -> int:
+        with self._ready:
+            return len(self._items)
 
 
 class RecentLog(logging.Handler):
@@ -128,8 +175,8 @@ class NodeAgent:
         self.recent_log = RecentLog()
         self.restart_requested = False
         self._started_monotonic = time.monotonic()
-        self.inputs: queue.Queue[Input] = queue.Queue()
-        self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put)
+        self.inputs = Inbox()
+        self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put, config.areas)
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
         # they cannot delay a cue.
@@ -153,10 +200,12 @@ class NodeAgent:
     def run(self) -> bool:
         """Run until stopped; True when a ``restart`` command asked for a fresh process."""
         plan_raw, replay = self.store.load()
-        self.inputs.put(Boot(plan_raw, replay, self.cache.hashes()))
         logging.getLogger().addHandler(self.recent_log)
-        self.link.start()
         try:
+            # Before the link starts: no message (an alert least of all) may reach the
+            # core before it knows what it remembered (seen alerts, rotated keys).
+            self._step(Boot(plan_raw, replay, self.cache.hashes()))
+            self.link.start()
             while not self._stopping.is_set():
                 self._step(self._next_input())
         finally:
@@ -172,10 +221,8 @@ class NodeAgent:
         timeout = None
         if self._wake_at is not None:
             timeout = max(0.0, (self._wake_at - _now()).total_seconds())
-        try:
-            return self.inputs.get(timeout=timeout)
-        except queue.Empty:
-            return Tick()
+        event = self.inputs.get(timeout)
+        return Tick() if event is None else event
 
     def _step(self, event: Input) -> None:
         for action in self.core.handle(event, _now()):
@@ -215,6 +262,8 @@ class NodeAgent:
                 self.cache.pin(needed)
             case FetchAudio():
                 self._downloads.submit(self._fetch, action)
+            case StoreAudio(sha256=sha, data=data):
+                self._store(sha, data)
             case SetRelay(on=on):
                 self._switch(on)
             case StartPlayback():
@@ -226,7 +275,8 @@ class NodeAgent:
             case SetVolume(percent=percent):
                 self.player.set_volume(percent)
             case ReadAmplifier():
-                self._read_amplifier()
+                # A serial round trip (up to a second with a silent board): off the loop.
+                self._probes.submit(self._read_amplifier_logged)
             case SendLog(command_seq=seq, lines=lines):
                 self._send_log(seq, lines)
             case Restart():
@@ -247,6 +297,14 @@ class NodeAgent:
         else:
             self.inputs.put(AudioFetched(sha))
 
+    def _store(self, sha: str, data: bytes) -> None:
+        """Inline audio goes to disk now, before the next action (the playback) runs."""
+        try:
+            self.cache.store(sha, data)
+        except FetchError as exc:
+            # The player then finds no file and fails the item: the core reports that.
+            log.error("could not store inline audio %s: %s", sha[:12], exc)
+
     def _switch(self, on: bool) -> None:
         try:
             self.relay.set(on)
@@ -257,6 +315,28 @@ class NodeAgent:
 
     def _start(self, action: StartPlayback) -> None:
         put = self.inputs.put
+        if action.stream is not None:
+            fallback = action.stream.fallback
+            fallback_path = None
+            if fallback is not None and self.cache.has(fallback.sha256):
+                fallback_path = self.cache.path(fallback.sha256)
+            elif fallback is not None:
+                log.warning("fallback of %s is not cached; relaying without it", action.item_id)
+            self.player.start_stream(
+                action.item_id,
+                action.stream.url,
+                fallback_path,
+                action.start_at,
+                action.duration_ms,
+                on_started=lambda item, at: put(PlaybackStarted(item, at)),
+                on_finished=lambda item, at: put(PlaybackFinished(item, at)),
+                on_failed=lambda item, reason: put(PlaybackFailed(item, reason)),
+                on_unreachable=lambda item, reason: put(StreamUnreachable(item, reason)),
+                volume_pct=action.volume_pct,
+            )
+            return
+        if action.sha256 is None:
+            raise ValueError(f"StartPlayback of {action.item_id} names neither audio nor stream")
         self.player.start(
             action.item_id,
             self.cache.path(action.sha256),
@@ -265,7 +345,14 @@ class NodeAgent:
             on_started=lambda item, at: put(PlaybackStarted(item, at)),
             on_finished=lambda item, at: put(PlaybackFinished(item, at)),
             on_failed=lambda item, reason: put(PlaybackFailed(item, reason)),
+            volume_pct=action.volume_pct,
         )
+
+    def _read_amplifier_logged(self) -> None:
+        try:
+            self._read_amplifier()
+        except Exception:  # the worker thread has nobody else to tell
+            log.exception("amplifier readback failed")
 
     def _read_amplifier(self) -> None:
         reading = amp_readback(self.relay)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loaxa_protocol.errors import ConfigError
+
+AreaCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,32}$")]
+"""An area code becomes part of an MQTT topic: no ``/``, ``+``, ``#`` or spaces."""
 
 
 class _Section(BaseModel):
@@ -68,7 +71,10 @@ class PlayerConfig(_Section):
 
 class NodeConfig(_Section):
     station_id: str = Field(description="this station's id, as registered on the server")
-    areas: list[str] = Field(default_factory=list, description="area codes this station is in")
+    areas: list[AreaCode] = Field(
+        default_factory=list,
+        description="area codes this station is in, nearest first; it hears their alerts",
+    )
     server_url: str = Field(default="http://127.0.0.1:8000", description="the Loaxa server")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="broker connection")
     trusted_keys: list[TrustedKeyConfig] = Field(description="keys whose signatures we obey")

@@ -2,8 +2,9 @@
 
 Layout: ``<root>/<sha256>`` for verified files (the name *is* the hash, so a file
 can be re-verified at any time) and ``<root>/partial/<sha256>`` for downloads in
-progress, which the fetcher resumes. Only the fetcher writes here, and only by
-``os.replace`` from ``partial/``, so a complete-looking name is always whole.
+progress, which the fetcher resumes. Only the fetcher and :meth:`AudioCache.store`
+(audio carried inline by a custom alert) write here, and only by ``os.replace`` from
+``partial/`` after checking the hash, so a complete-looking name is always whole.
 
 Eviction is least-recently-used by mtime: ``path()`` touches the file, because the
 agent asks for the path exactly when it schedules playback. (atime is unreliable on
@@ -14,14 +15,17 @@ never evicted, whatever the disk says.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
 from loaxa_protocol.errors import FetchError
+from node_firmware.drivers.disk import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,36 @@ class AudioCache:
 
     def hashes(self) -> frozenset[str]:
         return frozenset(sha for sha, _ in self._entries(self.root))
+
+    def store(self, sha: str, data: bytes) -> Path:
+        """Add audio that arrived whole (a custom alert's inline audio); returns its path.
+
+        Verified against ``sha`` first and committed by ``fsync`` + ``os.replace``, so
+        a power cut leaves no half file under a real name. Raises ``FetchError``
+        (``hash_mismatch: …`` or ``disk full: …``); the cache is then unchanged.
+        """
+        target = self._final(sha)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha:
+            raise FetchError(f"hash_mismatch: inline audio has sha256 {digest}, expected {sha}")
+        if target.is_file():
+            return self.path(sha)  # marks it used
+        self.make_room(len(data), for_sha=sha)
+        # Not a 64-hex name: never mistaken for a download, nor counted as audio.
+        fd, temp = tempfile.mkstemp(dir=self._partial_dir, prefix="inline-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+            fsync_dir(self.root)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise FetchError(f"io_error: storing inline audio {sha[:12]}: {exc}") from exc
+        log.info("stored inline audio %s (%s bytes)", sha[:12], len(data))
+        return target
 
     def pin(self, shas: frozenset[str]) -> None:
         """Replace the pinned set with the complete set the plan needs."""

@@ -8,10 +8,12 @@ broker restart is not answered by thousands of stations in the same second.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -20,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from loaxa_protocol import Status, StatusState, topics
 from node_firmware.config import MqttConfig
 from node_firmware.core.events import (
+    AlertReceived,
     BrokerConnected,
     BrokerDisconnected,
     CommandReceived,
@@ -32,9 +35,24 @@ log = logging.getLogger(__name__)
 
 
 class MqttLink:
-    def __init__(self, cfg: MqttConfig, station_id: str, deliver: Callable[[Input], None]) -> None:
+    """One station's broker connection; ``deliver`` is called on paho's network thread.
+
+    Besides its own topics the station listens for alerts on its own alert topic and
+    on the alert topic of every area it lies in (``areas``: commune, district,
+    province), so the province reaches a whole area with one publish.
+    """
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        station_id: str,
+        deliver: Callable[[Input], None],
+        areas: Sequence[str] = (),
+    ) -> None:
         self._station_id = station_id
         self._deliver = deliver
+        self._alert_topics = [topics.alert(station_id), *(topics.area_alert(a) for a in areas)]
+        self._alert_topic_set = frozenset(self._alert_topics)
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"loaxa-node-{station_id}",
@@ -76,6 +94,14 @@ class MqttLink:
         self._client.disconnect()
         self._client.loop_stop()
 
+    @property
+    def sends_at_once(self) -> bool:
+        """Whether the live connection has Nagle's algorithm off (see ``_no_delay``)."""
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):
+            return False
+        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         # paho queues QoS 1 messages while disconnected and sends them on reconnect
         self._client.publish(topic, payload, qos=qos, retain=retain)
@@ -86,10 +112,12 @@ class MqttLink:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused connection: %s", reason)
             return
+        _no_delay(client)
         # trust first: after a key rotation the update must precede plans signed anew
         client.subscribe(
             [
                 (topics.trust(self._station_id), 1),
+                *((topic, 1) for topic in self._alert_topics),
                 (topics.plan(self._station_id), 1),
                 (topics.command(self._station_id), 1),
             ]
@@ -104,7 +132,9 @@ class MqttLink:
         self._deliver(BrokerDisconnected())
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-        if message.topic == topics.plan(self._station_id):
+        if message.topic in self._alert_topic_set:  # first: every millisecond counts here
+            self._deliver(AlertReceived(bytes(message.payload)))
+        elif message.topic == topics.plan(self._station_id):
             self._deliver(PlanReceived(bytes(message.payload)))
         elif message.topic == topics.trust(self._station_id):
             self._deliver(TrustReceived(bytes(message.payload)))
@@ -112,3 +142,12 @@ class MqttLink:
             self._deliver(CommandReceived(bytes(message.payload)))
         else:
             log.warning("message on unexpected topic %s ignored", message.topic)
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """Send each packet at once: an ack held back by Nagle's algorithm waits for the
+    broker's delayed ACK (40 ms on Linux), a tenth of the alert latency budget."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):  # an ssl.SSLSocket is one too
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

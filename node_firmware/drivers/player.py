@@ -1,4 +1,4 @@
-"""Audio output: start a cached file at an exact wall-clock instant.
+"""Audio output: start a cached file (or relay a stream) at an exact wall-clock instant.
 
 Neighbouring stations stay in step because each one waits for the same UTC instant
 on its own (NTP-disciplined) clock, so the player, not the agent loop, owns that
@@ -11,7 +11,10 @@ Contract for every player:
   ``start_at`` if ``start`` was called late: the item then plays from its beginning).
 - ``stop`` is final: once it returns, no callback fires for that item. The core
   asked for the stop, so it already knows.
-- Play length comes from the file itself, never from the plan.
+- Play length comes from the file itself, never from the plan; a relayed stream
+  (``start_stream``) plays for exactly its window instead (see ``drivers/stream.py``).
+- Volume: an item's own ``volume_pct`` when it has one, else the station's
+  (``set_volume``) as it was when the item was scheduled.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ import contextlib
 import logging
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
-import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,12 +35,23 @@ from typing import IO, Protocol
 from loaxa_protocol.errors import AudioError
 from node_firmware.config import PlayerConfig
 from node_firmware.drivers.ogg import audio_duration_ms
+from node_firmware.drivers.stream import (
+    PRECONNECT_S,
+    FfmpegStreamSource,
+    HttpStreamSource,
+    RelayOutcome,
+    StreamSink,
+    StreamSource,
+    relay_window,
+    where,
+)
 
 log = logging.getLogger(__name__)
 
 StartedCallback = Callable[[str, datetime], None]
 FinishedCallback = Callable[[str, datetime], None]
 FailedCallback = Callable[[str, str], None]
+UnreachableCallback = Callable[[str, str], None]
 
 SPIN_S = 0.002
 """Busy-wait this long before the instant: thread wake-ups are late by up to ~1 ms."""
@@ -50,8 +63,12 @@ MAX_NAP_S = 1.0
 PCM_RATE_HZ = 48_000
 PCM_BYTES_PER_MS = PCM_RATE_HZ * 2 // 1000  # S16_LE mono
 PCM_CHUNK_BYTES = PCM_BYTES_PER_MS * 20  # small chunks so a stop is noticed quickly
-PREDECODE_LEAD_S = 30.0
-"""Decode this long before the instant (a Pi decodes Opus at well over 100× real time)."""
+DECODE_LEAD_S = 5.0
+"""Start the decoder this long before the instant at the earliest (the core cues later)."""
+PRIME_MS = 100
+"""PCM read before the instant, so the first write is not waiting on the decoder."""
+DEVICE_HANDOVER_S = 1.0
+"""How long an item waits for the previous one (just stopped or ending) to free the device."""
 
 
 class Player(Protocol):
@@ -66,8 +83,28 @@ class Player(Protocol):
         on_started: StartedCallback,
         on_finished: FinishedCallback,
         on_failed: FailedCallback,
+        volume_pct: int | None = None,
     ) -> None:
         """Schedule ``path`` to sound at ``start_at`` (aware datetime); returns at once."""
+
+    def start_stream(
+        self,
+        item_id: str,
+        url: str,
+        fallback: Path | None,
+        start_at: datetime,
+        duration_ms: int,
+        on_started: StartedCallback,
+        on_finished: FinishedCallback,
+        on_failed: FailedCallback,
+        on_unreachable: UnreachableCallback,
+        volume_pct: int | None = None,
+    ) -> None:
+        """Relay ``url`` over ``[start_at, start_at + duration_ms)``; returns at once.
+
+        ``on_unreachable(item_id, reason)`` fires once per outage, while the cached
+        ``fallback`` (if any) plays instead; the item still ends with finished.
+        """
 
     def stop(self, item_id: str) -> None:
         """Silence or unschedule ``item_id``; unknown or finished items are ignored."""
@@ -80,15 +117,32 @@ class Player(Protocol):
 
 
 @dataclass(frozen=True)
+class StreamSegment:
+    """A stretch of a relayed window: the stream itself, or the fallback meanwhile."""
+
+    source: str  # "stream" or "fallback"
+    started_at: datetime
+    finished_at: datetime
+    bytes: int  # stream bytes consumed (0 for the fallback)
+
+
+@dataclass(frozen=True)
 class PlayRecord:
     """What a simulated station "played": the swarm's stand-in for a microphone."""
 
     item_id: str
-    audio: str  # file name; in the audio cache that is the sha256
+    audio: str  # file name (in the audio cache that is the sha256), or a stream's URL
     started_at: datetime
     finished_at: datetime
     duration_ms: int
     interrupted: bool
+    volume_pct: int = 100
+    segments: tuple[StreamSegment, ...] = ()
+    """For a relayed stream: what sounded when, in order."""
+
+    @property
+    def stream_bytes(self) -> int:
+        return sum(s.bytes for s in self.segments)
 
 
 def wait_until(deadline_s: float, cancel: threading.Event) -> bool:
@@ -108,6 +162,14 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+@dataclass(frozen=True)
+class _Stream:
+    url: str
+    fallback: Path | None
+    duration_ms: int
+    on_unreachable: UnreachableCallback
+
+
 class _Playback:
     """One scheduled item: its callbacks and the stop switch."""
 
@@ -119,6 +181,8 @@ class _Playback:
         on_started: StartedCallback,
         on_finished: FinishedCallback,
         on_failed: FailedCallback,
+        volume_pct: int = 100,
+        stream: _Stream | None = None,
     ) -> None:
         self.item_id = item_id
         self.path = path
@@ -126,6 +190,10 @@ class _Playback:
         self.on_started = on_started
         self.on_finished = on_finished
         self.on_failed = on_failed
+        self.volume_pct = volume_pct
+        self.stream = stream
+        self.stopped_s: float | None = None
+        """When ``stop()`` was called: a simulated sound ends there, not when its thread wakes."""
         self.cancel = threading.Event()
         # Re-entrant: a callback may call stop() for its own item.
         self._lock = threading.RLock()
@@ -133,6 +201,8 @@ class _Playback:
 
     def stop(self) -> None:
         with self._lock:
+            if not self._stopped:
+                self.stopped_s = time.time()
             self._stopped = True
             self.cancel.set()
 
@@ -145,6 +215,10 @@ class _Playback:
     def failed(self, reason: str) -> None:
         log.warning("playback of %s failed: %s", self.item_id, reason)
         self._emit(self.on_failed, self.item_id, reason)
+
+    def unreachable(self, reason: str) -> None:
+        assert self.stream is not None
+        self._emit(self.stream.on_unreachable, self.item_id, reason)
 
     def _emit(self, callback: Callable[..., None], *args: object) -> None:
         with self._lock:
@@ -174,10 +248,49 @@ class _ThreadedPlayer:
         on_started: StartedCallback,
         on_finished: FinishedCallback,
         on_failed: FailedCallback,
+        volume_pct: int | None = None,
     ) -> None:
-        if start_at.tzinfo is None:
-            raise ValueError(f"start_at of {item_id} must be timezone-aware")
-        playback = _Playback(item_id, path, start_at, on_started, on_finished, on_failed)
+        playback = _Playback(
+            item_id, path, _aware(item_id, start_at), on_started, on_finished, on_failed,
+            self._volume_for(volume_pct),
+        )  # fmt: skip
+        log.debug(
+            "scheduled %s at %s (plan says %s ms)", item_id, start_at.isoformat(), duration_ms
+        )
+        self._schedule(playback)
+
+    def start_stream(
+        self,
+        item_id: str,
+        url: str,
+        fallback: Path | None,
+        start_at: datetime,
+        duration_ms: int,
+        on_started: StartedCallback,
+        on_finished: FinishedCallback,
+        on_failed: FailedCallback,
+        on_unreachable: UnreachableCallback,
+        volume_pct: int | None = None,
+    ) -> None:
+        if duration_ms <= 0:
+            raise ValueError(f"window of stream item {item_id} must be positive: {duration_ms}")
+        stream = _Stream(url, fallback, duration_ms, on_unreachable)
+        playback = _Playback(
+            item_id, fallback or Path(where(url)), _aware(item_id, start_at), on_started,
+            on_finished, on_failed, self._volume_for(volume_pct), stream,
+        )  # fmt: skip
+        log.debug("scheduled relay %s of %s at %s", item_id, where(url), start_at.isoformat())
+        self._schedule(playback)
+
+    def _volume_for(self, volume_pct: int | None) -> int:
+        if volume_pct is None:
+            return self.volume_pct
+        if not 0 <= volume_pct <= 100:
+            raise ValueError(f"volume {volume_pct} is not 0-100")
+        return volume_pct
+
+    def _schedule(self, playback: _Playback) -> None:
+        item_id = playback.item_id
         thread = threading.Thread(
             target=self._run_and_forget, args=(playback,), name=f"play-{item_id}", daemon=True
         )
@@ -186,9 +299,6 @@ class _ThreadedPlayer:
                 # Our own core never double-books an item: that is a bug, not a fault.
                 raise ValueError(f"item {item_id} is already scheduled on this player")
             self._active[item_id] = (playback, thread)
-        log.debug(
-            "scheduled %s at %s (plan says %s ms)", item_id, start_at.isoformat(), duration_ms
-        )
         thread.start()
 
     def stop(self, item_id: str) -> None:
@@ -207,13 +317,76 @@ class _ThreadedPlayer:
 
     def _run_and_forget(self, playback: _Playback) -> None:
         try:
-            self._run(playback)
+            if playback.stream is not None:
+                self._run_stream(playback, playback.stream)
+            else:
+                self._run(playback)
+        except Exception as exc:  # the core must hear of it, or it waits for the item forever
+            log.exception("player thread of %s crashed", playback.item_id)
+            playback.failed(f"internal error: {exc}")
         finally:
             with self._lock:
                 self._active.pop(playback.item_id, None)
 
     def _run(self, playback: _Playback) -> None:
         raise NotImplementedError
+
+    def _run_stream(self, playback: _Playback, stream: _Stream) -> None:
+        raise NotImplementedError
+
+    def _relay(
+        self,
+        playback: _Playback,
+        stream: _Stream,
+        connect: Callable[[], StreamSource],
+        sink: StreamSink,
+        segments: list[StreamSegment],
+    ) -> RelayOutcome:
+        """Run the relay policy for one item; the caller reports the outcome."""
+        return relay_window(
+            start_s=playback.start_s,
+            end_s=playback.start_s + stream.duration_ms / 1000,
+            connect=connect,
+            sink=sink,
+            has_fallback=stream.fallback is not None,
+            cancel=playback.cancel,
+            wait_until=wait_until,
+            on_started=playback.started,
+            on_unreachable=playback.unreachable,
+            on_segment=lambda kind, a, b, n: segments.append(
+                StreamSegment(kind, utc(a), utc(b), n)
+            ),
+        )
+
+
+def _aware(item_id: str, start_at: datetime) -> datetime:
+    if start_at.tzinfo is None:
+        raise ValueError(f"start_at of {item_id} must be timezone-aware")
+    return start_at
+
+
+def _usable_fallback(playback: _Playback, stream: _Stream) -> Path | None:
+    """The fallback file if it can be played; a broken one is logged and left out."""
+    if stream.fallback is None:
+        return None
+    try:
+        audio_duration_ms(stream.fallback)
+    except (OSError, ValueError) as exc:
+        log.warning("fallback of %s unusable: %s", playback.item_id, exc)
+        return None
+    return stream.fallback
+
+
+def _report(playback: _Playback, outcome: RelayOutcome) -> None:
+    """Finished, or failed when nothing at all could be played in the window."""
+    if outcome.cancelled:
+        return
+    if outcome.started_s is not None:
+        assert outcome.finished_s is not None
+        playback.finished(outcome.finished_s)
+    else:
+        cause = outcome.last_error or "no answer before the window ended"
+        playback.failed(f"stream unreachable for the whole window and no fallback: {cause}")
 
 
 class SimulatedPlayer(_ThreadedPlayer):
@@ -244,6 +417,8 @@ class SimulatedPlayer(_ThreadedPlayer):
         playback.started(started)
         interrupted = playback.cancel.wait(max(0.0, started + duration_ms / 1000 - time.time()))
         finished = time.time()
+        if interrupted and playback.stopped_s is not None:
+            finished = min(finished, max(started, playback.stopped_s))
         with self._records_lock:
             self._records.append(
                 PlayRecord(
@@ -253,10 +428,54 @@ class SimulatedPlayer(_ThreadedPlayer):
                     utc(finished),
                     duration_ms,
                     interrupted,
+                    playback.volume_pct,
                 )
             )
         if not interrupted:
             playback.finished(finished)
+
+    def _run_stream(self, playback: _Playback, stream: _Stream) -> None:
+        """Really connect and consume the stream as the server sends it; no sound card."""
+        fallback = _usable_fallback(playback, stream)
+        segments: list[StreamSegment] = []
+        outcome = self._relay(
+            playback,
+            _Stream(stream.url, fallback, stream.duration_ms, stream.on_unreachable),
+            lambda: HttpStreamSource.connect(stream.url),
+            _SimulatedSink(),
+            segments,
+        )
+        if outcome.started_s is not None:
+            finished_s = outcome.finished_s if outcome.finished_s is not None else time.time()
+            if outcome.cancelled and playback.stopped_s is not None:
+                finished_s = min(finished_s, max(outcome.started_s, playback.stopped_s))
+            with self._records_lock:
+                self._records.append(
+                    PlayRecord(
+                        playback.item_id,
+                        where(stream.url),
+                        utc(outcome.started_s),
+                        utc(finished_s),
+                        stream.duration_ms,
+                        outcome.cancelled,
+                        playback.volume_pct,
+                        tuple(segments),
+                    )
+                )
+        _report(playback, outcome)
+
+
+class _SimulatedSink:
+    """Stream bytes are consumed (and counted by the relay); the fallback "plays" in time."""
+
+    def stream(self, chunk: bytes) -> None:
+        pass
+
+    def fallback(self, until_s: float, cancel: threading.Event) -> None:
+        cancel.wait(max(0.0, until_s - time.time()))
+
+    def end_fallback(self) -> None:
+        pass
 
 
 def find_ffmpeg() -> str:
@@ -272,14 +491,17 @@ def find_ffmpeg() -> str:
 
 
 class AlsaPlayer(_ThreadedPlayer):
-    """Real sound through ALSA, started from pre-decoded PCM into a warm ``aplay``.
+    """Real sound through ALSA: PCM decoded just ahead of the instant into a warm ``aplay``.
 
     A cold ``aplay`` (or ffmpeg) needs tens of milliseconds to open the device; here
-    the file is decoded to 48 kHz mono PCM ahead of the instant and one aplay
-    process sits waiting on its stdin, so the first sample is written at the instant.
-    aplay starts the device once its buffer is full, which pre-decoded data achieves
-    in well under a millisecond. A stop kills aplay (dropping buffered audio at once)
-    and a fresh one is started for the next item.
+    one aplay process sits waiting on its stdin, and ffmpeg starts decoding the file
+    to 48 kHz mono PCM into a pipe as soon as the item is cued (the core cues 300 ms
+    ahead; an alert is cued for *now*). The first ``PRIME_MS`` of PCM are read before
+    the instant, so the first sample is written on it; the rest follows from the pipe
+    (ffmpeg decodes Opus at well over 100x real time, on a Pi too). Decoding the whole
+    file first would start a two-minute bulletin, or an alert, late by the decode time.
+    aplay starts the device once its buffer is full. A stop kills aplay (dropping
+    buffered audio at once) and a fresh one is started for the next item.
     """
 
     def __init__(self, device: str = "default") -> None:
@@ -292,7 +514,6 @@ class AlsaPlayer(_ThreadedPlayer):
             "-r", str(PCM_RATE_HZ), "-c", "1",
         ]  # fmt: skip
         self._ffmpeg = find_ffmpeg()
-        self._work_dir = Path(tempfile.mkdtemp(prefix="loaxa-pcm-"))
         self._device_lock = threading.Lock()  # one item at a time on the device
         self._proc_lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -302,50 +523,97 @@ class AlsaPlayer(_ThreadedPlayer):
     def close(self) -> None:
         super().close()
         self._kill_aplay()
-        shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    @property
+    def ffmpeg(self) -> str:
+        return self._ffmpeg
+
+    def write_pcm(self, data: bytes) -> None:
+        """Into the warm aplay; blocks at the device's pace once its buffer is full."""
+        self._ensure_aplay().write(data)
+
+    def reset_aplay(self) -> None:
+        self._kill_aplay()
 
     def _run(self, playback: _Playback) -> None:
         if not playback.path.is_file():
             playback.failed(f"cannot read {playback.path.name}: no such file")
             return
-        # Decode shortly before the instant, not when scheduled hours ahead: the PCM
-        # of a long bulletin is tens of megabytes.
-        if not wait_until(playback.start_s - PREDECODE_LEAD_S, playback.cancel):
+        # Not when scheduled hours ahead: a decoder would sit on a full pipe meanwhile.
+        if not wait_until(playback.start_s - DECODE_LEAD_S, playback.cancel):
             return
-        pcm_path = self._work_dir / f"{uuid.uuid4().hex}.pcm"
+        decoder = _Decoder(self._ffmpeg, playback.path, playback.volume_pct)
         try:
             try:
-                self._decode(playback.path, pcm_path)
+                first = decoder.prime(PRIME_MS * PCM_BYTES_PER_MS)
             except AudioError as exc:
                 playback.failed(str(exc))
                 return
-            duration_ms = pcm_path.stat().st_size // PCM_BYTES_PER_MS
             if not wait_until(playback.start_s, playback.cancel):
                 return
-            if not self._device_lock.acquire(blocking=False):
-                playback.failed("audio device busy with another item")
+            if not self._acquire_device(playback):
                 return
             try:
-                with pcm_path.open("rb") as pcm:
-                    self._play(playback, pcm, duration_ms)
+                self._play(playback, first, decoder)
             finally:
                 self._device_lock.release()
         finally:
-            pcm_path.unlink(missing_ok=True)
+            decoder.close()
 
-    def _play(self, playback: _Playback, pcm: IO[bytes], duration_ms: int) -> None:
+    def _acquire_device(self, playback: _Playback) -> bool:
+        """Take the device; an item just stopped (pre-empted) gets a moment to let go."""
+        wait_s = max(0.0, playback.start_s - time.time()) + DEVICE_HANDOVER_S
+        if self._device_lock.acquire(timeout=wait_s):
+            return True
+        playback.failed("audio device busy with another item")
+        return False
+
+    def _run_stream(self, playback: _Playback, stream: _Stream) -> None:
+        """ffmpeg reads and decodes the stream; its PCM goes to the warm aplay."""
+        fallback = _usable_fallback(playback, stream)
+        if not wait_until(playback.start_s - PRECONNECT_S, playback.cancel):
+            return
+        if not self._acquire_device(playback):
+            return
+        sink = _AlsaSink(self, fallback, playback.volume_pct)
+        try:
+            outcome = self._relay(
+                playback,
+                _Stream(stream.url, fallback, stream.duration_ms, stream.on_unreachable),
+                lambda: FfmpegStreamSource.connect(self._ffmpeg, stream.url, playback.volume_pct),
+                sink,
+                [],
+            )
+            # The pipe and aplay's buffer still hold up to a second of sound: the
+            # window ends now, so drop it, and warm a fresh aplay for the next item.
+            outcome.finished_s = time.time()  # the sound stops with the kill
+            self._kill_aplay()
+            try:
+                self._ensure_aplay()
+            except OSError as exc:
+                log.warning("cannot restart aplay: %s", exc)
+        finally:
+            sink.close()
+            self._device_lock.release()
+        _report(playback, outcome)
+
+    def _play(self, playback: _Playback, first: bytes, decoder: _Decoder) -> None:
+        written = 0
         try:
             stdin = self._ensure_aplay()
             started = time.time()
-            stdin.write(pcm.read(PCM_CHUNK_BYTES))
+            stdin.write(first)
+            written += len(first)
             playback.started(started)
-            while not playback.cancel.is_set() and (chunk := pcm.read(PCM_CHUNK_BYTES)):
+            while not playback.cancel.is_set() and (chunk := decoder.read(PCM_CHUNK_BYTES)):
                 stdin.write(chunk)  # blocks at the device's pace once its buffer is full
+                written += len(chunk)
         except OSError as exc:
             self._kill_aplay()
             playback.failed(f"aplay failed: {exc} {self._last_stderr}".strip())
             return
         # The pipe and the device buffer still hold audio: sound ends at start + duration.
+        duration_ms = written // PCM_BYTES_PER_MS
         if playback.cancel.wait(max(0.0, started + duration_ms / 1000 - time.time())):
             self._kill_aplay()
             try:
@@ -354,20 +622,6 @@ class AlsaPlayer(_ThreadedPlayer):
                 log.warning("cannot restart aplay: %s", exc)
             return
         playback.finished(time.time())
-
-    def _decode(self, source: Path, target: Path) -> None:
-        cmd = [
-            self._ffmpeg, "-nostdin", "-v", "error", "-y", "-i", str(source),
-            "-filter:a", f"volume={self.volume_pct / 100:.2f}",
-            "-f", "s16le", "-ac", "1", "-ar", str(PCM_RATE_HZ), str(target),
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise AudioError(f"cannot decode {source.name}: {exc}") from exc
-        if done.returncode != 0:
-            detail = done.stderr.decode(errors="replace").strip()[-300:]
-            raise AudioError(f"cannot decode {source.name}: {detail}")
 
     def _ensure_aplay(self) -> IO[bytes]:
         with self._proc_lock:
@@ -399,6 +653,142 @@ class AlsaPlayer(_ThreadedPlayer):
             proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)
+
+
+def decode_command(
+    ffmpeg: str, source: Path, target: str, volume_pct: int, *, loop: bool = False
+) -> list[str]:
+    """ffmpeg decoding ``source`` to 48 kHz mono S16_LE at ``volume_pct`` (software gain)."""
+    looped = ["-stream_loop", "-1"] if loop else []
+    return [
+        ffmpeg, "-nostdin", "-v", "error", "-y", *looped, "-i", str(source),
+        "-filter:a", f"volume={volume_pct / 100:.2f}",
+        "-f", "s16le", "-ac", "1", "-ar", str(PCM_RATE_HZ), target,
+    ]  # fmt: skip
+
+
+class _Decoder:
+    """ffmpeg decoding one cached file into a pipe, read as the device consumes it."""
+
+    def __init__(self, ffmpeg: str, source: Path, volume_pct: int) -> None:
+        self._name = source.name
+        self._error = ""
+        self._stderr: deque[str] = deque(maxlen=10)
+        self._stderr_done = threading.Event()
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                decode_command(ffmpeg, source, "pipe:1", volume_pct),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                bufsize=0,
+            )
+        except OSError as exc:
+            self._proc = None
+            self._error = f"cannot decode {source.name}: {exc}"
+            return
+        # Read stderr all along: a damaged file makes ffmpeg complain per frame, and a
+        # full stderr pipe would stall the decoder mid-bulletin.
+        threading.Thread(
+            target=self._drain_stderr, args=(self._proc.stderr,), name="decode-err", daemon=True
+        ).start()
+
+    def _drain_stderr(self, stream: IO[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError), stream:
+            for raw in stream:
+                self._stderr.append(raw.decode(errors="replace").strip())
+        self._stderr_done.set()
+
+    def prime(self, size: int) -> bytes:
+        """The first ``size`` bytes of PCM (less for a short file); AudioError if none."""
+        if self._proc is None:
+            raise AudioError(self._error)
+        data = b""
+        while len(data) < size and (chunk := self.read(size - len(data))):
+            data += chunk
+        if not data:
+            self._stderr_done.wait(5)
+            detail = " | ".join(line for line in self._stderr if line)[-300:]
+            raise AudioError(f"cannot decode {self._name}: {detail or 'no audio in it'}")
+        return data
+
+    def read(self, size: int) -> bytes:
+        assert self._proc is not None and self._proc.stdout is not None
+        return self._proc.stdout.read(size) or b""
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+class _AlsaSink:
+    """Stream PCM and the (looped) fallback into the player's warm aplay, frame-aligned."""
+
+    def __init__(self, player: AlsaPlayer, fallback: Path | None, volume_pct: int) -> None:
+        self._player = player
+        self._fallback = fallback
+        self._volume_pct = volume_pct
+        self._decoder: subprocess.Popen[bytes] | None = None
+        self._carry = b""  # an odd byte: S16 frames must never be split across sources
+        self._source = ""
+
+    def stream(self, chunk: bytes) -> None:
+        self._write("stream", chunk)
+
+    def fallback(self, until_s: float, cancel: threading.Event) -> None:
+        if self._fallback is None:
+            cancel.wait(max(0.0, until_s - time.time()))
+            return
+        if self._decoder is None:
+            self._decoder = subprocess.Popen(
+                decode_command(
+                    self._player.ffmpeg, self._fallback, "pipe:1", self._volume_pct, loop=True
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                bufsize=0,
+            )
+        assert self._decoder.stdout is not None
+        # Writes block at the device's pace once aplay's buffer is full.
+        while not cancel.is_set() and time.time() < until_s:
+            pcm = self._decoder.stdout.read(PCM_CHUNK_BYTES)
+            if not pcm:
+                log.warning("fallback decoder ended early; silence until the next attempt")
+                cancel.wait(max(0.0, until_s - time.time()))
+                return
+            self._write("fallback", pcm)
+
+    def end_fallback(self) -> None:
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                decoder.wait(timeout=2)
+            if decoder.stdout is not None:
+                decoder.stdout.close()
+
+    def close(self) -> None:
+        self.end_fallback()
+
+    def _write(self, source: str, data: bytes) -> None:
+        if source != self._source:
+            self._source, self._carry = source, b""
+        data = self._carry + data
+        cut = len(data) - len(data) % 2
+        data, self._carry = data[:cut], data[cut:]
+        try:
+            self._player.write_pcm(data)
+        except OSError as exc:
+            log.warning("aplay failed while relaying: %s", exc)
+            self._player.reset_aplay()
 
 
 def open_player(cfg: PlayerConfig) -> Player:

@@ -16,9 +16,11 @@ echo of the server's own message can never arrive unrecognised.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -147,6 +149,11 @@ class FleetLink:
         if reason_code.is_failure:
             log.error("broker %s:%s refused connection: %s", self._host, self._port, reason_code)
             return
+        # Alerts must leave at once, not wait behind an unacknowledged publish (Nagle).
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Subscribing before on_connected republishes matters to the watch: the broker
         # sends the retained copies first, so a pre-restart plan is judged before ours.
         client.subscribe([(topic, 1) for topic in self._subscriptions])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -80,3 +81,36 @@ def test_hashes_lists_only_complete_well_named_files(cache: AudioCache) -> None:
     (cache.root / "README").write_text("not audio")
     assert cache.hashes() == {A, B, C}
     assert cache.has(A) and not cache.has(D)
+
+
+# ---------------------------------------------------------------- inline audio (alerts)
+
+
+def test_store_commits_verified_inline_audio(cache: AudioCache) -> None:
+    data = b"inline alert audio " * 3  # 57 bytes
+    sha = hashlib.sha256(data).hexdigest()
+    path = cache.store(sha, data)
+    assert path == cache.root / sha and path.read_bytes() == data
+    assert sha in cache.hashes()
+    assert list(cache.partial_path(sha).parent.iterdir()) == []  # no temporary left behind
+    assert cache.store(sha, data) == path  # a second copy (a re-sent alert) is a no-op
+    # It took its room like any download: the oldest unpinned file made way.
+    assert B not in cache.hashes() and A in cache.hashes()
+
+
+def test_store_refuses_bytes_that_do_not_match_their_hash(cache: AudioCache) -> None:
+    claimed = hashlib.sha256(b"the real message").hexdigest()
+    with pytest.raises(FetchError, match="hash_mismatch"):
+        cache.store(claimed, b"something else")
+    assert not cache.has(claimed)
+    assert cache.hashes() == {A, B, C}
+    assert list(cache.partial_path(claimed).parent.iterdir()) == []
+
+
+def test_store_when_nothing_can_make_room(cache: AudioCache) -> None:
+    cache.pin(frozenset({A, B, C}))
+    data = b"y" * 150
+    sha = hashlib.sha256(data).hexdigest()
+    with pytest.raises(FetchError, match="disk full"):
+        cache.store(sha, data)
+    assert not cache.has(sha)

@@ -16,6 +16,7 @@ from node_firmware.config import PlayerConfig
 from node_firmware.drivers.player import (
     AlsaPlayer,
     SimulatedPlayer,
+    decode_command,
     find_ffmpeg,
     open_player,
 )
@@ -178,7 +179,7 @@ def _alsa_null_available() -> bool:
 def test_alsa_player_plays_through_a_warm_aplay(short_opus: Path, long_opus: Path) -> None:
     player = AlsaPlayer("null")
     try:
-        start_at = soon(0.3)  # ffmpeg pre-decodes meanwhile
+        start_at = soon(1.0)  # ffmpeg starts decoding meanwhile (slow on a busy machine)
         calls = play(player, "a-1", short_opus, start_at)
         assert calls.done.wait(3), calls.failed
         assert calls.failed == []
@@ -198,3 +199,66 @@ def test_alsa_player_plays_through_a_warm_aplay(short_opus: Path, long_opus: Pat
         assert missing.done.wait(1) and "gone.ogg" in missing.failed[0]
     finally:
         player.close()
+
+
+def test_an_items_own_volume_wins_over_the_stations(short_opus: Path) -> None:
+    player = SimulatedPlayer()
+    player.set_volume(60)
+    own, station = Calls(), Calls()
+    at = soon(0.05)
+    player.start("v-1", short_opus, at, 200, own.on_started, own.on_finished, own.on_failed, 25)
+    player.start("v-2", short_opus, at, 200, station.on_started, station.on_finished,
+                 station.on_failed)  # fmt: skip
+    assert own.done.wait(2) and station.done.wait(2)
+    player.close()
+    volumes = {r.item_id: r.volume_pct for r in player.records}
+    assert volumes == {"v-1": 25, "v-2": 60}
+    with pytest.raises(ValueError, match="not 0-100"):
+        player.start("v-3", short_opus, soon(5), 200, own.on_started, own.on_finished,
+                     own.on_failed, 101)  # fmt: skip
+
+
+def test_software_gain_scales_the_decoded_samples(long_opus: Path, tmp_path: Path) -> None:
+    """The ALSA path's per-item volume is ffmpeg's gain on the decoded PCM: measure it."""
+    import numpy as np
+
+    peaks = {}
+    for volume in (100, 25):
+        target = tmp_path / f"{volume}.pcm"
+        subprocess.run(
+            decode_command(find_ffmpeg(), long_opus, str(target), volume), check=True, timeout=30
+        )
+        samples = np.frombuffer(target.read_bytes(), dtype="<i2").astype(np.float64)
+        peaks[volume] = float(np.sqrt(np.mean(samples**2)))
+    assert peaks[25] / peaks[100] == pytest.approx(0.25, rel=0.03)
+
+
+@pytest.mark.skipif(not _alsa_null_available(), reason="aplay with an ALSA 'null' device needed")
+def test_alsa_player_starts_an_item_due_now_while_it_decodes(long_opus: Path) -> None:
+    """An alert is cued for *now*: sound must not wait for the whole file to be decoded."""
+    player = AlsaPlayer("null")
+    try:
+        at = datetime.now(UTC)
+        calls = play(player, "alert-1", long_opus, at)
+        assert calls.done.wait(5), calls.failed
+    finally:
+        player.close()
+    assert calls.failed == []
+    late_ms = (calls.started[0] - at).total_seconds() * 1000
+    played_ms = (calls.finished[0] - calls.started[0]).total_seconds() * 1000
+    print(f"alsa null, due now: first sample after {late_ms:.0f} ms, played {played_ms:.0f} ms")
+    assert late_ms < 1000  # ffmpeg's start-up: 70-200 ms here, more on a busy machine
+    assert 1450 <= played_ms < 1700
+
+
+@pytest.mark.skipif(not _alsa_null_available(), reason="aplay with an ALSA 'null' device needed")
+def test_alsa_player_fails_an_undecodable_file_with_ffmpegs_reason(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.ogg"
+    junk.write_bytes(b"this is not audio" * 100)
+    player = AlsaPlayer("null")
+    try:
+        calls = play(player, "a-9", junk, soon(0.2))
+        assert calls.done.wait(5)
+    finally:
+        player.close()
+    assert calls.started == [] and "cannot decode junk.ogg" in calls.failed[0], calls.failed
