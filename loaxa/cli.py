@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from loaxa.schedule_cli import schedule_app
 from loaxa_protocol.errors import LoaxaError
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ bench = typer.Typer(help="Benchmarks that print a table of measured figures.")
 app.add_typer(bench, name="bench")
 broker = typer.Typer(help="The Mosquitto broker: generated, locked-down configuration.")
 app.add_typer(broker, name="broker")
+app.add_typer(schedule_app, name="schedule")
 
 
 @app.command()
@@ -161,6 +163,62 @@ def bench_health_cmd(
     for what, figure in result_rows(result):
         table.add_row(what, figure)
     Console().print(table)
+    if json_out:
+        print(json.dumps(result.as_dict()))
+
+
+@bench.command("alert")
+def bench_alert_cmd(
+    nodes: Annotated[int, typer.Option(min=1, help="simulated stations (node core + MQTT)")],
+    payload: Annotated[
+        str, typer.Option(help="canned (library, a few hundred bytes) or inline (custom audio)")
+    ] = "canned",
+    rounds: Annotated[int, typer.Option(min=1, help="alerts sent, one after the other")] = 5,
+    warmup: Annotated[
+        int, typer.Option(min=0, help="uncounted rounds first (a cold server's first alert)")
+    ] = 1,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="swarm processes (default: one per core)")
+    ] = None,
+    health: Annotated[
+        bool, typer.Option(help="stations publish their heartbeats, as a Pi does")
+    ] = True,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """Alert fan-out: API call → playing on every station, split, against the broker floor."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from loaxa.bench_alert import result_rows, run_alert_bench, summary_lines
+
+    if payload not in ("canned", "inline"):
+        raise typer.BadParameter(f"--payload must be canned or inline, not {payload!r}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("loaxa.bench_alert").setLevel(logging.INFO)
+    # Each round's drill and the floor probe (an unsigned message on an alert topic, which
+    # the intrusion watch reports) would drown the table; errors still show.
+    logging.getLogger("server").setLevel(logging.ERROR)
+    result = run_alert_bench(
+        nodes,
+        payload="inline" if payload == "inline" else "canned",
+        rounds=rounds,
+        workers=workers,
+        health=health,
+        warmup=warmup,
+    )
+    table = Table(title=f"loaxa bench alert — {nodes:,} stations, {payload} (ms)")
+    for column in ("what", "p50", "p95", "p99", "max", "n"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    for row in result_rows(result):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for line in summary_lines(result):
+        console.print(line)
     if json_out:
         print(json.dumps(result.as_dict()))
 

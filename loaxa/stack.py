@@ -16,6 +16,8 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +35,28 @@ from server.context import ServerContext
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ApiError(RuntimeError):
+    """The server refused a call the stack made; carries the server's own message."""
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        super().__init__(f"{method} {path} → {status}: {detail}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.detail = detail
+
+
+def _detail(response: httpx.Response) -> str:
+    """The ``detail`` of an error answer (FastAPI's shape), else its text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:500]
+    return str(body)[:500]
 
 
 @dataclass
@@ -156,6 +180,57 @@ class LocalStack:
         """An HTTP client that acts as the administrator (bearer token)."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
+
+    def api(
+        self, method: str, path: str, *, http: httpx.Client | None = None, **kwargs: Any
+    ) -> Any:
+        """One JSON call, as the administrator unless ``http`` (e.g. :meth:`sign_in`) is given.
+
+        A refusal raises :class:`ApiError` with the server's own message, so a caller can
+        show the operator what the server said instead of an HTTP traceback.
+        """
+        if http is None:
+            with self.client() as own:
+                response = own.request(method, path, **kwargs)
+        else:
+            response = http.request(method, path, **kwargs)
+        if response.is_error:
+            raise ApiError(method, path, response.status_code, _detail(response))
+        return response.json() if response.content else None
+
+    def create_user(
+        self, username: str, password: str, grants: list[tuple[str, str]], display_name: str = ""
+    ) -> dict[str, Any]:
+        """Create a user with ``(role, area_code)`` grants through the API, as an admin does."""
+        created = self.api(
+            "POST",
+            "/api/v1/users",
+            json={
+                "username": username,
+                "password": password,
+                "display_name": display_name,
+                "grants": [{"role": role, "area_code": area} for role, area in grants],
+            },
+        )
+        return dict(created)
+
+    @contextmanager
+    def sign_in(self, username: str, password: str) -> Iterator[httpx.Client]:
+        """A client signed in as ``username`` the way a browser is: a session cookie, and
+        the ``Origin`` header that proves its writes come from this server's pages.
+        Signs out when the block ends (``with stack.sign_in(...) as http``)."""
+        origin = {"Origin": self.base_url}
+        with httpx.Client(base_url=self.base_url, timeout=30, headers=origin) as http:
+            self.api(
+                "POST",
+                "/api/v1/auth/login",
+                http=http,
+                json={"username": username, "password": password},
+            )
+            try:
+                yield http
+            finally:
+                http.post("/api/v1/auth/logout")
 
     # ------------------------------------------------------------ stations
 

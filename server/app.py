@@ -20,12 +20,19 @@ from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from loaxa_protocol import CommandReply, Keyring
+from loaxa_protocol import CommandReply, Event, Keyring
+from server.alerts import models as alert_models  # noqa: F401  (registers the alert tables)
+from server.alerts.canned import LIBRARY_DIR, seed_library
+from server.alerts.service import AlertService
 from server.api import alarms as alarm_routes
+from server.api import alerts as alert_routes
 from server.api import areas, audio, auth, broadcasts, stations, system, tokens, users
 from server.api import commands as command_routes
 from server.api import health as health_routes
 from server.api import keys as key_routes
+from server.api import programmes as programme_routes
+from server.api import reports as report_routes
+from server.api import tts as tts_routes
 from server.api.audit import router as audit_router
 from server.api.errors import install_error_handlers
 from server.api.limits import UploadLimitMiddleware
@@ -48,7 +55,9 @@ from server.keys import ServerKeys
 from server.pages import STATIC_FILES
 from server.pages import router as pages_router
 from server.planning.publisher import PlanPublisher
+from server.programmes.planner import ProgrammePlanner
 from server.settings import Settings
+from server.tts.service import service_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +82,22 @@ def build_context(
     def on_reply(session: Session, reply: CommandReply) -> None:
         commands.on_reply(session, reply)
 
+    def on_alert_event(session: Session, event: Event) -> None:
+        alerts.on_alert_event(session, event)
+
+    def on_online(session: Session, station_id: str) -> None:
+        alerts.on_online(session, station_id)
+
     health = HealthService(engine, settings, clock)
-    ingestor = Ingestor(engine, clock, watch, on_reply=on_reply, health=health)
+    ingestor = Ingestor(
+        engine,
+        clock,
+        watch,
+        on_reply=on_reply,
+        health=health,
+        on_alert_event=on_alert_event,
+        on_online=on_online,
+    )
 
     link: FleetLink | None = None
     if bus is None and settings.mqtt_enabled:
@@ -86,17 +109,23 @@ def build_context(
         bus = link
     publisher = PlanPublisher(engine, settings, keys, bus or NullBus(), clock)
     commands = CommandService(engine, keys, bus or NullBus(), clock, record_clock_offset)
+    store = AudioStore(settings.audio_dir)
+    with Session(engine) as session:  # before any plan goes out: plans list the library
+        seed_library(session, store, settings.alert_library_dir or LIBRARY_DIR)
+    alerts = AlertService(engine, settings, keys, bus or NullBus(), store, clock)
     return ServerContext(
         settings=settings,
         engine=engine,
         keys=keys,
-        store=AudioStore(settings.audio_dir),
+        store=store,
         bus=bus or NullBus(),
         publisher=publisher,
         ingestor=ingestor,
         health=health,
         commands=commands,
         clock=clock,
+        tts=service_from_settings(settings, store),
+        alerts=alerts,
         link=link,
     )
 
@@ -129,11 +158,16 @@ def create_app(
             context.link.start()  # republishes every plan on each connect
         else:
             await run_in_threadpool(context.publisher.republish_all)
+        # The planner rolls every plan's horizon forward (plan_refresh_min), renews URLs,
+        # pre-renders programme speech and retries failed republishes, on a persistent store.
+        context.planner = ProgrammePlanner(
+            context.engine, settings, context.publisher, context.store, lambda: context.tts, clock
+        )
+        context.planner.start()
         periodic = []
-        if settings.plan_refresh_min > 0:
-            # Roll every plan's horizon forward and renew its URLs before they expire.
-            job = context.publisher.republish_all
-            periodic.append(_every(settings.plan_refresh_min * 60, job, "plan refresh"))
+        if settings.alert_settle_s > 0:
+            job = context.alerts.settle  # close alerts that are over or past expiry
+            periodic.append(_every(settings.alert_settle_s, job, "alert settle"))
         if settings.clock_sync_min > 0:
             job = partial(context.commands.sync_clocks, SYSTEM)
             periodic.append(_every(settings.clock_sync_min * 60, job, "clock sync"))
@@ -149,6 +183,7 @@ def create_app(
             if context.link is not None:
                 await run_in_threadpool(context.link.stop)
             await run_in_threadpool(context.health.stop)  # after the link: it feeds health
+            await run_in_threadpool(context.planner.stop)
             context.engine.dispose()
 
     app = FastAPI(
@@ -159,9 +194,12 @@ def create_app(
     )
     api = APIRouter(prefix=API_PREFIX)
     routers = [auth, users, tokens, stations, command_routes, audio, broadcasts, areas, system]
-    for module in [*routers, key_routes, health_routes, alarm_routes]:
+    for module in [*routers, key_routes, health_routes, alarm_routes, alert_routes]:
         api.include_router(module.router)
     api.include_router(audit_router)
+    api.include_router(tts_routes.router)
+    api.include_router(report_routes.router)
+    api.include_router(programme_routes.router)
     app.include_router(api)
     app.include_router(pages_router)
     app.mount("/static", STATIC_FILES, name="static")

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from server.alerts.service import AlertService
 from server.audio.store import AudioStore
 from server.commands.service import CommandService
 from server.fleet.bus import Bus
@@ -16,7 +17,9 @@ from server.fleet.link import FleetLink
 from server.health.service import HealthService
 from server.keys import ServerKeys
 from server.planning.publisher import PlanPublisher
+from server.programmes.planner import ProgrammePlanner
 from server.settings import Settings
+from server.tts.service import TtsService
 
 
 @dataclass
@@ -31,4 +34,7 @@ class ServerContext:
     commands: CommandService
     health: HealthService
     clock: Callable[[], datetime]
+    tts: TtsService
+    alerts: AlertService
     link: FleetLink | None = None
+    planner: ProgrammePlanner | None = None

@@ -175,6 +175,13 @@ class AudioAsset(SQLModel, table=True):
     true_peak_after_dbtp: float
     gain_db: float
     sample_rate: int
+    library: str | None = Field(
+        default=None,
+        max_length=64,
+        unique=True,
+        description="name in the canned library (e.g. 'alert:typhoon'); every station keeps "
+        "these cached ahead of need",
+    )
     created_at: datetime = _utc_column(default_factory=utcnow)
 
 
@@ -301,6 +308,9 @@ class StationEvent(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, max_length=500)
     at: datetime = _utc_column(description="station clock")
+    started_at: datetime | None = _utc_column(default=None, description="station clock")
+    finished_at: datetime | None = _utc_column(default=None, description="station clock")
+    alert_id: str | None = Field(default=None, max_length=64, index=True)
     received_at: datetime = _utc_column(default_factory=utcnow, index=True)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -132,6 +132,19 @@ class Settings(BaseSettings):
         ge=0,
         description="recompile and republish every plan this often so the horizon rolls "
         "forward and URLs stay fresh; 0 disables",
+    )
+    programme_prerender_min: float = Field(
+        default=60,
+        ge=0,
+        description="check this often that every live programme's text-to-speech audio is "
+        "rendered and stored (re-render what is missing); 0 disables",
+    )
+    stream_probe_timeout_s: float = Field(
+        default=3,
+        gt=0,
+        le=30,
+        description="how long saving a programme waits for a stream URL to answer the "
+        "is-it-audio check",
     )
     audio_url_ttl_h: float = Field(
         default=72, gt=0, description="lifetime of a signed audio download URL"
@@ -263,6 +276,55 @@ class Settings(BaseSettings):
     smtp_port: int = Field(default=25, ge=1, le=65535, description="mail relay port")
     smtp_from: str = Field(default="loaxa@localhost", description="sender of alarm e-mails")
     smtp_to: list[str] = Field(default_factory=list, description="recipients of alarm e-mails")
+
+    # ---------------------------------------------------------------- alerts
+    alert_confirmation_default: Literal["always", "beyond_commune", "never"] = Field(
+        default="beyond_commune",
+        description="when a real alert needs a second officer's confirmation: 'beyond_commune' "
+        "(it reaches more than one commune), 'always' or 'never'",
+    )
+    alert_confirmation: dict[str, Literal["always", "beyond_commune", "never"]] = Field(
+        default_factory=dict,
+        description="per-area override of alert_confirmation_default, by area code; a commune "
+        "takes its nearest configured ancestor's policy, the strictest targeted one wins",
+    )
+    alert_max_hours: float = Field(
+        default=48, gt=0, le=48, description="latest expiry an alert may have, hours ahead"
+    )
+    alert_settle_s: float = Field(
+        default=5, ge=0, description="how often alerts past expiry are closed; 0 disables"
+    )
+    alert_library_dir: Path | None = Field(
+        default=None, description="canned alert library; default the repository's audio/"
+    )
+
+    # ------------------------------------------------------- text-to-speech
+    tts_engine: Literal["espeak", "piper"] = Field(
+        default="espeak",
+        description="'espeak' (espeak-ng's Vietnamese voice, offline everywhere) or 'piper' "
+        "(a neural Vietnamese voice file the operator provides, see tts_piper_model)",
+    )
+    tts_voice: str | None = Field(
+        default=None,
+        description="default voice: espeak 'vi', 'vi-vn-x-central', 'vi-vn-x-south' (+variant "
+        "such as 'vi+f3'); piper: a model file stem next to tts_piper_model",
+    )
+    tts_espeak_wpm: int = Field(
+        default=150, ge=80, le=450, description="espeak-ng reading speed, words per minute"
+    )
+    tts_piper_model: Path | None = Field(
+        default=None, description="piper voice model (.onnx, with its .onnx.json beside it)"
+    )
+    tts_piper_executable: str | None = Field(
+        default=None,
+        description="piper binary; default 'piper' on PATH, else the piper-tts Python package",
+    )
+    tts_max_chars: int = Field(
+        default=5000,
+        ge=1,
+        le=100_000,
+        description="longest text read aloud as one item (5,000 characters is about 6 minutes)",
+    )
 
     def __init__(self, config_file: Path | str | None = None, **values: Any) -> None:
         """``config_file`` (or ``LOAXA_CONFIG_FILE``) names a YAML or TOML file."""

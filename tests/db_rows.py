@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
 from server.models import AudioAsset
 
 
@@ -22,3 +25,16 @@ def minute_of_audio() -> AudioAsset:
         gain_db=4.0,
         sample_rate=48000,
     )
+
+
+def uploaded_assets(engine: Engine) -> list[AudioAsset]:
+    """Audio rows people stored, leaving out the canned alert library seeded at start."""
+    with Session(engine) as session:
+        return list(session.exec(select(AudioAsset).where(col(AudioAsset.library).is_(None))))
+
+
+def library_file_names(engine: Engine) -> set[str]:
+    """File names (sha256) of the canned library in the audio store."""
+    with Session(engine) as session:
+        query = select(AudioAsset.sha256).where(col(AudioAsset.library).is_not(None))
+        return set(session.exec(query).all())

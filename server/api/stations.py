@@ -29,6 +29,7 @@ from server.models import (
     TrustedKeyPublic,
 )
 from server.passwords import hash_password, new_password
+from server.programmes.reach import reach_new_station
 
 router = APIRouter(prefix="/stations", tags=["stations"])
 
@@ -139,6 +140,12 @@ def create_station(
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"station {station_id!r} already exists"
         ) from exc
+    session.refresh(station)
+    # Programmes whose area or group targets reach it take it in (or hold on a clash).
+    reach_new_station(session, station_id, context.clock(), actor)
+    # Its first plan waits retained on the broker, carrying the canned alert library, so
+    # a station is ready for an alert from its first connection, not the next refresh.
+    context.publisher.publish_stations(session, [station_id])
     session.refresh(station)
     return StationRegistered(
         station=StationPublic.model_validate(station),

@@ -53,6 +53,9 @@ class User(SQLModel, table=True):
     )
     is_active: bool = True
     created_at: datetime = _utc(default_factory=utcnow)
+    language: str | None = Field(
+        default=None, max_length=8, description="the web pages' language (vi, en); None: default"
+    )
 
 
 class RoleGrant(SQLModel, table=True):

@@ -30,11 +30,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from loaxa_protocol import CommandReply, Event, EventKind, Status, topics
+from loaxa_protocol import CommandReply, Event, EventKind, Status, StatusState, topics
 from server.areas import ancestry
 from server.audit.log import record_audit
 from server.auth.actor import SYSTEM
@@ -45,6 +45,7 @@ from server.health.ingest import apply_link_status, note_fault
 from server.health.service import HealthService
 from server.models import BroadcastTarget, Station, StationEvent, TargetState
 from server.planning.compiler import broadcast_id_of
+from server.programmes.timeline import programme_item_of
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ RANK: dict[TargetState, int] = {
 _FAILURES = {TargetState.FAILED, TargetState.INTERRUPTED}
 FAULTS = frozenset({EventKind.AMP_FAULT, EventKind.RELAY_FAULT})
 HEALTH_LEAF = "health"
+EVENT_LOG = "loaxa.event_log"
+"""``Session.info`` key: the batch's ``StationEvent`` rows, inserted together."""
 
 
 def _moves(target: BroadcastTarget, new: TargetState, at: datetime) -> bool:
@@ -126,8 +129,12 @@ class Ingestor:
         watch: IntrusionWatch | None = None,
         on_reply: Callable[[Session, CommandReply], None] | None = None,
         health: HealthService | None = None,
+        on_alert_event: Callable[[Session, Event], None] | None = None,
+        on_online: Callable[[Session, str], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_alert_event = on_alert_event
+        self._on_online = on_online
         self._clock = clock
         self._watch = watch
         self._health = health
@@ -246,8 +253,16 @@ class Ingestor:
 
     def _apply(self, inbound: Sequence[Inbound]) -> None:
         with session_scope(self._engine) as session:
+            # One query for the batch's stations, held here so that each handler's
+            # ``session.get(Station, …)`` is answered from the identity map.
+            ids = list({one.station_id for one in inbound})
+            stations = session.exec(select(Station).where(col(Station.id).in_(ids))).all()
             for one in inbound:
                 self.dispatcher.deliver(one, session)
+            del stations
+            logged = session.info.pop(EVENT_LOG, None)
+            if logged:  # one executemany: the ORM inserts such rows one statement each
+                session.execute(insert(StationEvent), logged)
         self.stats.applied += len(inbound)
 
     def _station(self, session: Session, message: StationMessage) -> Station | None:
@@ -262,8 +277,8 @@ class Ingestor:
         if self._station(session, message) is None:
             return
         now = self._clock()
-        session.add(
-            StationEvent(
+        session.info.setdefault(EVENT_LOG, []).append(
+            dict(
                 station_id=message.station_id,
                 kind=message.kind.value,
                 item_id=message.item_id,
@@ -271,9 +286,16 @@ class Ingestor:
                 reason=message.reason,
                 detail=message.detail,
                 at=message.at,
+                started_at=message.started_at,
+                finished_at=message.finished_at,
+                alert_id=message.alert_id,
                 received_at=now,
             )
         )
+        if message.alert_id is not None:
+            if self._on_alert_event is not None:
+                self._on_alert_event(session, message)
+            return
         if message.kind is EventKind.REJECTED:
             record_audit(
                 session,
@@ -305,6 +327,8 @@ class Ingestor:
 
     def _targets(self, session: Session, event: Event) -> list[BroadcastTarget]:
         if event.item_id is not None:
+            if programme_item_of(event.item_id) is not None:
+                return []  # a programme's item: its record is the stored event (as-run)
             broadcast_id = broadcast_id_of(event.item_id)
             target = (
                 session.get(BroadcastTarget, (broadcast_id, event.station_id))
@@ -335,3 +359,5 @@ class Ingestor:
         station = self._station(session, message)
         if station is not None:
             apply_link_status(session, station, message, self._clock())
+            if message.state is StatusState.ONLINE and self._on_online is not None:
+                self._on_online(session, station.id)

@@ -1,6 +1,6 @@
 """Intrusion watch: every message on a down-topic that this server did not issue is an alarm.
 
-Only the server's broker account may write down-topics (plan, cmd, trust, area), so a
+Only the server's broker account may write down-topics (plan, cmd, trust, alert, area), so a
 message there that the server did not send means a stolen server credential, a broker
 with a broken ACL or a rogue admin. The server subscribes to those topics too and
 judges each message it sees:
@@ -44,7 +44,14 @@ at once with room to spare. Retained messages are remembered per topic besides."
 # The message type each station down-topic may carry. Area topics carry alerts (and
 # whatever broadcasts to an area); any type signed by our keys and addressed to the
 # area is accepted there.
-STATION_DOWN_TYPES: dict[str, str] = {"plan": "plan", "cmd": "command", "trust": "trust"}
+STATION_DOWN_TYPES: dict[str, str] = {
+    "plan": "plan",
+    "cmd": "command",
+    "trust": "trust",
+    "alert": "alert",
+}
+# A station's alert topic also carries the cancel of an alert re-sent to that station.
+STATION_ALSO_CARRIES: dict[str, frozenset[str]] = {"alert": frozenset({"alert_cancel"})}
 
 DOWN_SUBSCRIPTIONS: tuple[str, ...] = (
     *(f"{topics.ROOT}/station/+/{leaf}" for leaf in STATION_DOWN_TYPES),
@@ -168,7 +175,8 @@ class IntrusionWatch:
             return alarm(verdict.reason.value, verdict.detail, verdict.seq)
         message = verdict.message
         expected = STATION_DOWN_TYPES.get(target.leaf) if target.scope == "station" else None
-        if expected is not None and message.type != expected:
+        also = STATION_ALSO_CARRIES.get(target.leaf, frozenset())
+        if expected is not None and message.type != expected and message.type not in also:
             return alarm(
                 "wrong_topic", f"a {message.type} message on a {target.leaf} topic", message.seq
             )

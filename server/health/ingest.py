@@ -33,6 +33,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
@@ -561,7 +563,16 @@ def write_liveness(connection: Connection, rows: Sequence[LiveHead]) -> None:
         if not row.fresh and row.last_seen_at != row.read_seen_at
     ]
     if fresh:
-        connection.execute(insert(_LIVENESS), fresh)
+        # The event ingest may have created the row since we read it (a station's first
+        # status and first heartbeat arrive together): insert-or-update, never fail.
+        statement = _upsert(connection, _LIVENESS)
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=[c.station_id],
+                set_={"last_seen_at": statement.excluded.last_seen_at},
+            ),
+            fresh,
+        )
     if seen:
         statement = (
             update(_LIVENESS)
@@ -574,8 +585,24 @@ def write_liveness(connection: Connection, rows: Sequence[LiveHead]) -> None:
 # ------------------------------------------------------- from the event ingest
 
 
+def _upsert(connection: Connection, table: Any) -> Any:
+    """An INSERT that can resolve a primary-key conflict, on SQLite and PostgreSQL alike."""
+    if connection.dialect.name == "postgresql":
+        return postgresql_insert(table)
+    return sqlite_insert(table)
+
+
 def _liveness(session: Session, station_id: str) -> StationLiveness:
-    return session.get(StationLiveness, station_id) or StationLiveness(station_id=station_id)
+    """The station's liveness row, created race-free if the health writer has none yet."""
+    live = session.get(StationLiveness, station_id)
+    if live is None:
+        connection = session.connection()
+        connection.execute(
+            _upsert(connection, _LIVENESS).on_conflict_do_nothing(), [{"station_id": station_id}]
+        )
+        live = session.get(StationLiveness, station_id)
+        assert live is not None
+    return live
 
 
 def apply_link_status(session: Session, station: Station, message: Status, now: datetime) -> None:

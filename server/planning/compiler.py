@@ -1,4 +1,4 @@
-"""Turn a station's scheduled broadcasts into its signed-plan message.
+"""Turn a station's broadcasts and programme occurrences into its signed-plan message.
 
 Pure: no database, no web framework, no MQTT and no hidden clock. The caller
 gathers the station's entries, passes ``now`` and the next sequence number, and
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from loaxa_protocol import AudioRef, Plan, PlanItem, Priority
+from loaxa_protocol import AudioRef, Plan, PlanItem, Priority, StreamRef
 
 SENDER = "server"
 
@@ -32,21 +32,83 @@ def broadcast_id_of(item_id: str) -> int | None:
 
 @dataclass(frozen=True)
 class PlanEntry:
-    """One broadcast as the planner needs it; ``audio_url`` is already signed."""
+    """One thing to play as the planner needs it; ``audio_url`` is already signed.
 
-    broadcast_id: int
+    A one-off broadcast sets ``broadcast_id``; a programme occurrence sets ``item_id``
+    (see ``server.programmes.timeline``). A stream entry sets ``stream_url`` and
+    ``window_ms``, and its audio fields (when ``sha256`` is set) describe the fallback.
+    """
+
+    broadcast_id: int | None
     title: str
     start_at: datetime
     priority: Priority
-    sha256: str
-    size_bytes: int
-    duration_ms: int
-    codec: str
-    audio_url: str
+    sha256: str = ""
+    size_bytes: int = 0
+    duration_ms: int = 0
+    codec: str = "opus"
+    audio_url: str = ""
+    item_id: str | None = None
+    stream_url: str | None = None
+    window_ms: int | None = None
+    volume_pct: int | None = None
+
+    @property
+    def id(self) -> str:
+        if self.item_id is not None:
+            return self.item_id
+        assert self.broadcast_id is not None, "a plan entry needs broadcast_id or item_id"
+        return item_id_for(self.broadcast_id)
+
+    @property
+    def length_ms(self) -> int:
+        if self.stream_url is not None:
+            assert self.window_ms is not None, "a stream entry needs window_ms"
+            return self.window_ms
+        return self.duration_ms
 
     @property
     def end_at(self) -> datetime:
-        return self.start_at + timedelta(milliseconds=self.duration_ms)
+        return self.start_at + timedelta(milliseconds=self.length_ms)
+
+    @property
+    def sort_key(self) -> tuple[datetime, int, int, int, str]:
+        """Start, highest priority, broadcasts before programmes (by number), then id."""
+        is_programme = 0 if self.broadcast_id is not None else 1
+        return (self.start_at, -self.priority.rank, is_programme, self.broadcast_id or 0, self.id)
+
+    def audio_ref(self) -> AudioRef | None:
+        if not self.sha256:
+            return None
+        return AudioRef(
+            sha256=self.sha256,
+            size_bytes=self.size_bytes,
+            duration_ms=self.duration_ms,
+            url=self.audio_url,
+            codec=self.codec,
+        )
+
+    def plan_item(self) -> PlanItem:
+        audio = self.audio_ref()
+        if self.stream_url is not None:
+            return PlanItem(
+                item_id=self.id,
+                title=self.title,
+                start_at=self.start_at,
+                priority=self.priority,
+                stream=StreamRef(url=self.stream_url, fallback=audio),
+                window_ms=self.window_ms,
+                volume_pct=self.volume_pct,
+            )
+        assert audio is not None, f"plan entry {self.id} has neither audio nor stream"
+        return PlanItem(
+            item_id=self.id,
+            title=self.title,
+            start_at=self.start_at,
+            priority=self.priority,
+            audio=audio,
+            volume_pct=self.volume_pct,
+        )
 
 
 def compile_plan(
@@ -56,37 +118,24 @@ def compile_plan(
     horizon: timedelta,
     seq: int,
     ttl: timedelta,
+    keep: Iterable[AudioRef] = (),
 ) -> Plan:
     """The station's complete programme from ``now`` to ``now + horizon``.
 
     An item is kept while its audio has not ended, so a bulletin already playing
     stays in the plan (a new plan must not cut it off), and is left out until it
     starts before the horizon. Items are ordered by start, then highest priority,
-    then id, so equal inputs produce byte-identical plans.
+    then id, so equal inputs produce byte-identical plans. Broadcasts and programme
+    occurrences are entries alike; a stream entry becomes a stream item for its window.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     until = now + horizon
     kept = sorted(
         (e for e in entries if e.end_at > now and e.start_at < until),
-        key=lambda e: (e.start_at, -e.priority.rank, e.broadcast_id),
+        key=lambda e: e.sort_key,
     )
-    items = [
-        PlanItem(
-            item_id=item_id_for(e.broadcast_id),
-            title=e.title,
-            start_at=e.start_at,
-            priority=e.priority,
-            audio=AudioRef(
-                sha256=e.sha256,
-                size_bytes=e.size_bytes,
-                duration_ms=e.duration_ms,
-                url=e.audio_url,
-                codec=e.codec,
-            ),
-        )
-        for e in kept
-    ]
+    items = [e.plan_item() for e in kept]
     return Plan(
         sender=SENDER,
         seq=seq,
@@ -96,4 +145,5 @@ def compile_plan(
         station_id=station_id,
         horizon_until=until,
         items=items,
+        keep=list(keep),
     )

@@ -1,10 +1,10 @@
 """Where a broadcast becomes a signed plan on the broker.
 
-Gathers each station's live broadcasts from the database, compiles them with the
-pure compiler, seals the plan with the server key and publishes it retained on the
-station's plan topic. A plan is always the station's *whole* programme, so any
-change (a new broadcast, a rolled horizon, a restart) is handled the same way:
-recompile the affected stations and publish.
+Gathers each station's live broadcasts and approved programme occurrences from the
+database, compiles them with the pure compiler, seals the plan with the server key and
+publishes it retained on the station's plan topic. A plan is always the station's
+*whole* programme, so any change (a new broadcast, a programme approved, a rolled
+horizon, a restart) is handled the same way: recompile the affected stations and publish.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from loaxa_protocol import Plan, seal, topics
+from loaxa_protocol import AudioRef, Plan, seal, topics
 from server.db import utcnow
 from server.fleet.bus import Bus
 from server.keys import ServerKeys
 from server.models import AudioAsset, Broadcast, BroadcastTarget, Station
 from server.planning.compiler import PlanEntry, compile_plan, item_id_for
+from server.planning.rolling import Published, Starts, due_stations, earliest_horizon
+from server.programmes.service import programme_entries, programme_starts
+from server.reports.planned import record_plans
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,10 @@ class PlanPublisher:
         self._horizon = timedelta(hours=settings.plan_horizon_h)
         self._plan_ttl = timedelta(hours=settings.plan_ttl_h)
         self._url_ttl = timedelta(hours=settings.audio_url_ttl_h)
+        # Renew a plan well before a reconnecting station would refuse it as expired.
+        self._renew_after = min(self._plan_ttl, self._url_ttl) / 2
+        self._published: dict[str, Published] = {}
+        """station → what its last plan covered (this process; empty after a restart)"""
         # One compile-and-publish at a time: otherwise a plan read from older data could
         # draw the higher sequence number and be retained over the newer one.
         self._lock = threading.Lock()
@@ -93,7 +100,30 @@ class PlanPublisher:
                 )
             )
             targets[target.station_id].append(target)
+        for station_id, programme_items in programme_entries(
+            session,
+            wanted,
+            now,
+            now + self._horizon,
+            lambda audio_id: self._keys.urls.sign_url(audio_id, self._url_ttl, now),
+        ).items():
+            entries[station_id].extend(programme_items)
 
+        keep = [
+            AudioRef(
+                sha256=audio.sha256,
+                size_bytes=audio.size_bytes,
+                duration_ms=audio.duration_ms,
+                codec=audio.codec,
+                url=self._keys.urls.sign_url(audio.id, self._url_ttl, now),
+            )
+            for audio in session.exec(
+                select(AudioAsset)
+                .where(col(AudioAsset.library).is_not(None))
+                .order_by(col(AudioAsset.library))
+            ).all()
+            if audio.id is not None
+        ]
         plans: dict[str, Plan] = {}
         for station_id in wanted:
             plan = compile_plan(
@@ -103,6 +133,7 @@ class PlanPublisher:
                 horizon=self._horizon,
                 seq=self._keys.next_seq(),
                 ttl=self._plan_ttl,
+                keep=keep,
             )
             carried = {item.item_id for item in plan.items}
             for target in targets.get(station_id, []):
@@ -110,14 +141,46 @@ class PlanPublisher:
                     target.first_plan_seq = plan.seq
                     session.add(target)
             plans[station_id] = plan
+        published = {s: Published(p.issued_at, p.horizon_until) for s, p in plans.items()}
+        # The as-run report compares what stations played with what their plans carried.
+        record_plans(session, plans.values(), now)
         # Record sequences before publishing: an instant plan_accepted must find them.
         session.commit()
         for station_id, plan in plans.items():
             self._bus.publish(
                 topics.plan(station_id), seal(plan, self._keys.signing_key), qos=1, retain=True
             )
+        self._published.update(published)
         log.info("published %s plans", len(plans))
         return plans
+
+    def roll_forward(self) -> list[str]:
+        """Republish only the stations whose window gained an item since their last plan
+        (or whose plan is due for renewal); returns them. See ``server.planning.rolling``."""
+        with Session(self._engine) as session:
+            now = self._clock()
+            until = now + self._horizon
+            with self._lock:
+                last = dict(self._published)
+            station_ids = set(session.exec(select(Station.id)).all())
+            floor = earliest_horizon({s: p for s, p in last.items() if s in station_ids}, until)
+            sources = [
+                *programme_starts(session, floor, until),
+                *self._broadcast_starts(session, floor, until),
+            ]
+            due = due_stations(station_ids, last, sources, until, now, self._renew_after)
+            self.publish_stations(session, due)
+            return sorted(due)
+
+    @staticmethod
+    def _broadcast_starts(session: Session, floor: datetime, until: datetime) -> list[Starts]:
+        rows = session.exec(
+            select(BroadcastTarget.station_id, Broadcast.start_at)
+            .join(Broadcast, col(Broadcast.id) == col(BroadcastTarget.broadcast_id))
+            .where(col(Broadcast.start_at) >= floor)
+            .where(col(Broadcast.start_at) < until)
+        ).all()
+        return [Starts((station_id,), (start_at,)) for station_id, start_at in rows]
 
     def republish_all(self) -> int:
         """Publish a fresh plan to every registered station (start-up, reconnect, timer)."""

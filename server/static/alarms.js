@@ -25,7 +25,7 @@
       var message = form.querySelector(".error") || document.createElement("p");
       message.className = "error";
       message.setAttribute("role", "alert");
-      message.textContent = "Không xác nhận được cảnh báo (" + error.message + "). Thử lại.";
+      message.textContent = window.loaxaT("ack_failed", { why: error.message });
       form.append(message);
     });
   });

@@ -33,7 +33,7 @@
 
   function vnNumber(value) {
     var digits = Math.abs(value) >= 100 ? 0 : 1;
-    return value.toFixed(digits).replace(".", ",");
+    return window.loaxaNumber(value, digits);
   }
 
   // The health endpoint answers {end, series: {metric: [{t, min, avg, max, count}]}}.
@@ -78,7 +78,7 @@
     var shown = points.filter(function (p) { return p.t >= startMs; });
     if (!shown.length) {
       return Object.assign(document.createElement("p"), {
-        className: "muted", textContent: "Chưa có số liệu trong khoảng này.",
+        className: "muted", textContent: window.loaxaT("no_data"),
       });
     }
     var svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img" });
@@ -121,8 +121,9 @@
       }
     });
     var last = shown[shown.length - 1];
-    svg.appendChild(el("desc", {}, "Giá trị gần nhất " + vnNumber(last.avg) + " " + unit +
-      " lúc " + vnLabel(last.t, false) + " ngày " + vnLabel(last.t, true)));
+    svg.appendChild(el("desc", {}, window.loaxaT("chart_last", {
+      value: vnNumber(last.avg) + " " + unit, time: vnLabel(last.t, false), day: vnLabel(last.t, true),
+    })));
     return svg;
   }
 
@@ -141,7 +142,7 @@
       })
       .catch(function () {
         plot.replaceChildren(Object.assign(document.createElement("p"), {
-          className: "muted", textContent: "Không tải được số liệu biểu đồ.",
+          className: "muted", textContent: window.loaxaT("chart_failed"),
         }));
       });
   }

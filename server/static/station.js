@@ -12,12 +12,13 @@
   var out = document.getElementById("command-result");
   var POLL_MS = 1000;
   var GIVE_UP_MS = 90000;
+  var T = window.loaxaT;
   var LABELS = {
-    test_tone: "Phát tiếng thử",
-    set_amp: "Bật/tắt amply",
-    set_volume: "Đặt âm lượng",
-    restart: "Khởi động lại",
-    fetch_log: "Lấy nhật ký",
+    test_tone: T("cmd_test_tone"),
+    set_amp: T("cmd_set_amp"),
+    set_volume: T("cmd_set_volume"),
+    restart: T("cmd_restart"),
+    fetch_log: T("cmd_fetch_log"),
   };
 
   function show(text, outcome) {
@@ -33,7 +34,7 @@
   }
 
   function describe(name, command) {
-    var head = LABELS[name] + ": " + (command.ok ? "thành công" : "thất bại");
+    var head = LABELS[name] + ": " + (command.ok ? T("success") : T("failure"));
     if (command.detail) head += " — " + command.detail;
     var result = command.result || {};
     if (Array.isArray(result.lines)) return head + "\n\n" + result.lines.join("\n");
@@ -52,8 +53,7 @@
           return;
         }
         if (Date.now() - startedAt > GIVE_UP_MS) {
-          show(LABELS[name] + ": trạm chưa trả lời sau " + GIVE_UP_MS / 1000 +
-            " giây. Trạm có thể đang mất kết nối.", "fail");
+          show(LABELS[name] + ": " + T("no_answer", { n: GIVE_UP_MS / 1000 }), "fail");
           return;
         }
         return new Promise(function (resolve) { window.setTimeout(resolve, POLL_MS); })
@@ -68,7 +68,7 @@
       var input = document.getElementById(button.dataset.volume);
       var percent = parseInt(input.value, 10);
       if (!(percent >= 0 && percent <= 100)) {
-        show("Âm lượng phải từ 0 đến 100 %.", "fail");
+        show(T("volume_range"), "fail");
         input.focus();
         return;
       }
@@ -77,7 +77,7 @@
     if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
     var buttons = box.querySelectorAll("button[data-command]");
     buttons.forEach(function (b) { b.disabled = true; });
-    show(LABELS[name] + ": đang gửi lệnh tới trạm…");
+    show(LABELS[name] + ": " + T("sending"));
     var base = "/api/v1/stations/" + encodeURIComponent(station) + "/commands";
     fetch(base, {
       method: "POST",
@@ -90,11 +90,14 @@
         return response.json();
       })
       .then(function (command) {
-        show(LABELS[name] + ": đã gửi, đang chờ trạm trả lời…");
-        return poll(name, base + "/" + encodeURIComponent(command.id), Date.now());
+        show(LABELS[name] + ": " + T("sent_waiting"));
+        // The page's own address answers the same, with the reply in the reader's words.
+        var reply = "/stations/" + encodeURIComponent(station) + "/commands/" +
+          encodeURIComponent(command.id) + "/reply";
+        return poll(name, reply, Date.now());
       })
       .catch(function (error) {
-        show(LABELS[name] + ": không gửi được lệnh (" + error.message + ").", "fail");
+        show(LABELS[name] + ": " + T("send_failed", { why: error.message }), "fail");
       })
       .finally(function () {
         buttons.forEach(function (b) { b.disabled = false; });

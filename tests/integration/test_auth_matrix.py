@@ -47,6 +47,8 @@ class World:
     token: dict[str, int]  # area → a token of ``user[area]``
     command: dict[str, int]  # area → a command sent to that area's station
     alarm: dict[str, int] = field(default_factory=dict)  # area → an open alarm at its station
+    alert: dict[str, dict[str, int]] = field(default_factory=dict)  # area → use → alert id
+    programme: dict[str, dict[str, Any]] = field(default_factory=dict)  # area → use → id / body
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -75,6 +77,48 @@ def broadcast_body(world: World, area: str, priority: str) -> dict[str, Any]:
         "station_ids": [STATION[area]],
         "priority": priority,
     }
+
+
+def alert_body(area: str) -> dict[str, Any]:
+    return {"title": "Lũ quét", "canned": "flood", "station_ids": [STATION[area]]}
+
+
+def cap_xml(area: str) -> bytes:
+    return f"""<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">
+  <identifier>matrix-{area}</identifier><sender>kttv@example.vn</sender>
+  <sent>2026-09-01T05:00:00+07:00</sent><status>Exercise</status><msgType>Alert</msgType>
+  <scope>Public</scope>
+  <info><category>Met</category><event>Lũ</event><urgency>Immediate</urgency>
+    <severity>Severe</severity><certainty>Observed</certainty><headline>Lũ quét</headline>
+    <area><areaDesc>x</areaDesc><geocode><valueName>VN-ADMIN</valueName>
+      <value>{area}</value></geocode></area></info>
+</alert>""".encode()
+
+
+def programme_body(area: str, key: str, hours: int) -> dict[str, Any]:
+    """A one-off minute of silence on the area's station, ``hours`` apart from the others."""
+    return {
+        "key": key,
+        "title": f"Chương trình {key}",
+        "area": area,
+        "start": (datetime.now(UTC) + timedelta(days=2, hours=hours)).isoformat(),
+        "targets": {"stations": [STATION[area]]},
+        "items": [{"kind": "silence", "seconds": 60}],
+    }
+
+
+def programme_case(method: str, suffix: str, action: Action, use: str, body: Any = None) -> Case:
+    """A case on ``/programmes/{programme_id}<suffix>`` about the area's ``use`` programme."""
+    return Case(
+        method,
+        f"{API}/programmes/{{programme_id}}{suffix}",
+        action,
+        lambda w, area: (
+            method,
+            f"{API}/programmes/{w.programme[area][use]}{suffix}",
+            {"json": body(w, area) if callable(body) else body} if body is not None else {},
+        ),
+    )
 
 
 def get(url: str) -> Callable[[World, str], Request]:
@@ -114,6 +158,19 @@ CASES = [
         Action.AUDIO_UPLOAD,
         lambda w, area: ("POST", f"{API}/audio", {"files": {"file": ("a.wav", SMALL_WAV)}}),
         scoped=False,
+    ),
+    Case(
+        "POST",
+        f"{API}/audio/tts",
+        Action.AUDIO_UPLOAD,
+        lambda w, area: ("POST", f"{API}/audio/tts", {"json": {"text": "Xin chào bà con."}}),
+        scoped=False,
+    ),
+    Case(
+        "GET",
+        f"{API}/reports/as-run",
+        Action.BROADCAST_READ,
+        lambda w, area: ("GET", f"{API}/reports/as-run", {"params": {"area": area}}),
     ),
     Case(
         "GET",
@@ -259,6 +316,116 @@ CASES = [
         Action.STATION_READ,
         lambda w, area: ("GET", f"{API}/stations/{STATION[area]}/commands/{w.command[area]}", {}),
     ),
+    Case("GET", f"{API}/alerts", Action.BROADCAST_READ, get(f"{API}/alerts"), scoped=False),
+    Case("GET", f"{API}/alerts/canned", Action.AUDIO_READ, get(f"{API}/alerts/canned"), False),
+    *(
+        Case(
+            "POST",
+            f"{API}/alerts{suffix}",
+            Action.ALERT_SEND,
+            lambda w, area, s=suffix: ("POST", f"{API}/alerts{s}", {"json": alert_body(area)}),
+        )
+        for suffix in ("", "/preview")
+    ),
+    Case(
+        "POST",
+        f"{API}/alerts/cap",
+        Action.ALERT_SEND,
+        lambda w, area: ("POST", f"{API}/alerts/cap", {"content": cap_xml(area)}),
+    ),
+    *(
+        Case(
+            "GET",
+            f"{API}/alerts/{{alert_pk}}{suffix}",
+            Action.BROADCAST_READ,
+            lambda w, area, s=suffix: ("GET", f"{API}/alerts/{w.alert[area]['read']}{s}", {}),
+        )
+        for suffix in ("", "/stream", "/report.csv")
+    ),
+    *(
+        Case(
+            "POST",
+            f"{API}/alerts/{{alert_pk}}/{use}",
+            action,
+            lambda w, area, u=use: ("POST", f"{API}/alerts/{w.alert[area][u]}/{u}", {}),
+        )
+        for use, action in [("confirm", Action.ALERT_CONFIRM), ("cancel", Action.ALERT_CANCEL)]
+    ),
+    Case(
+        "POST",
+        f"{API}/programmes",
+        Action.PROGRAMME_EDIT,
+        lambda w, area: (
+            "POST",
+            f"{API}/programmes",
+            {"json": programme_body(area, f"new-{area}", 20)},
+        ),
+    ),
+    Case(
+        "POST",
+        f"{API}/programmes/batch",
+        Action.PROGRAMME_EDIT,
+        lambda w, area: (
+            "POST",
+            f"{API}/programmes/batch",
+            {"json": {"programmes": [programme_body(area, f"batch-{area}", 21)]}},
+        ),
+    ),
+    Case("GET", f"{API}/programmes", Action.BROADCAST_READ, get(f"{API}/programmes"), False),
+    programme_case("GET", "", Action.BROADCAST_READ, "read"),
+    programme_case("GET", "/occurrences", Action.BROADCAST_READ, "read"),
+    programme_case("PUT", "", Action.PROGRAMME_EDIT, "read", lambda w, a: w.programme[a]["body"]),
+    programme_case("POST", "/submit", Action.PROGRAMME_EDIT, "submit"),
+    programme_case("POST", "/approve", Action.PROGRAMME_APPROVE, "approve"),
+    programme_case("POST", "/reject", Action.PROGRAMME_APPROVE, "reject", {"reason": "sai giờ"}),
+    programme_case("POST", "/archive", Action.PROGRAMME_EDIT, "archive"),
+    programme_case(
+        "POST", "/accept", Action.PROGRAMME_EDIT, "proposal", lambda w, a: {"area_code": a}
+    ),
+    Case(
+        "GET",
+        f"{API}/stations/{{station_id}}/timeline",
+        Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/stations/{STATION[area]}/timeline", {}),
+    ),
+    Case("GET", f"{API}/station-groups", Action.STATION_READ, get(f"{API}/station-groups"), False),
+    Case(
+        "POST",
+        f"{API}/station-groups",
+        Action.PROGRAMME_EDIT,
+        lambda w, area: (
+            "POST",
+            f"{API}/station-groups",
+            {"json": {"name": "g-new", "area_code": area, "station_ids": [STATION[area]]}},
+        ),
+    ),
+    Case(
+        "PUT",
+        f"{API}/station-groups/{{group_id}}",
+        Action.PROGRAMME_EDIT,
+        lambda w, area: (
+            "PUT",
+            f"{API}/station-groups/{w.programme[area]['group']}",
+            {"json": {"station_ids": [STATION[area]]}},
+        ),
+    ),
+    Case(
+        "DELETE",
+        f"{API}/station-groups/{{group_id}}",
+        Action.PROGRAMME_EDIT,
+        lambda w, area: ("DELETE", f"{API}/station-groups/{w.programme[area]['group']}", {}),
+    ),
+    Case("GET", f"{API}/approval-rules", Action.AREA_READ, get(f"{API}/approval-rules"), False),
+    Case(
+        "PUT",
+        f"{API}/approval-rules/{{area_code}}",
+        Action.USER_MANAGE,
+        lambda w, area: (
+            "PUT",
+            f"{API}/approval-rules/{area}",
+            {"json": {"approver_area_code": area}},
+        ),
+    ),
     Case(
         "POST",
         f"{API}/keys/rotate",
@@ -344,7 +511,44 @@ def make_world(admin: TestClient) -> World:
             assert alarm.id is not None
             world.alarm[area] = alarm.id
         session.commit()
+    # Alerts made by the admin: one over (to read), one held for a second officer, one to cancel.
+    context_of(admin).settings.alert_confirmation = {COMMUNE_A: "always", COMMUNE_B: "always"}
+    for area in STATION:
+        made = {}
+        for use in ("read", "confirm", "cancel"):
+            response = admin.post(f"{API}/alerts", json=alert_body(area))
+            assert response.status_code == 201, response.text
+            made[use] = response.json()["id"]
+        assert admin.post(f"{API}/alerts/{made['read']}/cancel").status_code == 200
+        world.alert[area] = made
+    make_programmes(admin, world)
     return world
+
+
+def make_programmes(admin: TestClient, world: World) -> None:
+    """Per area: programmes in the state each case needs, a group, and a shared proposal."""
+    proposal = {**programme_body(COMMUNE_A, "proposal", 0), "area": "04", "proposal": True}
+    proposal["targets"] = {"stations": sorted(STATION.values())}
+    response = admin.post(f"{API}/programmes", json=proposal)
+    assert response.status_code == 201, response.text
+    for area in STATION:
+        made: dict[str, Any] = {"proposal": response.json()["id"]}
+        for hours, use in enumerate(("read", "submit", "approve", "reject", "archive"), start=1):
+            body = programme_body(area, f"{use}-{area}", hours)
+            created = admin.post(f"{API}/programmes", json=body)
+            assert created.status_code == 201, created.text
+            made[use] = created.json()["id"]
+            if use == "read":
+                made["body"] = body
+            if use in ("approve", "reject"):
+                assert admin.post(f"{API}/programmes/{made[use]}/submit").status_code == 200
+        group = admin.post(
+            f"{API}/station-groups",
+            json={"name": f"g-{area}", "area_code": area, "station_ids": [STATION[area]]},
+        )
+        assert group.status_code == 201, group.text
+        made["group"] = group.json()["id"]
+        world.programme[area] = made
 
 
 def test_the_matrix_covers_every_route(admin: TestClient) -> None:

@@ -1,4 +1,6 @@
-"""The plan compiler: a pure function of (entries, now), checked with an injected clock."""
+"""The plan compiler: a pure function of (entries, now), checked with an injected clock.
+
+Broadcasts and programme occurrences (streams, playlists, repeats, volume) alike."""
 
 from __future__ import annotations
 
@@ -8,6 +10,15 @@ import pytest
 
 from loaxa_protocol import Keyring, Plan, Priority, SigningKey, Verified, open_envelope, seal
 from server.planning.compiler import PlanEntry, broadcast_id_of, compile_plan, item_id_for
+from server.programmes.timeline import (
+    AudioInfo,
+    ProgrammeItemRef,
+    ResolvedItem,
+    Source,
+    compose,
+    expand,
+    programme_item_of,
+)
 
 NOW = datetime(2025, 7, 1, 4, 0, tzinfo=UTC)  # 11:00 in Cao Bằng
 HORIZON = timedelta(hours=48)
@@ -123,3 +134,129 @@ def test_the_compiled_plan_seals_and_opens_for_its_station_only() -> None:
 def test_item_ids_round_trip(item_id: str, expected: int | None) -> None:
     assert broadcast_id_of(item_id) == expected
     assert broadcast_id_of(item_id_for(42)) == 42
+
+
+# ------------------------------------------------- programme occurrences, streams, volume
+
+VN_MON_0500 = datetime(2025, 7, 6, 22, 0, tzinfo=UTC)  # Monday 7 July 05:00 in Cao Bằng
+
+
+def audio_info(asset_id: int, duration_ms: int) -> AudioInfo:
+    return AudioInfo(asset_id, f"{asset_id:064x}", 5000, duration_ms, "opus")
+
+
+def url(asset_id: int) -> str:
+    return f"http://server/api/v1/audio/{asset_id}/content?exp=1&sig=x"
+
+
+MORNING = [
+    ResolvedItem(
+        1,
+        "VOV1",
+        "stream",
+        (Source(1_800_000, stream_url="http://vov/vov1", fallback=None),),
+        volume=70,
+    ),
+    ResolvedItem(2, "nghỉ", "silence", (Source(10_000),)),
+    ResolvedItem(
+        3,
+        "Bản tin xã",
+        "playlist",
+        (Source(60_000, audio=audio_info(7, 60_000)), Source(30_000, audio=audio_info(8, 30_000))),
+        volume=90,
+        repeat=2,
+        gap_ms=5_000,
+    ),
+]
+
+
+def programme_plan(now: datetime, days: int = 3) -> Plan:
+    segments = compose(MORNING)
+    starts = [VN_MON_0500 + timedelta(days=d) for d in range(days)]
+    entries = expand(12, "Buổi sáng", Priority.NORMAL, segments, starts, url)
+    return compile_([*entries, entry(1, VN_MON_0500 - NOW + timedelta(hours=30))], now=now)
+
+
+def test_programme_occurrences_become_stream_and_audio_items_with_stable_ids() -> None:
+    plan = compile_(
+        expand(12, "Buổi sáng", Priority.NORMAL, compose(MORNING), [VN_MON_0500], url),
+        now=VN_MON_0500 - timedelta(hours=1),
+    )
+    assert ids(plan) == [
+        "p12.1.1.202507070500",
+        "p12.3-1.1.202507070500",
+        "p12.3-2.1.202507070500",
+        "p12.3-1.2.202507070500",
+        "p12.3-2.2.202507070500",
+    ]
+    stream, first, second, again, last = plan.items
+    assert stream.stream is not None and stream.stream.url == "http://vov/vov1"
+    assert stream.audio is None and stream.window_ms == 1_800_000 and stream.volume_pct == 70
+    # Silence is no plan item, but it keeps its place in the timeline.
+    assert first.start_at == stream.end_at + timedelta(seconds=10)
+    assert second.start_at == first.end_at and first.volume_pct == 90
+    assert again.start_at == second.end_at + timedelta(seconds=5)
+    assert last.title == "Buổi sáng — Bản tin xã #2 (lần 2)"
+    for item in plan.items:
+        assert programme_item_of(item.item_id) is not None
+    assert programme_item_of("p12.3-2.2.202507070500") == ProgrammeItemRef(
+        12, 3, 2, 2, "202507070500"
+    )
+    assert programme_item_of("b-12") is None
+
+
+def test_a_stream_with_a_fallback_names_the_fallback_as_needed_audio() -> None:
+    items = [
+        ResolvedItem(
+            1,
+            "VOV1",
+            "stream",
+            (Source(600_000, stream_url="http://vov/vov1", fallback=audio_info(3, 20_000)),),
+        )
+    ]
+    plan = compile_(
+        expand(5, "T", Priority.BACKGROUND, compose(items), [VN_MON_0500], url), now=VN_MON_0500
+    )
+    (item,) = plan.items
+    assert item.stream is not None and item.stream.fallback is not None
+    assert item.needed_audio == [item.stream.fallback]
+    assert item.stream.fallback.url == url(3) and item.priority == Priority.BACKGROUND
+
+
+def test_the_horizon_rolls_over_the_days_and_plans_are_byte_identical() -> None:
+    # At 04:00 local Monday the 48-hour horizon holds Monday's and Tuesday's mornings.
+    early = VN_MON_0500 - timedelta(hours=1)
+    plan = programme_plan(early)
+    mornings = {i.item_id.rsplit(".", 1)[1] for i in plan.items if i.item_id[0] == "p"}
+    assert mornings == {"202507070500", "202507080500"}
+    assert "b-1" in ids(plan)
+    # Mid-stream on Monday, the relay already playing stays (a new plan never cuts it off).
+    mid = programme_plan(VN_MON_0500 + timedelta(minutes=10))
+    assert ids(mid)[0] == "p12.1.1.202507070500"
+    # Tuesday 05:10: Tuesday's relay is playing, Thursday 05:00 has just come into reach.
+    later = programme_plan(VN_MON_0500 + timedelta(days=1, minutes=10), days=5)
+    assert {i.item_id.rsplit(".", 1)[1] for i in later.items if i.item_id[0] == "p"} == {
+        "202507080500",
+        "202507090500",
+        "202507100500",
+    }
+    key = SigningKey.generate("plan", frozenset({"plan"}))
+    assert seal(programme_plan(early), key) == seal(programme_plan(early), key)
+
+
+def test_programme_items_and_broadcasts_at_the_same_instant_sort_deterministically() -> None:
+    same = VN_MON_0500 - NOW
+    broadcast = entry(9, same, priority=Priority.NORMAL)
+    occurrence = expand(3, "P", Priority.NORMAL, compose(MORNING[2:]), [VN_MON_0500], url)
+    emergency = entry(10, same, priority=Priority.EMERGENCY)
+    plan = compile_([*occurrence, broadcast, emergency], now=VN_MON_0500)
+    assert ids(plan)[:3] == ["b-10", "b-9", "p3.3-1.1.202507070500"]
+    assert compile_([emergency, broadcast, *reversed(occurrence)], now=VN_MON_0500) == plan
+
+
+def test_an_occurrence_off_the_whole_minute_keeps_its_seconds_in_the_id() -> None:
+    drill = VN_MON_0500 + timedelta(seconds=20)
+    entries = expand(4, "Diễn tập", Priority.NORMAL, compose(MORNING[2:]), [drill], url)
+    assert entries[0].id == "p4.3-1.1.20250707050020"
+    ref = programme_item_of(entries[0].id)
+    assert ref is not None and ref.local_stamp == "20250707050020"

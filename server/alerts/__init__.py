@@ -1,0 +1,1 @@
+"""Emergency alerts: targeting, two-officer confirmation, delivery, tracking, CAP ingest."""

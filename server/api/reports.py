@@ -1,0 +1,289 @@
+"""Reports: the as-run log per station — what was asked, what the stations say they played."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, select
+
+from server.api.deps import ClockDep, SessionDep, SettingsDep
+from server.areas import subtree_codes
+from server.auth.deps import ActorDep, authorize, visible_areas
+from server.auth.permissions import Action
+from server.models import Area, Station, StationEvent
+from server.reports.asrun import (
+    DEFAULT_GRACE,
+    LOCAL_TZ,
+    AsRunReport,
+    ItemOutcome,
+    Planned,
+    Reported,
+    StationAsRun,
+    StationInfo,
+    build_report,
+    items_to_csv,
+    to_csv,
+)
+from server.reports.planned import PlannedItem
+
+router = APIRouter(prefix="/reports", tags=["reports"])
+
+MAX_WINDOW = timedelta(days=93)
+SLACK = timedelta(days=1)  # events and plans just outside the window that still belong to it
+ITEM_KINDS = ("played", "interrupted", "failed", "playing", "audio_failed", "stream_unreachable")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class StationRow(BaseModel):
+    station_id: str
+    name: str
+    area_code: str
+    planned: int
+    played: int
+    interrupted: int
+    failed: int
+    missed: int = Field(description="due, and the station reported no outcome")
+    pending: int = Field(description="not due yet")
+    unplanned: int = Field(description="outcomes for items the server has no plan record of")
+    emergency: int = Field(description="alerts plus plan items of priority 'emergency'")
+    emergency_played: int
+    requested_ms: int
+    played_ms: int
+    played_pct: float | None = Field(description="played time / requested time, percent")
+
+
+class ItemRow(BaseModel):
+    station_id: str
+    item_id: str
+    title: str
+    priority: str
+    source: str
+    start_at: datetime | None
+    length_ms: int
+    outcome: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    played_ms: int
+    reason: str | None
+    planned: bool
+
+
+class AsRunPublic(BaseModel):
+    from_at: datetime = Field(description="window start, UTC (inclusive)")
+    to_at: datetime = Field(description="window end, UTC (exclusive)")
+    from_local: str = Field(description="window start in Asia/Ho_Chi_Minh")
+    to_local: str
+    area_code: str | None
+    generated_at: datetime
+    stations: list[StationRow]
+    totals: StationRow
+    items: list[ItemRow] | None = Field(
+        default=None, description="one row per item, with items=true"
+    )
+
+
+def parse_instant(name: str, value: str) -> datetime:
+    """``YYYY-MM-DD`` (local midnight) or ISO 8601; without an offset the time is local."""
+    text = value.strip()
+    try:
+        if _DATE.fullmatch(text):
+            parsed = datetime.fromisoformat(text).replace(tzinfo=LOCAL_TZ)
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=LOCAL_TZ)
+    except ValueError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{name}: {value!r} is not a date (2026-11-25) or a date-time "
+            "(2026-11-25T05:00+07:00; without an offset it is Vietnam time)",
+        ) from exc
+    return parsed.astimezone(UTC)
+
+
+def report_window(
+    raw_from: str | None, raw_to: str | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The window asked for; by default today in Vietnam, one day when one end is given."""
+    day = timedelta(days=1)
+    start = parse_instant("from", raw_from) if raw_from else None
+    end = parse_instant("to", raw_to) if raw_to else None
+    if start is None and end is None:
+        midnight = now.astimezone(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = midnight.astimezone(UTC)
+    if start is None:
+        assert end is not None
+        start = end - day
+    if end is None:
+        end = start + day
+    if end <= start:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"to: {end.astimezone(LOCAL_TZ).isoformat()} is not after from "
+            f"{start.astimezone(LOCAL_TZ).isoformat()}",
+        )
+    if end - start > MAX_WINDOW:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"to: the window is {(end - start).days} days; at most {MAX_WINDOW.days} days "
+            "per report",
+        )
+    return start, end
+
+
+def load_report(
+    session: Session,
+    area_codes: set[str],
+    from_at: datetime,
+    to_at: datetime,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+) -> AsRunReport:
+    """Read stations, plan records and events of these areas and build the report."""
+    stations = session.exec(select(Station).where(col(Station.area_code).in_(area_codes))).all()
+    ids = [s.id for s in stations]
+    planned = session.exec(
+        select(PlannedItem).where(
+            col(PlannedItem.station_id).in_(ids),
+            col(PlannedItem.start_at) >= from_at - SLACK,
+            col(PlannedItem.start_at) < to_at + SLACK,
+        )
+    ).all()
+    item_events = session.exec(
+        select(StationEvent).where(
+            col(StationEvent.station_id).in_(ids),
+            col(StationEvent.kind).in_(ITEM_KINDS),
+            col(StationEvent.at) >= from_at - SLACK,
+            col(StationEvent.at) < to_at + SLACK,
+        )
+    ).all()
+    alert_events = session.exec(
+        select(StationEvent).where(
+            col(StationEvent.station_id).in_(ids),
+            col(StationEvent.alert_id).is_not(None),
+            col(StationEvent.at) >= from_at,
+            col(StationEvent.at) < to_at,
+        )
+    ).all()
+    return build_report(
+        [StationInfo(s.id, s.name, s.area_code) for s in stations],
+        [
+            Planned(
+                station_id=p.station_id,
+                item_id=p.item_id,
+                start_at=p.start_at,
+                length_ms=p.length_ms,
+                priority=p.priority,
+                title=p.title,
+                source=p.source,
+                withdrawn=p.withdrawn_at is not None,
+            )
+            for p in planned
+        ],
+        [
+            Reported(
+                station_id=e.station_id,
+                kind=e.kind,
+                at=e.at,
+                item_id=e.item_id,
+                started_at=e.started_at,
+                finished_at=e.finished_at,
+                alert_id=e.alert_id,
+                reason=e.reason,
+            )
+            for e in [*item_events, *alert_events]
+        ],
+        from_at=from_at,
+        to_at=to_at,
+        now=now,
+        grace=grace,
+    )
+
+
+def _station_row(row: StationAsRun) -> StationRow:
+    return StationRow(
+        station_id=row.station_id,
+        name=row.name,
+        area_code=row.area_code,
+        planned=row.planned,
+        played=row.played,
+        interrupted=row.interrupted,
+        failed=row.failed,
+        missed=row.missed,
+        pending=row.pending,
+        unplanned=row.unplanned,
+        emergency=row.emergency,
+        emergency_played=row.emergency_played,
+        requested_ms=row.requested_ms,
+        played_ms=row.played_ms,
+        played_pct=row.played_pct,
+    )
+
+
+def _item_row(item: ItemOutcome) -> ItemRow:
+    return ItemRow.model_validate(item, from_attributes=True)
+
+
+@router.get(
+    "/as-run",
+    response_model=AsRunPublic,
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+)
+def read_as_run(
+    session: SessionDep,
+    actor: ActorDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    area: Annotated[
+        str | None, Query(max_length=16, description="area code; default: all you may see")
+    ] = None,
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="2026-11-25 (Vietnam midnight) or ISO 8601"),
+    ] = None,
+    to: Annotated[str | None, Query(description="exclusive end; default from + 1 day")] = None,
+    format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
+    items: Annotated[
+        bool, Query(description="one row per item (JSON: an extra list; CSV: instead)")
+    ] = False,
+) -> AsRunPublic | Response:
+    """Per station: items planned, played, interrupted, failed, missed; emergency items;
+    played time against requested time. Only stations in areas you may read."""
+    now = clock()
+    if area is not None:
+        if session.get(Area, area) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"area: {area!r} does not exist")
+        authorize(actor, Action.BROADCAST_READ, [area], session)
+        scope = subtree_codes(session, [area])
+    else:
+        authorize(actor, Action.BROADCAST_READ, None, session)
+        scope = visible_areas(actor, Action.BROADCAST_READ, session)
+    from_at, to_at = report_window(from_, to, now)
+    # The same grace as the "item not played" alarm: the report and the alarm agree.
+    grace = timedelta(minutes=settings.alarm_item_grace_min)
+    report = load_report(session, scope, from_at, to_at, now, grace)
+    if format == "csv":
+        local = from_at.astimezone(LOCAL_TZ).strftime("%Y%m%d-%H%M")
+        kind = "items" if items else "stations"
+        name = f"as-run-{kind}-{area or 'all'}-{local}.csv"
+        text = items_to_csv(report) if items else to_csv(report)
+        return Response(
+            "\ufeff" + text,  # BOM: spreadsheet programs then read Vietnamese names
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+    return AsRunPublic(
+        from_at=from_at,
+        to_at=to_at,
+        from_local=from_at.astimezone(LOCAL_TZ).isoformat(),
+        to_local=to_at.astimezone(LOCAL_TZ).isoformat(),
+        area_code=area,
+        generated_at=now,
+        stations=[_station_row(r) for r in report.stations],
+        totals=_station_row(report.totals),
+        items=[_item_row(i) for i in report.items] if items else None,
+    )

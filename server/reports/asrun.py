@@ -1,0 +1,338 @@
+"""As-run truth: what each station was asked to play against what it says it played.
+
+Pure logic: the caller loads planned items (``server.reports.planned``), station events
+and stations from the database and passes ``now``; nothing here touches a clock, a
+database or the web. That keeps the rules below testable to the millisecond.
+
+Rules
+-----
+- An item belongs to the report when its *planned* start lies in ``[from_at, to_at)``.
+  A withdrawn item (a later plan dropped it before its start) is not planned, unless
+  the station played it anyway.
+- Its outcome is the best one the station reported for that item id: ``played`` over
+  ``interrupted`` over ``failed`` (a station may resend an event after a reconnect;
+  duplicates count once).
+- Without an outcome: ``pending`` until its planned end plus ``grace``, then
+  ``missed`` — the bulletin that silently did not play, with the last thing the station
+  did say about it (e.g. ``audio_failed``) as the reason.
+- Played time is the station's own ``finished_at - started_at``; a ``played`` event
+  without times counts the planned length, an ``interrupted`` one without times
+  counts nothing. Requested time is the planned length of every planned item.
+- An outcome for an item the server has no record of (plans published before the
+  report existed) still counts, in ``unplanned``, when it happened in the window.
+- Emergency items are alerts (distinct ``alert_id`` with an event in the window;
+  played = ``alert_finished``) plus plan items of priority ``emergency``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+OUTCOMES = {"played": 3, "interrupted": 2, "failed": 1}
+DEFAULT_GRACE = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class Planned:
+    station_id: str
+    item_id: str
+    start_at: datetime
+    length_ms: int
+    priority: str = "normal"
+    title: str = ""
+    source: str = "audio"
+    withdrawn: bool = False
+
+    @property
+    def end_at(self) -> datetime:
+        return self.start_at + timedelta(milliseconds=self.length_ms)
+
+
+@dataclass(frozen=True)
+class Reported:
+    """One station event, as stored (``StationEvent``)."""
+
+    station_id: str
+    kind: str
+    at: datetime
+    item_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    alert_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class StationInfo:
+    station_id: str
+    name: str = ""
+    area_code: str = ""
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    station_id: str
+    item_id: str
+    title: str
+    priority: str
+    source: str
+    start_at: datetime | None
+    length_ms: int
+    outcome: str
+    """played | interrupted | failed | missed | pending"""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    played_ms: int = 0
+    reason: str | None = None
+    planned: bool = True
+
+
+@dataclass
+class StationAsRun:
+    station_id: str
+    name: str = ""
+    area_code: str = ""
+    planned: int = 0
+    played: int = 0
+    interrupted: int = 0
+    failed: int = 0
+    missed: int = 0
+    pending: int = 0
+    unplanned: int = 0
+    emergency: int = 0
+    emergency_played: int = 0
+    requested_ms: int = 0
+    played_ms: int = 0
+
+    @property
+    def played_pct(self) -> float | None:
+        """Played time as a share of requested time; None when nothing was requested."""
+        if self.requested_ms <= 0:
+            return None
+        return round(100.0 * self.played_ms / self.requested_ms, 1)
+
+    def add(self, other: StationAsRun) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+COUNTERS = (
+    "planned", "played", "interrupted", "failed", "missed", "pending", "unplanned",
+    "emergency", "emergency_played", "requested_ms", "played_ms",
+)  # fmt: skip
+
+
+@dataclass
+class AsRunReport:
+    from_at: datetime
+    to_at: datetime
+    generated_at: datetime
+    stations: list[StationAsRun]
+    totals: StationAsRun
+    items: list[ItemOutcome] = field(default_factory=list)
+
+
+def _duration_ms(started: datetime | None, finished: datetime | None) -> int | None:
+    if started is None or finished is None:
+        return None
+    return max(0, round((finished - started).total_seconds() * 1000))
+
+
+def _best(events: Iterable[Reported]) -> Reported | None:
+    """The outcome that counts: highest rank, then the latest report."""
+    ranked = [e for e in events if e.kind in OUTCOMES]
+    if not ranked:
+        return None
+    return max(ranked, key=lambda e: (OUTCOMES[e.kind], e.at))
+
+
+def _played_ms(event: Reported, length_ms: int) -> int:
+    measured = _duration_ms(event.started_at, event.finished_at)
+    if measured is not None:
+        return measured
+    if event.kind == "played":
+        return length_ms
+    return 0
+
+
+def build_report(
+    stations: Iterable[StationInfo],
+    planned: Iterable[Planned],
+    events: Iterable[Reported],
+    *,
+    from_at: datetime,
+    to_at: datetime,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+) -> AsRunReport:
+    """Join planned items with station events into one row per station (see module doc).
+
+    ``planned`` and ``events`` may hold rows of other stations or outside the window;
+    they are filtered here, so the caller's queries can be coarse.
+    """
+    if to_at <= from_at:
+        raise ValueError(f"the report window is empty: from {from_at} is not before to {to_at}")
+    rows = {s.station_id: StationAsRun(s.station_id, s.name, s.area_code) for s in stations}
+    by_item: dict[tuple[str, str], list[Reported]] = defaultdict(list)
+    alerts: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for event in events:
+        if event.station_id not in rows:
+            continue
+        if event.alert_id is not None:
+            if from_at <= event.at < to_at:
+                alerts[(event.station_id, event.alert_id)].add(event.kind)
+        elif event.item_id is not None:
+            by_item[(event.station_id, event.item_id)].append(event)
+
+    items: list[ItemOutcome] = []
+    known: set[tuple[str, str]] = set()
+    for plan in sorted(planned, key=lambda p: (p.station_id, p.start_at, p.item_id)):
+        row = rows.get(plan.station_id)
+        key = (plan.station_id, plan.item_id)
+        if row is None:
+            continue
+        known.add(key)
+        if not from_at <= plan.start_at < to_at:
+            continue
+        reports = by_item.get(key, [])
+        best = _best(reports)
+        if plan.withdrawn and best is None:
+            continue
+        row.planned += 1
+        row.requested_ms += plan.length_ms
+        if plan.priority == "emergency":
+            row.emergency += 1
+        if best is not None:
+            outcome, reason = best.kind, best.reason
+            played_ms = _played_ms(best, plan.length_ms)
+            if plan.priority == "emergency" and outcome == "played":
+                row.emergency_played += 1
+        else:
+            played_ms = 0
+            due = now >= plan.end_at + grace
+            outcome = "missed" if due else "pending"
+            last = max(reports, key=lambda e: e.at) if reports else None
+            reason = (last.reason or last.kind) if last is not None and due else None
+            if due and reason is None:
+                reason = "no report from the station"
+        setattr(row, outcome, getattr(row, outcome) + 1)
+        row.played_ms += played_ms
+        items.append(
+            ItemOutcome(
+                station_id=plan.station_id,
+                item_id=plan.item_id,
+                title=plan.title,
+                priority=plan.priority,
+                source=plan.source,
+                start_at=plan.start_at,
+                length_ms=plan.length_ms,
+                outcome=outcome,
+                started_at=best.started_at if best else None,
+                finished_at=best.finished_at if best else None,
+                played_ms=played_ms,
+                reason=reason,
+            )
+        )
+
+    for key, reports in sorted(by_item.items()):
+        best = _best(reports)
+        if key in known or best is None:
+            continue
+        when = best.started_at or best.at
+        if not from_at <= when < to_at:
+            continue
+        row = rows[key[0]]
+        played_ms = _played_ms(best, 0)
+        row.unplanned += 1
+        setattr(row, best.kind, getattr(row, best.kind) + 1)
+        row.played_ms += played_ms
+        items.append(
+            ItemOutcome(
+                station_id=key[0],
+                item_id=key[1],
+                title="",
+                priority="",
+                source="",
+                start_at=None,
+                length_ms=0,
+                outcome=best.kind,
+                started_at=best.started_at,
+                finished_at=best.finished_at,
+                played_ms=played_ms,
+                reason=best.reason,
+                planned=False,
+            )
+        )
+
+    for (station_id, _alert_id), kinds in alerts.items():
+        rows[station_id].emergency += 1
+        if "alert_finished" in kinds:
+            rows[station_id].emergency_played += 1
+
+    ordered = sorted(rows.values(), key=lambda r: (r.area_code, r.station_id))
+    totals = StationAsRun("", "total")
+    for row in ordered:
+        totals.add(row)
+    return AsRunReport(from_at, to_at, now, ordered, totals, items)
+
+
+CSV_COLUMNS = (
+    "station_id", "station_name", "area_code", "planned", "played", "interrupted", "failed",
+    "missed", "pending", "unplanned", "emergency", "emergency_played", "requested_s",
+    "played_s", "played_pct",
+)  # fmt: skip
+
+
+def _csv_row(row: StationAsRun) -> list[object]:
+    pct = row.played_pct
+    return [
+        row.station_id, row.name, row.area_code, row.planned, row.played, row.interrupted,
+        row.failed, row.missed, row.pending, row.unplanned, row.emergency, row.emergency_played,
+        f"{row.requested_ms / 1000:.1f}", f"{row.played_ms / 1000:.1f}",
+        "" if pct is None else f"{pct:.1f}",
+    ]  # fmt: skip
+
+
+def to_csv(report: AsRunReport) -> str:
+    """One line per station and a final total line; times in seconds (UTF-8, with header)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report.stations:
+        writer.writerow(_csv_row(row))
+    writer.writerow(_csv_row(report.totals))
+    return out.getvalue()
+
+
+ITEM_CSV_COLUMNS = (
+    "station_id", "item_id", "title", "priority", "source", "planned_start_local",
+    "requested_s", "outcome", "started_local", "finished_local", "played_s", "reason",
+)  # fmt: skip
+
+
+def _local(moment: datetime | None) -> str:
+    return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def items_to_csv(report: AsRunReport) -> str:
+    """One line per item, times in Vietnam time: which bulletin played, when, or why not."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(ITEM_CSV_COLUMNS)
+    for item in report.items:
+        writer.writerow(
+            [
+                item.station_id, item.item_id, item.title, item.priority, item.source,
+                _local(item.start_at), f"{item.length_ms / 1000:.1f}", item.outcome,
+                _local(item.started_at), _local(item.finished_at),
+                f"{item.played_ms / 1000:.1f}", item.reason or "",
+            ]
+        )  # fmt: skip
+    return out.getvalue()
