@@ -312,9 +312,7 @@ def _programme_step(console: Console, stack: LocalStack, lead_s: float) -> Step:
         console.print(
             f"  ({spoken['engine']}, giọng {spoken['voice']}, {spoken['duration_ms'] / 1000:.1f} s)"
         )
-        # A breath after the call sign. It is also needed: today a station fails an item
-        # "busy" when it is cued (300 ms ahead) while the item before it, due to end at its
-        # start, still plays — so items laid exactly end to end do not play yet.
+        # A breath after the call sign, as a presenter would leave.
         items.append({"kind": "silence", "title": "Khoảng lặng", "seconds": 1})
         items.append({"kind": "tts", "title": "Thông báo tiêm phòng", "text": NOTICE, "slot_s": 60})
 

@@ -996,10 +996,11 @@ class NodeCore:
         self._advance_alert(now, out, wakes)
         if self._resume is not None and self.alert is None:
             self._resume_stream(self._resume, now, out)
-        for item in self._live_items():
+        live = self._live_items()  # once per input: a station runs this on every one
+        for item in live:
             wakes.extend(self._advance_item(item, now, out))
 
-        self._drive_amplifier(now, out, wakes)
+        self._drive_amplifier(now, out, wakes, live)
         self._schedule_readback(now, out, wakes)
         self._finish_commanded_items(now, out)
 
@@ -1041,6 +1042,8 @@ class NodeCore:
             detail = f"could not start within {LATE_GRACE.total_seconds():g} s"
             self._fail(item, progress, now, out, "late", detail)
             return []
+        if self._ends_by(item.start_at):
+            return [deadline]  # back to back: cued when the player reports the end
         if self._make_way(item, progress, now, out):
             self._cue(item, progress, max(item.start_at, now), out)
         return []
@@ -1059,6 +1062,8 @@ class NodeCore:
             return []
         if self.alert is not None:
             return [item.end_at]  # relays the rest of its window once the alert is over
+        if self._ends_by(item.start_at):
+            return [item.end_at]  # back to back: cued when the player reports the end
         if self._make_way(item, progress, now, out):
             self._cue(item, progress, start, out)
         return []
@@ -1071,6 +1076,12 @@ class NodeCore:
             return
         if item.end_at - now >= MS:
             self._cue(item, self._progress[item_id], now, out)
+
+    def _ends_by(self, instant: datetime) -> bool:
+        """The playing item ends by ``instant`` on its own: the next item waits, cutting
+        nothing and failing nothing (a playlist, a repeat without a gap)."""
+        current = self._item(self.current) if self.current else None
+        return current is not None and current.end_at <= instant
 
     def _make_way(
         self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
@@ -1124,18 +1135,25 @@ class NodeCore:
         progress.outcome = EventKind.FAILED
         self._event(EventKind.FAILED, now, out, item.item_id, reason=reason, detail=detail)
 
-    def _drive_amplifier(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+    def _drive_amplifier(
+        self, now: datetime, out: list[Action], wakes: list[datetime], live: list[PlanItem]
+    ) -> None:
+        """Switch the relay to what is wanted now; ``live`` is :meth:`_live_items` of this turn
+        (an item that failed since is skipped by its outcome)."""
         wanted = (
             self.current is not None
             or self.alert is not None
             or (self._amp_hold_until is not None and now < self._amp_hold_until)
         )
-        for item in self._live_items():
-            progress = self._progress[item.item_id]
-            if progress.cued or progress.outcome is not None:
-                continue
-            if item.start_at - self.settings.amp_lead <= now < item.start_at + LATE_GRACE:
-                wanted = True
+        if not wanted:
+            lead = self.settings.amp_lead
+            for item in live:
+                progress = self._progress[item.item_id]
+                if progress.cued or progress.outcome is not None:
+                    continue
+                if item.start_at - lead <= now < item.start_at + LATE_GRACE:
+                    wanted = True
+                    break
         if self._amp_hold_until is not None and now < self._amp_hold_until:
             wakes.append(self._amp_hold_until)
         if self._amp_override is not None:

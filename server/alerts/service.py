@@ -675,11 +675,12 @@ class AlertService:
         self, session: Session, record: AlertRecord, batch: list[Event], now: datetime
     ) -> None:
         assert record.id is not None
+        db = session.connection()  # Core statements: no ORM layer per row
         table = AlertDelivery.__table__  # type: ignore[attr-defined]
         stations = Station.__table__  # type: ignore[attr-defined]
         wanted = list(dict.fromkeys(e.station_id for e in batch))
         rows: dict[str, DeliveryRow] = {}
-        for sid, state, received, playing, finished, reason, detail in session.execute(
+        for sid, state, received, playing, finished, reason, detail in db.execute(
             sa_select(
                 table.c.station_id,
                 table.c.state,
@@ -697,7 +698,7 @@ class AlertService:
         missing = [sid for sid in wanted if sid not in rows]
         if missing:
             # It heard an area alert although it was not counted (registered since).
-            for sid, area in session.execute(
+            for sid, area in db.execute(
                 sa_select(stations.c.id, stations.c.area_code).where(stations.c.id.in_(missing))
             ).all():
                 rows[sid] = DeliveryRow()
@@ -742,7 +743,7 @@ class AlertService:
 
         inserted = [sid for sid in changed if sid in new]
         if inserted:
-            session.execute(
+            db.execute(
                 insert(table),
                 [
                     {"alert_pk": record.id, "station_id": sid, "area_code": new[sid], **values(sid)}
@@ -751,7 +752,7 @@ class AlertService:
             )
         updated = [sid for sid in changed if sid not in new]
         if updated:
-            session.execute(  # Core executemany, keyed by the primary key
+            db.execute(  # Core executemany, keyed by the primary key
                 update(table)
                 .where(
                     table.c.alert_pk == bindparam("k_alert"),
@@ -761,7 +762,7 @@ class AlertService:
                 [{"k_alert": record.id, "k_station": sid, **values(sid)} for sid in updated],
             )
         if record.state == AlertState.ACTIVE and any(rows[s].state in FINAL for s in changed):
-            going = session.execute(
+            going = db.execute(
                 sa_select(func.count())
                 .select_from(table)
                 .where(

@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -77,6 +78,8 @@ FAULTS = frozenset({EventKind.AMP_FAULT, EventKind.RELAY_FAULT})
 HEALTH_LEAF = "health"
 EVENT_LOG = "loaxa.event_log"
 """``Session.info`` key: the batch's ``StationEvent`` rows, inserted together."""
+KNOWN = "loaxa.known_stations"
+"""``Session.info`` key: ids of the batch's stations that are registered."""
 
 
 def _moves(target: BroadcastTarget, new: TargetState, at: datetime) -> bool:
@@ -253,16 +256,17 @@ class Ingestor:
 
     def _apply(self, inbound: Sequence[Inbound]) -> None:
         with session_scope(self._engine) as session:
-            # One query for the batch's stations, held here so that each handler's
-            # ``session.get(Station, …)`` is answered from the identity map.
+            # One query for which of the batch's stations exist (events need no more).
             ids = list({one.station_id for one in inbound})
-            stations = session.exec(select(Station).where(col(Station.id).in_(ids))).all()
+            table = Station.__table__  # type: ignore[attr-defined]
+            query = sa_select(table.c.id).where(table.c.id.in_(ids))
+            session.info[KNOWN] = set(session.connection().execute(query).scalars())
             for one in inbound:
                 self.dispatcher.deliver(one, session)
-            del stations
             logged = session.info.pop(EVENT_LOG, None)
-            if logged:  # one executemany: the ORM inserts such rows one statement each
-                session.execute(insert(StationEvent), logged)
+            if logged:  # one Core executemany: the ORM inserts such rows one by one
+                events = StationEvent.__table__  # type: ignore[attr-defined]
+                session.connection().execute(insert(events), logged)
         self.stats.applied += len(inbound)
 
     def _station(self, session: Session, message: StationMessage) -> Station | None:
@@ -274,7 +278,9 @@ class Ingestor:
 
     def _on_event(self, session: Session, message: StationMessage) -> None:
         assert isinstance(message, Event)
-        if self._station(session, message) is None:
+        if message.station_id not in session.info.get(KNOWN, ()) and (
+            self._station(session, message) is None
+        ):
             return
         now = self._clock()
         session.info.setdefault(EVENT_LOG, []).append(

@@ -68,3 +68,35 @@ def test_handling_an_alert_costs_little_beyond_its_signature_check(payload: str)
     )
     # inline audio must also be base64-decoded and hashed: about one more envelope's work
     assert handle_us < verify_us * (2.5 if payload == "inline" else 2.0) + 300
+
+
+@pytest.mark.slow
+def test_the_whole_alert_path_costs_little_beyond_its_signature_check() -> None:
+    """Received → relay → playing, every input a swarm station feeds its core per alert.
+
+    Each input runs the core's clock (``_advance``) over the plan, so a 20-item plan is
+    walked three times per alert: the part of a station's work besides the signature.
+    """
+    from node_firmware.core.events import PlaybackStarted, RelaySwitched, SetRelay, StartPlayback
+
+    raws = [alert(f"a-{n}") for n in range(ROUNDS)]
+    ring = Keyring.of(KEY, ALERT_KEY)
+    cores = _cores(ROUNDS)
+    at = T0 + timedelta(seconds=1)
+    verify, whole = [], []
+    for core, raw in zip(cores, raws, strict=True):
+        start = time.perf_counter()
+        open_envelope(raw, ring, at, {"area:04"})
+        middle = time.perf_counter()
+        actions = core.handle(AlertReceived(raw), at)
+        if any(isinstance(a, SetRelay) for a in actions):
+            core.handle(RelaySwitched(True), at)
+        started = [a for a in actions if isinstance(a, StartPlayback)]
+        assert len(started) == 1
+        out = core.handle(PlaybackStarted(started[0].item_id, at), at)
+        whole.append(time.perf_counter() - middle)
+        verify.append(middle - start)
+        assert any(b'"alert_playing"' in getattr(a, "payload", b"") for a in out)
+    verify_us, whole_us = statistics.median(verify) * 1e6, statistics.median(whole) * 1e6
+    print(f"\nwhole alert path {whole_us:.0f} µs, open_envelope {verify_us:.0f} µs")
+    assert whole_us < verify_us * 2.5 + 300

@@ -233,3 +233,35 @@ def test_an_item_cued_but_not_yet_sounding_when_cut_is_failed_not_interrupted() 
     (cut,) = finals(h)["n-1"]
     assert (cut["kind"], cut["reason"]) == ("failed", "preempted")
     assert "finished_at" not in cut
+
+
+# ---------------------------------------------------------------- back to back
+
+
+def test_back_to_back_items_both_play_and_nothing_is_cut() -> None:
+    """A playlist or a repeat without a gap: the next item starts where the last ends."""
+    h = station()
+    first = item("p1.1-0.1.202611250500", timedelta(seconds=10), SHA_A, duration_ms=5_000)
+    second = item("p1.1-1.1.202611250500", timedelta(seconds=15), SHA_B, duration_ms=5_000)
+    higher = item(
+        "b-9", timedelta(seconds=20), SHA_A, duration_ms=5_000, priority=Priority.PRIORITY
+    )
+    h.feed(PlanReceived(sealed(first, second, higher)))
+    h.feed(AudioFetched(SHA_A))
+    h.feed(AudioFetched(SHA_B))
+    h.run_until(T0 + timedelta(seconds=10))
+    h.feed(PlaybackStarted(first.item_id, first.start_at))
+    h.run_until(first.end_at - timedelta(milliseconds=10))  # the next cue time has passed
+    assert [a.item_id for _, a in h.of(StartPlayback)] == [first.item_id]
+    h.now = first.end_at + timedelta(milliseconds=3)
+    h.feed(PlaybackFinished(first.item_id, first.end_at))
+    cues = [a for _, a in h.of(StartPlayback)]
+    assert [c.item_id for c in cues] == [first.item_id, second.item_id]
+    h.feed(PlaybackStarted(second.item_id, h.now))
+    h.now = second.end_at
+    h.feed(PlaybackFinished(second.item_id, second.end_at))
+    h.run_until(higher.start_at)
+    h.feed(PlaybackStarted(higher.item_id, higher.start_at))
+    outcomes = {e["item_id"]: e["kind"] for e in h.events() if e["kind"] in FINAL}
+    assert outcomes == {first.item_id: "played", second.item_id: "played"}
+    assert h.of(StopPlayback) == []
