@@ -22,11 +22,12 @@ thousand times before the benchmark.
 
 Scale, on two cores: a few ``spawn``ed worker processes (one per core by default), each
 driving its share of paho clients from ONE thread over an epoll selector with paho's
-non-blocking API, exactly as :mod:`loaxa.swarm` does (the reasons are written there), plus
-one heap of timers per process for every player, wake-up and relay of its stations — a
-thread per playing item does not scale to a thousand stations in Python (see
-docs/performance.md). Inputs are queued and handed to the cores outside paho's callbacks,
-so a core's ``Publish`` is written to the socket at once.
+non-blocking API, the machinery it shares with :mod:`loaxa.swarm` (the reasons are written
+there; the code is :mod:`loaxa.swarm_transport`), plus one heap of timers per process for
+every player, wake-up and relay of its stations — a thread per playing item does not
+scale to a thousand stations in Python (see docs/performance.md). Inputs are queued and
+handed to the cores outside paho's callbacks, so a core's ``Publish`` is written to the
+socket at once.
 
 What the benchmark reads: every time a core emits an ``alert_*`` event the worker notes
 the station, the kind, the alert id, ``time.monotonic()`` right after the core returned
@@ -49,11 +50,8 @@ import hashlib
 import heapq
 import json
 import logging
-import multiprocessing
-import os
 import selectors
 import socket
-import threading
 import time
 import urllib.request
 from collections import deque
@@ -66,9 +64,15 @@ from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
-from loaxa.swarm import SwarmError
+from loaxa.swarm_transport import (
+    IDLE_WAIT_S,
+    Link,
+    LoopWorker,
+    SwarmReady,
+    WorkerPool,
+    run_worker,
+)
 from loaxa_protocol import KeyEntry, Keyring, Status, StatusState, topics
 from node_firmware.core.events import (
     Action,
@@ -109,9 +113,6 @@ log = logging.getLogger(__name__)
 FLOOR_MARK = b"LOAXA-FLOOR:"
 """A payload starting with this on an alert topic is a transport probe, not an alert."""
 AGENT_VERSION = "alert-swarm-1"
-IDLE_WAIT_S = 0.2
-MISC_EVERY_S = 1.0
-CONNECT_POLL_EVERY = 50
 FETCH_TIMEOUT_S = 30.0
 SUBSCRIBE_QOS = 1
 READ_EVERY = 8
@@ -144,13 +145,6 @@ class NodeProfile:
     health: bool = True
     """Publish the core's heartbeats (on a change of state and every ``heartbeat_s``)."""
     keepalive_s: int = 60
-
-
-@dataclass(frozen=True)
-class SwarmReady:
-    connected: int
-    refused: list[str]
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -192,16 +186,12 @@ class Collected:
 # ------------------------------------------------------------------ one station
 
 
-@dataclass
-class _Station:
-    index: int
+@dataclass(eq=False, kw_only=True)
+class _Station(Link):
     spec: SimStation
     core: NodeCore
     cached: set[str]
     client: _CorkedClient | None = None
-    sock: Any = None
-    online: bool = False
-    connected: bool = False
     wake_at: float | None = None
     playing: dict[str, int] = field(default_factory=dict)
     """item id → generation of the player timer that owns it (stop = forget)."""
@@ -268,15 +258,11 @@ class _Cache:
         return True
 
 
-class _Stop(Exception):
-    """The parent said stop or went away."""
-
-
 def _utc() -> datetime:
     return datetime.now(UTC)
 
 
-class _Worker:
+class _Worker(LoopWorker[_Station]):
     """Drives its share of the swarm from one thread: sockets, cores, timers."""
 
     def __init__(
@@ -288,14 +274,11 @@ class _Worker:
         profile: NodeProfile,
         number: int = 0,
     ) -> None:
+        super().__init__(conn, host, port, profile.keepalive_s)
         self._number = number
-        self._conn = conn
-        self._host = host
-        self._port = port
         self._profile = profile
-        self._selector = selectors.DefaultSelector()
         keyring = Keyring.from_entries([KeyEntry.model_validate(k) for k in profile.trusted_keys])
-        self._stations: list[_Station] = []
+        self._stations = self._links
         self._by_id: dict[str, _Station] = {}
         for index, spec in enumerate(members):
             settings = CoreSettings(
@@ -306,7 +289,13 @@ class _Worker:
                 amp_tail=timedelta(milliseconds=profile.amp_tail_ms),
                 heartbeat=timedelta(seconds=profile.heartbeat_s),
             )
-            station = _Station(index, spec, NodeCore(settings), set(profile.cached_audio))
+            station = _Station(
+                index=index,
+                station_id=spec.station_id,
+                spec=spec,
+                core=NodeCore(settings),
+                cached=set(profile.cached_audio),
+            )
             self._stations.append(station)
             self._by_id[spec.station_id] = station
         self._cache = _Cache()
@@ -316,9 +305,7 @@ class _Worker:
         self._timers: list[tuple[float, int, int, str, str, int]] = []
         self._timer_seq = 0
         self._play_gen = 0
-        self._blocked: set[int] = set()
         self._corked: set[int] = set()
-        self._refused: list[str] = []
         self._marks: list[Mark] = []
         self._floor: list[FloorMark] = []
         self._alert_topics: dict[str, int] = {}
@@ -350,33 +337,15 @@ class _Worker:
         )
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        station.client = client
-        station.connected = False
-        client.connect(self._host, self._port, self._profile.keepalive_s)
-        station.sock = client.socket()
-        station.online = True
-        self._selector.register(station.sock, selectors.EVENT_READ, station.index)
-        self._watch(station)
+        self._open(station, client)
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        index: int,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Any,
-    ) -> None:
-        station = self._stations[index]
-        if reason_code.is_failure:
-            self._refused.append(f"{station.spec.station_id}: {reason_code}")
-            return
+    def _on_connected(self, station: _Station, client: mqtt.Client) -> None:
         sid = station.spec.station_id
         wanted = [topics.trust(sid), topics.plan(sid), topics.command(sid), topics.alert(sid)]
         wanted += [topics.area_alert(code) for code in station.spec.areas]
         client.subscribe([(topic, SUBSCRIBE_QOS) for topic in wanted])
         client.publish(topics.status(sid), _status(sid, StatusState.ONLINE), 1, True)
-        station.connected = True
-        self._inbox.append((index, BrokerConnected(), 0.0))
+        self._inbox.append((station.index, BrokerConnected(), 0.0))
 
     def _on_message(self, _client: mqtt.Client, index: int, message: mqtt.MQTTMessage) -> None:
         payload = message.payload
@@ -396,36 +365,19 @@ class _Worker:
         elif leaf == "cmd":
             self._inbox.append((index, CommandReceived(bytes(payload)), time.monotonic()))
 
-    def _drop(self, station: _Station, abrupt: bool = True) -> None:
+    def _drop(self, station: _Station) -> bool:
         """Forget a connection (lost, or cut on purpose); the core hears of it."""
-        if not station.online:
-            return
-        station.online = False
-        self._blocked.discard(station.index)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(station.sock)
-        if abrupt:
-            # A cut network, not a goodbye: the broker publishes the last will.
-            with contextlib.suppress(OSError):
-                station.sock.close()
-        station.client = None  # a reconnect starts a fresh, clean session
-        was_connected, station.connected = station.connected, False
-        if was_connected:
+        was_connected = station.connected
+        dropped = super()._drop(station)  # a reconnect starts a fresh, clean session
+        if dropped and was_connected:
             self._inbox.append((station.index, BrokerDisconnected(), 0.0))
+        return dropped
 
-    def _watch(self, station: _Station) -> None:
-        """Poll for writability only while paho has bytes queued for the socket."""
-        if not station.online or station.client is None or station.index in self._corked:
-            return  # gathered bytes are flushed (and watched) at the end of the turn
-        wants = bool(station.client.out) or station.client.want_write()
-        if wants == (station.index in self._blocked):
-            return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants else 0)
-        self._selector.modify(station.sock, events, station.index)
-        if wants:
-            self._blocked.add(station.index)
-        else:
-            self._blocked.discard(station.index)
+    def _wants_write(self, station: _Station) -> bool | None:
+        client = station.client
+        if not station.online or client is None or station.index in self._corked:
+            return None  # gathered bytes are flushed (and watched) at the end of the turn
+        return bool(client.out) or client.want_write()
 
     def _flush(self, station: _Station) -> bool:
         """Send what the station's client gathered; False when the connection is dead."""
@@ -451,44 +403,8 @@ class _Worker:
             else:
                 self._watch(station)
 
-    def _poll(self, timeout: float) -> None:
-        for key, mask in self._selector.select(timeout):
-            if key.data is None:
-                self._command()
-                continue
-            if key.data == -1:
-                self._drain_fetched()
-                continue
-            station = self._stations[key.data]
-            client = station.client
-            if client is None or not station.online:
-                continue
-            if mask & selectors.EVENT_READ and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._drop(station)
-                continue
-            if mask & selectors.EVENT_WRITE and (
-                client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS or not self._flush(station)
-            ):
-                self._drop(station)
-                continue
-            self._watch(station)
-
-    def _connect_all(self, timeout_s: float) -> None:
-        started = time.monotonic()
-        for station in self._stations:
-            self._connect(station)
-            if station.index % CONNECT_POLL_EVERY == CONNECT_POLL_EVERY - 1:
-                self._poll(0)
-                self._flush_all()
-        deadline = started + timeout_s
-        while (
-            sum(s.connected for s in self._stations) + len(self._refused) < len(self._stations)
-            and time.monotonic() < deadline
-        ):
-            self._poll(0.05)
-            self._flush_all()
-        connected = sum(s.connected for s in self._stations)
-        self._conn.send(("ready", connected, list(self._refused), time.monotonic() - started))
+    def _wakeup(self) -> None:
+        self._drain_fetched()
 
     # -------------------------------------------------------- the cores
 
@@ -679,11 +595,7 @@ class _Worker:
 
     # -------------------------------------------------------- commands from the parent
 
-    def _command(self) -> None:
-        try:
-            message = self._conn.recv()
-        except EOFError:
-            message = ("stop",)
+    def _handle(self, message: tuple[Any, ...]) -> bool:
         match message:
             case ("collect",):
                 self._conn.send(
@@ -699,7 +611,7 @@ class _Worker:
             case ("offline", list(ids)):
                 for sid in ids:
                     if (station := self._by_id.get(sid)) is not None:
-                        self._drop(station, abrupt=True)
+                        self._drop(station)
                 self._conn.send(("ok",))
             case ("online", list(ids)):
                 for sid in ids:
@@ -712,10 +624,9 @@ class _Worker:
                 self._conn.send(("history", found))
             case ("connected",):
                 self._conn.send(("connected", sum(s.connected for s in self._stations)))
-            case ("stop",):
-                raise _Stop
             case _:
-                raise SwarmError(f"unknown swarm command {message!r}")
+                return False
+        return True
 
     # -------------------------------------------------------- the loop
 
@@ -748,49 +659,28 @@ class _Worker:
                 self._poll(0)
                 self._flush_all()
 
-    def serve(self, connect_timeout_s: float) -> None:
-        self._selector.register(self._conn, selectors.EVENT_READ, None)
+    def _set_up(self, connect_timeout_s: float) -> None:
         self._selector.register(self._wake_r, selectors.EVENT_READ, -1)
-        try:
-            self._boot()
-            self._connect_all(connect_timeout_s)
-            # Five hundred stations' cores, keyrings and clients live as long as the
-            # process: out of the collector's sight, so a full collection during an alert
-            # does not walk them all (a Pi's collector walks one station's; measured: a
-            # gen-2 pass over 500 cores costs ~15 ms, ~10 % of a core's work per alert).
-            gc.freeze()
-            next_misc = time.monotonic() + MISC_EVERY_S
-            while True:
-                self._poll(self._next_timeout())
-                self._process_inbox()
-                self._fire_due()
-                if not self._inbox and self._deferred:
-                    # Heartbeats go when nothing urgent waits, as the agent's probe thread.
-                    index, snapshot = self._deferred.popleft()
-                    self._report_health(index, snapshot)
-                now = time.monotonic()
-                if now >= next_misc:
-                    next_misc = now + MISC_EVERY_S
-                    for station in self._stations:
-                        client = station.client
-                        if (
-                            station.online
-                            and client is not None
-                            and client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS
-                        ):
-                            self._drop(station)
-                self._flush_all()
-        except _Stop:
-            pass
-        finally:
-            for station in self._stations:
-                if station.online and station.client is not None:
-                    with contextlib.suppress(Exception):
-                        station.client.disconnect()
-            with contextlib.suppress(Exception):
-                self._flush_all()
-            self._fetch_pool.shutdown(wait=False, cancel_futures=True)
-            self._selector.close()
+        self._boot()
+        super()._set_up(connect_timeout_s)
+        # Five hundred stations' cores, keyrings and clients live as long as the
+        # process: out of the collector's sight, so a full collection during an alert
+        # does not walk them all (a Pi's collector walks one station's; measured: a
+        # gen-2 pass over 500 cores costs ~15 ms, ~10 % of a core's work per alert).
+        gc.freeze()
+
+    def _turn(self) -> None:
+        # The base loop then runs the keepalives and flushes what the turn gathered.
+        self._poll(self._next_timeout())
+        self._process_inbox()
+        self._fire_due()
+        if not self._inbox and self._deferred:
+            # Heartbeats go when nothing urgent waits, as the agent's probe thread.
+            index, snapshot = self._deferred.popleft()
+            self._report_health(index, snapshot)
+
+    def _close(self) -> None:
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _field(payload: bytes, name: bytes) -> str | None:
@@ -821,32 +711,21 @@ def _worker_main(
     connect_timeout_s: float,
     number: int = 0,
 ) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    profile_to = os.environ.get("LOAXA_SWARM_PROFILE")  # a directory: cProfile each worker
-    try:
-        worker = _Worker(conn, host, port, members, profile, number)
-        if profile_to:
-            import cProfile
-
-            cProfile.runctx(
-                "worker.serve(connect_timeout_s)",
-                globals(),
-                {"worker": worker, "connect_timeout_s": connect_timeout_s},
-                os.path.join(profile_to, f"swarm-{os.getpid()}.prof"),
-            )
-        else:
-            worker.serve(connect_timeout_s)
-    except Exception as exc:  # reported to the parent, which raises it as SwarmError
-        log.exception("alert swarm worker failed")
-        with contextlib.suppress(OSError):
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    run_worker(
+        conn,
+        lambda: _Worker(conn, host, port, members, profile, number),
+        connect_timeout_s,
+        "alert swarm worker",
+    )
 
 
 # ------------------------------------------------------------------ the parent side
 
 
-class AlertSwarm:
+class AlertSwarm(WorkerPool):
     """N simulated stations running the node core, over a few processes; a context manager."""
+
+    what = "alert swarm worker"
 
     def __init__(
         self,
@@ -856,75 +735,23 @@ class AlertSwarm:
         profile: NodeProfile,
         workers: int | None = None,
     ) -> None:
-        if not stations:
-            raise ValueError("a swarm needs at least one station")
-        self.host = host
-        self.port = port
-        self.stations = list(stations)
+        super().__init__(host, port, stations, workers)
         self.profile = profile
-        self.workers = max(1, min(workers or os.cpu_count() or 1, len(self.stations)))
-        self._procs: list[multiprocessing.process.BaseProcess] = []
-        self._conns: list[Connection] = []
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> AlertSwarm:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def _ask(self, message: tuple[Any, ...], timeout_s: float = 30.0) -> list[tuple[Any, ...]]:
-        """Send ``message`` to every worker and return each one's reply."""
-        with self._lock:
-            for conn in self._conns:
-                conn.send(message)
-            return self._replies(timeout_s)
-
-    def _replies(self, timeout_s: float) -> list[tuple[Any, ...]]:
-        deadline = time.monotonic() + timeout_s
-        replies = []
-        for conn in self._conns:
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                raise SwarmError(f"a swarm worker did not answer within {timeout_s:.0f} s")
-            try:
-                reply = conn.recv()
-            except EOFError as exc:
-                raise SwarmError("a swarm worker died (see its traceback above)") from exc
-            if reply[0] == "error":
-                raise SwarmError(f"swarm worker failed: {reply[1]}")
-            replies.append(reply)
-        return replies
 
     def start(self, timeout_s: float = 120.0) -> SwarmReady:
         """Spawn the workers, boot every core and connect every station."""
-        context = multiprocessing.get_context("spawn")  # never fork a threaded server
-        started = time.monotonic()
-        for number in range(self.workers):
-            parent, child = context.Pipe()
-            proc = context.Process(
-                target=_worker_main,
-                args=(
-                    child,
-                    self.host,
-                    self.port,
-                    self.stations[number :: self.workers],
-                    self.profile,
-                    timeout_s,
-                    number,
-                ),
-                name=f"loaxa-alert-swarm-{number}",
-                daemon=True,
-            )
-            proc.start()
-            child.close()
-            self._procs.append(proc)
-            self._conns.append(parent)
-        with self._lock:
-            replies = self._replies(timeout_s + 60)
-        return SwarmReady(
-            connected=sum(r[1] for r in replies),
-            refused=[reason for r in replies for reason in r[2]],
-            seconds=time.monotonic() - started,
+        return self._spawn(
+            _worker_main,
+            lambda number: (
+                self.host,
+                self.port,
+                self.stations[number :: self.workers],
+                self.profile,
+                timeout_s,
+                number,
+            ),
+            "loaxa-alert-swarm",
+            timeout_s + 60,
         )
 
     def collect(self) -> Collected:
@@ -957,21 +784,6 @@ class AlertSwarm:
         for reply in self._ask(("history", list(station_ids))):
             merged.update(reply[1])
         return merged
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(("stop",))
-        for proc in self._procs:
-            proc.join(timeout_s)
-            if proc.is_alive():
-                log.warning("alert swarm worker %s did not stop; killing it", proc.name)
-                proc.kill()
-                proc.join(timeout_s)
-        for conn in self._conns:
-            conn.close()
-        self._procs.clear()
-        self._conns.clear()
 
 
 def floor_payload(tag: str, size: int) -> bytes:

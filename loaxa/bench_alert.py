@@ -3,7 +3,7 @@
 One run, everything on this machine:
 
 1. A private Mosquitto with the production security model (per-station passwords and the
-   generated ACL, anonymous refused; :class:`loaxa.bench_health._SecuredBroker`).
+   generated ACL, anonymous refused; :class:`loaxa.bench_common.SecuredBroker`).
 2. The real server (:class:`~loaxa.stack.LocalStack`). N stations are written straight
    into its database through its own ``Station`` model, with a real ``$7$`` password hash
    each — registering through ``POST /api/v1/stations`` costs ~8 ms a station (40 s for
@@ -42,12 +42,10 @@ import logging
 import os
 import secrets
 import statistics
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -65,14 +63,12 @@ from loaxa.alert_swarm import (
     floor_payload,
     trusted_key_dicts,
 )
-from loaxa.bench_health import _SecuredBroker, _wait_link
-from loaxa.broker_config import load_station_accounts
+from loaxa.bench_common import require_connected, secured_stack
 from loaxa.stack import LocalStack
 from loaxa.swarm import percentile
 from server.areas import ancestry
 from server.models import Area, AudioAsset, Station
 from server.passwords import hash_password, new_password
-from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -589,46 +585,23 @@ def run_alert_bench(
     """Run the whole benchmark (see the module doc) and return its figures."""
     if nodes < 1 or rounds < 1:
         raise ValueError("nodes and rounds must be positive")
-    with tempfile.TemporaryDirectory(prefix="loaxa-bench-alert-") as tmp:
-        secured = _SecuredBroker(Path(tmp) / "mosquitto")
-        with secured.broker as broker:
-            stack = LocalStack(
-                Path(tmp) / "stack",
-                broker.host,
-                broker.port,
-                settings_overrides={
-                    "mqtt_username": secured.server.username,
-                    "mqtt_password": secured.server.password,
-                },
+    with secured_stack("loaxa-bench-alert-") as (secured, stack):
+        started = time.monotonic()
+        stations = register_bulk(stack, nodes)
+        registration_s = time.monotonic() - started
+        secured.grant_registered(stack)
+        profile = node_profile(stack, health=health)
+        broker = secured.broker
+        with AlertSwarm(broker.host, broker.port, stations, profile, workers) as swarm:
+            ready = swarm.start()
+            require_connected(ready, nodes, log)
+            floor = FloorPublisher(
+                broker.host, broker.port, secured.server.username, secured.server.password
             )
             try:
-                stack.start()
-                _wait_link(stack)
-                started = time.monotonic()
-                stations = register_bulk(stack, nodes)
-                registration_s = time.monotonic() - started
-                db_url = Settings(data_dir=stack.data_dir / "server").db_url
-                secured.grant(load_station_accounts(db_url))
-                profile = node_profile(stack, health=health)
-                with AlertSwarm(broker.host, broker.port, stations, profile, workers) as swarm:
-                    ready = swarm.start()
-                    if ready.refused or ready.connected != nodes:
-                        raise RuntimeError(
-                            f"only {ready.connected} of {nodes} stations connected; "
-                            f"refused: {ready.refused[:3]}"
-                        )
-                    log.info("%s stations connected in %.1f s", nodes, ready.seconds)
-                    floor = FloorPublisher(
-                        broker.host, broker.port, secured.server.username, secured.server.password
-                    )
-                    try:
-                        done, errors = _run_rounds(
-                            stack, swarm, floor, nodes, payload, rounds, warmup
-                        )
-                    finally:
-                        floor.close()
+                done, errors = _run_rounds(stack, swarm, floor, nodes, payload, rounds, warmup)
             finally:
-                stack.stop()
+                floor.close()
     return _summarise(
         nodes,
         payload,

@@ -4,10 +4,9 @@ One run, everything on this machine, in this order:
 
 1. A private Mosquitto with the production security model — no anonymous access, a
    password file with each station's ``$7$`` hash as the server stored it, and the
-   generated ACL (:mod:`loaxa.broker_config`) — so the broker pays the same per-publish
-   ACL checks it pays in the field. It starts with only the server's account; after
-   registration the files are rewritten from the server's database and Mosquitto reloads
-   them on SIGHUP, as an operator would after ``loaxa broker config``.
+   generated ACL — so the broker pays the same per-publish ACL checks it pays in the
+   field; reloaded with the stations' accounts after registration
+   (:mod:`loaxa.bench_common`, shared with ``loaxa bench alert``).
 2. The real server (:class:`~loaxa.stack.LocalStack`) and N stations registered through
    the real API (``POST /api/v1/stations``, one keep-alive connection; ~9 ms each).
 3. The swarm (:mod:`loaxa.swarm`): one authenticated MQTT connection per station,
@@ -29,31 +28,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import secrets
-import signal
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from loaxa.broker import MosquittoBroker, mqtt_ping
-from loaxa.broker_config import (
-    SERVER_USERNAME,
-    ServerCredentials,
-    StationAccount,
-    acl_text,
-    load_station_accounts,
-    passwd_text,
-)
+from loaxa.bench_common import SecuredBroker, require_connected, secured_stack
 from loaxa.stack import LocalStack
 from loaxa.swarm import CountingSubscriber, Swarm, SwarmRun, SwarmStation, percentile
 from loaxa_protocol import topics
-from server.passwords import hash_password
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,7 +54,6 @@ COUNTER_POLL_S = 0.1
 DRAIN_IDLE_S = 3.0
 """The drain ends early once nothing new is stored for this long with no backlog."""
 DRAIN_MAX_S = 120.0
-RELOAD_TIMEOUT_S = 10.0
 RATE_LIMIT_WINDOW_S = 10.0
 """The server's per-station health rate limit counts reports per this window."""
 RATE_LIMIT_HEADROOM = 2
@@ -160,55 +144,6 @@ def _counts(system: dict[str, Any]) -> _Counts:
     )
 
 
-class _SecuredBroker:
-    """A private Mosquitto that authenticates every client and applies the generated ACL.
-
-    It starts open to anonymous clients (with no topic rights: the ACL grants none), only
-    because the broker helper proves readiness with an anonymous CONNECT; :meth:`grant`
-    then closes anonymous access together with loading the station accounts.
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        password = secrets.token_urlsafe(24)
-        self.server = ServerCredentials(SERVER_USERNAME, password, hash_password(password))
-        self._write([])
-        self.broker = MosquittoBroker(
-            workdir=workdir,
-            extra_config="\n".join(
-                [
-                    f"password_file {workdir / 'passwd'}",
-                    f"acl_file {workdir / 'acl'}",
-                    # As the generated production config (loaxa/broker_config.py).
-                    "max_queued_messages 100000",
-                ]
-            ),
-        )
-
-    def _write(self, accounts: list[StationAccount]) -> None:
-        (self.workdir / "passwd").write_text(passwd_text(accounts, self.server))
-        (self.workdir / "acl").write_text(acl_text(accounts, self.server.username))
-
-    def grant(self, accounts: list[StationAccount]) -> None:
-        """Load the accounts and refuse anonymous clients, as production does (SIGHUP reload).
-
-        Returns once an anonymous CONNECT is refused, which proves the reload happened.
-        """
-        self._write(accounts)
-        with self.broker.config_path.open("a") as config:
-            config.write("allow_anonymous false\n")  # later lines win over the helper's
-        pid = self.broker.pid
-        if pid is None:
-            raise RuntimeError("the bench broker is not running")
-        os.kill(pid, signal.SIGHUP)
-        deadline = time.monotonic() + RELOAD_TIMEOUT_S
-        while mqtt_ping(self.broker.host, self.broker.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError("mosquitto did not reload its password file and ACL")
-            time.sleep(0.05)
-
-
 class _ApiSampler(threading.Thread):
     """Times ``GET /api/v1/stations`` and tracks the ingest backlog until stopped."""
 
@@ -290,15 +225,6 @@ def _wait_received(sink: CountingSubscriber, base: int, sent: int) -> None:
         time.sleep(COUNTER_POLL_S)
 
 
-def _wait_link(stack: LocalStack, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with stack.client() as http:
-        while not http.get("/api/v1/system").json()["mqtt"]["connected"]:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not connect to the bench broker")
-            time.sleep(0.05)
-
-
 def _rate_limit(interval_s: float) -> int | None:
     """A per-station limit that lets the compressed heartbeat through, or None if none.
 
@@ -344,41 +270,19 @@ def run_health_bench(
     interval_s = interval_ms / 1000
     limit = _rate_limit(interval_s)
     overrides: dict[str, Any] = {} if limit is None else {"health_rate_limit": limit}
-    with tempfile.TemporaryDirectory(prefix="loaxa-bench-health-") as tmp:
-        secured = _SecuredBroker(Path(tmp) / "mosquitto")
-        with secured.broker as broker:
-            stack = LocalStack(
-                Path(tmp) / "stack",
-                broker.host,
-                broker.port,
-                settings_overrides={
-                    "mqtt_username": secured.server.username,
-                    "mqtt_password": secured.server.password,
-                    **overrides,
-                },
-            )
-            try:
-                stack.start()
-                _wait_link(stack)
-                started = time.monotonic()
-                stations = _register(stack, nodes)
-                registration_s = time.monotonic() - started
-                log.info("registered %s stations in %.1f s", nodes, registration_s)
-                db_url = Settings(data_dir=stack.data_dir / "server").db_url
-                secured.grant(load_station_accounts(db_url))
-                with Swarm(broker.host, broker.port, stations, workers) as swarm:
-                    ready = swarm.start()
-                    if ready.refused or ready.connected != nodes:
-                        raise RuntimeError(
-                            f"only {ready.connected} of {nodes} stations connected; "
-                            f"refused: {ready.refused[:3]}"
-                        )
-                    log.info("%s stations connected in %.1f s", nodes, ready.seconds)
-                    server = _server_phase(stack, swarm, seconds, interval_s, api_pause_s)
-                    stack.stop()  # the floor is measured with no server listening
-                    raw = _raw_phase(secured, swarm, seconds, interval_s)
-            finally:
-                stack.stop()
+    with secured_stack("loaxa-bench-health-", overrides) as (secured, stack):
+        started = time.monotonic()
+        stations = _register(stack, nodes)
+        registration_s = time.monotonic() - started
+        log.info("registered %s stations in %.1f s", nodes, registration_s)
+        secured.grant_registered(stack)
+        broker = secured.broker
+        with Swarm(broker.host, broker.port, stations, workers) as swarm:
+            ready = swarm.start()
+            require_connected(ready, nodes, log)
+            server = _server_phase(stack, swarm, seconds, interval_s, api_pause_s)
+            stack.stop()  # the floor is measured with no server listening
+            raw = _raw_phase(secured, swarm, seconds, interval_s)
     stored = server.final.stored - server.base.stored
     reports_per_s = (server.end.stored - server.base.stored) / server.run.seconds
     raw_per_s = raw.in_window / raw.run.seconds
@@ -445,7 +349,7 @@ def _server_phase(
 
 
 def _raw_phase(
-    secured: _SecuredBroker, swarm: Swarm, seconds: float, interval_s: float
+    secured: SecuredBroker, swarm: Swarm, seconds: float, interval_s: float
 ) -> _RawPhase:
     """The same swarm and schedule against a plain subscriber (server's account): the floor."""
     server = secured.server

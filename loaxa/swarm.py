@@ -27,15 +27,13 @@ Design (measured in docs/performance.md, "Health ingestion"):
   serve a measurement against the server and one against a plain subscriber.
 
 :class:`CountingSubscriber` is that plain subscriber: the floor a server is compared to.
+The processes, pipes and loop are shared with the alert swarm (:mod:`loaxa.swarm_transport`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import multiprocessing
 import os
-import selectors
 import threading
 import time
 from collections.abc import Sequence
@@ -48,6 +46,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from loaxa.swarm_transport import (
+    IDLE_WAIT_S,
+    Link,
+    LoopWorker,
+    SwarmError,
+    SwarmReady,
+    WorkerPool,
+    run_worker,
+)
 from loaxa_protocol import Health, topics
 
 log = logging.getLogger(__name__)
@@ -55,19 +62,10 @@ log = logging.getLogger(__name__)
 HEALTH_QOS = 0
 """What the station agent publishes health with (node_firmware/agent.py)."""
 AGENT_VERSION = "swarm-1"
-MISC_EVERY_S = 1.0
-"""How often each client's keepalive bookkeeping (``loop_misc``) runs."""
-IDLE_WAIT_S = 0.2
 FLUSH_TIMEOUT_S = 10.0
-CONNECT_POLL_EVERY = 50
-"""Process CONNACKs after this many new connections, so none wait in a full buffer."""
 
 _AT = "2000-01-01T00:00:00Z"
 _UPTIME = 123456.5
-
-
-class SwarmError(RuntimeError):
-    """The swarm could not connect or a worker failed."""
 
 
 @dataclass(frozen=True)
@@ -77,15 +75,6 @@ class SwarmStation:
     station_id: str
     username: str | None = None
     password: str | None = None
-
-
-@dataclass(frozen=True)
-class SwarmReady:
-    """How the swarm's connections came up."""
-
-    connected: int
-    refused: list[str]
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -197,7 +186,7 @@ class _RunState:
     flush_deadline: float = 0.0
 
 
-class _Worker:
+class _Worker(LoopWorker[Link]):
     """Drives its share of the swarm's clients from one thread (see the module doc)."""
 
     def __init__(
@@ -209,126 +198,48 @@ class _Worker:
         total: int,
         keepalive_s: int,
     ) -> None:
-        self._conn = conn
-        self._host = host
-        self._port = port
+        super().__init__(conn, host, port, keepalive_s)
         self._members = list(members)
         self._total = total
-        self._keepalive = keepalive_s
-        self._selector = selectors.DefaultSelector()
-        self._clients: list[mqtt.Client] = []
-        self._socks: list[Any] = []
-        """Each client's socket, kept: paho forgets it once the connection dies."""
-        self._templates: list[HealthTemplate] = []
-        self._topics: list[str] = []
-        self._connected: list[bool] = []
-        self._refused: list[str] = []
-        self._blocked: set[int] = set()
-        self._alive: set[int] = set()
+        self._links = [
+            Link(index=index, station_id=station.station_id)
+            for index, (_number, station) in enumerate(self._members)
+        ]
+        self._templates = [HealthTemplate(s.station_id, number) for number, s in self._members]
+        self._topics = [topics.health(s.station_id) for _number, s in self._members]
         self._disconnected = 0
         self._run: _RunState | None = None
 
-    # -------------------------------------------------------- sockets
+    def _connect(self, link: Link) -> None:
+        station = self._members[link.index][1]
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=station.station_id,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            userdata=link.index,
+        )
+        if station.username:
+            client.username_pw_set(station.username, station.password)
+        client.on_connect = self._on_connect
+        self._open(link, client)
 
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        index: int,
-        flags: mqtt.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Any,
-    ) -> None:
-        if reason_code.is_failure:
-            self._refused.append(f"{self._members[index][1].station_id}: {reason_code}")
-        else:
-            self._connected[index] = True
-
-    def _drop(self, index: int) -> None:
+    def _drop(self, link: Link) -> bool:
         """Forget a client whose connection died; the benchmark counts, never reconnects."""
-        if index in self._alive:
-            self._alive.discard(index)
-            self._blocked.discard(index)
-            self._selector.unregister(self._socks[index])
+        dropped = super()._drop(link)
+        if dropped:
             self._disconnected += 1
-
-    def _watch(self, index: int) -> None:
-        """Poll for writability only while paho has bytes queued for the socket."""
-        wants = self._clients[index].want_write()
-        if wants == (index in self._blocked):
-            return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wants else 0)
-        self._selector.modify(self._socks[index], events, index)
-        if wants:
-            self._blocked.add(index)
-        else:
-            self._blocked.discard(index)
-
-    def _poll(self, timeout: float) -> None:
-        for key, mask in self._selector.select(timeout):
-            if key.data is None:
-                self._command()
-                continue
-            index: int = key.data
-            client = self._clients[index]
-            if mask & selectors.EVENT_READ and client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                self._drop(index)
-                continue
-            if (
-                mask & selectors.EVENT_WRITE
-                and client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS
-            ):
-                self._drop(index)
-                continue
-            self._watch(index)
-
-    def _connect_all(self, timeout_s: float) -> None:
-        started = time.monotonic()
-        for index, (number, station) in enumerate(self._members):
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=station.station_id,
-                protocol=MQTTProtocolVersion.MQTTv311,
-                userdata=index,
-            )
-            if station.username:
-                client.username_pw_set(station.username, station.password)
-            client.on_connect = self._on_connect
-            self._clients.append(client)
-            self._connected.append(False)
-            self._templates.append(HealthTemplate(station.station_id, number))
-            self._topics.append(topics.health(station.station_id))
-            client.connect(self._host, self._port, self._keepalive)
-            self._socks.append(client.socket())
-            self._selector.register(self._socks[index], selectors.EVENT_READ, index)
-            self._alive.add(index)
-            self._watch(index)
-            if index % CONNECT_POLL_EVERY == CONNECT_POLL_EVERY - 1:
-                self._poll(0)
-        deadline = started + timeout_s
-        while (
-            sum(self._connected) + len(self._refused) < len(self._members)
-            and self._alive
-            and time.monotonic() < deadline
-        ):
-            self._poll(0.05)
-        self._conn.send(("ready", sum(self._connected), self._refused, time.monotonic() - started))
+        return dropped
 
     # -------------------------------------------------------- commands and runs
 
-    def _command(self) -> None:
-        try:
-            message = self._conn.recv()
-        except EOFError:
-            message = ("stop",)
+    def _handle(self, message: tuple[Any, ...]) -> bool:
         match message:
             case ("run", float(start), float(seconds), float(interval)):
                 phases = [g / self._total * interval for g, _station in self._members]
                 schedule = _Schedule(start, start + seconds, interval, phases)
                 self._run = _RunState(schedule)
-            case ("stop",):
-                raise _Stop
-            case _:
-                raise SwarmError(f"unknown swarm command {message!r}")
+                return True
+        return False
 
     def _publish_due(self, run: _RunState, now: float) -> None:
         schedule = run.schedule
@@ -342,20 +253,21 @@ class _Worker:
                 return
             index = schedule.cursor
             schedule.advance()
-            if index not in self._alive:
+            link = self._links[index]
+            client = link.client
+            if client is None or not link.online:
                 run.failed += 1
                 continue
-            client = self._clients[index]
             info = client.publish(
                 self._topics[index], self._templates[index].render(time.time()), qos=HEALTH_QOS
             )
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 run.sent += 1
                 run.lags.append(time.monotonic() - due)
-                self._watch(index)
+                self._watch(link)
             else:
                 run.failed += 1
-                self._drop(index)
+                self._drop(link)
 
     def _finish(self, run: _RunState) -> None:
         lags = run.lags
@@ -377,8 +289,8 @@ class _Worker:
         )
         self._run = None
 
-    def _step(self) -> None:
-        """One turn of the loop: wait for sockets or the next due publish, then act."""
+    def _turn(self) -> None:
+        """Wait for sockets or the next due publish, then act."""
         now = time.monotonic()
         run = self._run
         if run is None:
@@ -394,30 +306,6 @@ class _Worker:
             return
         self._poll(0.05)
 
-    def serve(self, connect_timeout_s: float) -> None:
-        self._selector.register(self._conn, selectors.EVENT_READ, None)
-        try:
-            self._connect_all(connect_timeout_s)
-            next_misc = time.monotonic() + MISC_EVERY_S
-            while True:
-                self._step()
-                now = time.monotonic()
-                if now >= next_misc:
-                    next_misc = now + MISC_EVERY_S
-                    for index in list(self._alive):
-                        if self._clients[index].loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                            self._drop(index)
-        except _Stop:
-            pass
-        finally:
-            for index in list(self._alive):
-                self._clients[index].disconnect()
-            self._selector.close()
-
-
-class _Stop(Exception):
-    """Raised inside the worker loop when the parent says stop or goes away."""
-
 
 def _worker_main(
     conn: Connection,
@@ -428,17 +316,18 @@ def _worker_main(
     keepalive_s: int,
     connect_timeout_s: float,
 ) -> None:
-    try:
-        _Worker(conn, host, port, members, total, keepalive_s).serve(connect_timeout_s)
-    except Exception as exc:  # reported to the parent, which raises it as SwarmError
-        log.exception("swarm worker failed")
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    run_worker(
+        conn,
+        lambda: _Worker(conn, host, port, members, total, keepalive_s),
+        connect_timeout_s,
+        "swarm worker",
+    )
 
 
 # ------------------------------------------------------------------ the parent side
 
 
-class Swarm:
+class Swarm(WorkerPool):
     """N simulated stations spread over a few worker processes; use as a context manager.
 
     ``start()`` connects every station and returns how that went; ``run()`` makes them all
@@ -453,68 +342,24 @@ class Swarm:
         workers: int | None = None,
         keepalive_s: int = 60,
     ) -> None:
-        if not stations:
-            raise ValueError("a swarm needs at least one station")
-        self.host = host
-        self.port = port
-        self.stations = list(stations)
-        self.workers = max(1, min(workers or os.cpu_count() or 1, len(self.stations)))
+        super().__init__(host, port, stations, workers)
         self._keepalive = keepalive_s
-        self._procs: list[multiprocessing.process.BaseProcess] = []
-        self._conns: list[Connection] = []
-
-    def __enter__(self) -> Swarm:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def _replies(self, timeout_s: float) -> list[tuple[Any, ...]]:
-        """One reply from every worker, or SwarmError naming what went wrong."""
-        deadline = time.monotonic() + timeout_s
-        replies = []
-        for conn in self._conns:
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                raise SwarmError(f"a swarm worker did not answer within {timeout_s:.0f} s")
-            try:
-                reply = conn.recv()
-            except EOFError as exc:
-                raise SwarmError("a swarm worker died (see its traceback above)") from exc
-            if reply[0] == "error":
-                raise SwarmError(f"swarm worker failed: {reply[1]}")
-            replies.append(reply)
-        return replies
 
     def start(self, timeout_s: float = 60.0) -> SwarmReady:
         """Spawn the workers and connect every station (one MQTT connection each)."""
-        context = multiprocessing.get_context("spawn")  # never fork a threaded server
         indexed = list(enumerate(self.stations))
-        started = time.monotonic()
-        for number in range(self.workers):
-            parent, child = context.Pipe()
-            proc = context.Process(
-                target=_worker_main,
-                args=(
-                    child,
-                    self.host,
-                    self.port,
-                    indexed[number :: self.workers],
-                    len(self.stations),
-                    self._keepalive,
-                    timeout_s,
-                ),
-                name=f"loaxa-swarm-{number}",
-                daemon=True,
-            )
-            proc.start()
-            child.close()
-            self._procs.append(proc)
-            self._conns.append(parent)
-        replies = self._replies(timeout_s + 30)  # + the workers' own start-up
-        return SwarmReady(
-            connected=sum(r[1] for r in replies),
-            refused=[reason for r in replies for reason in r[2]],
-            seconds=time.monotonic() - started,
+        return self._spawn(
+            _worker_main,
+            lambda number: (
+                self.host,
+                self.port,
+                indexed[number :: self.workers],
+                len(self.stations),
+                self._keepalive,
+                timeout_s,
+            ),
+            "loaxa-swarm",
+            timeout_s + 30,  # + the workers' own start-up
         )
 
     def run(self, seconds: float, interval_s: float, lead_s: float = 0.3) -> SwarmRun:
@@ -526,9 +371,11 @@ class Swarm:
         if seconds <= 0 or interval_s <= 0:
             raise ValueError("seconds and interval_s must be positive")
         start = time.monotonic() + lead_s
-        for conn in self._conns:
-            conn.send(("run", start, float(seconds), float(interval_s)))
-        reports = [r[1] for r in self._replies(lead_s + seconds + FLUSH_TIMEOUT_S + 30)]
+        replies = self._ask(
+            ("run", start, float(seconds), float(interval_s)),
+            lead_s + seconds + FLUSH_TIMEOUT_S + 30,
+        )
+        reports = [r[1] for r in replies]
         return SwarmRun(
             sent=sum(r["sent"] for r in reports),
             failed=sum(r["failed"] for r in reports),
@@ -540,22 +387,6 @@ class Swarm:
             lag_p99_ms=max(r["lag_p99_ms"] for r in reports),
             lag_max_ms=max(r["lag_max_ms"] for r in reports),
         )
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Disconnect every station and end the workers (killed if they do not stop)."""
-        for conn in self._conns:
-            with contextlib.suppress(OSError):  # the worker is gone already
-                conn.send(("stop",))
-        for proc in self._procs:
-            proc.join(timeout_s)
-            if proc.is_alive():
-                log.warning("swarm worker %s did not stop; killing it", proc.name)
-                proc.kill()
-                proc.join(timeout_s)
-        for conn in self._conns:
-            conn.close()
-        self._procs.clear()
-        self._conns.clear()
 
 
 class CountingSubscriber:

@@ -16,7 +16,8 @@ from sqlmodel import Session, col, select
 from loaxa_protocol.errors import AudioError
 from server.api.deps import ContextDep, DbId, SessionDep
 from server.api.limits import too_large_detail
-from server.audio.pipeline import ProcessedAudio, process_audio
+from server.audio.assets import asset_for
+from server.audio.pipeline import process_audio
 from server.audit.log import record_audit
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize
@@ -49,24 +50,6 @@ async def _read_limited(file: UploadFile, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _asset_for(processed: ProcessedAudio, source_sha256: str, filename: str) -> AudioAsset:
-    return AudioAsset(
-        sha256=processed.sha256,
-        source_sha256=source_sha256,
-        size_bytes=processed.size_bytes,
-        duration_ms=processed.duration_ms,
-        codec=processed.codec,
-        mime_type=processed.mime_type,
-        original_filename=filename[:255],
-        lufs_before=processed.lufs_before,
-        lufs_after=processed.lufs_after,
-        true_peak_before_dbtp=processed.true_peak_before_dbtp,
-        true_peak_after_dbtp=processed.true_peak_after_dbtp,
-        gain_db=processed.gain_db,
-        sample_rate=processed.sample_rate,
-    )
-
-
 def _find(session: Session, condition: ColumnElement[bool]) -> AudioAsset | None:
     return session.exec(select(AudioAsset).where(condition)).first()
 
@@ -95,7 +78,7 @@ def ingest_upload(
             return existing, False
         was_stored = context.store.exists(processed.sha256)
         context.store.put(processed.encoded)
-        asset = _asset_for(processed, source_sha256, filename)
+        asset = asset_for(processed, source_sha256, filename)
         session.add(asset)
         try:
             session.flush()

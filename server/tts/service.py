@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from loaxa_protocol.errors import AudioError
+from server.audio.assets import asset_for
 from server.audio.pipeline import AudioTargets, ProcessedAudio, process_audio
 from server.audio.store import AudioStore
 from server.audit.log import record_audit
@@ -172,21 +173,7 @@ class TtsService:
         self.store.put(processed.encoded)
         existing = self._by_sha(session, processed.sha256)
         created = existing is None
-        asset = existing or AudioAsset(
-            sha256=processed.sha256,
-            source_sha256=key,
-            size_bytes=processed.size_bytes,
-            duration_ms=processed.duration_ms,
-            codec=processed.codec,
-            mime_type=processed.mime_type,
-            original_filename=f"tts: {spoken}"[:255],
-            lufs_before=processed.lufs_before,
-            lufs_after=processed.lufs_after,
-            true_peak_before_dbtp=processed.true_peak_before_dbtp,
-            true_peak_after_dbtp=processed.true_peak_after_dbtp,
-            gain_db=processed.gain_db,
-            sample_rate=processed.sample_rate,
-        )
+        asset = existing or asset_for(processed, key, f"tts: {spoken}")
         try:
             session.add(asset)
             session.flush()

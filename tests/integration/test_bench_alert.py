@@ -8,15 +8,12 @@ recorded there (and the ``slow`` run below).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from loaxa.alert_swarm import FLOOR_MARK, floor_payload
-from tests.brokers import mosquitto_binary
+from tests.bench_runs import run_bench
 
 KEYS = {
     "nodes",
@@ -33,19 +30,7 @@ KEYS = {
 
 
 def bench(*args: str, timeout: float) -> dict[str, Any]:
-    mosquitto_binary()  # a clear failure, not a traceback, when mosquitto is missing
-    result = subprocess.run(
-        [sys.executable, "-m", "loaxa", "bench", "alert", *args, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    last = result.stdout.strip().splitlines()[-1]
-    figures: dict[str, Any] = json.loads(last)
-    assert figures.keys() >= KEYS, last
-    return figures
+    return run_bench("alert", *args, keys=KEYS, timeout=timeout)
 
 
 def test_the_floor_probe_has_the_alerts_exact_size_and_is_never_mistaken_for_one() -> None:

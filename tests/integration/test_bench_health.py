@@ -7,34 +7,19 @@ in docs/performance.md come from the ``slow`` run and the commands recorded ther
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from loaxa.swarm import HealthTemplate
 from loaxa_protocol import Health
-from tests.brokers import mosquitto_binary
+from tests.bench_runs import run_bench
 
 KEYS = {"nodes", "reports_per_s", "lost", "api_p99_ms", "raw_msgs_per_s"}
 
 
 def bench(*args: str, timeout: float) -> dict[str, Any]:
-    mosquitto_binary()  # a clear failure, not a traceback, when mosquitto is missing
-    result = subprocess.run(
-        [sys.executable, "-m", "loaxa", "bench", "health", *args, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    last = result.stdout.strip().splitlines()[-1]
-    figures: dict[str, Any] = json.loads(last)
-    assert figures.keys() >= KEYS, last
-    return figures
+    return run_bench("health", *args, keys=KEYS, timeout=timeout)
 
 
 def test_swarm_reports_are_schema_valid_and_strictly_newer() -> None:
