@@ -132,10 +132,6 @@ class FleetLink:
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
 
-    def publish_plan(self, station_id: str, raw: bytes) -> None:
-        """Publish a sealed plan, retained, so a station that connects later still gets it."""
-        self.publish(topics.plan(station_id), raw, qos=1, retain=True)
-
     # ------------------------------------------------------------- paho callbacks
 
     def _handle_connect(

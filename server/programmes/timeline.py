@@ -117,14 +117,6 @@ def total_ms(segments: Iterable[Segment]) -> int:
     return max((s.end_ms for s in segments), default=0)
 
 
-def segment_at(segments: Iterable[Segment], offset_ms: int) -> Segment | None:
-    """The segment sounding (or silent) ``offset_ms`` after the start; gaps give None."""
-    for segment in segments:
-        if segment.offset_ms <= offset_ms < segment.end_ms:
-            return segment
-    return None
-
-
 def item_id(programme_id: int, segment: Segment, occurrence_utc: datetime) -> str:
     """``p12.3.1.202612070500`` (item 3, first play) or ``p12.4-2.1.…`` (playlist track 2)."""
     item = f"{segment.item}-{segment.track}" if segment.track else str(segment.item)
