@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -82,8 +82,8 @@ def build_context(
     def on_reply(session: Session, reply: CommandReply) -> None:
         commands.on_reply(session, reply)
 
-    def on_alert_event(session: Session, event: Event) -> None:
-        alerts.on_alert_event(session, event)
+    def on_alert_events(session: Session, events: Sequence[Event]) -> None:
+        alerts.on_alert_events(session, events)
 
     def on_online(session: Session, station_id: str) -> None:
         alerts.on_online(session, station_id)
@@ -95,7 +95,7 @@ def build_context(
         watch,
         on_reply=on_reply,
         health=health,
-        on_alert_event=on_alert_event,
+        on_alert_events=on_alert_events,
         on_online=on_online,
     )
 

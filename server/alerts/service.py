@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, func, insert, update
-from sqlalchemy import event as sa_event
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -72,7 +71,6 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 SENDER = "province"
-_PENDING = "loaxa.alert_events"
 """``Session.info`` key of the alert events waiting for the commit."""
 URL_MARGIN = timedelta(hours=1)
 
@@ -623,27 +621,12 @@ class AlertService:
 
     # ------------------------------------------------------- station events
 
-    def on_alert_event(self, session: Session, event: Event) -> None:
-        """Queue the event; it moves its delivery row when the caller commits (Ingestor hook).
-
-        The ingest hands events one by one inside a transaction per batch of up to 500
-        messages; applying them together at the commit (:meth:`on_alert_events`) costs a
-        few statements per batch instead of three ORM round trips per event, which is
-        what let 1,000 stations' acks keep the server busy for seconds (docs/performance.md).
-        """
-        pending: list[Event] | None = session.info.get(_PENDING)
-        if pending is None:
-            pending = session.info[_PENDING] = []
-            sa_event.listen(session, "before_commit", self._apply_pending)
-        pending.append(event)
-
-    def _apply_pending(self, session: Session) -> None:
-        pending = session.info.pop(_PENDING, None)
-        if pending:
-            self.on_alert_events(session, pending)
-
     def on_alert_events(self, session: Session, events: Sequence[Event]) -> None:
         """Move the delivery rows of a batch of alert events, in order (the caller commits).
+
+        The ingest hands over each batch of station messages' alert events at once: a few
+        statements per batch instead of three ORM round trips per event, which is what let
+        1,000 stations' acks keep the server busy for seconds (docs/performance.md).
 
         Per alert in the batch: one query for the rows it touches, one executemany of the
         rows that changed, and (when one became final) one count of those still going.

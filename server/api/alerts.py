@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -48,6 +47,7 @@ from server.auth.deps import ActorDep, authorize, visible_areas
 from server.auth.permissions import Action
 from server.context import ServerContext
 from server.health.models import StationLiveness
+from server.local_time import LOCAL_TZ
 from server.models import Station
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
@@ -56,7 +56,6 @@ LIST_MAX = 500
 DEFAULT_TTL = timedelta(hours=2)
 STREAM_EVERY_S = 0.25
 CAP_MAX_BYTES = 8 * 1024 * 1024
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def _http(exc: AlertError) -> HTTPException:

@@ -79,6 +79,7 @@ HEALTH_LEAF = "health"
 EVENT_LOG = "loaxa.event_log"
 """``Session.info`` key: the batch's ``StationEvent`` rows, inserted together."""
 KNOWN = "loaxa.known_stations"
+ALERT_EVENTS = "loaxa.alert_events"
 """``Session.info`` key: ids of the batch's stations that are registered."""
 
 
@@ -132,11 +133,11 @@ class Ingestor:
         watch: IntrusionWatch | None = None,
         on_reply: Callable[[Session, CommandReply], None] | None = None,
         health: HealthService | None = None,
-        on_alert_event: Callable[[Session, Event], None] | None = None,
+        on_alert_events: Callable[[Session, Sequence[Event]], None] | None = None,
         on_online: Callable[[Session, str], None] | None = None,
     ) -> None:
         self._engine = engine
-        self._on_alert_event = on_alert_event
+        self._on_alert_events = on_alert_events
         self._on_online = on_online
         self._clock = clock
         self._watch = watch
@@ -267,6 +268,10 @@ class Ingestor:
             if logged:  # one Core executemany: the ORM inserts such rows one by one
                 events = StationEvent.__table__  # type: ignore[attr-defined]
                 session.connection().execute(insert(events), logged)
+            alert_events = session.info.pop(ALERT_EVENTS, None)
+            if alert_events and self._on_alert_events is not None:
+                # The whole batch at once: a few statements, not three round trips an ack.
+                self._on_alert_events(session, alert_events)
         self.stats.applied += len(inbound)
 
     def _station(self, session: Session, message: StationMessage) -> Station | None:
@@ -299,8 +304,7 @@ class Ingestor:
             )
         )
         if message.alert_id is not None:
-            if self._on_alert_event is not None:
-                self._on_alert_event(session, message)
+            session.info.setdefault(ALERT_EVENTS, []).append(message)
             return
         if message.kind is EventKind.REJECTED:
             record_audit(

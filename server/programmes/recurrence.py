@@ -16,14 +16,13 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule as RRule
 from dateutil.rrule import rrulestr
 
 from loaxa_protocol.errors import LoaxaError
+from server.local_time import LOCAL_TZ
 
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 MIN_SPACING = timedelta(minutes=1)
 """Occurrences closer than this are refused: a rule firing every second is a typo."""
 SPACING_SAMPLE = 200

@@ -32,9 +32,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+from server.local_time import LOCAL_TZ
+
 OUTCOMES = {"played": 3, "interrupted": 2, "failed": 1}
 DEFAULT_GRACE = timedelta(minutes=2)
 

@@ -8,11 +8,10 @@ reader's language writes them (Vietnamese: decimal comma).
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from fastapi import Depends, HTTPException, Request, status
@@ -37,12 +36,8 @@ from server.i18n import (
     pgettext,
     set_language,
 )
+from server.local_time import LOCAL_TZ
 from server.models import Area
-
-try:
-    LOCAL_TZ: timezone | ZoneInfo = ZoneInfo("Asia/Ho_Chi_Minh")
-except ZoneInfoNotFoundError:  # no tzdata on the host; Vietnam has no DST
-    LOCAL_TZ = timezone(timedelta(hours=7), "ICT")
 
 SERVER_DIR = Path(__file__).resolve().parent.parent
 REFRESH_S = 3
