@@ -35,7 +35,7 @@ from loaxa_protocol.errors import ConfigError
 from server.passwords import hash_password, mosquitto_password_line, verify_password
 
 SERVER_USERNAME = "loaxa-server"
-STATION_READ_LEAVES = ("plan", "cmd", "trust")
+STATION_READ_LEAVES = ("plan", "cmd", "trust", "alert")
 STATION_WRITE_LEAVES = ("event", "health", "status", "reply")
 
 # Names end up verbatim in the ACL and password files, one entry per line. A newline,
