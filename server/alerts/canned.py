@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import Session, col, select
 
+from loaxa.assets import CANNED_AUDIO_DIR
 from server.audio.pipeline import RATE, process_audio
 from server.audio.store import AudioStore
 from server.audio.synth import espeak_vi, tone, wav_bytes
@@ -28,7 +29,8 @@ from server.models import AudioAsset
 
 log = logging.getLogger(__name__)
 
-LIBRARY_DIR = Path(__file__).resolve().parents[2] / "audio"
+# The repository's top-level audio/, packaged through loaxa/assets (so a wheel carries it).
+LIBRARY_DIR = CANNED_AUDIO_DIR
 MANIFEST = "library.json"
 PREFIX = "alert:"
 TONE = "tone"
