@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from loaxa.db_cli import db_app
 from loaxa.schedule_cli import schedule_app
 from loaxa_protocol.errors import LoaxaError
 
@@ -29,6 +30,7 @@ app.add_typer(bench, name="bench")
 broker = typer.Typer(help="The Mosquitto broker: generated, locked-down configuration.")
 app.add_typer(broker, name="broker")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(db_app, name="db")
 
 
 @app.command()
@@ -55,11 +57,23 @@ def serve(
     import uvicorn
 
     from server.app import create_app
+    from server.db import create_tables, make_engine
+    from server.settings import Settings
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(), host=host, port=port)
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    try:  # before listening: an out-of-date schema is an operator's task, not a traceback
+        create_tables(engine)
+    except LoaxaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+    uvicorn.run(create_app(settings), host=host, port=port)
 
 
 @app.command()

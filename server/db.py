@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, event, inspect, text
+from sqlalchemy import DateTime, Engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 log = logging.getLogger(__name__)
 
@@ -80,61 +80,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create missing tables (migrations arrive with Alembic; this is the bootstrap)."""
-    import server.alerts.models
-    import server.audit.models
-    import server.auth.models
-    import server.health.models
-    import server.models
-    import server.programmes.models
-    import server.reports.planned
-    import server.tts.models  # noqa: F401  (each import registers its tables on the metadata)
+    """Bring an empty database to this version's schema; refuse one that is not current.
 
-    SQLModel.metadata.create_all(engine)
-    add_missing_columns(engine)
-
-
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Add columns that newer code declares to tables an older version created.
-
-    The one schema change this bootstrap can make safely: a new *nullable* column (all
-    new columns so far are), with its index or unique index. Existing rows keep every
-    value and read the new column as NULL. Anything else (a new NOT NULL column, a type
-    change) refuses to start with a clear message instead of failing on the first query.
-    Returns ``table.column`` for each column added.
+    The schema comes from the migrations (``server.schema``), never from the models
+    directly, so a fresh install and an upgraded one are the same database.
     """
-    added: list[str] = []
-    with engine.begin() as connection:
-        inspector = inspect(connection)
-        existing_tables = set(inspector.get_table_names())
-        for table in SQLModel.metadata.sorted_tables:
-            if table.name not in existing_tables:
-                continue
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                if not column.nullable:
-                    raise RuntimeError(
-                        f"table {table.name!r} lacks the NOT NULL column {column.name!r}: "
-                        "this database needs a migration this version cannot make"
-                    )
-                kind = column.type.compile(dialect=engine.dialect)
-                connection.execute(
-                    text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
-                )
-                if column.unique or column.index:
-                    unique = "UNIQUE " if column.unique else ""
-                    connection.execute(
-                        text(
-                            f'CREATE {unique}INDEX "ix_{table.name}_{column.name}" '
-                            f'ON "{table.name}" ("{column.name}")'
-                        )
-                    )
-                added.append(f"{table.name}.{column.name}")
-    if added:
-        log.warning("added columns to an existing database: %s", ", ".join(added))
-    return added
+    from server.schema import ensure_current  # the migrations import this module
+
+    ensure_current(engine)
 
 
 @contextmanager

@@ -31,8 +31,6 @@ def cli_actor() -> Actor:
 @contextmanager
 def database(settings: Settings) -> Iterator[Session]:
     """The server's database, with its tables and areas, as the server would open it."""
-    from server.auth import models  # noqa: F401  (registers the account tables)
-
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     try:
