@@ -20,10 +20,12 @@ from sqlalchemy import Engine, inspect, text
 
 from server.db import create_tables, make_engine
 from server.schema import BASELINE, differences, state, upgrade
+from tests.database import ENV
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "b3b9340"  # the release of 2026-11-25, the last one without migrations
-ADMIN_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The PostgreSQL run names its server; otherwise the local one CI and this machine start.
+ADMIN_PG = os.environ.get(ENV, "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 # Run inside the released tree: its own app, its own test helpers, real ffmpeg.
 POPULATE = """
