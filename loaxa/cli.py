@@ -383,3 +383,43 @@ def audit_verify(
     from server.settings import Settings
 
     raise typer.Exit(verify_chain_cli(database_url or Settings().db_url))
+
+
+@app.command("backup")
+def backup_cmd(
+    out: Annotated[Path, typer.Option(help="the archive to write (.tar.gz), outside the data dir")],
+) -> None:
+    """Write one consistent archive of the database, audio, keys and data files.
+
+    Safe while the server runs. Schedule it daily (docs/operations.md shows a systemd timer).
+    """
+    from server.backup import write_backup
+    from server.settings import Settings
+
+    try:
+        summary = write_backup(Settings(), out)
+    except LoaxaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    rows = sum(summary.tables.values())
+    typer.echo(
+        f"{summary.path}: {rows} rows in {len(summary.tables)} tables, {summary.files} files, "
+        f"{summary.size_bytes / 1e6:.1f} MB, schema {summary.revision}"
+    )
+
+
+@app.command("restore")
+def restore_cmd(
+    archive: Annotated[Path, typer.Argument(help="an archive written by `loaxa backup`")],
+) -> None:
+    """Restore a backup into an empty data directory and database (LOAXA_* settings)."""
+    from server.backup import restore_backup
+    from server.settings import Settings
+
+    try:
+        manifest = restore_backup(Settings(), archive)
+    except LoaxaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    rows = sum(manifest["tables"].values())
+    typer.echo(f"restored {rows} rows and the data files of the backup of {manifest['created_at']}")

@@ -106,8 +106,8 @@ def state(engine: Engine) -> SchemaState:
     return SchemaState(current=current, head=_head(), legacy=current is None and bool(ours))
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Migrate to the newest revision, adopting a pre-migration database first.
+def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
+    """Migrate to ``target`` (the newest revision), adopting a pre-migration database first.
 
     Returns (revision before, revision after). Everything runs in one transaction where
     the database allows DDL in transactions (PostgreSQL, SQLite), so a failed migration
@@ -119,7 +119,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         if before.legacy:
             _check_adoptable(connection)
             command.stamp(config, BASELINE)
-        command.upgrade(config, "head")
+        command.upgrade(config, target)
     return (BASELINE if before.legacy else before.current), state(engine).current or ""
 
 
