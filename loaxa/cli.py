@@ -423,3 +423,47 @@ def restore_cmd(
         raise typer.Exit(2) from exc
     rows = sum(manifest["tables"].values())
     typer.echo(f"restored {rows} rows and the data files of the backup of {manifest['created_at']}")
+
+
+@app.command("doctor")
+def doctor_cmd(
+    lang: Annotated[str, typer.Option(help="vi (Tiếng Việt) or en")] = "vi",
+) -> None:
+    """Check a deployment: database, broker, keys, disk, ffmpeg, speech, clock, public URL.
+
+    Prints each problem with its fix; exit 1 when anything would stop a broadcast.
+    """
+    from loaxa.doctor import exit_code, report_lines, run_checks
+    from server.settings import Settings
+
+    try:
+        findings = run_checks(Settings())
+    except LoaxaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for line in report_lines(findings, lang):
+        typer.echo(line)
+    raise typer.Exit(exit_code(findings))
+
+
+@app.command("deploy")
+def deploy_cmd(
+    out: Annotated[Path, typer.Option(help="folder to write the files into")],
+    host: Annotated[str, typer.Option(help="the public DNS name, e.g. loa.caobang.gov.vn")],
+    install_dir: Annotated[Path, typer.Option(help="the virtualenv")] = Path("/opt/loaxa"),
+    data_dir: Annotated[Path, typer.Option(help="the server's data")] = Path("/var/lib/loaxa"),
+    user: Annotated[str, typer.Option(help="the system user the server runs as")] = "loaxa",
+) -> None:
+    """Write systemd units, an nginx TLS site, the settings file and a secrets template.
+
+    docs/operations.md says where each file goes on a Debian 12 VM.
+    """
+    from loaxa.deploy import Deployment, write_deployment
+
+    try:
+        deployment = Deployment(host, install_dir=install_dir, data_dir=data_dir, user=user)
+    except LoaxaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for path in write_deployment(deployment, out):
+        typer.echo(f"wrote {path}")
