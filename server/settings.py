@@ -124,8 +124,8 @@ class Settings(BaseSettings):
     clock_sync_min: float = Field(
         default=10,
         ge=0,
-        description="measure every online station's clock offset this often (signed "
-        "time_sync command over MQTT); 0 disables",
+        description="measure every connected (online or degraded) station's clock offset "
+        "this often (signed time_sync command over MQTT); 0 disables",
     )
     plan_refresh_min: float = Field(
         default=60,
