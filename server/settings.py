@@ -114,7 +114,10 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, gt=0, description="largest audio upload accepted"
     )
     plan_horizon_h: float = Field(
-        default=48, gt=0, description="how far ahead a station's plan reaches"
+        default=216,
+        gt=0,
+        description="how far ahead a station's plan reaches (9 days: a station cut off "
+        "keeps at least 8 days of its programme; docs/programmes.md)",
     )
     plan_ttl_h: float = Field(
         default=72,
