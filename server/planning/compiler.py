@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from loaxa_protocol import AudioRef, Plan, PlanItem, Priority, StreamRef
 
@@ -90,7 +91,10 @@ class PlanEntry:
             codec=self.codec,
         )
 
+    @cached_property
     def plan_item(self) -> PlanItem:
+        """The wire item, built once per entry: a programme's entries are shared by every
+        station it reaches, and building the message is most of a plan's cost."""
         audio = self.audio_ref()
         if self.stream_url is not None:
             return PlanItem(
@@ -148,7 +152,7 @@ def compile_plan(
         # Items starting together stay together: cut before the first start left out.
         until = kept[max_items].start_at
         kept = [e for e in kept[:max_items] if e.start_at < until]
-    items = [e.plan_item() for e in kept]
+    items = [e.plan_item for e in kept]
     return Plan(
         sender=SENDER,
         seq=seq,
