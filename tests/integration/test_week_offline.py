@@ -59,6 +59,7 @@ from server.app import create_app
 from server.auth.permissions import Role
 from server.local_time import LOCAL_TZ
 from tests.integration.auth_helpers import authenticate, bearer, context_of, make_token
+from tests.integration.test_programmes_planner import Clock, FlakyBus
 from tests.integration.test_server_api import make_settings, register
 
 WEEK = Path(__file__).resolve().parents[2] / "schedules" / "commune-week.yaml"
@@ -79,25 +80,6 @@ REBOOTS = [  # local wall time; between items, one just before the 05:00 relay
 ]
 END = datetime(2026, 12, 15, 0, 0, tzinfo=LOCAL_TZ)
 PLAN_BUDGET_BYTES = 128 * 1024
-
-
-@dataclass
-class RecordingBus:
-    published: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        self.published.append((topic, payload))
-
-    def on(self, topic: str) -> list[bytes]:
-        return [p for t, p in self.published if t == topic]
-
-
-@dataclass
-class Clock:
-    now: datetime = ISSUED_UTC
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @dataclass
@@ -208,9 +190,9 @@ def local(instant: datetime) -> datetime:
 
 
 @pytest.fixture
-def published(tmp_path: Path) -> Iterator[tuple[TestClient, RecordingBus, Clock]]:
+def published(tmp_path: Path) -> Iterator[tuple[TestClient, FlakyBus, Clock]]:
     """The commune week applied, approved and published at Sunday 20:00 local."""
-    bus, clock = RecordingBus(), Clock()
+    bus, clock = FlakyBus(), Clock(ISSUED_UTC)
     settings = make_settings(tmp_path, stream_probe_timeout_s=0.5)
     with TestClient(create_app(settings, bus=bus, clock=clock)) as raw_client:
         client = authenticate(raw_client)
@@ -236,7 +218,7 @@ def published(tmp_path: Path) -> Iterator[tuple[TestClient, RecordingBus, Clock]
 
 
 def test_one_stored_plan_plays_the_commune_week_through_8_days_offline_and_6_reboots(
-    published: tuple[TestClient, RecordingBus, Clock],
+    published: tuple[TestClient, FlakyBus, Clock],
 ) -> None:
     client, bus, clock = published
     context = context_of(client)
@@ -306,7 +288,7 @@ def test_one_stored_plan_plays_the_commune_week_through_8_days_offline_and_6_reb
 
 
 def test_the_rolling_planner_republishes_only_when_an_item_enters_the_9_day_window(
-    published: tuple[TestClient, RecordingBus, Clock],
+    published: tuple[TestClient, FlakyBus, Clock],
 ) -> None:
     client, bus, clock = published
     planner = context_of(client).planner
