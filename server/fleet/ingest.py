@@ -156,7 +156,11 @@ class Ingestor:
         if self._watch is not None:
             down = [(t, p) for t, p in messages if parse_down_topic(t) is not None]
             if down:
-                self._watch_down(self._watch, down)
+                try:
+                    self._watch_down(self._watch, down)
+                except Exception:  # the watch must never cost the station reports below
+                    self.stats.failed += len(down)
+                    log.exception("intrusion watch failed on %s down-topic messages", len(down))
                 messages = [(t, p) for t, p in messages if parse_down_topic(t) is None]
         if self._health is not None:
             messages = self._hand_over_health(self._health, messages)
@@ -165,14 +169,9 @@ class Ingestor:
             return
         try:
             self._apply(inbound)
-        except SQLAlchemyError:
+        except Exception:  # any exception: a bug or bad row must not drop its neighbours
             log.exception("batch of %s station messages failed; retrying one by one", len(inbound))
-            for one in inbound:
-                try:
-                    self._apply([one])
-                except SQLAlchemyError:
-                    self.stats.failed += 1
-                    log.exception("could not apply %s from %s", one.leaf, one.station_id)
+            self._apply_one_by_one(inbound)
         faulty = {
             one.station_id
             for one in inbound
@@ -180,6 +179,21 @@ class Ingestor:
         }
         if faulty and self._health is not None:
             self._health.evaluate_soon(faulty)  # after the commit, so the writer sees it
+
+    def _apply_one_by_one(self, inbound: Sequence[Inbound]) -> None:
+        """Apply each message in its own transaction; one that still fails is logged, counted."""
+        self.stats.retried += len(inbound)
+        for one in inbound:
+            try:
+                self._apply([one])
+            except Exception as exc:
+                self.stats.failed += 1
+                log.exception(
+                    "station message on %s could not be stored (%s: %s); the others were",
+                    one.topic,
+                    type(exc).__name__,
+                    exc,
+                )
 
     @staticmethod
     def _hand_over_health(
