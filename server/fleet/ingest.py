@@ -266,6 +266,8 @@ class Ingestor:
                 "reason": intrusion.reason,
                 "detail": intrusion.detail,
                 "sha256": intrusion.sha256,
+                "seq": intrusion.seq,
+                "issued_at": intrusion.issued_at,
             },
         )
 

@@ -1,0 +1,139 @@
+"""Replay detection: a copy of the server's own message, seen after it was superseded or
+expired, is an intrusion, reported once; the broker's normal echoes and retained copies
+never are. The watch alone, with a clock the test moves (no broker, no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from loaxa_protocol import Alert, AudioRef, Keyring, Plan, SigningKey, seal, topics
+from server.fleet.watch import DownTopic, IntrusionWatch
+
+T0 = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
+PLANS = SigningKey.generate("plan", frozenset({"plan", "command"}))
+ALERTS = SigningKey.generate("alert", frozenset({"alert", "alert_cancel"}))
+STATION = "cb-st-001"
+AREA = "01273"
+PLAN_TOPIC = topics.plan(STATION)
+AREA_TOPIC = topics.area_alert(AREA)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def watch(clock: Clock) -> IntrusionWatch:
+    return IntrusionWatch(lambda: Keyring.of(PLANS, ALERTS), clock)
+
+
+def addressees(target: DownTopic) -> set[str]:
+    return {f"area:{target.name}"} if target.scope == "area" else {STATION, f"area:{AREA}"}
+
+
+def plan(seq: int) -> bytes:
+    issued = T0 - timedelta(hours=1) + timedelta(minutes=seq)
+    message = Plan(
+        sender="server",
+        seq=seq,
+        issued_at=issued,
+        expires_at=issued + timedelta(hours=72),
+        to=STATION,
+        station_id=STATION,
+        horizon_until=issued + timedelta(hours=48),
+    )
+    return seal(message, PLANS)
+
+
+def alert(seq: int, to: str, lasts: timedelta) -> bytes:
+    audio = AudioRef(sha256="a" * 64, size_bytes=1000, duration_ms=2000, url="http://x/a")
+    message = Alert(
+        sender="server",
+        seq=seq,
+        issued_at=T0,
+        expires_at=T0 + lasts,
+        to=to,
+        alert_id="al-20261207-flood",
+        drill=False,
+        audio=audio,
+    )
+    return seal(message, ALERTS)
+
+
+def publish_and_echo(watch: IntrusionWatch, topic: str, raw: bytes, retain: bool) -> None:
+    watch.published(topic, raw, retain=retain)
+    assert watch.inspect(topic, raw, addressees) is None
+
+
+def test_a_copy_of_a_superseded_plan_is_a_replay_reported_once(watch: IntrusionWatch) -> None:
+    old, new = plan(10), plan(11)
+    publish_and_echo(watch, PLAN_TOPIC, old, retain=True)
+    publish_and_echo(watch, PLAN_TOPIC, new, retain=True)
+
+    found = watch.inspect(PLAN_TOPIC, old, addressees)  # the attacker re-sends the old bytes
+    assert found is not None
+    issued = T0 - timedelta(minutes=50)
+    assert (found.reason, found.seq, found.issued_at) == ("replayed", 10, issued)
+    assert "plan seq 10" in found.detail and PLAN_TOPIC in found.detail
+    assert "issued 2026-12-07T03:10:00+00:00" in found.detail
+    assert "newer plan of ours replaced it" in found.detail
+    for _copy in range(3):
+        assert watch.inspect(PLAN_TOPIC, old, addressees) is None
+    assert watch.intrusions == 1
+
+
+def test_echoes_that_arrive_late_and_retained_copies_are_not_replays(
+    watch: IntrusionWatch,
+) -> None:
+    old, new = plan(10), plan(11)
+    watch.published(PLAN_TOPIC, old, retain=True)
+    watch.published(PLAN_TOPIC, new, retain=True)  # replaced before its echo came back
+    assert watch.inspect(PLAN_TOPIC, old, addressees) is None
+    assert watch.inspect(PLAN_TOPIC, new, addressees) is None
+    for _resubscription in range(2):  # the broker re-sends the current retained plan
+        assert watch.inspect(PLAN_TOPIC, new, addressees) is None
+    assert watch.intrusions == 0
+
+
+def test_after_a_broker_restart_the_retained_plan_before_our_republish_is_no_replay(
+    watch: IntrusionWatch,
+) -> None:
+    old, new = plan(10), plan(11)
+    publish_and_echo(watch, PLAN_TOPIC, old, retain=True)
+    watch.published(PLAN_TOPIC, new, retain=True)  # republished on reconnect...
+    assert watch.inspect(PLAN_TOPIC, old, addressees) is None  # ...after the stored copy
+    assert watch.inspect(PLAN_TOPIC, new, addressees) is None
+    replay = watch.inspect(PLAN_TOPIC, old, addressees)
+    assert replay is not None and replay.reason == "replayed"
+
+
+def test_a_copy_of_an_expired_alert_is_one_replay_on_however_many_topics(
+    watch: IntrusionWatch, clock: Clock
+) -> None:
+    raw = alert(40, f"area:{AREA}", lasts=timedelta(minutes=30))
+    publish_and_echo(watch, AREA_TOPIC, raw, retain=False)
+    assert watch.inspect(AREA_TOPIC, raw, addressees) is None  # a QoS 1 redelivery, still live
+
+    clock.now = T0 + timedelta(minutes=31)
+    found = watch.inspect(AREA_TOPIC, raw, addressees)
+    assert found is not None and found.reason == "replayed"
+    assert "alert al-20261207-flood seq 40" in found.detail
+    assert "expired at 2026-12-07T04:30:00+00:00" in found.detail
+    assert found.issued_at == T0
+    # The same bytes on the station's own topic (its area is an addressee there), and the
+    # copy the server sealed for that station: the same alert, no second alarm.
+    assert watch.inspect(topics.alert(STATION), raw, addressees) is None
+    per_station = alert(41, STATION, lasts=timedelta(minutes=30))
+    assert watch.inspect(topics.alert(STATION), per_station, addressees) is None
+    assert watch.intrusions == 1
