@@ -151,6 +151,11 @@ class Ingestor:
             handlers["reply"] = on_reply
         self.dispatcher: Dispatcher[Session] = Dispatcher(handlers, self.stats)
 
+    @property
+    def intrusions(self) -> int:
+        """Intrusions the watch has found since start-up."""
+        return self._watch.intrusions if self._watch is not None else 0
+
     def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Validate and apply a batch of raw (topic, payload) messages; never raises."""
         if self._watch is not None:
