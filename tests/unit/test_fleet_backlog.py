@@ -115,8 +115,6 @@ def test_without_a_spill_file_an_event_goes_over_the_bound_rather_than_be_lost()
 @pytest.mark.parametrize("block", [True, False])
 def test_an_empty_queue_raises_empty_like_queue_queue(tmp_path: Path, block: bool) -> None:
     backlog = make(tmp_path, limit=2)
-    get: Callable[[], object] = (
-        (lambda: backlog.get(timeout=0.05)) if block else backlog.get_nowait
-    )
+    get: Callable[[], object] = (lambda: backlog.get(timeout=0.05)) if block else backlog.get_nowait
     with pytest.raises(queue.Empty):
         get()
