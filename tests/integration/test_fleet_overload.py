@@ -28,6 +28,7 @@ from tests.integration.test_server_fleet import (
     STATION,
     ProbeFactory,
     context_of,
+    register_and_schedule,
     running_server,
     settings_for,
     wait_until,
@@ -57,17 +58,7 @@ def played(n: int) -> bytes:
 def server(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[TestClient]:
     settings = settings_for(tmp_path, mosquitto, fleet_queue_max=LIMIT, health_rate_limit=10_000)
     with running_server(settings) as client:
-        registered = client.post(
-            "/api/v1/stations",
-            json={
-                "id": STATION,
-                "name": "Cụm loa",
-                "area_code": "01273",
-                "latitude": 22.6,
-                "longitude": 106.2,
-            },
-        )
-        assert registered.status_code == 201, registered.text
+        register_and_schedule(client)
         yield client
 
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlmodel import Session, col, select
 
 from loaxa.stack import LocalStack
@@ -24,28 +21,17 @@ from loaxa_protocol import topics
 from server.audit.models import AuditEntry
 from server.fleet.ingest import INTRUSION_KIND
 from server.models import StationEvent
+from tests.integration.test_alerts_end_to_end import stack, wait_until
+
+__all__ = ["stack"]  # the fixture: the real server on a real port
 
 COMMUNE = "01273"
-
-
-@pytest.fixture
-def stack(tmp_path: Path, mosquitto: Any) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as running:
-        yield running
 
 
 def intrusions(stack: LocalStack) -> list[AuditEntry]:
     with Session(stack.context.engine) as session:
         query = select(AuditEntry).where(AuditEntry.action == "intrusion.detected")
         return list(session.exec(query.order_by(col(AuditEntry.id))).all())
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def issued_at(raw: bytes) -> str:

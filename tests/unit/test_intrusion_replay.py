@@ -4,56 +4,35 @@ never are. The watch alone, with a clock the test moves (no broker, no database)
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from loaxa_protocol import Alert, AudioRef, Keyring, Plan, SigningKey, seal, topics
-from server.fleet.watch import DownTopic, IntrusionWatch
+from loaxa_protocol import Alert, AudioRef, Keyring, SigningKey, seal, topics
+from server.fleet.watch import IntrusionWatch
+from tests.integration.test_intrusion_watch import NOW as T0
+from tests.integration.test_intrusion_watch import OURS, A, addressees, plan_for
 
-T0 = datetime(2026, 12, 7, 4, 0, tzinfo=UTC)
-PLANS = SigningKey.generate("plan", frozenset({"plan", "command"}))
 ALERTS = SigningKey.generate("alert", frozenset({"alert", "alert_cancel"}))
-STATION = "cb-st-001"
+STATION = A.station_id
 AREA = "01273"
 PLAN_TOPIC = topics.plan(STATION)
 AREA_TOPIC = topics.area_alert(AREA)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+@pytest.fixture
+def clock() -> list[datetime]:
+    """The watch's clock: a test moves ``clock[0]``."""
+    return [T0]
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def watch(clock: Clock) -> IntrusionWatch:
-    return IntrusionWatch(lambda: Keyring.of(PLANS, ALERTS), clock)
-
-
-def addressees(target: DownTopic) -> set[str]:
-    return {f"area:{target.name}"} if target.scope == "area" else {STATION, f"area:{AREA}"}
+def watch(clock: list[datetime]) -> IntrusionWatch:
+    return IntrusionWatch(lambda: Keyring.of(OURS, ALERTS), lambda: clock[0])
 
 
 def plan(seq: int) -> bytes:
-    issued = T0 - timedelta(hours=1) + timedelta(minutes=seq)
-    message = Plan(
-        sender="server",
-        seq=seq,
-        issued_at=issued,
-        expires_at=issued + timedelta(hours=72),
-        to=STATION,
-        station_id=STATION,
-        horizon_until=issued + timedelta(hours=48),
-    )
-    return seal(message, PLANS)
+    return plan_for(STATION, seq)
 
 
 def alert(seq: int, to: str, lasts: timedelta) -> bytes:
@@ -83,10 +62,9 @@ def test_a_copy_of_a_superseded_plan_is_a_replay_reported_once(watch: IntrusionW
 
     found = watch.inspect(PLAN_TOPIC, old, addressees)  # the attacker re-sends the old bytes
     assert found is not None
-    issued = T0 - timedelta(minutes=50)
-    assert (found.reason, found.seq, found.issued_at) == ("replayed", 10, issued)
+    assert (found.reason, found.seq, found.issued_at) == ("replayed", 10, T0)
     assert "plan seq 10" in found.detail and PLAN_TOPIC in found.detail
-    assert "issued 2026-12-07T03:10:00+00:00" in found.detail
+    assert f"issued {T0.isoformat()}" in found.detail
     assert "newer plan of ours replaced it" in found.detail
     for _copy in range(3):
         assert watch.inspect(PLAN_TOPIC, old, addressees) is None
@@ -119,17 +97,17 @@ def test_after_a_broker_restart_the_retained_plan_before_our_republish_is_no_rep
 
 
 def test_a_copy_of_an_expired_alert_is_one_replay_on_however_many_topics(
-    watch: IntrusionWatch, clock: Clock
+    watch: IntrusionWatch, clock: list[datetime]
 ) -> None:
     raw = alert(40, f"area:{AREA}", lasts=timedelta(minutes=30))
     publish_and_echo(watch, AREA_TOPIC, raw, retain=False)
     assert watch.inspect(AREA_TOPIC, raw, addressees) is None  # a QoS 1 redelivery, still live
 
-    clock.now = T0 + timedelta(minutes=31)
+    clock[0] = T0 + timedelta(minutes=31)
     found = watch.inspect(AREA_TOPIC, raw, addressees)
     assert found is not None and found.reason == "replayed"
     assert "alert al-20261207-flood seq 40" in found.detail
-    assert "expired at 2026-12-07T04:30:00+00:00" in found.detail
+    assert f"expired at {(T0 + timedelta(minutes=30)).isoformat()}" in found.detail
     assert found.issued_at == T0
     # The same bytes on the station's own topic (its area is an addressee there), and the
     # copy the server sealed for that station: the same alert, no second alarm.
