@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import CommandReply, Event, EventKind, Status, StatusState, topics
+from server.alerts.models import AlertRecord
 from server.areas import ancestry
 from server.audit.log import record_audit
 from server.auth.actor import SYSTEM
@@ -229,7 +230,15 @@ class Ingestor:
                 areas = ancestry(session, station.area_code) if station is not None else []
                 return {target.name, *(f"area:{code}" for code in areas)}
 
-            found = [i for i in (watch.inspect(t, p, addressees) for t, p in down) if i]
+            def cancelled_at(alert_id: str) -> datetime | None:
+                query = select(AlertRecord.cancelled_at).where(AlertRecord.alert_id == alert_id)
+                return session.exec(query).first()
+
+            found = [
+                intrusion
+                for topic, payload in down
+                if (intrusion := watch.inspect(topic, payload, addressees, cancelled_at))
+            ]
         for intrusion in found:
             log.warning(
                 "INTRUSION on %s: %s (%s), sha256 %s",

@@ -18,7 +18,8 @@ judges each message it sees:
 
    - it was *superseded*: a newer message of ours has come back on that topic since
      (plans and trust lists replace each other; a byte-identical old plan is the replay
-     a station refuses, and the one an attacker can most easily capture);
+     a station refuses, and the one an attacker can most easily capture), or it is an
+     alert that has since been cancelled;
    - it has *expired*: a one-shot message (alert, cancel, command) past ``expires_at``
      is never sent again by this server;
    - it is *not one we remember publishing*, on a topic where we have already seen our
@@ -172,11 +173,13 @@ class IntrusionWatch:
         topic: str,
         payload: bytes,
         addressees: Callable[[DownTopic], Iterable[str]],
+        cancelled_at: Callable[[str], datetime | None] = lambda _alert_id: None,
     ) -> Intrusion | None:
         """None if the message is the server's own, else the intrusion it represents.
 
         ``addressees`` gives the ``to`` values a message on this topic may carry (the
-        station id and its areas' ``area:<code>``); it is only called for messages that
+        station id and its areas' ``area:<code>``); ``cancelled_at`` when an alert id was
+        cancelled (a cancel supersedes its alert). Both are only called for messages that
         are not a known echo, so the common case costs one hash and no database read.
         """
         target = parse_down_topic(topic)
@@ -223,15 +226,16 @@ class IntrusionWatch:
             return alarm(
                 "wrong_topic", f"a {message.type} message on a {target.leaf} topic", message.seq
             )
-        why = self._replay_reason(message, superseded, sent is not None, after_echo)
+        why = self._replay_reason(message, superseded, sent is not None, after_echo, cancelled_at)
         if why is None:
             return None
         found = Intrusion(
             topic,
             target,
             "replayed",
-            f"a copy of our {_describe(message)} (signed by our key {verdict.kid}, issued "
-            f"{message.issued_at.isoformat()}) re-sent on {topic} {why}",
+            # short: the audit log keeps 200 characters; topic, seq and time have fields too
+            f"copy of our {_describe(message)} issued {message.issued_at.isoformat()}, "
+            f"re-sent {why}",
             digest,
             message.seq,
             message.issued_at,
@@ -239,15 +243,23 @@ class IntrusionWatch:
         return self._alarm(_identity(message, digest), found)
 
     def _replay_reason(
-        self, message: AnySigned, superseded: bool, remembered: bool, after_echo: bool
+        self,
+        message: AnySigned,
+        superseded: bool,
+        remembered: bool,
+        after_echo: bool,
+        cancelled_at: Callable[[str], datetime | None],
     ) -> str | None:
-        """Why a validly signed copy of ours is a replay, or None if it may be harmless."""
+        """Why a validly signed copy of ours is a replay, or None if it may be harmless
+        (a live alert's QoS 1 redelivery looks the same as its replay)."""
+        if isinstance(message, Alert) and (cancelled := cancelled_at(message.alert_id)):
+            return f"after it was cancelled at {cancelled.isoformat()}"
         if superseded:
             return f"after a newer {message.type} of ours replaced it"
         if message.type in ONE_SHOT_TYPES and message.expires_at <= self._clock():
             return f"after it expired at {message.expires_at.isoformat()}"
         if not remembered and after_echo:
-            return "though it is not what this server published there: an old message re-sent"
+            return "though this server did not publish it there: an old message"
         return None
 
     def _seen(self, topic: str, order: int) -> None:

@@ -34,11 +34,15 @@ def intrusions(stack: LocalStack) -> list[AuditEntry]:
         return list(session.exec(query.order_by(col(AuditEntry.id))).all())
 
 
+def _opened(raw: bytes) -> bytes:
+    """The signed message inside an envelope, as the attacker can read it too."""
+    payload = json.loads(raw)["payload"]
+    return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+
+
 def issued_at(raw: bytes) -> str:
     """The issue time sealed in an envelope, read straight from the captured bytes."""
-    payload = json.loads(raw)["payload"]
-    message = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return datetime.fromisoformat(message["issued_at"]).isoformat()
+    return datetime.fromisoformat(json.loads(_opened(raw))["issued_at"]).isoformat()
 
 
 def test_a_replayed_old_plan_and_an_expired_alert_each_raise_one_alarm(
@@ -68,23 +72,35 @@ def test_a_replayed_old_plan_and_an_expired_alert_each_raise_one_alarm(
         )
     assert response.status_code == 201, response.text
     old_alert = attacker.wait_for(lambda m: m.topic == alert_topic).payload
+    # A second alert, cancelled by the officer long before it would expire.
+    with stack.client() as http:
+        second = http.post(
+            "/api/v1/alerts",
+            json={"title": "Lũ", "canned": "flood", "tone": False, "area_codes": [COMMUNE]},
+        ).json()
+        cancelled_alert = attacker.wait_for(
+            lambda m: m.topic == alert_topic and second["alert_id"].encode() in _opened(m.payload)
+        ).payload
+        assert http.post(f"/api/v1/alerts/{second['id']}/cancel").status_code == 200
     wait_until(lambda: datetime.now(UTC) > expires + timedelta(seconds=0.5), 10, "expiry")
     assert intrusions(stack) == []  # the server's own traffic raised nothing
 
     for _copy in range(3):  # the replay, sent more than once
         attacker.publish(plan_topic, old_plan, retain=True)
         attacker.publish(alert_topic, old_alert)
+        attacker.publish(alert_topic, cancelled_alert)
     attacker.publish(topics.area_alert("04"), b"sentinel")  # judged after all of the above
-    wait_until(lambda: len(intrusions(stack)) >= 3, 10, "the alarms")
+    wait_until(lambda: len(intrusions(stack)) >= 4, 10, "the alarms")
     time.sleep(0.5)  # time for any further (wrong) alarm to be written
 
     entries = intrusions(stack)
     assert [(e.object_type, e.object_id) for e in entries] == [
         ("station", station_id),
         ("area", COMMUNE),
+        ("area", COMMUNE),
         ("area", "04"),
     ]
-    plan_alarm, alert_alarm = (json.loads(e.after or "{}") for e in entries[:2])
+    plan_alarm, alert_alarm, cancelled_alarm = (json.loads(e.after or "{}") for e in entries[:3])
     plan_issued = issued_at(old_plan)
     assert plan_alarm["topic"] == plan_topic
     assert plan_alarm["reason"] == "replayed"
@@ -98,6 +114,8 @@ def test_a_replayed_old_plan_and_an_expired_alert_each_raise_one_alarm(
     assert f"alert {alert_id} seq" in alert_alarm["detail"]
     assert f"issued {issued_at(old_alert)}" in alert_alarm["detail"]
     assert "expired at" in alert_alarm["detail"]
+    assert f"alert {second['alert_id']} seq" in cancelled_alarm["detail"]
+    assert "after it was cancelled at" in cancelled_alarm["detail"]
 
     # The technician sees it on the station's page too: one event, naming the topic.
     with Session(stack.context.engine) as session:

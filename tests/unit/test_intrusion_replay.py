@@ -63,7 +63,7 @@ def test_a_copy_of_a_superseded_plan_is_a_replay_reported_once(watch: IntrusionW
     found = watch.inspect(PLAN_TOPIC, old, addressees)  # the attacker re-sends the old bytes
     assert found is not None
     assert (found.reason, found.seq, found.issued_at) == ("replayed", 10, T0)
-    assert "plan seq 10" in found.detail and PLAN_TOPIC in found.detail
+    assert found.topic == PLAN_TOPIC and "plan seq 10" in found.detail
     assert f"issued {T0.isoformat()}" in found.detail
     assert "newer plan of ours replaced it" in found.detail
     for _copy in range(3):
@@ -115,3 +115,16 @@ def test_a_copy_of_an_expired_alert_is_one_replay_on_however_many_topics(
     per_station = alert(41, STATION, lasts=timedelta(minutes=30))
     assert watch.inspect(topics.alert(STATION), per_station, addressees) is None
     assert watch.intrusions == 1
+
+
+def test_a_copy_of_a_cancelled_alert_is_a_replay_before_it_expires(
+    watch: IntrusionWatch,
+) -> None:
+    raw = alert(40, f"area:{AREA}", lasts=timedelta(hours=1))
+    publish_and_echo(watch, AREA_TOPIC, raw, retain=False)
+    cancelled = {"al-20261207-flood": T0 + timedelta(minutes=1)}
+
+    found = watch.inspect(AREA_TOPIC, raw, addressees, cancelled.get)
+    assert found is not None and found.reason == "replayed"
+    assert f"cancelled at {(T0 + timedelta(minutes=1)).isoformat()}" in found.detail
+    assert watch.inspect(AREA_TOPIC, raw, addressees, cancelled.get) is None  # once
