@@ -10,7 +10,8 @@ downloads), since that is newer truth, not a reordering. Timestamps the event ca
 are still filled in when the state cannot move.
 
 Messages arrive in batches and are applied in one transaction per batch; if the batch
-fails, each message is retried on its own so one bad row cannot drop its neighbours.
+fails, for whatever reason, each message is retried on its own so one bad row cannot
+drop its neighbours (one that fails alone is logged with its topic and counted).
 Health reports (thousands a second) are handed untouched to the health writer
 (``server.health.ingest``), which validates them field by field and writes them in
 batches of its own; availability messages and amplifier / relay fault events are

@@ -80,7 +80,9 @@ class FleetLink:
         self._min_backoff = min(MIN_BACKOFF_S, self._max_backoff)
         spill_name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.mqtt_client_id)
         spill = SpillFile(
-            settings.data_dir / "spool" / f"ingest-{spill_name}.spill", encode, decode
+            settings.data_dir / "spool" / f"ingest-{spill_name}.spill",
+            encode_message,
+            decode_message,
         )
         self._queue: Backlog[Any] = Backlog(
             settings.fleet_queue_max, kind_of, SHEDDABLE, spill, "fleet ingest queue"
@@ -266,12 +268,12 @@ def kind_of(item: object) -> str | None:
     return topics.leaf_of(topic) if topics.station_of(topic) is not None else "other"
 
 
-def encode(message: Message) -> bytes:
+def encode_message(message: Message) -> bytes:
     """A spilled message: topic length, topic, payload."""
     topic = message[0].encode()
     return len(topic).to_bytes(2, "big") + topic + message[1]
 
 
-def decode(body: bytes) -> Message:
+def decode_message(body: bytes) -> Message:
     length = int.from_bytes(body[:2], "big")
     return body[2 : 2 + length].decode(), body[2 + length :]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.fleet.backlog import Backlog, SpillFile
-from server.fleet.link import Message, decode, encode, kind_of
+from server.fleet.link import Message, decode_message, encode_message, kind_of
 
 STOP = object()
 
@@ -24,7 +24,7 @@ def event(n: int) -> Message:
 
 
 def make(tmp_path: Path, limit: int) -> Backlog[object]:
-    spill = SpillFile(tmp_path / "spool" / "ingest.spill", encode, decode)
+    spill = SpillFile(tmp_path / "spool" / "ingest.spill", encode_message, decode_message)
     return Backlog(limit, kind_of, {"health"}, spill, "test queue")
 
 
