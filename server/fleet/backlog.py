@@ -63,9 +63,9 @@ class SpillFile(Generic[T]):
         self._recover()
 
     def _recover(self) -> None:
-        """Count the records a previous run left; cut a torn last one."""
+        """Count the records a previous run left; cut a torn or unreadable tail."""
         good = 0
-        while (record := self._read()) is not None:
+        while (record := self._read_intact()) is not None:
             self.count += 1
             self.last_number = max(self.last_number, record[0])
             good = self._reader.tell()
@@ -75,6 +75,12 @@ class SpillFile(Generic[T]):
         self._reader.seek(0)
         if self.count:
             log.warning("%s station messages left in %s are read back first", self.count, self.path)
+
+    def _read_intact(self) -> tuple[int, T] | None:
+        try:
+            return self._read()
+        except ValueError:  # UnicodeDecodeError included: bytes a power cut garbled
+            return None
 
     def _read(self) -> tuple[int, T] | None:
         header = self._reader.read(_HEADER.size)

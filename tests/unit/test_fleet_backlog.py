@@ -104,6 +104,21 @@ def test_a_record_torn_by_a_power_cut_is_cut_and_the_rest_kept(tmp_path: Path) -
     assert drain(make(tmp_path, limit=1)) == [event(2)]
 
 
+def test_garbled_bytes_in_the_spill_do_not_stop_the_server_from_starting(
+    tmp_path: Path,
+) -> None:
+    first = make(tmp_path, limit=1)
+    for n in range(1, 4):
+        first.put(event(n))
+    first.close()
+    path = tmp_path / "spool" / "ingest.spill"
+    raw = path.read_bytes()
+    record = len(raw) // 2
+    path.write_bytes(raw[: record + 14] + b"\xff\xfe" + raw[record + 16 :])  # event 3's topic
+
+    assert drain(make(tmp_path, limit=1)) == [event(2)]
+
+
 def test_without_a_spill_file_an_event_goes_over_the_bound_rather_than_be_lost() -> None:
     backlog: Backlog[object] = Backlog(1, kind_of, {"health"})
     backlog.put(event(1))
