@@ -80,42 +80,37 @@ def test_events_beyond_the_bound_spill_to_disk_and_come_back_in_order(tmp_path: 
     assert backlog.as_dict()["peak"] == 3
 
 
-def test_spilled_events_outlive_the_process_and_come_first_at_the_next_start(
-    tmp_path: Path,
-) -> None:
+def end_with_two_events_spilled(tmp_path: Path) -> Path:
+    """A process that ends with events 2 and 3 on disk (event 1 was in memory)."""
     first = make(tmp_path, limit=1)
     for n in range(1, 4):
         first.put(event(n))
-    first.close()  # the process ends with two events on disk (event 1 was in memory)
+    first.close()
+    return tmp_path / "spool" / "ingest.spill"
 
+
+def test_spilled_events_outlive_the_process_and_come_first_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    end_with_two_events_spilled(tmp_path)
     second = make(tmp_path, limit=1)
     second.put(event(9))
     assert drain(second) == [event(2), event(3), event(9)]
 
 
 def test_a_record_torn_by_a_power_cut_is_cut_and_the_rest_kept(tmp_path: Path) -> None:
-    first = make(tmp_path, limit=1)
-    for n in range(1, 4):
-        first.put(event(n))
-    first.close()
-    path = tmp_path / "spool" / "ingest.spill"
+    path = end_with_two_events_spilled(tmp_path)
     path.write_bytes(path.read_bytes()[:-5])
-
     assert drain(make(tmp_path, limit=1)) == [event(2)]
 
 
 def test_garbled_bytes_in_the_spill_do_not_stop_the_server_from_starting(
     tmp_path: Path,
 ) -> None:
-    first = make(tmp_path, limit=1)
-    for n in range(1, 4):
-        first.put(event(n))
-    first.close()
-    path = tmp_path / "spool" / "ingest.spill"
+    path = end_with_two_events_spilled(tmp_path)
     raw = path.read_bytes()
-    record = len(raw) // 2
-    path.write_bytes(raw[: record + 14] + b"\xff\xfe" + raw[record + 16 :])  # event 3's topic
-
+    second = len(raw) // 2  # two records of the same size
+    path.write_bytes(raw[: second + 14] + b"\xff\xfe" + raw[second + 16 :])  # in its topic
     assert drain(make(tmp_path, limit=1)) == [event(2)]
 
 
