@@ -217,6 +217,13 @@ class Settings(BaseSettings):
         description="health reports waiting to be written before new ones are dropped (and "
         "counted): memory stays bounded when the database cannot keep up",
     )
+    fleet_queue_max: int = Field(
+        default=50_000,
+        ge=100,
+        description="station messages received but not yet ingested, held in memory at most "
+        "(~0.5 KB each); beyond it the oldest health reports are dropped (counted) and "
+        "events, status and replies spill to data_dir/spool, never dropped",
+    )
     health_rate_limit: int = Field(
         default=20,
         ge=1,
@@ -272,6 +279,12 @@ class Settings(BaseSettings):
     )
     alarm_webhook_timeout_s: float = Field(
         default=5, gt=0, le=60, description="timeout of one webhook call (retried once)"
+    )
+    alarm_notify_queue_max: int = Field(
+        default=1000,
+        ge=1,
+        description="alarm notifications waiting for webhooks / e-mail at most; beyond it the "
+        "oldest is dropped and counted (the alarm itself is always in the database)",
     )
     smtp_host: str | None = Field(
         default=None, description="mail relay for alarm e-mails; unset disables e-mail"

@@ -1,4 +1,10 @@
-"""The server's own health: broker link and ingest counters, for technicians and probes."""
+"""The server's own health: broker link and ingest counters, for technicians and probes.
+
+``queues`` shows each bounded queue between a producer and a worker thread: ``queued``
+now (memory and spill), ``max`` (its setting), ``peak``, what it ``dropped`` by kind
+(only health reports and alarm notifications are ever dropped), what spilled to disk,
+and what was ``retried`` one by one or ``failed`` even alone.
+"""
 
 from __future__ import annotations
 
@@ -25,5 +31,19 @@ def read_system(context: ContextDep, session: SessionDep, actor: ActorDep) -> di
         },
         "ingest": context.ingestor.stats.as_dict(),
         "health": context.health.as_dict(),
+        "queues": {
+            "fleet_ingest": (
+                {
+                    **link.queue_stats(),
+                    "retried": context.ingestor.stats.retried,
+                    "failed": context.ingestor.stats.failed,
+                }
+                if link is not None
+                else None
+            ),
+            "health_writer": context.health.ingest.queue_stats(),
+            "alarm_notifier": context.health.notifier.queue_stats(),
+        },
+        "intrusions": context.ingestor.intrusions,
         "signing_key": context.keys.signing_key.kid,
     }

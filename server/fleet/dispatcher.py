@@ -40,7 +40,10 @@ class IngestStats:
     unroutable: int = 0
     unknown_station: int = 0
     unmatched_item: int = 0
+    retried: int = 0
+    """messages applied one by one because their batch failed"""
     failed: int = 0
+    """messages that failed even on their own (logged with topic and reason)"""
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -50,6 +53,7 @@ class IngestStats:
 class Inbound:
     """A validated message and the station whose topic it came on."""
 
+    topic: str
     leaf: str
     station_id: str
     message: StationMessage
@@ -93,7 +97,7 @@ class Dispatcher(Generic[C]):
             self.stats.malformed += 1
             log.warning("%s on %s names station %r; dropped", leaf, topic, message.station_id)
             return None
-        return Inbound(leaf, station_id, message)
+        return Inbound(topic, leaf, station_id, message)
 
     def deliver(self, inbound: Inbound, context: C) -> None:
         """Call the handler; its errors are the caller's (they are local bugs or DB faults)."""

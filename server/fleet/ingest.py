@@ -10,7 +10,8 @@ downloads), since that is newer truth, not a reordering. Timestamps the event ca
 are still filled in when the state cannot move.
 
 Messages arrive in batches and are applied in one transaction per batch; if the batch
-fails, each message is retried on its own so one bad row cannot drop its neighbours.
+fails, for whatever reason, each message is retried on its own so one bad row cannot
+drop its neighbours (one that fails alone is logged with its topic and counted).
 Health reports (thousands a second) are handed untouched to the health writer
 (``server.health.ingest``), which validates them field by field and writes them in
 batches of its own; availability messages and amplifier / relay fault events are
@@ -36,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import CommandReply, Event, EventKind, Status, StatusState, topics
+from server.alerts.models import AlertRecord
 from server.areas import ancestry
 from server.audit.log import record_audit
 from server.auth.actor import SYSTEM
@@ -151,12 +153,21 @@ class Ingestor:
             handlers["reply"] = on_reply
         self.dispatcher: Dispatcher[Session] = Dispatcher(handlers, self.stats)
 
+    @property
+    def intrusions(self) -> int:
+        """Intrusions the watch has found since start-up."""
+        return self._watch.intrusions if self._watch is not None else 0
+
     def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Validate and apply a batch of raw (topic, payload) messages; never raises."""
         if self._watch is not None:
             down = [(t, p) for t, p in messages if parse_down_topic(t) is not None]
             if down:
-                self._watch_down(self._watch, down)
+                try:
+                    self._watch_down(self._watch, down)
+                except Exception:  # the watch must never cost the station reports below
+                    self.stats.failed += len(down)
+                    log.exception("intrusion watch failed on %s down-topic messages", len(down))
                 messages = [(t, p) for t, p in messages if parse_down_topic(t) is None]
         if self._health is not None:
             messages = self._hand_over_health(self._health, messages)
@@ -165,14 +176,9 @@ class Ingestor:
             return
         try:
             self._apply(inbound)
-        except SQLAlchemyError:
+        except Exception:  # any exception: a bug or bad row must not drop its neighbours
             log.exception("batch of %s station messages failed; retrying one by one", len(inbound))
-            for one in inbound:
-                try:
-                    self._apply([one])
-                except SQLAlchemyError:
-                    self.stats.failed += 1
-                    log.exception("could not apply %s from %s", one.leaf, one.station_id)
+            self._apply_one_by_one(inbound)
         faulty = {
             one.station_id
             for one in inbound
@@ -180,6 +186,21 @@ class Ingestor:
         }
         if faulty and self._health is not None:
             self._health.evaluate_soon(faulty)  # after the commit, so the writer sees it
+
+    def _apply_one_by_one(self, inbound: Sequence[Inbound]) -> None:
+        """Apply each message in its own transaction; one that still fails is logged, counted."""
+        self.stats.retried += len(inbound)
+        for one in inbound:
+            try:
+                self._apply([one])
+            except Exception as exc:
+                self.stats.failed += 1
+                log.exception(
+                    "station message on %s could not be stored (%s: %s); the others were",
+                    one.topic,
+                    type(exc).__name__,
+                    exc,
+                )
 
     @staticmethod
     def _hand_over_health(
@@ -210,7 +231,15 @@ class Ingestor:
                 areas = ancestry(session, station.area_code) if station is not None else []
                 return {target.name, *(f"area:{code}" for code in areas)}
 
-            found = [i for i in (watch.inspect(t, p, addressees) for t, p in down) if i]
+            def cancelled_at(alert_id: str) -> datetime | None:
+                query = select(AlertRecord.cancelled_at).where(AlertRecord.alert_id == alert_id)
+                return session.exec(query).first()
+
+            found = [
+                intrusion
+                for topic, payload in down
+                if (intrusion := watch.inspect(topic, payload, addressees, cancelled_at))
+            ]
         for intrusion in found:
             log.warning(
                 "INTRUSION on %s: %s (%s), sha256 %s",
@@ -252,6 +281,8 @@ class Ingestor:
                 "reason": intrusion.reason,
                 "detail": intrusion.detail,
                 "sha256": intrusion.sha256,
+                "seq": intrusion.seq,
+                "issued_at": intrusion.issued_at,
             },
         )
 

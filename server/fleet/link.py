@@ -6,6 +6,11 @@ with thousands of stations); the worker thread receives messages through a queue
 hands them, in batches, to the ingest, so database writes never stall keepalives.
 Jobs such as "republish every plan after a reconnect" run on the worker too.
 
+That queue is a :class:`~server.fleet.backlog.Backlog` of ``fleet_queue_max`` messages:
+when the database falls behind, the oldest health reports are shed (counted), and
+events, status, replies and down-topic copies spill to ``data_dir/spool`` instead of
+ever being dropped; paho's thread never waits, so alerts still leave at once.
+
 A fixed client id with a persistent session (clean_session=False) lets the broker
 hold station events (QoS 1) while the server is down and deliver them on return.
 
@@ -20,6 +25,7 @@ import contextlib
 import logging
 import queue
 import random
+import re
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -30,7 +36,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from loaxa_protocol import topics
-from server.fleet.watch import DOWN_SUBSCRIPTIONS, IntrusionWatch
+from server.fleet.backlog import Backlog, SpillFile
+from server.fleet.watch import DOWN_SUBSCRIPTIONS, IntrusionWatch, parse_down_topic
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,8 @@ log = logging.getLogger(__name__)
 SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_STATUS, topics.ALL_HEALTH, topics.ALL_REPLIES)
 MAX_BATCH = 500
 MIN_BACKOFF_S = 0.25
+SHEDDABLE = frozenset({"health"})
+"""Only heartbeats may be dropped: the next one, seconds later, says the same and more."""
 
 Message = tuple[str, bytes]
 Job = Callable[[], object]
@@ -69,7 +78,15 @@ class FleetLink:
         self._subscriptions = SUBSCRIPTIONS + (DOWN_SUBSCRIPTIONS if watch is not None else ())
         self._max_backoff = settings.mqtt_reconnect_max_s
         self._min_backoff = min(MIN_BACKOFF_S, self._max_backoff)
-        self._queue: queue.Queue[Any] = queue.Queue()
+        spill_name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.mqtt_client_id)
+        spill = SpillFile(
+            settings.data_dir / "spool" / f"ingest-{spill_name}.spill",
+            encode_message,
+            decode_message,
+        )
+        self._queue: Backlog[Any] = Backlog(
+            settings.fleet_queue_max, kind_of, SHEDDABLE, spill, "fleet ingest queue"
+        )
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._had_session = False
@@ -109,6 +126,8 @@ class FleetLink:
         self._queue.put(_STOP)
         for thread in self._threads:
             thread.join(timeout_s)
+        if not any(thread.is_alive() for thread in self._threads):
+            self._queue.close()  # what is still spilled is read back at the next start
         self._threads.clear()
 
     @property
@@ -119,8 +138,12 @@ class FleetLink:
         return self._connected.wait(timeout_s)
 
     def backlog(self) -> int:
-        """Messages received but not yet ingested."""
+        """Messages received but not yet ingested (in memory and spilled)."""
         return self._queue.qsize()
+
+    def queue_stats(self) -> dict[str, Any]:
+        """The ingest queue's counters for ``/api/v1/system``."""
+        return self._queue.as_dict()
 
     # ------------------------------------------------------------- publish
 
@@ -233,3 +256,24 @@ class FleetLink:
             job()
         except Exception:  # a failed republish must not kill the worker
             log.exception("fleet job %s failed", getattr(job, "__name__", job))
+
+
+def kind_of(item: object) -> str | None:
+    """The queue kind of a received message (its topic leaf, or ``down``); None for a job."""
+    if not isinstance(item, tuple):
+        return None
+    topic = item[0]
+    if parse_down_topic(topic) is not None:
+        return "down"
+    return topics.leaf_of(topic) if topics.station_of(topic) is not None else "other"
+
+
+def encode_message(message: Message) -> bytes:
+    """A spilled message: topic length, topic, payload."""
+    topic = message[0].encode()
+    return len(topic).to_bytes(2, "big") + topic + message[1]
+
+
+def decode_message(body: bytes) -> Message:
+    length = int.from_bytes(body[:2], "big")
+    return body[2 : 2 + length].decode(), body[2 + length :]

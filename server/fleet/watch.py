@@ -5,20 +5,32 @@ message there that the server did not send means a stolen server credential, a b
 with a broken ACL or a rogue admin. The server subscribes to those topics too and
 judges each message it sees:
 
-1. Bytes whose sha256 it published itself *on that topic* (a bounded memory, plus the
-   current retained message of every topic) are its own echo — the normal case, no
-   signature check.
+1. Bytes whose sha256 it published itself *on that topic* are its own echo — the normal
+   case, no signature check. Each publish is owed exactly one echo; the current retained
+   message of a topic may come back any number of times (on every re-subscription).
 2. Otherwise the envelope must open with the server's *own* public keys, for the
    station (or area) the topic names, with a message type that belongs on that topic.
    That is how a retained plan published before a restart is recognised: the memory is
    gone but the signature is ours. Unknown key, bad signature, malformed, wrong type or
    wrong addressee: intrusion.
-3. A validly signed message of ours that is *not* one we published, arriving on a topic
-   where we have already seen our own echo since start-up, is an old message of ours
-   re-sent by someone else: a replay (the 2017 Dallas siren attack). Ordering makes
-   this safe at start-up: the server subscribes before it republishes, and the broker
-   answers a subscription with the retained copy before it forwards anything published
-   after it, so a pre-restart retained plan always arrives before our first echo.
+3. A validly signed message of ours seen when no echo of it is owed is a copy someone
+   re-sent: a replay (the 2017 Dallas siren attack) when
+
+   - it was *superseded*: a newer message of ours has come back on that topic since
+     (plans and trust lists replace each other; a byte-identical old plan is the replay
+     a station refuses, and the one an attacker can most easily capture), or it is an
+     alert that has since been cancelled;
+   - it has *expired*: a one-shot message (alert, cancel, command) past ``expires_at``
+     is never sent again by this server;
+   - it is *not one we remember publishing*, on a topic where we have already seen our
+     own echo since start-up. Ordering makes this safe at start-up: the server
+     subscribes before it republishes, and the broker answers a subscription with the
+     retained copy before it forwards anything published after it, so a pre-restart
+     retained plan always arrives before our first echo.
+
+   A copy of a live alert we still remember (the broker's QoS 1 redelivery looks the
+   same) raises nothing: stations only re-acknowledge it. A replay is reported once per
+   message however many copies and topics it is sent to (one alarm, not one a station).
 
 Stations verify every envelope themselves and refuse what fails; this watch is how a
 technician learns that someone *tried*. It knows topics and envelopes, not paho or the
@@ -28,14 +40,16 @@ database (the ingest records what it finds).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from loaxa_protocol import Keyring, Rejected, open_envelope, topics
+from loaxa_protocol import Alert, AlertCancel, Keyring, Rejected, open_envelope, topics
+from loaxa_protocol.envelope import AnySigned
 
 REMEMBERED_DIGESTS = 20_000
 """Echoes return within milliseconds; this covers every plan of a large fleet republished
@@ -52,6 +66,11 @@ STATION_DOWN_TYPES: dict[str, str] = {
 }
 # A station's alert topic also carries the cancel of an alert re-sent to that station.
 STATION_ALSO_CARRIES: dict[str, frozenset[str]] = {"alert": frozenset({"alert_cancel"})}
+
+REPLACING_LEAVES = frozenset({"plan", "trust"})
+"""Station down-topics whose every message replaces the previous one (retained)."""
+ONE_SHOT_TYPES = frozenset({"alert", "alert_cancel", "command"})
+"""Message types the server sends once and never again once they have expired."""
 
 DOWN_SUBSCRIPTIONS: tuple[str, ...] = (
     *(f"{topics.ROOT}/station/+/{leaf}" for leaf in STATION_DOWN_TYPES),
@@ -93,6 +112,18 @@ class Intrusion:
     detail: str
     sha256: str
     seq: int | None = None
+    issued_at: datetime | None = None
+    """when the server first issued a replayed message (None for anything not ours)"""
+
+
+@dataclass
+class _Sent:
+    """One message the server published on one topic."""
+
+    order: int
+    """publish order across all topics (newer is larger)"""
+    owed: int
+    """echoes the broker still owes us: one per publish of these bytes"""
 
 
 class IntrusionWatch:
@@ -113,11 +144,14 @@ class IntrusionWatch:
         self._clock = clock
         self._remember = remember
         self._lock = threading.Lock()
+        self._orders = itertools.count()
         # (topic, sha256): our own bytes re-sent to another station's topic are not ours.
-        self._published: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._retained: dict[str, str] = {}
-        self._echoed: set[str] = set()
-        self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._published: OrderedDict[tuple[str, str], _Sent] = OrderedDict()
+        self._retained: dict[str, tuple[str, int]] = {}
+        """topic → (sha256, order) of the last message we retained there"""
+        self._newest_seen: dict[str, int] = {}
+        """topic → order of our newest message seen coming back on it"""
+        self._reported: OrderedDict[Hashable, None] = OrderedDict()
         self.intrusions = 0
         """How many intrusions :meth:`inspect` has found (a counter for /system and tests)."""
 
@@ -125,23 +159,27 @@ class IntrusionWatch:
         """Record a message before handing it to the broker (so its echo is always known)."""
         key = (topic, hashlib.sha256(payload).hexdigest())
         with self._lock:
-            self._published[key] = None
-            self._published.move_to_end(key)
+            order = next(self._orders)
+            sent = self._published.pop(key, None) or _Sent(order, 0)
+            sent.order, sent.owed = order, sent.owed + 1
+            self._published[key] = sent
             while len(self._published) > self._remember:
                 self._published.popitem(last=False)
             if retain:
-                self._retained[topic] = key[1]
+                self._retained[topic] = (key[1], order)
 
     def inspect(
         self,
         topic: str,
         payload: bytes,
         addressees: Callable[[DownTopic], Iterable[str]],
+        cancelled_at: Callable[[str], datetime | None] = lambda _alert_id: None,
     ) -> Intrusion | None:
         """None if the message is the server's own, else the intrusion it represents.
 
         ``addressees`` gives the ``to`` values a message on this topic may carry (the
-        station id and its areas' ``area:<code>``); it is only called for messages that
+        station id and its areas' ``area:<code>``); ``cancelled_at`` when an alert id was
+        cancelled (a cancel supersedes its alert). Both are only called for messages that
         are not a known echo, so the common case costs one hash and no database read.
         """
         target = parse_down_topic(topic)
@@ -149,20 +187,28 @@ class IntrusionWatch:
             raise ValueError(f"{topic} is not a down-topic")  # the caller routed it wrongly
         digest = hashlib.sha256(payload).hexdigest()
         with self._lock:
-            if (topic, digest) in self._published or self._retained.get(topic) == digest:
-                self._echoed.add(topic)
+            sent = self._published.get((topic, digest))
+            if sent is not None and sent.owed > 0:
+                sent.owed -= 1
+                self._seen(topic, sent.order)
                 return None
-            if (topic, digest) in self._reported:
+            retained = self._retained.get(topic)
+            if retained is not None and retained[0] == digest:
+                self._seen(topic, retained[1])  # re-sent on every (re)subscription
+                return None
+            if (topic, digest) in self._reported or digest in self._reported:
                 return None  # a retained intrusion re-delivered (a reconnect): one alarm
-            after_echo = topic in self._echoed
+            after_echo = topic in self._newest_seen
+            superseded = (
+                sent is not None
+                and target.scope == "station"
+                and target.leaf in REPLACING_LEAVES
+                and self._newest_seen.get(topic, -1) > sent.order
+            )
 
-        def alarm(reason: str, detail: str, seq: int | None = None) -> Intrusion:
-            with self._lock:
-                self.intrusions += 1
-                self._reported[(topic, digest)] = None
-                while len(self._reported) > self._remember:
-                    self._reported.popitem(last=False)
-            return Intrusion(topic, target, reason, detail, digest, seq)
+        def alarm(reason: str, detail: str, seq: int | None = None) -> Intrusion | None:
+            found = Intrusion(topic, target, reason, detail, digest, seq)
+            return self._alarm((topic, digest), found)
 
         verdict = open_envelope(
             payload,
@@ -180,11 +226,69 @@ class IntrusionWatch:
             return alarm(
                 "wrong_topic", f"a {message.type} message on a {target.leaf} topic", message.seq
             )
-        if after_echo:
-            return alarm(
-                "replayed",
-                f"signed by our key {verdict.kid} (seq {message.seq}) but not what this "
-                "server published here: an old message re-sent",
-                message.seq,
-            )
+        why = self._replay_reason(message, superseded, sent is not None, after_echo, cancelled_at)
+        if why is None:
+            return None
+        found = Intrusion(
+            topic,
+            target,
+            "replayed",
+            # short: the audit log keeps 200 characters; topic, seq and time have fields too
+            f"copy of our {_describe(message)} issued {message.issued_at.isoformat()}, "
+            f"re-sent {why}",
+            digest,
+            message.seq,
+            message.issued_at,
+        )
+        return self._alarm(_identity(message, digest), found)
+
+    def _replay_reason(
+        self,
+        message: AnySigned,
+        superseded: bool,
+        remembered: bool,
+        after_echo: bool,
+        cancelled_at: Callable[[str], datetime | None],
+    ) -> str | None:
+        """Why a validly signed copy of ours is a replay, or None if it may be harmless
+        (a live alert's QoS 1 redelivery looks the same as its replay)."""
+        if isinstance(message, Alert) and (cancelled := cancelled_at(message.alert_id)):
+            return f"after it was cancelled at {cancelled.isoformat()}"
+        if superseded:
+            return f"after a newer {message.type} of ours replaced it"
+        if message.type in ONE_SHOT_TYPES and message.expires_at <= self._clock():
+            return f"after it expired at {message.expires_at.isoformat()}"
+        if not remembered and after_echo:
+            return "though this server did not publish it there: an old message"
         return None
+
+    def _seen(self, topic: str, order: int) -> None:
+        """Our message of publish ``order`` came back on ``topic`` (lock held)."""
+        if order > self._newest_seen.get(topic, -1):
+            self._newest_seen[topic] = order
+
+    def _alarm(self, identity: Hashable, intrusion: Intrusion) -> Intrusion | None:
+        """Count and return the intrusion, unless this one was already reported."""
+        with self._lock:
+            if identity in self._reported:
+                return None  # the same replay sent again, or sent to another topic
+            self.intrusions += 1
+            self._reported[identity] = None
+            while len(self._reported) > self._remember:
+                self._reported.popitem(last=False)
+        return intrusion
+
+
+def _describe(message: AnySigned) -> str:
+    """``plan seq 12`` or ``alert al-20261207-ab12 seq 40``: what a technician looks up."""
+    if isinstance(message, Alert | AlertCancel):
+        return f"{message.type} {message.alert_id} seq {message.seq}"
+    return f"{message.type} seq {message.seq}"
+
+
+def _identity(message: AnySigned, digest: str) -> Hashable:
+    """What makes two replays the same one: an alert's every copy (one per station topic,
+    each sealed for its addressee) is one alert; anything else is its bytes."""
+    if isinstance(message, Alert | AlertCancel):
+        return (message.type, message.alert_id)
+    return digest

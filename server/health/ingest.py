@@ -2,7 +2,8 @@
 
 Theory of operation: :meth:`HealthIngest.submit` is called on the fleet link's worker
 thread for every heartbeat; it only rate-limits and enqueues, so neither paho's thread
-nor the event ingest ever waits on the database. One writer thread drains the queue in
+nor the event ingest ever waits on the database; beyond ``health_queue_max`` queued, the
+oldest reports are shed and counted. One writer thread drains the queue in
 batches — up to ``health_batch_max`` reports, or whatever arrived within
 ``health_batch_interval_ms`` of the first — and writes each batch in ONE transaction:
 the samples (a single multi-row INSERT), the stations' latest health, their liveness,
@@ -35,12 +36,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
 from loaxa_protocol import Event, Status, StatusState
 from server.db import session_scope, utcnow
+from server.fleet.backlog import Backlog
 from server.health.alarms import (
     AlarmChange,
     active_alarms,
@@ -89,6 +90,7 @@ class HealthStats:
     dropped_backlog: int = 0
     rejected: int = 0
     unknown_station: int = 0
+    retried: int = 0
     failed: int = 0
     batches: int = 0
 
@@ -146,7 +148,12 @@ class HealthIngest:
         self._limits = thresholds(settings)
         self._limiter = RateLimiter(settings.health_rate_limit, RATE_WINDOW_S, monotonic)
         self._warned: dict[str, float] = {}
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: Backlog[Any] = Backlog(
+            settings.health_queue_max,
+            lambda item: "health" if isinstance(item, Report) else None,  # jobs are kept
+            {"health"},
+            what="health writer queue",
+        )
         self._thread: threading.Thread | None = None
         self.stats = HealthStats()
 
@@ -170,6 +177,14 @@ class HealthIngest:
         """Reports and jobs queued but not yet handled."""
         return self._queue.qsize()
 
+    def queue_stats(self) -> dict[str, Any]:
+        """The queue's counters for ``/api/v1/system``."""
+        return {
+            **self._queue.as_dict(),
+            "retried": self.stats.retried,
+            "failed": self.stats.failed,
+        }
+
     def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything queued before this call is written; False on timeout."""
         done = threading.Event()
@@ -185,10 +200,8 @@ class HealthIngest:
             self.stats.dropped_rate_limited += 1
             self._warn_flood(station_id)
             return
-        if self._queue.qsize() >= self._settings.health_queue_max:
-            self.stats.dropped_backlog += 1
-            return
         self._queue.put(Report(station_id, payload, self._clock()))
+        self.stats.dropped_backlog = self._queue.dropped.get("health", 0)
 
     def evaluate_soon(self, station_ids: Collection[str]) -> None:
         """Re-run the hardware rules for these stations (after a fault event)."""
@@ -249,13 +262,14 @@ class HealthIngest:
         pending.clear()
         try:
             changes = self._write(batch)
-        except SQLAlchemyError:
+        except Exception:  # any exception: one bad report must not take the batch down
             log.exception("batch of %s health reports failed; retrying one by one", len(batch))
+            self.stats.retried += len(batch)
             changes = []
             for one in batch:
                 try:
                     changes += self._write([one])
-                except SQLAlchemyError:
+                except Exception:
                     self.stats.failed += 1
                     log.exception("could not store a health report from %s", one.station_id)
         self._notify(changes)

@@ -4,13 +4,14 @@ A webhook that hangs or a mail relay that is down must never slow the health wri
 so :meth:`Notifier.send` only enqueues; one worker thread POSTs each change as JSON to
 every ``alarm_webhooks`` URL (with a timeout, one retry, failures logged) and, when
 ``smtp_host`` is set, mails it to ``smtp_to``. Notifications are best effort: the alarm
-itself is in the database whatever happens here.
+itself is in the database whatever happens here. The queue holds at most
+``alarm_notify_queue_max`` changes: with every receiver down during an alarm storm, the
+oldest are dropped and counted rather than memory growing without end.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import smtplib
 import threading
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from server.fleet.backlog import Backlog
 from server.health.alarms import AlarmChange
 from server.settings import Settings
 
@@ -41,10 +43,16 @@ class Notifier:
         self._smtp_port = settings.smtp_port
         self._mail_from = settings.smtp_from
         self._mail_to = list(settings.smtp_to)
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: Backlog[Any] = Backlog(
+            settings.alarm_notify_queue_max,
+            lambda item: None if item is _STOP else "alarm",
+            {"alarm"},
+            what="alarm notifier queue",
+        )
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.sent = 0
+        self.retried = 0
         self.failed = 0
 
     @property
@@ -71,6 +79,15 @@ class Notifier:
         for change in changes:
             self._queue.put(change)
 
+    def queue_stats(self) -> dict[str, Any]:
+        """The queue's counters and the deliveries' for ``/api/v1/system``."""
+        return {
+            **self._queue.as_dict(),
+            "sent": self.sent,
+            "retried": self.retried,
+            "failed": self.failed,
+        }
+
     def _run(self) -> None:
         with httpx.Client(timeout=self._timeout) as client:
             while (item := self._queue.get()) is not _STOP:
@@ -86,6 +103,7 @@ class Notifier:
             except (httpx.HTTPError, OSError, smtplib.SMTPException) as exc:
                 log.warning("alarm notification by %s failed (try %s): %s", where, number, exc)
                 if number < ATTEMPTS and not self._stopping.wait(RETRY_PAUSE_S):
+                    self.retried += 1
                     continue
                 self.failed += 1
                 return

@@ -176,6 +176,7 @@ def test_an_absurd_report_is_stored_as_far_as_valid_and_flagged(
         "dropped_backlog": 0,
         "rejected": 1,
         "unknown_station": 1,
+        "retried": 0,
         "failed": 0,
         "batches": 0,
     }

@@ -325,6 +325,7 @@ def test_the_dispatcher_routes_by_leaf_with_any_context() -> None:
         "unroutable": 1,
         "unknown_station": 0,
         "unmatched_item": 0,
+        "retried": 0,
         "failed": 0,
     }
 
@@ -332,3 +333,31 @@ def test_the_dispatcher_routes_by_leaf_with_any_context() -> None:
 def test_the_dispatcher_refuses_a_leaf_it_cannot_validate() -> None:
     with pytest.raises(ValueError, match="cmd"):
         Dispatcher({"cmd": lambda ctx, msg: None}, IngestStats())
+
+
+def test_a_poison_message_in_a_batch_costs_only_itself(
+    engine: Engine, ingestor: Ingestor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value SQLite cannot store (not a database error: Python's OverflowError) and an
+    item naming a broadcast id beyond any integer column, amid good reports."""
+    good = [
+        event(EventKind.PLAN_ACCEPTED, T0 - timedelta(minutes=5)),
+        event(EventKind.PLAYING, T0, item_id="b-2", started_at=T0),
+        event(EventKind.PLAYED, T0 + timedelta(seconds=60), started_at=T0),
+    ]
+    huge_seq = event(EventKind.REJECTED, T0, item_id=None, plan_seq=2**70, reason="replayed")
+    huge_ref = event(EventKind.PLAYED, T0, item_id=f"b-{10**30}")
+    with caplog.at_level("ERROR", logger="server.fleet.ingest"):
+        ingestor.handle([good[0], huge_seq, good[1], huge_ref, good[2]])
+
+    assert target(engine, 1).state is TargetState.PLAYED
+    assert target(engine, 2).state is TargetState.PLAYING
+    with Session(engine) as session:
+        kinds = session.exec(select(StationEvent.kind).order_by(StationEvent.id)).all()
+    assert kinds == ["plan_accepted", "playing", "played"]
+    stats = ingestor.stats
+    assert (stats.applied, stats.retried, stats.failed) == (3, 5, 2)
+    failures = [r.getMessage() for r in caplog.records if "could not be stored" in r.getMessage()]
+    assert len(failures) == 2
+    assert all(topics.event(STATION) in text for text in failures)
+    assert "OverflowError" in failures[0]
