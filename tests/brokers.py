@@ -16,7 +16,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from loaxa.broker import BrokerError, MosquittoBroker, ProductionMosquitto, find_mosquitto
 from loaxa.broker_config import StationAccount
+from node_firmware.config import MqttConfig
 from server.passwords import hash_password, new_password
 
 __all__ = [
@@ -99,17 +100,25 @@ def running_production_mosquitto(workdir: Path) -> Iterator[ProductionMosquitto]
 
 
 def admit_station(
-    broker: ProductionMosquitto, station_id: str, area_codes: tuple[str, ...] = ()
-) -> tuple[str, str]:
-    """Give a station without a server an account as registration would; (user, password).
+    broker: ProductionMosquitto, station_id: str, area_codes: Sequence[str] = ()
+) -> MqttConfig:
+    """Give a station without a server an account, as registration and ``loaxa broker
+    config`` would, and return the node's MQTT settings for it (TLS, its own account).
 
     ``area_codes`` are the station's area and its ancestors (commune, province), whose
     alert topics the ACL lets it read.
     """
     password = new_password()
-    account = StationAccount(station_id, station_id, hash_password(password), area_codes)
+    account = StationAccount(station_id, station_id, hash_password(password), tuple(area_codes))
     broker.load([*(a for a in broker.accounts if a.station_id != station_id), account])
-    return station_id, password
+    return MqttConfig(
+        host=broker.host,
+        port=broker.tls_port,
+        username=station_id,
+        password=password,
+        tls=True,
+        ca_file=broker.ca_file,
+    )
 
 
 @dataclass(frozen=True)
