@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 
 from loaxa.stack import LocalStack, RunningNode
 from loaxa_protocol import Alert, SigningKey, seal, topics
+from server.alerts.models import AlertDelivery
 from server.audit.models import AuditEntry
 from server.auth.permissions import Role
 from tests.audio_samples import make_audio
@@ -171,6 +172,15 @@ def test_a_station_offline_during_the_alert_gets_it_on_reconnect(stack: LocalSta
         stack, created["id"], lambda v: states(v)[c.station_id] == "finished", timeout=20
     )
     assert view["state"] == "finished"
+    # What reached it is the server's re-send on its own alert topic (its session is clean:
+    # the broker kept nothing for it), which the generated ACL lets it read.
+    with Session(stack.context.engine) as session:
+        delivery = session.exec(
+            select(AlertDelivery)
+            .where(AlertDelivery.alert_pk == created["id"])
+            .where(AlertDelivery.station_id == c.station_id)
+        ).one()
+    assert delivery.resent >= 1
     # The server watches its own down-topics: alerts signed by the alert key are its own.
     with Session(stack.context.engine) as session:
         intrusions = session.exec(
