@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -31,6 +31,8 @@ from loaxa.broker import BrokerError, MosquittoBroker, ProductionMosquitto, find
 from loaxa.broker_config import StationAccount
 from node_firmware.config import MqttConfig
 from server.passwords import hash_password, new_password
+
+B = TypeVar("B", bound=MosquittoBroker)
 
 __all__ = [
     "BrokerAddress",
@@ -75,24 +77,23 @@ def mosquitto_binary() -> str:
 def running_mosquitto(workdir: Path, persistence: bool = False) -> Iterator[MosquittoBroker]:
     """A started mosquitto in ``workdir``, killed on exit whatever the test did to it."""
     broker = MosquittoBroker(workdir=workdir, binary=mosquitto_binary(), persistence=persistence)
-    try:
-        broker.start()
-    except BrokerError as exc:
-        pytest.fail(f"could not start mosquitto: {exc}", pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop(hard=True)
+    with _running(broker) as started:
+        yield started
 
 
 @contextlib.contextmanager
 def running_production_mosquitto(workdir: Path) -> Iterator[ProductionMosquitto]:
     """A started mosquitto running the generated production config, killed on exit."""
-    broker = ProductionMosquitto(workdir=workdir, binary=mosquitto_binary())
+    with _running(ProductionMosquitto(workdir=workdir, binary=mosquitto_binary())) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def _running(broker: B) -> Iterator[B]:
     try:
         broker.start()
     except BrokerError as exc:
-        pytest.fail(f"could not start mosquitto on the generated config: {exc}", pytrace=False)
+        pytest.fail(f"could not start mosquitto: {exc}", pytrace=False)
     try:
         yield broker
     finally:
