@@ -261,7 +261,9 @@ Start:    mosquitto -c {out_dir / CONF_FILE}
 Server:   export the two lines of {SERVER_ENV_FILE} (LOAXA_MQTT_USERNAME, LOAXA_MQTT_PASSWORD)
           into the server's environment and point it at 127.0.0.1:{options.port}.
 Stations: connect to port {options.tls_port} with TLS (node config: mqtt.tls: true,
-          mqtt.ca_file: a copy of {CA_CERT_FILE}).
+          mqtt.ca_file: a copy of {CA_CERT_FILE}). Set LOAXA_NODE_MQTT_PORT={options.tls_port},
+          LOAXA_NODE_MQTT_TLS=true and LOAXA_NODE_MQTT_CA_FILE=<where stations keep the
+          CA> on the server, and the node config registration returns says so.
 
 Re-run the command after registering stations: it rewrites {PASSWD_FILE} and {ACL_FILE}
 and keeps the CA, the broker certificate and the server password. Then reload the

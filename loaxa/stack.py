@@ -101,7 +101,8 @@ class LocalStack:
     broker: ProductionMosquitto | None = None
     """The production broker the stack admits its stations to (see :meth:`on_broker`)."""
     station_tls: bool = True
-    """On a production broker, stations dial its TLS listener (as in the field)."""
+    """On a production broker, the node configs the server hands out dial its TLS listener
+    with its CA (as in the field); False: its plain loopback listener."""
     _deferred_admission: bool = False
     _app: FastAPI | None = None
     _server: uvicorn.Server | None = None
@@ -135,6 +136,12 @@ class LocalStack:
         if self.broker is not None:
             username, password = self.broker.server_credentials
             link = {"mqtt_username": username, "mqtt_password": password}
+            if self.station_tls:  # what the node configs handed out at registration say
+                link |= {
+                    "node_mqtt_port": self.broker.tls_port,
+                    "node_mqtt_tls": True,
+                    "node_mqtt_ca_file": self.broker.ca_file,
+                }
         settings = Settings(
             data_dir=self.data_dir / "server",
             mqtt_host=self.mqtt_host,
@@ -282,14 +289,10 @@ class LocalStack:
         raw["data_dir"] = str(self.data_dir / "nodes" / station_id)
         raw["relay"] = {"driver": "sim"}
         raw["player"] = {"driver": "sim"}
-        raw["mqtt"] = {**raw.get("mqtt", {}), "host": self.mqtt_host, "port": self.mqtt_port}
-        if self.broker is not None:
-            if not self._deferred_admission:
-                self.admit_registered()
-            if self.station_tls:
-                raw["mqtt"].update(
-                    port=self.broker.tls_port, tls=True, ca_file=str(self.broker.ca_file)
-                )
+        if self.broker is None:
+            raw["mqtt"] = {**raw["mqtt"], "host": self.mqtt_host, "port": self.mqtt_port}
+        elif not self._deferred_admission:  # the broker part of the node config is used as is
+            self.admit_registered()
         return NodeConfig.model_validate({**raw, **node_overrides})
 
     def admit_registered(self) -> None:
