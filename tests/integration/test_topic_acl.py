@@ -13,7 +13,8 @@ What each test proves, for every station and every topic of a direction:
   names, and no other station, whatever it subscribes to;
 - up (station → server): what a station publishes on its own topic reaches the server;
   the same publish by any other station, and any publish by a station on a down or area
-  topic (its own included), is dropped.
+  topic (its own included), is dropped; so is a last will set on another station's
+  status topic.
 
 Mosquitto drops a refused publish or delivery silently, so every "nothing arrived" is
 proved by a permitted message sent after the refused ones on the same connection: once
@@ -24,11 +25,14 @@ from __future__ import annotations
 
 import getpass
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import Session
 from typer.testing import CliRunner
 
@@ -238,3 +242,36 @@ def test_every_topic_a_station_publishes_is_accepted_from_its_owner_only(
         assert received(peer) == {(own_down.of(sender), b"control")}, (
             f"{sender} read an up topic: {sorted(received(peer))}"
         )
+
+
+def test_a_last_will_is_published_only_on_the_stations_own_status_topic(
+    fleet: Fleet, peers: Callable[..., Peer]
+) -> None:
+    """The broker publishes a will for the station; the ACL must judge it as the station's."""
+    server = connect(peers, fleet, None)
+    server.subscribe(f"{topics.ROOT}/#")
+    (status,) = [t for t in of(Direction.UP) if t.function == "status"]
+    a, b = fleet.stations[0], fleet.stations[1]
+
+    def die_with_will(station: Registered, will_topic: str) -> None:
+        """Connect with a will on ``will_topic``, then vanish without a DISCONNECT."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"will-{uuid.uuid4().hex[:6]}")
+        client.username_pw_set(station.station_id, station.password)
+        client.will_set(will_topic, f"will of {station.station_id}".encode(), qos=1)
+        accepted: list[bool] = []
+        client.on_connect = lambda _c, _u, _f, rc, _p: accepted.append(not rc.is_failure)
+        client.connect(fleet.broker.host, fleet.broker.port)
+        deadline = time.monotonic() + 5
+        while not accepted and time.monotonic() < deadline:
+            client.loop(timeout=0.05)
+        assert accepted == [True]
+        sock = client.socket()
+        assert sock is not None
+        sock.close()  # a power cut: the broker publishes the will
+
+    die_with_will(a, status.of(b.station_id))  # a will forged for another station
+    time.sleep(SETTLE_S)
+    die_with_will(a, status.of(a.station_id))  # its own, after: the control
+    expected = {(status.of(a.station_id), f"will of {a.station_id}".encode())}
+    wait_for_all(server, expected, "A's own last will")
+    assert received(server) == expected, sorted(received(server))
