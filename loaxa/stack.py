@@ -165,7 +165,7 @@ class LocalStack:
             time.sleep(0.05)
         self.token = self._issue_token()
         if self.broker is not None:
-            self.broker.load_database(settings.db_url)  # stations of an earlier run
+            self.admit_registered()  # stations of an earlier run on the same data
         return self
 
     def _issue_token(self) -> str:
