@@ -129,6 +129,12 @@ def connect(make: Callable[..., Peer], fleet: Fleet, station: Registered | None)
     return peer
 
 
+def server_hearing_everything(make: Callable[..., Peer], fleet: Fleet) -> Peer:
+    server = connect(make, fleet, None)
+    server.subscribe(f"{topics.ROOT}/#")
+    return server
+
+
 def of(direction: Direction) -> list[topics.Topic]:
     found = [t for t in TOPICS if t.direction is direction]
     assert found, f"the protocol declares no {direction} topic"
@@ -209,8 +215,7 @@ def test_every_topic_the_server_publishes_reaches_its_own_station_or_area_only(
 def test_every_topic_a_station_publishes_is_accepted_from_its_owner_only(
     fleet: Fleet, peers: Callable[..., Peer]
 ) -> None:
-    server = connect(peers, fleet, None)
-    server.subscribe(f"{topics.ROOT}/#")
+    server = server_hearing_everything(peers, fleet)
     up, own_down = of(Direction.UP), of(Direction.DOWN)[0]
     stations = {s.station_id: connect(peers, fleet, s) for s in fleet.stations}
     for sender, peer in stations.items():
@@ -248,8 +253,7 @@ def test_a_last_will_is_published_only_on_the_stations_own_status_topic(
     fleet: Fleet, peers: Callable[..., Peer]
 ) -> None:
     """The broker publishes a will for the station; the ACL must judge it as the station's."""
-    server = connect(peers, fleet, None)
-    server.subscribe(f"{topics.ROOT}/#")
+    server = server_hearing_everything(peers, fleet)
     (status,) = [t for t in of(Direction.UP) if t.function == "status"]
     a, b = fleet.stations[0], fleet.stations[1]
 
