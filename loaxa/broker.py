@@ -25,10 +25,20 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, Self
 
+from loaxa.broker_config import (
+    CA_CERT_FILE,
+    SERVER_ENV_FILE,
+    BrokerOptions,
+    StationAccount,
+    load_station_accounts,
+    parse_server_env,
+    write_broker_dir,
+)
 from loaxa_protocol.errors import LoaxaError
 
 log = logging.getLogger(__name__)
@@ -36,9 +46,6 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 MOSQUITTO_FALLBACK_PATH = "/usr/sbin/mosquitto"
 
-# MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keep-alive 60 s, empty
-# client id (the broker assigns one). CONNACK "accepted" is 20 02 00 00.
-_CONNECT = bytes.fromhex("100c00044d5154540402003c0000")
 _CONNACK_OK = bytes.fromhex("20020000")
 _DISCONNECT = bytes.fromhex("e000")
 
@@ -83,16 +90,44 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def mqtt_ping(host: str, port: int, timeout: float = 1.0) -> bool:
+def _connect_packet(username: str | None, password: str | None) -> bytes:
+    """MQTT 3.1.1 CONNECT: protocol "MQTT" level 4, clean session, keep-alive 60 s, an
+    empty client id (the broker assigns one) and the credentials, if any."""
+
+    def field(text: str) -> bytes:
+        raw = text.encode()
+        return len(raw).to_bytes(2, "big") + raw
+
+    flags, payload = 0x02, field("")
+    if username is not None:
+        flags, payload = flags | 0x80, payload + field(username)
+        if password is not None:
+            flags, payload = flags | 0x40, payload + field(password)
+    body = field("MQTT") + bytes([4, flags]) + (60).to_bytes(2, "big") + payload
+    remaining, length = b"", len(body)
+    while True:  # the "remaining length" varint
+        length, digit = divmod(length, 128)
+        remaining += bytes([digit | (0x80 if length else 0)])
+        if not length:
+            return b"\x10" + remaining + body
+
+
+def mqtt_ping(
+    host: str,
+    port: int,
+    timeout: float = 1.0,
+    username: str | None = None,
+    password: str | None = None,
+) -> bool:
     """True if an MQTT broker answers CONNECT with an accepting CONNACK.
 
     A bare TCP accept proves little (any process may hold the port); a CONNACK proves
-    the broker is serving MQTT.
+    the broker is serving MQTT — and, with credentials, that it accepts them.
     """
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.settimeout(timeout)
-            sock.sendall(_CONNECT)
+            sock.sendall(_connect_packet(username, password))
             reply = b""
             while len(reply) < len(_CONNACK_OK):
                 chunk = sock.recv(len(_CONNACK_OK) - len(reply))
@@ -182,10 +217,14 @@ class MosquittoBroker(_Lifecycle):
     def log_text(self) -> str:
         """Everything mosquitto logged, across restarts, plus its stderr."""
         parts = []
-        for path in (self.log_path, self.workdir / "mosquitto.stderr"):
+        for path in dict.fromkeys((self.log_path, self._stderr_path)):
             if path.exists():
                 parts.append(path.read_text(errors="replace"))
         return "\n".join(p for p in parts if p)
+
+    @property
+    def _stderr_path(self) -> Path:
+        return self.workdir / "mosquitto.stderr"
 
     def _write_config(self) -> None:
         lines = [
@@ -224,7 +263,7 @@ class MosquittoBroker(_Lifecycle):
         pick_new_port = self._port == 0
         for attempt in range(attempts):
             if pick_new_port:
-                self._port = free_port(self.host)
+                self._pick_ports()
             try:
                 self._launch(timeout)
                 return
@@ -233,11 +272,18 @@ class MosquittoBroker(_Lifecycle):
                     raise
                 log.info("mosquitto lost the race for port %s, retrying", self._port)
 
+    def _pick_ports(self) -> None:
+        self._port = free_port(self.host)
+
+    def _answers(self) -> bool:
+        """Whether the broker serves MQTT to us (an anonymous CONNECT is accepted)."""
+        return mqtt_ping(self.host, self._port, 0.5)
+
     def _launch(self, timeout: float) -> None:
         assert self._binary is not None
         self._write_config()
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.workdir / "mosquitto.stderr", "ab") as stderr:
+        with open(self._stderr_path, "ab") as stderr:
             self._proc = subprocess.Popen(
                 [self._binary, "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
@@ -254,7 +300,7 @@ class MosquittoBroker(_Lifecycle):
                 )
             # Our own log saying "running" rules out answering some other broker
             # that happens to hold the port.
-            if self._logged_running(log_offset) and mqtt_ping(self.host, self._port, 0.5):
+            if self._logged_running(log_offset) and self._answers():
                 log.debug("mosquitto pid %s ready on %s:%s", self._proc.pid, self.host, self._port)
                 return
             time.sleep(0.02)
@@ -298,6 +344,80 @@ class MosquittoBroker(_Lifecycle):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class ProductionMosquitto(MosquittoBroker):
+    """Mosquitto running exactly the directory ``loaxa broker config`` writes.
+
+    Per-station accounts with the hashes the server stored, the ACL derived from the
+    protocol's topic table, the server's own account, TLS for stations and persistence:
+    :func:`loaxa.broker_config.write_broker_dir` writes the directory, nothing is added.
+    Tests and the local stack run it so that what they prove holds for a province's broker,
+    not only for an open one. :meth:`load_database` does what an operator does after
+    registering stations — re-run the generator on the server's database and SIGHUP the
+    broker, which re-reads the password file and the ACL without dropping anyone.
+    """
+
+    def __init__(self, workdir: Path | None = None, binary: str | None = None) -> None:
+        # The generated config serves plain MQTT on the loopback only.
+        super().__init__(host=DEFAULT_HOST, workdir=workdir, binary=binary, persistence=True)
+        self.tls_port = 0
+        self.accounts: tuple[StationAccount, ...] = ()
+
+    @property
+    def log_path(self) -> Path:
+        return self._stderr_path  # the generated config logs to stderr
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA stations pin to verify the broker's TLS certificate."""
+        return self.workdir / CA_CERT_FILE
+
+    @property
+    def server_credentials(self) -> tuple[str, str]:
+        """The server's (username, password) from the generated ``server.env``."""
+        env = self.workdir / SERVER_ENV_FILE
+        found = parse_server_env(env.read_text()) if env.exists() else None
+        if found is None:
+            raise BrokerError(f"{env} has no server account yet: start() the broker first")
+        return found
+
+    def _pick_ports(self) -> None:
+        super()._pick_ports()
+        self.tls_port = free_port(self.host)
+
+    def _answers(self) -> bool:
+        username, password = self.server_credentials
+        return mqtt_ping(self.host, self._port, 0.5, username, password)
+
+    def _write_config(self) -> None:
+        # As whoever we are: as root, mosquitto would otherwise drop to the 'mosquitto'
+        # user and could not read the files we own in our temp dir.
+        options = BrokerOptions(self._port, self.tls_port, run_as_user=getpass.getuser())
+        write_broker_dir(self.workdir, self.accounts, options)
+
+    def load(self, accounts: Sequence[StationAccount], timeout: float = 10.0) -> None:
+        """Rewrite the files for ``accounts`` and, if running, make Mosquitto reload them.
+
+        Returns once the reload is done: Mosquitto logs it before re-reading, in its one
+        event loop, so a CONNECT answered after the log line is judged by the new files.
+        """
+        self.accounts = tuple(accounts)
+        if not self.running:
+            return  # start() writes them
+        before = self.log_text().count("Reloading config")
+        self._write_config()
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log_text().count("Reloading config") == before or not self._answers():
+            if time.monotonic() > deadline:
+                raise BrokerError(f"mosquitto did not reload its accounts within {timeout} s")
+            time.sleep(0.02)
+
+    def load_database(self, database_url: str) -> None:
+        """Every station registered in the server's database, as ``loaxa broker config``."""
+        self.load(load_station_accounts(database_url))
 
 
 class EmbeddedBroker(_Lifecycle):

@@ -32,11 +32,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from loaxa_protocol import topics
 from loaxa_protocol.errors import ConfigError
+from loaxa_protocol.topics import Direction
 from server.passwords import hash_password, mosquitto_password_line, verify_password
 
 SERVER_USERNAME = "loaxa-server"
-STATION_READ_LEAVES = ("plan", "cmd", "trust", "alert")
-STATION_WRITE_LEAVES = ("event", "health", "status", "reply")
 
 # Names end up verbatim in the ACL and password files, one entry per line. A newline,
 # space or MQTT wildcard in a name from the database would let that row rewrite the
@@ -129,6 +128,21 @@ def _check_accounts(accounts: Sequence[StationAccount]) -> None:
 # ------------------------------------------------------------------- pure text
 
 
+def station_rules(account: StationAccount) -> list[str]:
+    """A station's ACL rules, derived from the protocol's topic table (:data:`topics.TOPICS`).
+
+    It reads its own down-topics and the area topics of its area and every ancestor, and
+    writes its own up-topics; nothing else. Deriving the rules from the table means a
+    topic added to the protocol is granted here without anyone remembering to.
+    """
+    own, areas = account.station_id, sorted(account.area_codes)
+    return [
+        *(f"topic read {t.of(own)}" for t in topics.of_direction(Direction.DOWN)),
+        *(f"topic read {t.of(a)}" for a in areas for t in topics.of_direction(Direction.AREA)),
+        *(f"topic write {t.of(own)}" for t in topics.of_direction(Direction.UP)),
+    ]
+
+
 def acl_text(accounts: Sequence[StationAccount], server_username: str = SERVER_USERNAME) -> str:
     """The ACL file: the server may use the whole tree; a station only its own topics.
 
@@ -147,11 +161,7 @@ def acl_text(accounts: Sequence[StationAccount], server_username: str = SERVER_U
         f"topic readwrite {topics.ROOT}/#",
     ]
     for account in sorted(accounts, key=lambda a: a.station_id):
-        station = f"{topics.ROOT}/station/{account.station_id}"
-        lines += ["", f"user {account.username}"]
-        lines += [f"topic read {station}/{leaf}" for leaf in STATION_READ_LEAVES]
-        lines += [f"topic read {topics.ROOT}/area/{code}/#" for code in sorted(account.area_codes)]
-        lines += [f"topic write {station}/{leaf}" for leaf in STATION_WRITE_LEAVES]
+        lines += ["", f"user {account.username}", *station_rules(account)]
     return "\n".join(lines) + "\n"
 
 
@@ -251,7 +261,9 @@ Start:    mosquitto -c {out_dir / CONF_FILE}
 Server:   export the two lines of {SERVER_ENV_FILE} (LOAXA_MQTT_USERNAME, LOAXA_MQTT_PASSWORD)
           into the server's environment and point it at 127.0.0.1:{options.port}.
 Stations: connect to port {options.tls_port} with TLS (node config: mqtt.tls: true,
-          mqtt.ca_file: a copy of {CA_CERT_FILE}).
+          mqtt.ca_file: a copy of {CA_CERT_FILE}). Set LOAXA_NODE_MQTT_PORT={options.tls_port},
+          LOAXA_NODE_MQTT_TLS=true and LOAXA_NODE_MQTT_CA_FILE=<where stations keep the
+          CA> on the server, and the node config registration returns says so.
 
 Re-run the command after registering stations: it rewrites {PASSWD_FILE} and {ACL_FILE}
 and keeps the CA, the broker certificate and the server password. Then reload the

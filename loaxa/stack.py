@@ -4,6 +4,13 @@ The demo, the end-to-end tests and the benchmarks all need the same thing — a 
 server on a real port, stations registered through the real API and running the real
 agent — so they share this one module instead of three hand-rolled set-ups.
 
+On a :class:`~loaxa.broker.ProductionMosquitto` (:meth:`LocalStack.on_broker`) the stack
+runs the way a province does: the broker runs the configuration ``loaxa broker config``
+generates, the server signs in with the generated server account, every registration is
+followed by what an operator does next — re-generate the broker files from the server's
+database and reload the broker — and stations connect over TLS with their own accounts,
+confined by the ACL to their own topics.
+
 The server starts with a bootstrap administrator (``admin`` and a generated password,
 kept in ``<data_dir>/admin-password`` so a restart on the same data signs in again);
 the stack signs in once, issues itself an API token and sends it on every request.
@@ -27,7 +34,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from loaxa.broker import free_port
+from loaxa.broker import ProductionMosquitto, free_port
 from node_firmware.agent import NodeAgent
 from node_firmware.config import NodeConfig
 from server.app import create_app
@@ -91,9 +98,20 @@ class LocalStack:
     admin_username: str = "admin"
     admin_password: str = ""
     token: str | None = None
+    broker: ProductionMosquitto | None = None
+    """The production broker the stack admits its stations to (see :meth:`on_broker`)."""
+    station_tls: bool = True
+    """On a production broker, the node configs the server hands out dial its TLS listener
+    with its CA (as in the field); False: its plain loopback listener."""
+    _deferred_admission: bool = False
     _app: FastAPI | None = None
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
+
+    @classmethod
+    def on_broker(cls, data_dir: Path, broker: ProductionMosquitto, **kwargs: Any) -> LocalStack:
+        """A stack linked to a production broker with the generated server account."""
+        return cls(data_dir, broker.host, broker.port, broker=broker, **kwargs)
 
     @property
     def base_url(self) -> str:
@@ -114,6 +132,16 @@ class LocalStack:
     def start(self) -> LocalStack:
         self.http_port = self.http_port or free_port()
         self.admin_password = self.admin_password or self._admin_password()
+        link: dict[str, Any] = {}
+        if self.broker is not None:
+            username, password = self.broker.server_credentials
+            link = {"mqtt_username": username, "mqtt_password": password}
+            if self.station_tls:  # what the node configs handed out at registration say
+                link |= {
+                    "node_mqtt_port": self.broker.tls_port,
+                    "node_mqtt_tls": True,
+                    "node_mqtt_ca_file": self.broker.ca_file,
+                }
         settings = Settings(
             data_dir=self.data_dir / "server",
             mqtt_host=self.mqtt_host,
@@ -121,7 +149,7 @@ class LocalStack:
             public_url=self.base_url,
             bootstrap_admin_username=self.admin_username,
             bootstrap_admin_password=self.admin_password,
-            **self.settings_overrides,
+            **{**link, **self.settings_overrides},
         )
         self._app = create_app(settings)
         config = uvicorn.Config(
@@ -136,6 +164,8 @@ class LocalStack:
                 raise RuntimeError("the Loaxa server did not start")
             time.sleep(0.05)
         self.token = self._issue_token()
+        if self.broker is not None:
+            self.admit_registered()  # stations of an earlier run on the same data
         return self
 
     def _issue_token(self) -> str:
@@ -259,8 +289,29 @@ class LocalStack:
         raw["data_dir"] = str(self.data_dir / "nodes" / station_id)
         raw["relay"] = {"driver": "sim"}
         raw["player"] = {"driver": "sim"}
-        raw["mqtt"] = {**raw.get("mqtt", {}), "host": self.mqtt_host, "port": self.mqtt_port}
+        if self.broker is None:
+            raw["mqtt"] = {**raw["mqtt"], "host": self.mqtt_host, "port": self.mqtt_port}
+        elif not self._deferred_admission:  # the broker part of the node config is used as is
+            self.admit_registered()
         return NodeConfig.model_validate({**raw, **node_overrides})
+
+    def admit_registered(self) -> None:
+        """Re-generate the broker's accounts and ACL from the server's database and reload
+        it, as an operator does after registering stations (``loaxa broker config`` and
+        SIGHUP); :meth:`register_station` calls it unless inside :meth:`registering`."""
+        assert self.broker is not None, "admit_registered() needs a production broker"
+        self.broker.load_database(self.context.settings.db_url)
+
+    @contextmanager
+    def registering(self) -> Iterator[None]:
+        """Register many stations with one broker reload at the end instead of one each."""
+        self._deferred_admission = True
+        try:
+            yield
+        finally:
+            self._deferred_admission = False
+        if self.broker is not None:
+            self.admit_registered()
 
     def start_node(self, config: NodeConfig) -> RunningNode:
         node = RunningNode(NodeAgent(config), threading.Thread())

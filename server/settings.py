@@ -102,6 +102,15 @@ class Settings(BaseSettings):
     node_mqtt_port: int | None = Field(
         default=None, ge=1, le=65535, description="broker port for stations; default mqtt_port"
     )
+    node_mqtt_tls: bool | None = Field(
+        default=None,
+        description="stations connect with TLS (written into node configs); default mqtt_tls",
+    )
+    node_mqtt_ca_file: Path | None = Field(
+        default=None,
+        description="the broker's CA as installed on stations (written into "
+        "node configs); unset: the station's system trust store",
+    )
     public_url: str = Field(
         default="http://127.0.0.1:8000",
         description="base URL stations use to reach this server (audio downloads)",

@@ -2,8 +2,11 @@
 
 We test paho against a real Mosquitto, never a ``MagicMock(paho)``: the things that
 break in the field (retained copies, last wills, reconnects after a broker restart)
-only exist in a real broker. ``MqttProbe`` is a plain paho-mqtt 2 client that records
-everything it receives, so a test can say "wait until the station published X".
+only exist in a real broker. Tests with stations run :class:`ProductionMosquitto`, the
+configuration ``loaxa broker config`` generates (accounts, ACL, TLS); the plain
+:class:`MosquittoBroker` is open to anyone, for tests of MQTT behaviour alone.
+``MqttProbe`` is a plain paho-mqtt 2 client that records everything it receives, so a
+test can say "wait until the station published X".
 """
 
 from __future__ import annotations
@@ -13,26 +16,34 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from loaxa.broker import BrokerError, MosquittoBroker, find_mosquitto
+from loaxa.broker import BrokerError, MosquittoBroker, ProductionMosquitto, find_mosquitto
+from loaxa.broker_config import StationAccount
+from node_firmware.config import MqttConfig
+from server.passwords import hash_password, new_password
+
+B = TypeVar("B", bound=MosquittoBroker)
 
 __all__ = [
     "BrokerAddress",
     "MosquittoBroker",
     "MqttProbe",
+    "ProductionMosquitto",
     "Received",
+    "admit_station",
     "mosquitto_binary",
     "running_mosquitto",
+    "running_production_mosquitto",
 ]
 
 
@@ -66,6 +77,19 @@ def mosquitto_binary() -> str:
 def running_mosquitto(workdir: Path, persistence: bool = False) -> Iterator[MosquittoBroker]:
     """A started mosquitto in ``workdir``, killed on exit whatever the test did to it."""
     broker = MosquittoBroker(workdir=workdir, binary=mosquitto_binary(), persistence=persistence)
+    with _running(broker) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_production_mosquitto(workdir: Path) -> Iterator[ProductionMosquitto]:
+    """A started mosquitto running the generated production config, killed on exit."""
+    with _running(ProductionMosquitto(workdir=workdir, binary=mosquitto_binary())) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def _running(broker: B) -> Iterator[B]:
     try:
         broker.start()
     except BrokerError as exc:
@@ -74,6 +98,28 @@ def running_mosquitto(workdir: Path, persistence: bool = False) -> Iterator[Mosq
         yield broker
     finally:
         broker.stop(hard=True)
+
+
+def admit_station(
+    broker: ProductionMosquitto, station_id: str, area_codes: Sequence[str] = ()
+) -> MqttConfig:
+    """Give a station without a server an account, as registration and ``loaxa broker
+    config`` would, and return the node's MQTT settings for it (TLS, its own account).
+
+    ``area_codes`` are the station's area and its ancestors (commune, province), whose
+    alert topics the ACL lets it read.
+    """
+    password = new_password()
+    account = StationAccount(station_id, station_id, hash_password(password), tuple(area_codes))
+    broker.load([*(a for a in broker.accounts if a.station_id != station_id), account])
+    return MqttConfig(
+        host=broker.host,
+        port=broker.tls_port,
+        username=station_id,
+        password=password,
+        tls=True,
+        ca_file=broker.ca_file,
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +158,10 @@ class MqttProbe:
     qos: int = 1
     client_id: str = field(default_factory=lambda: f"probe-{uuid.uuid4().hex[:8]}")
     clean_session: bool = True
+    username: str | None = None
+    """Default: on a :class:`ProductionMosquitto`, the server's account (it may read and
+    write every Loaxa topic); elsewhere anonymous."""
+    password: str | None = None
     _messages: list[Received] = field(default_factory=list, init=False, repr=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _client: mqtt.Client | None = field(default=None, init=False, repr=False)
@@ -149,6 +199,10 @@ class MqttProbe:
         # Tests restart brokers: come back within 0.1-1 s rather than paho's 1-120 s
         # (paho accepts float delays although it annotates them as int).
         client.reconnect_delay_set(min_delay=0.1, max_delay=1)  # type: ignore[arg-type]
+        if self.username is None and isinstance(self.broker, ProductionMosquitto):
+            self.username, self.password = self.broker.server_credentials
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
         self._client = client
         client.connect(self.broker.host, self.broker.port, keepalive=30)
         client.loop_start()

@@ -5,7 +5,14 @@ unit test can still prove that the cores import without paho.
 
 Fixtures
 --------
-``mosquitto``          a fresh broker for this test (stop/start/kill it freely)
+``production_mosquitto``  a fresh broker running the config ``loaxa broker config``
+                       generates: per-station accounts, the ACL, TLS, persistence. Use it
+                       for every test with stations: ``LocalStack.on_broker(dir, broker)``
+                       admits each registered station (re-generate + SIGHUP), and
+                       ``tests.brokers.admit_station`` gives a server-less station an
+                       account. ``mqtt_probe`` signs in there as the server.
+``mosquitto``          a fresh open broker (anyone may do anything) for tests of MQTT
+                       behaviour without stations (stop/start/kill it freely)
 ``mosquitto_session``  one broker for the whole run; use unique topics, never stop it
 ``mosquitto_factory``  ``make(persistence=False)`` → more brokers for this test
 ``mqtt_probe``         ``probe(broker, topics="#", **kw)`` → a started MqttProbe
@@ -21,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from tests.brokers import BrokerAddress, MosquittoBroker, MqttProbe
+    from tests.brokers import BrokerAddress, MosquittoBroker, MqttProbe, ProductionMosquitto
 
 
 def _print_log_tail(broker: MosquittoBroker) -> None:
@@ -40,6 +47,22 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     from tests.brokers import running_mosquitto
 
     with running_mosquitto(tmp_path / "mosquitto") as broker:
+        yield broker
+        _print_log_tail(broker)
+
+
+@pytest.fixture
+def production_mosquitto(tmp_path: Path) -> Iterator[ProductionMosquitto]:
+    """A real mosquitto running exactly what ``loaxa broker config`` writes, for this test.
+
+    ``.host``/``.port`` (plain, loopback: the server's), ``.tls_port`` and ``.ca_file``
+    (stations'), ``.server_credentials``, ``.load(accounts)`` / ``.load_database(url)``
+    (re-generate and reload), ``.stop(hard=False)``/``.start()`` (same ports; retained
+    messages and sessions persist, as in production), ``.log_text()``.
+    """
+    from tests.brokers import running_production_mosquitto
+
+    with running_production_mosquitto(tmp_path / "broker") as broker:
         yield broker
         _print_log_tail(broker)
 
@@ -76,7 +99,9 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]
 
 @pytest.fixture
 def mqtt_probe() -> Iterator[Callable[..., MqttProbe]]:
-    """``probe(broker, topics="#", qos=1, client_id=..., clean_session=True)``.
+    """``probe(broker, topics="#", qos=1, client_id=..., clean_session=True, username=...)``.
+
+    On a production broker the probe signs in as the server unless given a username.
 
     Returns a started :class:`tests.brokers.MqttProbe` (subscribed, SUBACK received);
     every probe made is closed at teardown.

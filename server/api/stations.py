@@ -75,7 +75,8 @@ def node_config_for(
             port=settings.node_mqtt_port or settings.mqtt_port,
             username=station.mqtt_username,
             password=password,
-            tls=settings.mqtt_tls,
+            tls=settings.mqtt_tls if settings.node_mqtt_tls is None else settings.node_mqtt_tls,
+            ca_file=settings.node_mqtt_ca_file,
         ),
         trusted_keys=[
             TrustedKeyConfig(

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from loaxa.stack import LocalStack
+from tests.brokers import running_production_mosquitto
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -55,9 +56,13 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, mosquitto_session: Any) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The server and its stations on the broker config ``loaxa broker config`` generates."""
     data = tmp_path_factory.mktemp("browser-stack")
-    with LocalStack(data, mosquitto_session.host, mosquitto_session.port) as running:
+    with (
+        running_production_mosquitto(data / "broker") as broker,
+        LocalStack.on_broker(data, broker) as running,
+    ):
         yield running
 
 

@@ -1,5 +1,13 @@
 """Emergency alerts end to end: real Mosquitto, the real server, 60 simulated stations.
 
+The broker runs the configuration ``loaxa broker config`` generates, re-generated from the
+server's database once the 60 stations are registered: each station signs in with its own
+account and the ACL confines it to its own topics and its areas' alert topics, so a
+re-send on a station's own alert topic is delivered only if the ACL lets it read it.
+The swarm dials the plain loopback listener rather than TLS (60 handshakes on a shared
+2-core machine buy nothing the TLS end-to-end tests do not already prove); accounts and
+ACL are the same on both listeners.
+
 Each station is the alert swarm's (:mod:`loaxa.alert_swarm`): its own MQTT connection
 and credentials from ``POST /api/v1/stations``, subscribed to its alert topics, running
 the real node core (every signature checked) with an instant relay and a timer player.
@@ -28,7 +36,7 @@ from loaxa.bench_alert import library_sha256s
 from loaxa.stack import LocalStack
 from loaxa_protocol import Alert, Keyring, SigningKey, open_envelope, seal, topics
 from tests.audio_samples import make_audio
-from tests.brokers import MosquittoBroker, MqttProbe, running_mosquitto
+from tests.brokers import MqttProbe, ProductionMosquitto, running_production_mosquitto
 
 COMMUNES = ("01273", "01279", "01288")
 PER_COMMUNE = 20
@@ -37,7 +45,7 @@ BULLETIN_S = 40.0
 
 @dataclass
 class Fleet:
-    broker: MosquittoBroker
+    broker: ProductionMosquitto
     stack: LocalStack
     swarm: AlertSwarm
     by_commune: dict[str, list[str]]
@@ -116,27 +124,28 @@ def _states(detail: dict[str, Any]) -> dict[str, str]:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp: Path = tmp_path_factory.mktemp("alert-swarm")
     with (
-        running_mosquitto(tmp / "mosquitto") as broker,
-        LocalStack(tmp / "stack", broker.host, broker.port) as stack,
+        running_production_mosquitto(tmp / "broker") as broker,
+        LocalStack.on_broker(tmp / "stack", broker) as stack,
     ):
         by_commune: dict[str, list[str]] = {}
         stations: list[SimStation] = []
         keys: list[dict[str, Any]] = []
-        for commune in COMMUNES:
-            for number in range(PER_COMMUNE):
-                config = stack.register_station(
-                    f"Cụm loa {commune}-{number}", commune, 22.6, 106.2 + number / 1000
-                )
-                stations.append(
-                    SimStation(
-                        config.station_id,
-                        config.mqtt.username,
-                        config.mqtt.password,
-                        tuple(config.areas),
+        with stack.registering():  # one broker reload for the 60, when the block ends
+            for commune in COMMUNES:
+                for number in range(PER_COMMUNE):
+                    config = stack.register_station(
+                        f"Cụm loa {commune}-{number}", commune, 22.6, 106.2 + number / 1000
                     )
-                )
-                by_commune.setdefault(commune, []).append(config.station_id)
-                keys = [k.model_dump(mode="json") for k in config.trusted_keys]
+                    stations.append(
+                        SimStation(
+                            config.station_id,
+                            config.mqtt.username,
+                            config.mqtt.password,
+                            tuple(config.areas),
+                        )
+                    )
+                    by_commune.setdefault(commune, []).append(config.station_id)
+                    keys = [k.model_dump(mode="json") for k in config.trusted_keys]
         profile = NodeProfile(trusted_keys=tuple(keys), cached_audio=library_sha256s(stack))
         with AlertSwarm(broker.host, broker.port, stations, profile, workers=2) as swarm:
             ready = swarm.start(timeout_s=30)

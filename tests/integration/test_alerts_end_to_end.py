@@ -1,5 +1,9 @@
 """Alerts on real parts: real Mosquitto, the real server on a real port, real station agents.
 
+The broker runs the configuration ``loaxa broker config`` generates: each station signs in
+with its own account over TLS and the ACL lets it read only its own topics and its areas'
+alert topics, so an alert published where a station may not read it would never arrive.
+
 Stations run the real agent (simulated relay and player: this machine has no sound
 card) and hear alerts the way a Pi does: on the alert topics of their areas, verifying
 every signature with the province alert key they were registered with.
@@ -18,9 +22,11 @@ from sqlmodel import Session, select
 
 from loaxa.stack import LocalStack, RunningNode
 from loaxa_protocol import Alert, SigningKey, seal, topics
+from server.alerts.models import AlertDelivery
 from server.audit.models import AuditEntry
 from server.auth.permissions import Role
 from tests.audio_samples import make_audio
+from tests.brokers import ProductionMosquitto
 from tests.integration.auth_helpers import bearer, make_token
 
 COMMUNES = [("01273", 22.666, 106.257), ("01279", 22.680, 106.230), ("01288", 22.650, 106.270)]
@@ -28,8 +34,8 @@ FINAL = {"finished", "failed", "refused", "cancelled"}
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto: Any) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as running:
+def stack(tmp_path: Path, production_mosquitto: ProductionMosquitto) -> Iterator[LocalStack]:
+    with LocalStack.on_broker(tmp_path, production_mosquitto) as running:
         yield running
 
 
@@ -166,6 +172,15 @@ def test_a_station_offline_during_the_alert_gets_it_on_reconnect(stack: LocalSta
         stack, created["id"], lambda v: states(v)[c.station_id] == "finished", timeout=20
     )
     assert view["state"] == "finished"
+    # What reached it is the server's re-send on its own alert topic (its session is clean:
+    # the broker kept nothing for it), which the generated ACL lets it read.
+    with Session(stack.context.engine) as session:
+        delivery = session.exec(
+            select(AlertDelivery)
+            .where(AlertDelivery.alert_pk == created["id"])
+            .where(AlertDelivery.station_id == c.station_id)
+        ).one()
+    assert delivery.resent >= 1
     # The server watches its own down-topics: alerts signed by the alert key are its own.
     with Session(stack.context.engine) as session:
         intrusions = session.exec(
@@ -175,11 +190,12 @@ def test_a_station_offline_during_the_alert_gets_it_on_reconnect(stack: LocalSta
 
 
 def test_forged_and_replayed_alerts_are_refused_or_only_re_acked(
-    stack: LocalStack, mqtt_probe: Any, mosquitto: Any
+    stack: LocalStack, mqtt_probe: Any, production_mosquitto: ProductionMosquitto
 ) -> None:
     a, _b, c = start_stations(stack)
     commune = COMMUNES[0][0]
-    probe = mqtt_probe(mosquitto, topics=[topics.area_alert(commune)])
+    # Only the server's account may write an area topic: the attacker holds a stolen copy.
+    probe = mqtt_probe(production_mosquitto, topics=[topics.area_alert(commune)])
     with stack.client() as http:
         created = http.post(
             "/api/v1/alerts",

@@ -22,6 +22,7 @@ from loaxa.stack import LocalStack, RunningNode
 from server.auth.permissions import Role
 from server.reports.asrun import LOCAL_TZ
 from tests.audio_samples import make_audio
+from tests.brokers import ProductionMosquitto
 from tests.integration.auth_helpers import bearer, make_token
 
 COMMUNE = "01273"
@@ -29,10 +30,12 @@ REPORT = "/api/v1/reports/as-run"
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto) -> Iterator[LocalStack]:  # type: ignore[no-untyped-def]
+def stack(tmp_path: Path, production_mosquitto: ProductionMosquitto) -> Iterator[LocalStack]:
     overrides = {"alarm_item_grace_min": 0}  # an unplayed item is "missed" right at its end
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port, settings_overrides=overrides) as s:
-        yield s
+    with LocalStack.on_broker(
+        tmp_path, production_mosquitto, settings_overrides=overrides
+    ) as running:
+        yield running
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> None:

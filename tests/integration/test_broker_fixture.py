@@ -1,13 +1,17 @@
-"""The broker fixture and MqttProbe do what the other integration tests rely on."""
+"""The broker fixtures and MqttProbe do what the other integration tests rely on."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from loaxa.broker import mqtt_ping
-from tests.brokers import MosquittoBroker, MqttProbe
+from loaxa.stack import LocalStack
+from loaxa_protocol import topics
+from tests.brokers import MosquittoBroker, MqttProbe, ProductionMosquitto, admit_station
 
 
 def test_publish_is_received(
@@ -98,3 +102,52 @@ def test_persistent_broker_keeps_retained_messages_across_a_restart(
 def test_session_broker_is_shared_and_running(mosquitto_session: MosquittoBroker) -> None:
     assert mosquitto_session.running
     assert mqtt_ping(mosquitto_session.host, mosquitto_session.port)
+
+
+# ------------------------------------------------- the production configuration
+
+
+def test_the_production_broker_admits_only_known_accounts_and_keeps_them_across_a_restart(
+    production_mosquitto: ProductionMosquitto, mqtt_probe: Callable[..., MqttProbe]
+) -> None:
+    broker = production_mosquitto
+    assert not mqtt_ping(broker.host, broker.port)  # anonymous
+    assert mqtt_ping(broker.host, broker.port, 1.0, *broker.server_credentials)
+    station = admit_station(broker, "st-01273-001", ["01273", "04"])
+    assert station.tls and station.port == broker.tls_port and station.ca_file == broker.ca_file
+    assert mqtt_ping(broker.host, broker.port, 1.0, station.username, station.password)
+    assert not mqtt_ping(broker.host, broker.port, 1.0, station.username, "not-its-password")
+
+    server = mqtt_probe(broker, topics.plan("st-01273-001"))  # signs in as the server
+    server.publish(topics.plan("st-01273-001"), b"plan-1", retain=True)
+    server.wait_for()
+    ports = (broker.port, broker.tls_port)
+    broker.stop()  # SIGTERM: persistence written, as a production restart
+    broker.start()
+    assert (broker.port, broker.tls_port) == ports
+    assert mqtt_ping(broker.host, broker.port, 1.0, station.username, station.password)
+    late = mqtt_probe(broker, topics.plan("st-01273-001"))
+    assert late.wait_for().payload == b"plan-1"
+
+
+def test_a_station_registered_through_the_api_connects_over_tls_once_the_broker_reloads(
+    tmp_path: Path, production_mosquitto: ProductionMosquitto
+) -> None:
+    broker = production_mosquitto
+    with LocalStack.on_broker(tmp_path, broker) as stack:
+        with stack.registering():
+            config = stack.register_station("Cụm loa chợ", "01273", 22.66, 106.25)
+            # Registered in the database, not yet in the broker's files: refused.
+            creds = (config.mqtt.username, config.mqtt.password)
+            assert not mqtt_ping(broker.host, broker.port, 1.0, *creds)
+        assert mqtt_ping(broker.host, broker.port, 1.0, *creds)  # re-generated and reloaded
+        assert [a.station_id for a in broker.accounts] == [config.station_id]
+        assert config.mqtt.tls and config.mqtt.port == broker.tls_port
+
+        node = stack.start_node(config)
+        deadline = time.monotonic() + 15
+        while stack.api("GET", f"/api/v1/stations/{config.station_id}")["status"] != "online":
+            assert time.monotonic() < deadline, "the station did not come online"
+            time.sleep(0.1)
+        assert node.agent.core.connected
+        assert f"u'{config.mqtt.username}'" in broker.log_text()  # its own account

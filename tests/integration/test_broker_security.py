@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -159,11 +159,21 @@ def broker(tmp_path: Path) -> Iterator[GeneratedBroker]:
 # ---------------------------------------------------------------- the clients
 
 
+class Listeners(Protocol):
+    """A broker with the generated config's two listeners (plain loopback and TLS)."""
+
+    host: str
+    tls_port: int
+
+    @property
+    def port(self) -> int: ...
+
+
 @dataclass
 class Peer:
     """A paho client with credentials that records what it receives."""
 
-    broker: GeneratedBroker
+    broker: Listeners
     username: str | None
     password: str | None
     tls: bool = False
@@ -250,9 +260,7 @@ def peer_pool() -> Iterator[Callable[..., Peer]]:
     """``make(broker, username, password, **kw)`` → a Peer, closed when the pool ends."""
     with ExitStack() as stack:
 
-        def make(
-            broker: GeneratedBroker, username: str | None, password: str | None, **kw: Any
-        ) -> Peer:
+        def make(broker: Listeners, username: str | None, password: str | None, **kw: Any) -> Peer:
             peer = Peer(broker, username, password, **kw)
             stack.callback(peer.close)
             return peer

@@ -1,7 +1,9 @@
 """A bulletin from upload to loudspeaker on real parts.
 
-Real Mosquitto (started by the test on a free port), the real server on a real HTTP
-port, real ffmpeg, stations running the real agent with a simulated relay board on a
+Real Mosquitto (started by the test on free ports) running the configuration
+``loaxa broker config`` generates — every station signs in with its own account over TLS
+and the ACL confines it to its own topics — the real server on a real HTTP port, real
+ffmpeg, stations running the real agent with a simulated relay board on a
 pseudo-terminal and the simulated player (this machine has no sound card).
 """
 
@@ -24,13 +26,14 @@ from loaxa.stack import LocalStack, RunningNode
 from loaxa_protocol import Plan, Priority, SigningKey, seal, topics
 from node_firmware.agent import NodeAgent
 from tests.audio_samples import make_audio
+from tests.brokers import ProductionMosquitto
 
 COMMUNES = [("01273", 22.666, 106.257), ("01279", 22.680, 106.230), ("01288", 22.650, 106.270)]
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as running:
+def stack(tmp_path: Path, production_mosquitto: ProductionMosquitto) -> Iterator[LocalStack]:
+    with LocalStack.on_broker(tmp_path, production_mosquitto) as running:
         yield running
 
 
@@ -98,11 +101,14 @@ def test_three_stations_play_a_bulletin_together(stack: LocalStack) -> None:
 
 
 def test_forged_replayed_and_misaddressed_plans_are_refused_and_reported(
-    stack: LocalStack, mqtt_probe, mosquitto
+    stack: LocalStack, mqtt_probe, production_mosquitto: ProductionMosquitto
 ) -> None:
     a, b = start_stations(stack, 2)
     audio = upload_bulletin(stack, seconds=1.0)
-    probe = mqtt_probe(mosquitto, topics=[topics.plan(a.station_id), topics.plan(b.station_id)])
+    # Only the server's account may write a plan topic: the attacker holds a stolen copy.
+    probe = mqtt_probe(
+        production_mosquitto, topics=[topics.plan(a.station_id), topics.plan(b.station_id)]
+    )
 
     first = stack.broadcast(audio["id"], datetime.now(UTC) + timedelta(minutes=30), [a.station_id])
     old_plan = probe.wait_for(lambda m: m.topic == topics.plan(a.station_id)).payload
@@ -139,16 +145,11 @@ def test_forged_replayed_and_misaddressed_plans_are_refused_and_reported(
 
 
 def test_station_rebooted_while_broker_is_down_plays_its_stored_plan(
-    tmp_path: Path, mosquitto_factory
+    stack: LocalStack, production_mosquitto: ProductionMosquitto
 ) -> None:
     # Production brokers keep sessions across restarts (persistence), so the server's
     # subscription holds the station's events for it while it reconnects.
-    mosquitto = mosquitto_factory(persistence=True)
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as stack:
-        _reboot_while_broker_down(stack, mosquitto)
-
-
-def _reboot_while_broker_down(stack: LocalStack, mosquitto) -> None:
+    mosquitto = production_mosquitto
     (node,) = start_stations(stack, 1)
     audio = upload_bulletin(stack, seconds=1.0)
     start_at = datetime.now(UTC) + timedelta(seconds=6)

@@ -16,11 +16,12 @@ import pytest
 
 from loaxa.stack import LocalStack
 from tests.audio_samples import make_audio
+from tests.brokers import ProductionMosquitto
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as running:
+def stack(tmp_path: Path, production_mosquitto: ProductionMosquitto) -> Iterator[LocalStack]:
+    with LocalStack.on_broker(tmp_path, production_mosquitto) as running:
         yield running
 
 

@@ -1,4 +1,9 @@
-"""Station health end to end: a real Mosquitto, the real app, stations made of raw paho."""
+"""Station health end to end: a real Mosquitto, the real app, stations made of raw paho.
+
+The broker runs the configuration ``loaxa broker config`` generates: each station signs
+in with the account its registration returned, and the ACL lets it write only its own
+up-topics, as in the field.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import Session, func, select
 
-from loaxa.broker import MosquittoBroker
+from loaxa.broker import ProductionMosquitto
 from loaxa_protocol import Event, EventKind, Status, StatusState, topics
 from server.health.models import HealthSample
 from tests.brokers import MqttProbe
@@ -48,7 +53,9 @@ def heartbeat(station_id: str, **fields: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-def register(client: TestClient, *station_ids: str) -> None:
+def register(client: TestClient, *station_ids: str) -> dict[str, str]:
+    """Register through the API; each station's broker password, by station id."""
+    passwords = {}
     for station_id in station_ids:
         response = client.post(
             "/api/v1/stations",
@@ -61,6 +68,8 @@ def register(client: TestClient, *station_ids: str) -> None:
             },
         )
         assert response.status_code == 201, response.text
+        passwords[station_id] = response.json()["mqtt"]["password"]
+    return passwords
 
 
 def status_of(client: TestClient, station_id: str) -> str:
@@ -79,22 +88,51 @@ def open_kinds(client: TestClient, station_id: str) -> set[str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[TestClient]:
+def passwords() -> dict[str, str]:
+    """Each registered station's broker password (filled by the ``server`` fixture)."""
+    return {}
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, production_mosquitto: ProductionMosquitto, passwords: dict[str, str]
+) -> Iterator[TestClient]:
+    username, password = production_mosquitto.server_credentials
     settings = settings_for(
         tmp_path,
-        mosquitto,
+        production_mosquitto,
+        mqtt_username=username,
+        mqtt_password=password,
         offline_after_min=0.05,
         alarm_offline_min=0.05,
         health_check_interval_s=0.3,
         health_batch_interval_ms=50,
     )
     with running_server(settings) as client:
-        register(client, *STATIONS)
+        passwords.update(register(client, *STATIONS))
+        production_mosquitto.load_database(settings.db_url)  # `loaxa broker config` + SIGHUP
         yield client
 
 
+@pytest.fixture
+def as_station(
+    production_mosquitto: ProductionMosquitto, passwords: dict[str, str], mqtt_probe: ProbeFactory
+) -> Callable[[str], MqttProbe]:
+    """``as_station(id)``: a raw client signed in with that station's own account."""
+
+    def connect(station_id: str) -> MqttProbe:
+        return mqtt_probe(
+            production_mosquitto,
+            topics=topics.plan(station_id),
+            username=station_id,
+            password=passwords[station_id],
+        )
+
+    return connect
+
+
 def test_a_station_killed_without_goodbye_turns_offline_and_raises_an_alarm(
-    server: TestClient, mosquitto: MosquittoBroker
+    server: TestClient, production_mosquitto: ProductionMosquitto, passwords: dict[str, str]
 ) -> None:
     station = STATIONS[0]
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{station}-{uuid.uuid4().hex[:4]}")
@@ -102,7 +140,8 @@ def test_a_station_killed_without_goodbye_turns_offline_and_raises_an_alarm(
     client.will_set(topics.status(station), will, qos=1, retain=True)
     connected: list[bool] = []
     client.on_connect = lambda c, u, f, rc, p: connected.append(not rc.is_failure)
-    client.connect(mosquitto.host, mosquitto.port, keepalive=60)
+    client.username_pw_set(station, passwords[station])
+    client.connect(production_mosquitto.host, production_mosquitto.port, keepalive=60)
     while not connected:
         client.loop(timeout=0.1)
     online = Status(station_id=station, state=StatusState.ONLINE, at=datetime.now(UTC))
@@ -128,9 +167,9 @@ def test_a_station_killed_without_goodbye_turns_offline_and_raises_an_alarm(
 
 
 def test_a_station_that_falls_silent_turns_offline(
-    server: TestClient, mosquitto: MosquittoBroker, mqtt_probe: ProbeFactory
+    server: TestClient, as_station: Callable[[str], MqttProbe]
 ) -> None:
-    probe = mqtt_probe(mosquitto, topics=topics.plan(STATIONS[1]))
+    probe = as_station(STATIONS[1])
     probe.publish(topics.health(STATIONS[1]), heartbeat(STATIONS[1]))
     wait_until(lambda: status_of(server, STATIONS[1]) == "online", 5, "online")
     # No will (the probe stays connected): silence alone, past offline_after_min = 3 s.
@@ -138,10 +177,10 @@ def test_a_station_that_falls_silent_turns_offline(
 
 
 def test_amplifier_faults_from_heartbeats_and_events_raise_an_amplifier_alarm(
-    server: TestClient, mosquitto: MosquittoBroker, mqtt_probe: ProbeFactory
+    server: TestClient, as_station: Callable[[str], MqttProbe]
 ) -> None:
     a, b = STATIONS
-    probe = mqtt_probe(mosquitto, topics=topics.plan(a))
+    probe = as_station(a)
     probe.publish(
         topics.health(a),
         heartbeat(
@@ -157,6 +196,7 @@ def test_amplifier_faults_from_heartbeats_and_events_raise_an_amplifier_alarm(
     (alarm,) = alarms_of(server, a, "open")
     assert "no_current_while_playing" in alarm["detail"]
 
+    probe = as_station(b)
     probe.publish(topics.health(b), heartbeat(b))
     wait_until(lambda: status_of(server, b) == "online", 5, "b online")
     fault = Event(
@@ -168,10 +208,10 @@ def test_amplifier_faults_from_heartbeats_and_events_raise_an_amplifier_alarm(
 
 
 def test_a_low_disk_heartbeat_raises_a_disk_alarm_and_a_normal_one_resolves_it(
-    server: TestClient, mosquitto: MosquittoBroker, mqtt_probe: ProbeFactory
+    server: TestClient, as_station: Callable[[str], MqttProbe]
 ) -> None:
     station = STATIONS[0]
-    probe = mqtt_probe(mosquitto, topics=topics.plan(station))
+    probe = as_station(station)
     probe.publish(topics.health(station), heartbeat(station, disk_free_bytes=4 * 10**8))
     wait_until(lambda: open_kinds(server, station) == {"disk_low"}, 5, "the disk alarm")
     assert status_of(server, station) == "degraded"
@@ -187,15 +227,17 @@ def test_a_low_disk_heartbeat_raises_a_disk_alarm_and_a_normal_one_resolves_it(
 
 
 def test_a_flood_from_one_station_is_limited_while_the_other_is_stored_in_full(
-    server: TestClient, mosquitto: MosquittoBroker, mqtt_probe: ProbeFactory
+    server: TestClient, as_station: Callable[[str], MqttProbe]
 ) -> None:
     flooder, quiet = STATIONS
-    probe = mqtt_probe(mosquitto, topics=topics.plan(flooder))
+    flooding, calm = as_station(flooder), as_station(quiet)
     for n in range(120):
-        probe.client.publish(topics.health(flooder), heartbeat(flooder, uptime_s=float(n)), qos=1)
+        flooding.client.publish(
+            topics.health(flooder), heartbeat(flooder, uptime_s=float(n)), qos=1
+        )
         if n % 12 == 0:
-            probe.publish(topics.health(quiet), heartbeat(quiet, uptime_s=float(n)))
-    probe.publish(topics.health(quiet), heartbeat(quiet))  # the 11th, acknowledged last
+            calm.publish(topics.health(quiet), heartbeat(quiet, uptime_s=float(n)))
+    calm.publish(topics.health(quiet), heartbeat(quiet))  # the 11th
 
     health = context_of(server).health
     wait_until(lambda: health.stats.received >= 131, 10, "every report at the server")

@@ -33,7 +33,6 @@ from loaxa_protocol import (
 )
 from node_firmware.agent import NodeAgent
 from node_firmware.config import (
-    MqttConfig,
     NodeConfig,
     PlayerConfig,
     RelayConfig,
@@ -42,6 +41,7 @@ from node_firmware.config import (
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.ogg import audio_duration_ms
 from tests.audio_samples import make_audio
+from tests.brokers import ProductionMosquitto, admit_station
 
 STATION = "st-01273-001"
 COMMUNE, PROVINCE, ELSEWHERE = "01273", "04", "01279"
@@ -102,13 +102,15 @@ def alert(key: SigningKey, to: str, alert_id: str, message: InlineAudio, **field
 
 
 @pytest.fixture
-def station(tmp_path: Path, mosquitto, mqtt_probe) -> Iterator[Station]:
+def station(
+    tmp_path: Path, production_mosquitto: ProductionMosquitto, mqtt_probe
+) -> Iterator[Station]:
     plan_key = SigningKey.generate("plan", frozenset({"plan", "command", "trust"}))
     alert_key = SigningKey.generate("alert", frozenset({"alert", "alert_cancel"}))
     config = NodeConfig(
         station_id=STATION,
         areas=[COMMUNE, PROVINCE],
-        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port),
+        mqtt=admit_station(production_mosquitto, STATION, [COMMUNE, PROVINCE]),
         trusted_keys=[
             TrustedKeyConfig(kid=k.kid, public_key=k.public_b64, purposes=sorted(k.purposes))
             for k in (plan_key, alert_key)
@@ -119,7 +121,7 @@ def station(tmp_path: Path, mosquitto, mqtt_probe) -> Iterator[Station]:
         amp_lead_ms=300,
         amp_tail_ms=200,
     )
-    probe = mqtt_probe(mosquitto, topics=[topics.event(STATION)])
+    probe = mqtt_probe(production_mosquitto, topics=[topics.event(STATION)])  # the server
     agent = NodeAgent(config)
     thread = threading.Thread(target=agent.run, name="node", daemon=True)
     thread.start()
@@ -218,7 +220,7 @@ def test_an_area_alert_preempts_the_bulletin_and_is_acked_received_playing_finis
     ), switches
 
 
-def test_station_topic_cancel_replay_and_foreign_areas(station: Station, mosquitto) -> None:
+def test_station_topic_cancel_replay_and_foreign_areas(station: Station) -> None:
     message = inline_audio(1.0)
     # Another commune's alert never reaches this station: it does not subscribe there.
     station.probe.publish(

@@ -31,11 +31,12 @@ import pytest
 from loaxa.broker import free_port
 from loaxa_protocol import AudioRef, Plan, PlanItem, SigningKey, StreamRef, seal, topics
 from node_firmware.agent import NodeAgent
-from node_firmware.config import MqttConfig, NodeConfig, RelayConfig, TrustedKeyConfig
+from node_firmware.config import NodeConfig, RelayConfig, TrustedKeyConfig
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.ogg import audio_duration_ms
 from node_firmware.drivers.player import AlsaPlayer, PlayRecord, SimulatedPlayer, find_ffmpeg
 from tests.audio_samples import make_audio
+from tests.brokers import ProductionMosquitto, admit_station
 
 CODECS = {
     "ogg": (
@@ -541,7 +542,7 @@ def wait_until_true(condition: Callable[[], bool], timeout: float, what: str) ->
 
 
 def test_a_station_relays_a_planned_window_and_falls_back_when_the_channel_is_gone(
-    server: LiveStreamServer, tmp_path: Path, mosquitto, mqtt_probe
+    server: LiveStreamServer, tmp_path: Path, production_mosquitto: ProductionMosquitto, mqtt_probe
 ) -> None:
     """A signed plan with two stream items through a real broker to the real agent."""
     station_id = "st-01273-001"
@@ -549,7 +550,7 @@ def test_a_station_relays_a_planned_window_and_falls_back_when_the_channel_is_go
     config = NodeConfig(
         station_id=station_id,
         areas=["01273"],
-        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port),
+        mqtt=admit_station(production_mosquitto, station_id, ["01273"]),
         trusted_keys=[
             TrustedKeyConfig(kid=plan_key.kid, public_key=plan_key.public_b64, purposes=["plan"])
         ],
@@ -566,7 +567,7 @@ def test_a_station_relays_a_planned_window_and_falls_back_when_the_channel_is_go
         url="http://127.0.0.1:9/never-fetched",
     )
     AudioCache(config.data_dir / "audio", 10**9).store(filler_ref.sha256, filler)
-    probe = mqtt_probe(mosquitto, topics=[topics.event(station_id)])
+    probe = mqtt_probe(production_mosquitto, topics=[topics.event(station_id)])  # the server
     agent = NodeAgent(config)
     thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()

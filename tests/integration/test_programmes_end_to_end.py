@@ -21,14 +21,15 @@ from server.auth.permissions import Role
 from server.programmes.recurrence import to_local
 from server.programmes.timeline import occurrence_stamp as stamp
 from tests.audio_samples import make_audio
+from tests.brokers import ProductionMosquitto
 from tests.integration.auth_helpers import bearer, make_token
 
 COMMUNE = "01273"
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto: Any) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as running:
+def stack(tmp_path: Path, production_mosquitto: ProductionMosquitto) -> Iterator[LocalStack]:
+    with LocalStack.on_broker(tmp_path, production_mosquitto) as running:
         yield running
 
 

@@ -13,11 +13,14 @@ import pytest
 from loaxa.stack import LocalStack, RunningNode
 from node_firmware import agent
 from server.auth.actor import SYSTEM
+from tests.brokers import ProductionMosquitto
 
 
 @pytest.fixture
-def station(tmp_path: Path, mosquitto) -> Iterator[tuple[LocalStack, RunningNode]]:
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as stack:
+def station(
+    tmp_path: Path, production_mosquitto: ProductionMosquitto
+) -> Iterator[tuple[LocalStack, RunningNode]]:
+    with LocalStack.on_broker(tmp_path, production_mosquitto) as stack:
         node = stack.start_node(stack.register_station("Cụm loa", "01273", 22.66, 106.25))
         deadline = time.monotonic() + 10
         while not node.agent.core.connected and time.monotonic() < deadline:

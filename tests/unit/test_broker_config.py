@@ -29,6 +29,7 @@ from loaxa.broker_config import (
     server_env_text,
 )
 from loaxa_protocol.errors import ConfigError
+from loaxa_protocol.topics import TOPICS, Direction
 
 # Hashes are opaque to the generator; a fixed fake keeps these tests free of PBKDF2.
 HASH_A = "$7$101$c2FsdA==$aGFzaEE="
@@ -64,13 +65,25 @@ def test_a_station_reads_its_down_topics_and_its_areas_and_writes_its_up_topics_
         "topic read loaxa/v1/station/cb-st-001/cmd",
         "topic read loaxa/v1/station/cb-st-001/trust",
         "topic read loaxa/v1/station/cb-st-001/alert",
-        "topic read loaxa/v1/area/01273/#",
-        "topic read loaxa/v1/area/04/#",
+        "topic read loaxa/v1/area/01273/alert",
+        "topic read loaxa/v1/area/04/alert",
         "topic write loaxa/v1/station/cb-st-001/event",
         "topic write loaxa/v1/station/cb-st-001/health",
         "topic write loaxa/v1/station/cb-st-001/status",
         "topic write loaxa/v1/station/cb-st-001/reply",
     ]
+
+
+def test_every_topic_of_the_protocol_table_is_granted_to_its_owner_with_its_direction() -> None:
+    """Derived from the table: a topic added to loaxa_protocol.topics lands in the ACL."""
+    expected = [
+        *(f"topic read {t.of(A.station_id)}" for t in TOPICS if t.direction is Direction.DOWN),
+        *(f"topic read {t.of(code)}" for code in sorted(A.area_codes) for t in TOPICS
+          if t.direction is Direction.AREA),
+        *(f"topic write {t.of(A.station_id)}" for t in TOPICS if t.direction is Direction.UP),
+    ]  # fmt: skip
+    assert rules(acl_text([A, B]))[A.username] == expected
+    assert len(expected) == len(TOPICS) + len(A.area_codes) - 1  # one area topic per area
 
 
 def test_no_station_rule_names_another_station_or_uses_a_wildcard_or_pattern() -> None:
@@ -85,7 +98,7 @@ def test_no_station_rule_names_another_station_or_uses_a_wildcard_or_pattern() -
             if topic.startswith("loaxa/v1/station/"):
                 assert topic.split("/")[3] == user, line
             else:
-                assert topic.startswith("loaxa/v1/area/") and topic.endswith("/#"), line
+                assert topic.startswith("loaxa/v1/area/") and "#" not in topic, line
             assert not line.startswith("topic readwrite"), line
 
 
