@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, event, inspect, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
@@ -92,6 +93,7 @@ def create_tables(engine: Engine) -> None:
 
     SQLModel.metadata.create_all(engine)
     add_missing_columns(engine)
+    add_missing_unique_indexes(engine)
 
 
 def add_missing_columns(engine: Engine) -> list[str]:
@@ -135,6 +137,40 @@ def add_missing_columns(engine: Engine) -> list[str]:
     if added:
         log.warning("added columns to an existing database: %s", ", ".join(added))
     return added
+
+
+def add_missing_unique_indexes(engine: Engine) -> list[str]:
+    """Create the unique indexes newer code declares (``__table_args__``) on older tables.
+
+    A unique index is a promise the database keeps (one alert per CAP message); an older
+    table whose rows already break it refuses to start, naming the index, rather than
+    run without the promise. Returns the names of the indexes created.
+    """
+    created: list[str] = []
+    with engine.begin() as connection:
+        inspector = inspect(connection)
+        existing_tables = set(inspector.get_table_names())
+        for table in SQLModel.metadata.sorted_tables:
+            if table.name not in existing_tables:
+                continue
+            present = {i["name"] for i in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if not index.unique or index.name in present:
+                    continue
+                try:
+                    with connection.begin_nested():
+                        index.create(connection)
+                except IntegrityError as exc:
+                    columns = ", ".join(c.name for c in index.columns)
+                    raise RuntimeError(
+                        f"table {table.name!r} has rows that repeat ({columns}), so the "
+                        f"unique index {index.name!r} cannot be created; remove the "
+                        "duplicates, then start again"
+                    ) from exc
+                created.append(str(index.name))
+    if created:
+        log.warning("added unique indexes to an existing database: %s", ", ".join(created))
+    return created
 
 
 @contextmanager

@@ -96,7 +96,7 @@ def test_an_exercise_with_its_own_audio_is_a_drill_sent_inline(
         ("schema-violation.xml", "Element 'severity'"),
         ("no-area-match.xml", "info[1]/area[1]/areaDesc: 'Phường Hoàn Kiếm' matches no area"),
         ("nothing-to-say.xml", "info[1]: neither audio"),
-        ("typhoon-cancel.xml", "references: no alert matches"),
+        ("typhoon-cancel.xml", "references: a Cancel must name messages this server received"),
     ],
 )
 def test_bad_cap_is_refused_precisely_and_nothing_goes_out(
