@@ -412,7 +412,7 @@ def _referenced(session: Session, message: CapMessage) -> list[AlertRecord]:
     if unknown:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"references: a {message.msg_type} must name messages this server received; "
+            f"references: this {message.msg_type} names what this server did not receive: "
             f"{', '.join(unknown)}; nothing was changed",
         )
     return found
