@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, event, inspect, text
+from sqlalchemy import DateTime, Engine, Inspector, Table, event, inspect, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
@@ -96,6 +96,12 @@ def create_tables(engine: Engine) -> None:
     add_missing_unique_indexes(engine)
 
 
+def _existing_tables(inspector: Inspector) -> list[Table]:
+    """The declared tables the database already has (an older version created them)."""
+    existing = set(inspector.get_table_names())
+    return [t for t in SQLModel.metadata.sorted_tables if t.name in existing]
+
+
 def add_missing_columns(engine: Engine) -> list[str]:
     """Add columns that newer code declares to tables an older version created.
 
@@ -108,10 +114,7 @@ def add_missing_columns(engine: Engine) -> list[str]:
     added: list[str] = []
     with engine.begin() as connection:
         inspector = inspect(connection)
-        existing_tables = set(inspector.get_table_names())
-        for table in SQLModel.metadata.sorted_tables:
-            if table.name not in existing_tables:
-                continue
+        for table in _existing_tables(inspector):
             present = {c["name"] for c in inspector.get_columns(table.name)}
             for column in table.columns:
                 if column.name in present:
@@ -149,10 +152,7 @@ def add_missing_unique_indexes(engine: Engine) -> list[str]:
     created: list[str] = []
     with engine.begin() as connection:
         inspector = inspect(connection)
-        existing_tables = set(inspector.get_table_names())
-        for table in SQLModel.metadata.sorted_tables:
-            if table.name not in existing_tables:
-                continue
+        for table in _existing_tables(inspector):
             present = {i["name"] for i in inspector.get_indexes(table.name)}
             for index in table.indexes:
                 if not index.unique or index.name in present:

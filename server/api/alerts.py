@@ -303,7 +303,7 @@ def _ingest_cap(context: ServerContext, actor: Actor, raw: bytes) -> tuple[Alert
             raise HTTPException(exc.status, f"info/area: {exc.detail}") from exc
         _authorize_send(actor, session, targets, f"CAP {message.identifier}")
         for record in replaced:  # an Update: all scope checks first, then cancel the old
-            authorize(actor, Action.ALERT_CANCEL, _scope_of(session, record), session)
+            _authorize_on(actor, Action.ALERT_CANCEL, session, record)
         if message.audio is None and message.text is None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -366,14 +366,7 @@ def _repeat(
             f"the message sent {existing.cap_sent.isoformat()} (alert {existing.id}); a new "
             "message needs a new identifier",
         )
-    authorize(
-        actor,
-        Action.BROADCAST_READ,
-        _scope_of(session, existing),
-        session,
-        object_type="alert",
-        object_id=str(existing.id),
-    )
+    _authorize_on(actor, Action.BROADCAST_READ, session, existing)
     return alert_detail(session, existing)
 
 
@@ -423,7 +416,7 @@ def _cancel_if_open(
 ) -> None:
     """A CAP Cancel: stop the alert if it still runs; one already over stays as it is."""
     if AlertState(record.state) not in OPEN_STATES:
-        authorize(actor, Action.ALERT_CANCEL, _scope_of(session, record), session)
+        _authorize_on(actor, Action.ALERT_CANCEL, session, record)
         return
     try:
         _cancel(context, session, actor, record)
@@ -440,14 +433,7 @@ def confirm_alert(
 ) -> AlertDetail:
     """A second, different officer releases a held alert: it goes out now."""
     record = _record_or_404(session, alert_pk)
-    authorize(
-        actor,
-        Action.ALERT_CONFIRM,
-        _scope_of(session, record),
-        session,
-        object_type="alert",
-        object_id=str(alert_pk),
-    )
+    _authorize_on(actor, Action.ALERT_CONFIRM, session, record)
     try:
         context.alerts.confirm(session, actor, record)
     except AlertError as exc:
@@ -456,15 +442,20 @@ def confirm_alert(
     return alert_detail(session, record)
 
 
-def _cancel(context: ServerContext, session: Session, actor: Actor, record: AlertRecord) -> None:
+def _authorize_on(actor: Actor, action: Action, session: Session, record: AlertRecord) -> None:
+    """``action`` over every area the alert named or reached (403 otherwise)."""
     authorize(
         actor,
-        Action.ALERT_CANCEL,
+        action,
         _scope_of(session, record),
         session,
         object_type="alert",
         object_id=str(record.id),
     )
+
+
+def _cancel(context: ServerContext, session: Session, actor: Actor, record: AlertRecord) -> None:
+    _authorize_on(actor, Action.ALERT_CANCEL, session, record)
     try:
         context.alerts.cancel(session, actor, record)
     except AlertError as exc:
