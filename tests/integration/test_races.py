@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,17 +33,26 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlmodel import Session, col, select
 
-from loaxa_protocol import Alert, AlertCancel, Event, EventKind, topics
+from loaxa_protocol import (
+    Alert,
+    AlertCancel,
+    Event,
+    EventKind,
+    Keyring,
+    Verified,
+    open_envelope,
+    topics,
+)
 from server.app import create_app
 from server.auth.permissions import Role
 from server.programmes.models import Programme
 from tests.integration.auth_helpers import authenticate, bearer, context_of, make_token
-from tests.integration.test_alerts_api import opened
 from tests.integration.test_server_api import RecordingBus, make_settings, register
 
 PROVINCE, COMMUNE_A, COMMUNE_B = "04", "01273", "01279"
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 ROUNDS = 12
+ADDRESSEES = frozenset({f"area:{PROVINCE}", f"area:{COMMUNE_A}", f"area:{COMMUNE_B}"})
 
 
 def postgres_url() -> str:
@@ -83,12 +93,27 @@ def bus() -> RecordingBus:
     return RecordingBus()
 
 
+class Clock:
+    """The server's clock: real time plus what the test skipped ahead."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @contextmanager
 def make_client(
-    tmp_path: Path, backend: str, bus: RecordingBus, **settings: Any
+    tmp_path: Path, backend: str, bus: RecordingBus, clock: Clock, **settings: Any
 ) -> Iterator[TestClient]:
     url = postgres_url() if backend == "postgresql" else None  # SQLite: a file in tmp_path
-    app = create_app(make_settings(tmp_path, database_url=url, **settings), bus=bus)
+    app = create_app(make_settings(tmp_path, database_url=url, **settings), bus=bus, clock=clock)
     with TestClient(app) as client:
         assert context_of(client).engine.dialect.name == backend
         yield authenticate(client)
@@ -115,20 +140,28 @@ def token(client: TestClient, name: str, role: Role, area: str = PROVINCE) -> di
 
 
 @pytest.fixture
-def alert_client(tmp_path: Path, backend: str, bus: RecordingBus) -> Iterator[TestClient]:
-    with make_client(tmp_path, backend, bus, alert_settle_s=0) as client:
+def alert_client(
+    tmp_path: Path, backend: str, bus: RecordingBus, clock: Clock
+) -> Iterator[TestClient]:
+    with make_client(tmp_path, backend, bus, clock, alert_settle_s=0) as client:
         for area, station_id in [(COMMUNE_A, "a-1"), (COMMUNE_A, "a-2"), (COMMUNE_B, "b-1")]:
             register(client, area, id=station_id)
         yield client
 
 
-def wire_of(client: TestClient, bus: RecordingBus, alert_id: str) -> list[tuple[str, str]]:
+def wire_of(
+    client: TestClient, bus: RecordingBus, clock: Clock, alert_id: str
+) -> list[tuple[str, str]]:
     """(topic, Alert | AlertCancel) of every message about ``alert_id``, in publish order."""
+    keyring = Keyring.of(context_of(client).keys.alert_key)
     found = []
     for topic, raw, _qos, _retain in list(bus.published):
         if not topic.endswith("/alert"):
             continue
-        message = opened(client, raw).message
+        # Opened as a station opens it (the alert key alone), though maybe expired by now.
+        verdict = open_envelope(raw, keyring, clock(), ADDRESSEES, check_expiry=False)
+        assert isinstance(verdict, Verified), verdict
+        message = verdict.message
         if isinstance(message, Alert | AlertCancel) and message.alert_id == alert_id:
             found.append((topic, type(message).__name__))
     return found
@@ -146,7 +179,7 @@ def assert_never_played_after_cancel(wire: list[tuple[str, str]]) -> None:
 
 
 def test_confirm_and_cancel_at_once_never_leave_an_alert_playing_after_its_cancel(
-    alert_client: TestClient, bus: RecordingBus
+    alert_client: TestClient, bus: RecordingBus, clock: Clock
 ) -> None:
     client = alert_client
     author = token(client, "officer-a", Role.ALERT_OFFICER)
@@ -164,7 +197,7 @@ def test_confirm_and_cancel_at_once_never_leave_an_alert_playing_after_its_cance
         )
         assert cancelled.status_code == 200, cancelled.text
         assert confirmed.status_code in (200, 409), confirmed.text
-        wire = wire_of(client, bus, held["alert_id"])
+        wire = wire_of(client, bus, clock, held["alert_id"])
         assert_never_played_after_cancel(wire)
         record = client.get(url, headers=author).json()
         assert record["state"] == "cancelled"
@@ -194,7 +227,7 @@ def finished(client: TestClient, station_id: str, alert_id: str) -> tuple[str, b
 
 
 def test_a_cancel_racing_the_last_station_finishing_answers_what_the_record_says(
-    alert_client: TestClient, bus: RecordingBus
+    alert_client: TestClient, bus: RecordingBus, clock: Clock
 ) -> None:
     """The record never says 'finished' after the officer was told 'cancelled' (or back)."""
     client = alert_client
@@ -213,7 +246,7 @@ def test_a_cancel_racing_the_last_station_finishing_answers_what_the_record_says
 
         cancel, _ = at_once(lambda: client.post(f"{url}/cancel", headers=officer), last_acks)  # noqa: B023
         state = client.get(url, headers=officer).json()["state"]
-        wire = wire_of(client, bus, sent["alert_id"])
+        wire = wire_of(client, bus, clock, sent["alert_id"])
         if cancel.status_code == 200:
             assert state == "cancelled" and wire[-1][1] == "AlertCancel"
         else:
@@ -222,12 +255,47 @@ def test_a_cancel_racing_the_last_station_finishing_answers_what_the_record_says
             assert [kind for _t, kind in wire] == ["Alert"]
 
 
+def test_a_cancel_at_the_instant_of_expiry_answers_what_the_record_says(
+    alert_client: TestClient, bus: RecordingBus, clock: Clock
+) -> None:
+    """The expiry sweep and an officer's cancel at once: one of them wins, and the answer,
+    the record and the wire agree (told "cancelled" → cancelled and a cancel went out)."""
+    client = alert_client
+    officer = token(client, "officer-a", Role.ALERT_OFFICER)
+    settle = context_of(client).alerts.settle
+    outcomes = set()
+    for round_number in range(ROUNDS):
+        expires = (clock() + timedelta(minutes=5)).isoformat()
+        body = {"title": "Cháy", "canned": "fire", "area_codes": [COMMUNE_A], "drill": True}
+        sent = client.post("/api/v1/alerts", json={**body, "expires_at": expires}, headers=officer)
+        assert sent.status_code == 201, sent.text
+        url = f"/api/v1/alerts/{sent.json()['id']}"
+        clock.ahead += timedelta(minutes=6)  # past its expiry, not yet swept
+
+        def sweep(delay_s: float = round_number * 0.004) -> Response:
+            time.sleep(delay_s)  # a cancel's HTTP round trip is slower: stagger the sweep
+            return Response(200 if settle() else 204)
+
+        cancel, swept = at_once(lambda: client.post(f"{url}/cancel", headers=officer), sweep)  # noqa: B023
+        state = client.get(url, headers=officer).json()["state"]
+        kinds = [kind for _t, kind in wire_of(client, bus, clock, sent.json()["alert_id"])]
+        if cancel.status_code == 200:
+            assert state == "cancelled" and kinds == ["Alert", "AlertCancel"]
+        else:
+            assert cancel.status_code == 409 and "already expired" in cancel.json()["detail"]
+            assert state == "expired" and swept.status_code == 200 and kinds == ["Alert"]
+        outcomes.add(cancel.status_code)
+    print(f"cancel outcomes at expiry over {ROUNDS} rounds: {sorted(outcomes)}")
+
+
 # ------------------------------------------------------------------ programmes
 
 
 @pytest.fixture
-def schedule_client(tmp_path: Path, backend: str, bus: RecordingBus) -> Iterator[TestClient]:
-    with make_client(tmp_path, backend, bus) as client:
+def schedule_client(
+    tmp_path: Path, backend: str, bus: RecordingBus, clock: Clock
+) -> Iterator[TestClient]:
+    with make_client(tmp_path, backend, bus, clock) as client:
         register(client, COMMUNE_A, id="cb-st-001")
         yield client
 
