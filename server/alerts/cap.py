@@ -16,7 +16,11 @@ Mapping (docs/alerts.md has the full table):
   without one, ``areaDesc`` is split on ``,`` and ``;`` and each name is matched to the
   tree with or without diacritics and with or without its "Xã"/"Phường"/"Tỉnh" prefix.
 - ``resource`` with an ``audio/*`` ``mimeType`` and a base64 ``derefUri`` is the audio;
-  otherwise ``headline`` and ``description`` are read aloud.
+  otherwise ``headline``, ``description`` and ``instruction`` (what people must do) are
+  read aloud, in that order.
+- ``(sender, identifier)`` names one message for good: the API answers a repeat with the
+  alert it already made. ``references`` triples (``sender,identifier,sent``) are parsed
+  here; whether they name a message the server knows is the API's check.
 - ``severity`` maps one to one (Unknown → severe); ``expires`` is the alert's expiry
   (default two hours from now).
 """
@@ -61,15 +65,27 @@ class CapError(LoaxaError):
     """The CAP message cannot become an alert; the text says which element and why."""
 
 
+@dataclass(frozen=True)
+class Reference:
+    """One ``sender,identifier,sent`` triple of ``references``."""
+
+    sender: str
+    identifier: str
+    sent: datetime
+
+    def __str__(self) -> str:
+        return f"{self.sender},{self.identifier},{self.sent.isoformat()}"
+
+
 @dataclass
 class CapMessage:
     identifier: str
     sender: str
     msg_type: str
     drill: bool
+    sent: datetime | None = None
     references: str | None = None
-    referenced: list[tuple[str, str]] = field(default_factory=list)
-    """(sender, identifier) of each referenced message"""
+    referenced: list[Reference] = field(default_factory=list)
     title: str = ""
     severity: AlertSeverity = AlertSeverity.SEVERE
     text: str | None = None
@@ -115,7 +131,11 @@ def match_area_name(name: str, names: Mapping[str, str]) -> list[str]:
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.strip())
+    """An ISO date-time that must carry its offset (CAP requires one)."""
+    parsed = datetime.fromisoformat(text.strip())
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no time-zone offset")
+    return parsed
 
 
 def parse_cap(raw: bytes, names: Mapping[str, str], now: datetime) -> CapMessage:
@@ -153,6 +173,7 @@ def parse_cap(raw: bytes, names: Mapping[str, str], now: datetime) -> CapMessage
         sender=text_of(root, "sender") or "",
         msg_type=msg_type,
         drill=status == "Exercise",
+        sent=_parse_time(text_of(root, "sent") or ""),
         references=text_of(root, "references"),
     )
     if status not in {"Actual", "Exercise"}:
@@ -171,7 +192,14 @@ def parse_cap(raw: bytes, names: Mapping[str, str], now: datetime) -> CapMessage
                 raise CapError(
                     f"references: {triple!r} is not 'sender,identifier,sent' (CAP 1.2 §3.2.1)"
                 )
-            message.referenced.append((parts[0], parts[1]))
+            try:
+                sent = _parse_time(parts[2])
+            except ValueError as exc:
+                raise CapError(
+                    f"references: {triple!r}: {parts[2]!r} is not a date-time with an offset "
+                    "(the referenced message's sent)"
+                ) from exc
+            message.referenced.append(Reference(parts[0], parts[1], sent))
         if msg_type == "Cancel":
             return message
 
@@ -185,9 +213,10 @@ def parse_cap(raw: bytes, names: Mapping[str, str], now: datetime) -> CapMessage
     headline = text_of(chosen, "headline")
     event = text_of(chosen, "event") or ""
     description = text_of(chosen, "description")
+    instruction = text_of(chosen, "instruction")
     message.title = (headline or event)[:200]
     message.severity = SEVERITY[text_of(chosen, "severity") or "Unknown"]
-    spoken = " ".join(p.rstrip(".") + "." for p in (headline, description) if p)
+    spoken = " ".join(p.rstrip(".") + "." for p in (headline, description, instruction) if p)
     message.text = spoken or None
 
     expires = text_of(chosen, "expires")

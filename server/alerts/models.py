@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import field_validator, model_validator
+from sqlalchemy import Index
 from sqlmodel import JSON, Column, Field, SQLModel
 
 from loaxa_protocol import AlertSeverity
@@ -34,6 +35,12 @@ class AlertRecord(SQLModel, table=True):
     """One alert as the province issued it (and, once sent, as it went on the wire)."""
 
     __tablename__ = "alert_record"
+    __table_args__ = (
+        # One CAP message, one alert: a sender's retry after a time-out (or two copies
+        # posted at once) must find this row, never broadcast a second time. API alerts
+        # leave both NULL, which a unique index does not compare.
+        Index("uq_alert_record_cap_message", "cap_sender", "cap_identifier", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     alert_id: str = Field(unique=True, max_length=64, description="the id on the wire")
@@ -64,6 +71,7 @@ class AlertRecord(SQLModel, table=True):
     source: str = Field(default="api", max_length=8, description="api | cap")
     cap_sender: str | None = Field(default=None, max_length=255)
     cap_identifier: str | None = Field(default=None, max_length=255, index=True)
+    cap_sent: datetime | None = _utc(default=None)
     created_at: datetime = _utc(default_factory=utcnow)
     sent_at: datetime | None = _utc(default=None)
     expires_at: datetime = _utc(index=True)

@@ -10,6 +10,13 @@ having acked gets a freshly sealed copy on its own topic.
 Order on send: the alert row and every delivery row are committed *before* the publish,
 in one bulk insert, so an ack that arrives a millisecond later always finds its row and
 nothing is lost if the server dies mid-way; then the messages (sealed beforehand) go out.
+
+State changes cannot race. Confirm, cancel, expiry and "finished" are conditional
+updates (``UPDATE … WHERE state IN (expected)``; the row count says who won), and each
+holds the row from that update to its commit. A confirm publishes *while* it holds the
+row, so a cancel that waits for it publishes after it: on the wire a cancel always
+follows the alert it stops. A station's re-send takes the same row first, so it is never
+published after a cancel either.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, func, insert, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import (
@@ -42,6 +50,7 @@ from loaxa_protocol.messages import INLINE_AUDIO_MAX_BYTES
 from server.alerts import canned as library
 from server.alerts.logic import (
     FINAL,
+    OPEN_STATES,
     AlertEventIn,
     ConfirmPolicy,
     Cover,
@@ -65,6 +74,7 @@ from server.auth.actor import SYSTEM, Actor
 from server.db import session_scope
 from server.fleet.bus import Bus
 from server.keys import ServerKeys
+from server.locking import lock_rows
 from server.models import Area, AudioAsset, Station
 from server.settings import Settings
 
@@ -91,6 +101,17 @@ class AlertError(LoaxaError):
         self.code = code
         """with ``params``: the same refusal for the web pages to translate"""
         self.params = params or {}
+
+
+class AlreadyReceived(LoaxaError):
+    """This CAP message (sender, identifier) already made an alert: answer with that one."""
+
+    def __init__(self, record: AlertRecord) -> None:
+        super().__init__(f"CAP message already received as alert {record.id}")
+        self.record = record
+
+
+_TABLE = AlertRecord.__table__  # type: ignore[attr-defined]
 
 
 def _quoted(values: Iterable[str]) -> str:
@@ -187,6 +208,7 @@ class AlertSpec:
     source: str = "api"
     cap_sender: str | None = None
     cap_identifier: str | None = None
+    cap_sent: datetime | None = None
 
 
 @dataclass
@@ -403,10 +425,15 @@ class AlertService:
         spec: AlertSpec,
         targets: Targets,
         payload: Payload,
+        replaces: Sequence[AlertRecord] = (),
     ) -> AlertRecord:
         """Record the alert and, unless a second officer must confirm, send it now.
 
-        The caller has authorised ``actor``. Returns the committed record.
+        ``replaces`` (a CAP Update): alerts cancelled in the same transaction, those
+        still open; their cancels go out before the new alert. The caller has authorised
+        ``actor`` for all of it. Raises :class:`AlreadyReceived` when the CAP message
+        (``spec.cap_sender``, ``spec.cap_identifier``) is already an alert: nothing is
+        written or sent then. Returns the committed record.
         """
         now = self._clock()
         self.check_expiry(spec.expires_at)
@@ -433,6 +460,7 @@ class AlertService:
             source=spec.source,
             cap_sender=spec.cap_sender,
             cap_identifier=spec.cap_identifier,
+            cap_sent=spec.cap_sent,
             created_at=now,
             expires_at=spec.expires_at,
         )
@@ -447,8 +475,16 @@ class AlertService:
                 seal(self._wire(record, payload, "area:x", now), self._keys.alert_key)
             )
         session.add(record)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            existing = self.find_cap(session, spec.cap_sender, spec.cap_identifier)
+            if existing is None:
+                raise
+            raise AlreadyReceived(existing) from None
         assert record.id is not None
+        cancels = [m for old in replaces for m in self._take_down(session, actor, old, now) or []]
         session.execute(  # Core executemany: ~3x faster than the ORM bulk path here
             insert(AlertDelivery.__table__),  # type: ignore[attr-defined]
             [
@@ -470,6 +506,7 @@ class AlertService:
             str(record.id),
             after=self._audit_summary(record, len(targets.stations)),
         )
+        self._publish(cancels)  # while the replaced rows are held (module doc)
         session.commit()
         self._publish(messages)
         if messages:
@@ -503,8 +540,117 @@ class AlertService:
 
     # -------------------------------------------------- confirm and cancel
 
+    def find_cap(
+        self, session: Session, sender: str | None, identifier: str | None
+    ) -> AlertRecord | None:
+        """The alert a CAP message (sender, identifier) made, if any."""
+        if sender is None or identifier is None:
+            return None
+        return session.exec(
+            select(AlertRecord).where(
+                AlertRecord.cap_sender == sender, AlertRecord.cap_identifier == identifier
+            )
+        ).first()
+
+    def _claim(
+        self,
+        session: Session,
+        record: AlertRecord,
+        expected: Iterable[AlertState],
+        *conditions: object,
+        **values: object,
+    ) -> bool:
+        """Move ``record`` only if it is still in an ``expected`` state; True if this call won.
+
+        The row stays held until the session's transaction ends. ``record`` is not
+        re-read here: callers that go on using it ``session.refresh`` it (the loser then
+        sees what the winner wrote).
+        """
+        result = session.execute(
+            update(_TABLE)
+            .where(
+                _TABLE.c.id == record.id,
+                _TABLE.c.state.in_([s.value for s in expected]),
+                *conditions,  # type: ignore[arg-type]
+            )
+            .values(**values)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _cancels(
+        self, session: Session, record: AlertRecord, now: datetime
+    ) -> list[tuple[str, bytes]]:
+        """A sealed cancel for every topic the alert went to, re-sends included."""
+        if record.sent_at is None:
+            return []  # never on the wire: nothing to stop
+        resent = session.exec(
+            select(AlertDelivery.station_id).where(
+                AlertDelivery.alert_pk == record.id, col(AlertDelivery.resent) > 0
+            )
+        ).all()
+        messages = []
+        for to in dict.fromkeys([*record.topic_targets, *resent]):
+            topic = (
+                topics.area_alert(to.removeprefix("area:"))
+                if to.startswith("area:")
+                else topics.alert(to)
+            )
+            message = AlertCancel(
+                sender=SENDER,
+                seq=self._keys.next_seq(),
+                issued_at=now,
+                # A cancel must outlive every copy of the alert it stops.
+                expires_at=max(record.expires_at, now) + URL_MARGIN,
+                to=to,
+                alert_id=record.alert_id,
+            )
+            messages.append((topic, seal(message, self._keys.alert_key)))
+        return messages
+
+    def _take_down(
+        self, session: Session, actor: Actor, record: AlertRecord, now: datetime
+    ) -> list[tuple[str, bytes]] | None:
+        """Mark an open alert cancelled (held until commit) and seal its cancels.
+
+        None when it was over already (someone else won): nothing to send.
+        """
+        before = record.state
+        won = self._claim(
+            session,
+            record,
+            OPEN_STATES,
+            state=AlertState.CANCELLED.value,
+            cancelled_at=now,
+            cancelled_by=actor.name,
+            ended_at=now,
+        )
+        session.refresh(record)
+        if not won:
+            return None
+        messages = self._cancels(session, record, now)
+        record_audit(
+            session,
+            actor,
+            "alert.cancel",
+            "alert",
+            str(record.id),
+            before={"state": before},
+            after={
+                "state": record.state,
+                "alert_id": record.alert_id,
+                "topics": [t for t, _r in messages],
+            },
+        )
+        return messages
+
     def confirm(self, session: Session, actor: Actor, record: AlertRecord) -> AlertRecord:
-        """A second, different officer releases an alert that waited for them."""
+        """A second, different officer releases an alert that waited for them.
+
+        The messages go out while the row is held and before the commit, so a cancel
+        arriving at the same instant either wins first (nothing is sent) or publishes
+        after them. Should the commit then fail, the stations get a cancel at once: the
+        record still says it waits, so nothing may play.
+        """
         if record.state != AlertState.AWAITING_CONFIRMATION:
             raise AlertError(f"alert {record.id} is {record.state}, not awaiting confirmation", 409)
         same = (
@@ -527,11 +673,25 @@ class AlertService:
             )
         payload = self._payload_of(session, record)
         messages = self._seal_all(record, payload, now)
-        record.state = AlertState.ACTIVE.value
-        record.confirmed_by = actor.name
-        record.sent_at = now
-        record.payload_bytes = max(len(raw) for _t, raw in messages)
-        session.add(record)
+        won = self._claim(
+            session,
+            record,
+            [AlertState.AWAITING_CONFIRMATION],
+            _TABLE.c.expires_at > now,
+            state=AlertState.ACTIVE.value,
+            confirmed_by=actor.name,
+            sent_at=now,
+            payload_bytes=max(len(raw) for _t, raw in messages),
+        )
+        session.refresh(record)
+        if not won:
+            state = record.state
+            session.rollback()
+            raise AlertError(
+                f"alert {record.id} is {state} now, not awaiting confirmation (another officer "
+                "acted at the same moment)",
+                409,
+            )
         record_audit(
             session,
             actor,
@@ -548,8 +708,15 @@ class AlertService:
                 "topics": record.topic_targets,
             },
         )
-        session.commit()
+        takeback = self._cancels(session, record, now)
         self._publish(messages)
+        try:
+            session.commit()
+        except Exception:
+            log.exception("ALERT %s: confirm not recorded; taking it back", record.alert_id)
+            session.rollback()
+            self._publish(takeback)
+            raise
         assert record.id is not None
         self.changes.bump(record.id)
         log.warning("ALERT %s confirmed by %s and sent", record.alert_id, actor.name)
@@ -558,62 +725,24 @@ class AlertService:
     def cancel(self, session: Session, actor: Actor, record: AlertRecord) -> AlertRecord:
         """Stop it everywhere: a cancel on every topic the alert went to (and re-sends).
 
-        The ``AlertCancel`` is sealed and published *before* any write: stopping a false
-        alarm must not wait for the database (whose writer is busy ingesting the alert's
-        acks from every station at that very moment). Only reads come first, and SQLite in
-        WAL mode serves them beside a writer. If the write then fails, the stations have
-        stopped anyway; the error is raised and the record stays active, so the officer
-        cancels again (a second cancel is harmless: stations remember the first).
+        The row is taken first (a conditional update): a confirm or a re-send in flight
+        has then either published already, and the cancel goes out after it, or it
+        finds the alert cancelled and sends nothing. The cancels are published before
+        the commit, so stopping a false alarm does not wait for the rest of the write.
+        If the commit then fails, the stations have stopped anyway; the error is raised
+        and the record stays as it was, so the officer cancels again (a second cancel is
+        harmless: stations remember the first).
         """
-        if record.state not in (AlertState.AWAITING_CONFIRMATION, AlertState.ACTIVE):
+        if AlertState(record.state) not in OPEN_STATES:
             raise AlertError(f"alert {record.id} is already {record.state}", 409)
         assert record.id is not None
-        now = self._clock()
-        before = record.state
-        messages: list[tuple[str, bytes]] = []
-        if record.sent_at is not None:
-            resent = session.exec(
-                select(AlertDelivery.station_id).where(
-                    AlertDelivery.alert_pk == record.id, col(AlertDelivery.resent) > 0
-                )
-            ).all()
-            addressees = list(dict.fromkeys([*record.topic_targets, *resent]))
-            for to in addressees:
-                topic = (
-                    topics.area_alert(to.removeprefix("area:"))
-                    if to.startswith("area:")
-                    else topics.alert(to)
-                )
-                message = AlertCancel(
-                    sender=SENDER,
-                    seq=self._keys.next_seq(),
-                    issued_at=now,
-                    # A cancel must outlive every copy of the alert it stops.
-                    expires_at=max(record.expires_at, now) + URL_MARGIN,
-                    to=to,
-                    alert_id=record.alert_id,
-                )
-                messages.append((topic, seal(message, self._keys.alert_key)))
+        messages = self._take_down(session, actor, record, self._clock())
+        if messages is None:
+            state = record.state
+            session.rollback()
+            raise AlertError(f"alert {record.id} is already {state}", 409)
         self._publish(messages)
         log.warning("ALERT %s cancel published on %s topic(s)", record.alert_id, len(messages))
-        record.state = AlertState.CANCELLED.value
-        record.cancelled_at = now
-        record.cancelled_by = actor.name
-        record.ended_at = now
-        session.add(record)
-        record_audit(
-            session,
-            actor,
-            "alert.cancel",
-            "alert",
-            str(record.id),
-            before={"state": before},
-            after={
-                "state": record.state,
-                "alert_id": record.alert_id,
-                "topics": [t for t, _r in messages],
-            },
-        )
         session.commit()
         self.changes.bump(record.id)
         log.warning("ALERT %s cancelled by %s", record.alert_id, actor.name)
@@ -753,15 +882,34 @@ class AlertService:
                     table.c.state.not_in([s.value for s in FINAL]),
                 )
             ).scalar_one()
-            if going == 0:
-                record.state = AlertState.FINISHED.value
-                record.ended_at = now
-                session.add(record)
+            if going == 0:  # finished, unless a cancel or the expiry got there first
+                self._claim(
+                    session,
+                    record,
+                    [AlertState.ACTIVE],
+                    state=AlertState.FINISHED.value,
+                    ended_at=now,
+                )
         self.changes.bump(record.id)
 
     def on_online(self, session: Session, station_id: str) -> None:
-        """Re-send every live alert this station has not acked (Ingestor hook)."""
+        """Re-send every live alert this station has not acked (Ingestor hook).
+
+        The alerts' rows are held first and the copies published before the caller
+        commits, so a cancel racing with the re-send waits and then covers this
+        station's topic too (it reads ``resent``).
+        """
         now = self._clock()
+        pending = select(AlertDelivery.alert_pk).where(
+            AlertDelivery.station_id == station_id,
+            AlertDelivery.state == DeliveryState.PENDING.value,
+        )
+        lock_rows(
+            session,
+            _TABLE,
+            _TABLE.c.id.in_(pending),
+            _TABLE.c.state == AlertState.ACTIVE.value,
+        )
         rows = session.exec(
             select(AlertDelivery, AlertRecord)
             .join(AlertRecord, col(AlertRecord.id) == col(AlertDelivery.alert_pk))
@@ -789,7 +937,11 @@ class AlertService:
     # ---------------------------------------------------------------- expiry
 
     def settle(self) -> int:
-        """Move alerts that are over to finished / expired; returns how many moved."""
+        """Move alerts that are over to finished / expired; returns how many moved.
+
+        Each move is conditional on the state read: an alert confirmed or cancelled
+        meanwhile keeps what the officer did.
+        """
         now = self._clock()
         moved = 0
         with session_scope(self._engine) as session:
@@ -811,9 +963,9 @@ class AlertService:
                     new = settled_state((DeliveryState(s) for s in states), record.expires_at, now)
                 if new is None:
                     continue
-                record.state = new.value
-                record.ended_at = now
-                session.add(record)
+                expected = AlertState(record.state)
+                if not self._claim(session, record, [expected], state=new.value, ended_at=now):
+                    continue
                 moved += 1
                 self.changes.bump(record.id)
                 log.info("alert %s is %s", record.alert_id, new.value)

@@ -39,7 +39,7 @@ from server.alerts.models import (
     PayloadKind,
     PreviewArea,
 )
-from server.alerts.service import AlertError, AlertSpec, AreaTree, Targets
+from server.alerts.service import AlertError, AlertSpec, AlreadyReceived, AreaTree, Targets
 from server.alerts.speech import speak
 from server.api.deps import ContextDep, DbId, SessionDep
 from server.auth.actor import Actor
@@ -288,17 +288,14 @@ def _ingest_cap(context: ServerContext, actor: Actor, raw: bytes) -> tuple[Alert
             message = parse_cap(raw, AreaTree.load(session).name, context.clock())
         except CapError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        existing = context.alerts.find_cap(session, message.sender, message.identifier)
+        if existing is not None:
+            return _repeat(session, actor, message, existing), False
         replaced = _referenced(session, message)
         if message.msg_type == "Cancel":
-            if not replaced:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    f"references: no alert matches {message.references!r}; nothing to cancel",
-                )
-            last = replaced[-1]
             for record in replaced:
-                _cancel(context, session, actor, record)
-            return alert_detail(session, last), False
+                _cancel_if_open(context, session, actor, record)
+            return alert_detail(session, replaced[-1]), False
         assert message.area_codes is not None
         try:
             targets = context.alerts.resolve(session, message.area_codes, [])
@@ -306,12 +303,12 @@ def _ingest_cap(context: ServerContext, actor: Actor, raw: bytes) -> tuple[Alert
             raise HTTPException(exc.status, f"info/area: {exc.detail}") from exc
         _authorize_send(actor, session, targets, f"CAP {message.identifier}")
         for record in replaced:  # an Update: all scope checks first, then cancel the old
-            authorize(actor, Action.ALERT_CANCEL, _scope_of(session, record), session)
+            _authorize_on(actor, Action.ALERT_CANCEL, session, record)
         if message.audio is None and message.text is None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"{message.info_where}: neither audio (resource with mimeType audio/* and "
-                "derefUri) nor text (headline or description) to broadcast",
+                "derefUri) nor text (headline, description or instruction) to broadcast",
             )
         assert message.expires_at is not None
         spec = AlertSpec(
@@ -325,6 +322,7 @@ def _ingest_cap(context: ServerContext, actor: Actor, raw: bytes) -> tuple[Alert
             source="cap",
             cap_sender=message.sender,
             cap_identifier=message.identifier,
+            cap_sent=message.sent,
         )
         # Everything that can fail happens before an Update cancels the old alert.
         try:
@@ -340,17 +338,36 @@ def _ingest_cap(context: ServerContext, actor: Actor, raw: bytes) -> tuple[Alert
             payload = context.alerts.payload_for(
                 session, audio_id=audio_id, text=message.text, where=where
             )
-        except AlertError as exc:
-            raise _http(exc) from exc
-        for old in replaced:
-            if AlertState(old.state) in OPEN_STATES:
-                _cancel(context, session, actor, old)
-        try:
-            record = context.alerts.create(session, actor, spec, targets, payload)
+            record = context.alerts.create(session, actor, spec, targets, payload, replaced)
+        except AlreadyReceived as exc:  # the same message posted twice at once
+            return _repeat(session, actor, message, exc.record), False
         except AlertError as exc:
             session.rollback()
             raise _http(exc) from exc
         return alert_detail(session, record), True
+
+
+def _repeat(
+    session: Session, actor: Actor, message: CapMessage, existing: AlertRecord
+) -> AlertDetail:
+    """A CAP message received before: its alert as it stands, never a second broadcast.
+
+    Sender and identifier name one message for good (CAP 1.2 §3.2.1); the same pair with
+    another ``sent`` is a new message that reused an identifier, which is refused.
+    """
+    if (
+        existing.cap_sent is not None
+        and message.sent is not None
+        and existing.cap_sent != message.sent
+    ):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"identifier: {message.identifier!r} from {message.sender!r} was already used by "
+            f"the message sent {existing.cap_sent.isoformat()} (alert {existing.id}); a new "
+            "message needs a new identifier",
+        )
+    _authorize_on(actor, Action.BROADCAST_READ, session, existing)
+    return alert_detail(session, existing)
 
 
 def _cap_audio(context: ServerContext, actor: Actor, message: CapMessage) -> int:
@@ -369,16 +386,45 @@ def _cap_audio(context: ServerContext, actor: Actor, message: CapMessage) -> int
 
 
 def _referenced(session: Session, message: CapMessage) -> list[AlertRecord]:
-    found = []
-    for sender, identifier in message.referenced:
+    """The alerts an Update or Cancel names; 422 naming each reference this server
+    never received (or received with another ``sent``): nothing is changed then."""
+    found: list[AlertRecord] = []
+    unknown: list[str] = []
+    for ref in message.referenced:
         record = session.exec(
-            select(AlertRecord)
-            .where(AlertRecord.cap_identifier == identifier, AlertRecord.cap_sender == sender)
-            .order_by(col(AlertRecord.id).desc())
+            select(AlertRecord).where(
+                AlertRecord.cap_sender == ref.sender, AlertRecord.cap_identifier == ref.identifier
+            )
         ).first()
-        if record is not None:
+        if record is None:
+            unknown.append(f"{str(ref)!r} (no such message was received)")
+        elif record.cap_sent is not None and record.cap_sent != ref.sent:
+            unknown.append(f"{str(ref)!r} (that message was sent {record.cap_sent.isoformat()})")
+        else:
             found.append(record)
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"references: this {message.msg_type} names what this server did not receive: "
+            f"{', '.join(unknown)}; nothing was changed",
+        )
     return found
+
+
+def _cancel_if_open(
+    context: ServerContext, session: Session, actor: Actor, record: AlertRecord
+) -> None:
+    """A CAP Cancel: stop the alert if it still runs; one already over stays as it is."""
+    if AlertState(record.state) not in OPEN_STATES:
+        _authorize_on(actor, Action.ALERT_CANCEL, session, record)
+        return
+    try:
+        _cancel(context, session, actor, record)
+    except HTTPException as exc:
+        session.refresh(record)
+        # Another cancel (a retry of this message, or an officer) won the race: done.
+        if exc.status_code != status.HTTP_409_CONFLICT or record.state in OPEN_STATES:
+            raise
 
 
 @router.post("/{alert_pk}/confirm", response_model=AlertDetail)
@@ -387,14 +433,7 @@ def confirm_alert(
 ) -> AlertDetail:
     """A second, different officer releases a held alert: it goes out now."""
     record = _record_or_404(session, alert_pk)
-    authorize(
-        actor,
-        Action.ALERT_CONFIRM,
-        _scope_of(session, record),
-        session,
-        object_type="alert",
-        object_id=str(alert_pk),
-    )
+    _authorize_on(actor, Action.ALERT_CONFIRM, session, record)
     try:
         context.alerts.confirm(session, actor, record)
     except AlertError as exc:
@@ -403,15 +442,20 @@ def confirm_alert(
     return alert_detail(session, record)
 
 
-def _cancel(context: ServerContext, session: Session, actor: Actor, record: AlertRecord) -> None:
+def _authorize_on(actor: Actor, action: Action, session: Session, record: AlertRecord) -> None:
+    """``action`` over every area the alert named or reached (403 otherwise)."""
     authorize(
         actor,
-        Action.ALERT_CANCEL,
+        action,
         _scope_of(session, record),
         session,
         object_type="alert",
         object_id=str(record.id),
     )
+
+
+def _cancel(context: ServerContext, session: Session, actor: Actor, record: AlertRecord) -> None:
+    _authorize_on(actor, Action.ALERT_CANCEL, session, record)
     try:
         context.alerts.cancel(session, actor, record)
     except AlertError as exc:

@@ -71,6 +71,7 @@ from server.programmes.service import (
     check_overlaps,
     check_sources,
     check_speech_fits,
+    hold_schedule,
     resolve_targets,
     segments_of,
     station_timeline,
@@ -242,8 +243,15 @@ def prepare(
     spec: ProgrammeSpec,
     before: Programme | None,
 ) -> Prepared:
-    """Every check of a save, before anything is written (see the module doc for the order)."""
+    """Every check of a save, before anything is written (see the module doc for the order).
+
+    The schedule lock is held from the overlap check to the caller's commit.
+    """
     ready = precheck(session, context, actor, spec, before)
+    hold_schedule(session)
+    if before is not None:
+        session.refresh(before)  # as it is now: archived meanwhile is never edited
+        transition(before.state, ApprovalAction.EDIT)
     check_overlaps(
         session,
         before.id if before is not None else None,
@@ -569,6 +577,7 @@ def apply_batch(
         session.rollback()
         return _refused(errors)
     # -------- writes, in one transaction; overlaps see the batch's own programmes
+    hold_schedule(session)
     affected: set[str] = set()
     group_outcomes: list[BatchGroupOutcome] = []
     for group, stored, changed in group_work:
@@ -780,6 +789,8 @@ def _move(
     authorize(
         actor, permission, [area], session, object_type="programme", object_id=str(programme_id)
     )
+    hold_schedule(session)  # what follows reads the state and the slots as they are now
+    session.refresh(programme)
     try:
         new_state = transition(programme.state, action)
     except ApprovalError as exc:
@@ -794,9 +805,14 @@ def _move(
             f"permission denied: {Action.PROGRAMME_APPROVE} — {_username(actor)} submitted this "
             "programme; a different approver must approve it",
         )
-    if action == ApprovalAction.APPROVE and not programme.proposal:
+    takes_slot_again = (
+        action == ApprovalAction.SUBMIT and programme.state == ProgrammeState.REJECTED
+    )
+    if (action == ApprovalAction.APPROVE or takes_slot_again) and not programme.proposal:
         # Still true now? Time has passed since the save: a one-off may be in the past, and
-        # a one-off broadcast may have been booked into the slot since.
+        # a one-off broadcast may have been booked into the slot since. A rejected
+        # programme left its slot, which another may have taken: submitting it again
+        # takes the slot back only if it is still free.
         spec = ProgrammeSpec.model_validate(programme.spec)
         try:
             validate_timing(timing_of(spec), _now(context))

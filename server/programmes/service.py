@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from loaxa_protocol import Priority
 from loaxa_protocol.errors import LoaxaError
 from server.areas import subtree_codes
+from server.locking import lock_schedule
 from server.models import Area, AudioAsset, Broadcast, BroadcastTarget, Station
 from server.planning.compiler import PlanEntry
 from server.planning.rolling import Starts
@@ -437,6 +438,17 @@ def others_for(
             )
         )
     return found
+
+
+def hold_schedule(session: Session) -> None:
+    """Take the schedule lock (``server.locking``) until this transaction ends.
+
+    Every write that can put a programme into a slot (save, batch, submit of a rejected
+    one, approve) takes it *before* the overlap check that decides: two operators
+    saving or approving into one slot at the same instant are checked one after the
+    other, so the second sees the first and is refused.
+    """
+    lock_schedule(session, Programme.__table__)  # type: ignore[attr-defined]
 
 
 def check_overlaps(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loaxa_protocol import AlertSeverity
-from server.alerts.cap import CapError, fold, match_area_name, parse_cap
+from server.alerts.cap import CapError, Reference, fold, match_area_name, parse_cap
 
 SAMPLES = Path(__file__).parents[1] / "data" / "cap"
 NOW = datetime(2026, 9, 13, 0, 0, tzinfo=UTC)
@@ -49,12 +49,32 @@ def test_an_exercise_with_audio_is_a_drill_carrying_that_audio() -> None:
 
 
 def test_update_and_cancel_name_what_they_replace() -> None:
+    sender = "kttv-caobang@nchmf.gov.vn"
     update = parse_cap(sample("typhoon-update.xml"), NAMES, NOW)
-    assert update.referenced == [("kttv-caobang@nchmf.gov.vn", "KTTV-CB-2026-0913-01")]
+    assert update.sent == datetime(2026, 9, 13, 0, 0, tzinfo=UTC)
+    assert update.referenced == [
+        Reference(sender, "KTTV-CB-2026-0913-01", datetime(2026, 9, 12, 22, 0, tzinfo=UTC))
+    ]
     assert update.area_codes == ["01273"]
     cancel = parse_cap(sample("typhoon-cancel.xml"), NAMES, NOW)
     assert cancel.msg_type == "Cancel" and cancel.area_codes is None
-    assert cancel.referenced == [("kttv-caobang@nchmf.gov.vn", "KTTV-CB-2026-0913-02")]
+    assert cancel.referenced == [
+        Reference(sender, "KTTV-CB-2026-0913-02", datetime(2026, 9, 13, 0, 0, tzinfo=UTC))
+    ]
+
+
+def test_a_reference_without_a_proper_sent_is_refused_naming_it() -> None:
+    raw = replace(sample("typhoon-cancel.xml"), ",2026-09-13T07:00:00+07:00<", ",yesterday<")
+    with pytest.raises(CapError, match=r"references: .*'yesterday' is not a date-time"):
+        parse_cap(raw, NAMES, NOW)
+
+
+def test_the_instruction_is_read_after_the_headline_and_the_description() -> None:
+    message = parse_cap(sample("flood-instruction.xml"), NAMES, NOW)
+    assert message.text == (
+        "Cảnh báo lũ quét. Mưa lớn trên thượng nguồn sông Bằng. "
+        "Bà con ven suối di chuyển lên chỗ cao ngay."
+    )
 
 
 @pytest.mark.parametrize(
