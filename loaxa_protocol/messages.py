@@ -312,6 +312,11 @@ class Health(Strict):
     plan_items: int = 0
     cached_audio: int = 0
     playing_item: str | None = None
+    health_dropped: int | None = Field(
+        default=None,
+        ge=0,
+        description="heartbeats the station dropped (oldest first) while the broker was away",
+    )
 
 
 class CommandReply(Strict):

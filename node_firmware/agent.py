@@ -13,6 +13,7 @@ inline alert's audio (which must be on disk before the player is told to play it
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loaxa_protocol import AudioRef, CommandReply, Health, Keyring, topics
-from loaxa_protocol.errors import ConfigError, FetchError, RelayError
+from loaxa_protocol.errors import ConfigError, FetchError, RelayError, StorageError
 from node_firmware import AGENT_VERSION
 from node_firmware.config import NodeConfig
 from node_firmware.core.events import (
@@ -31,6 +32,7 @@ from node_firmware.core.events import (
     AudioFetched,
     AudioFetchFailed,
     Boot,
+    BrokerConnected,
     FetchAudio,
     Input,
     PinAudio,
@@ -56,11 +58,13 @@ from node_firmware.core.events import (
     WakeAt,
 )
 from node_firmware.core.machine import CoreSettings, NodeCore
+from node_firmware.core.outbox import HealthBacklog, Outbox
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.fetcher import AudioFetcher
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
+from node_firmware.drivers.outbox_file import OutboxFile
 from node_firmware.drivers.player import Player, open_player
 from node_firmware.drivers.probes import ReportingRelay, amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
@@ -157,6 +161,11 @@ class NodeAgent:
         self.config = config
         data_dir = Path(config.data_dir)
         self.store = StateStore(data_dir / "state")
+        self.outbox_file = OutboxFile(data_dir / "outbox")
+        self.outbox = Outbox()
+        self._acked: deque[int] = deque()  # appended by paho's thread, drained by the loop
+        self.health_backlog = HealthBacklog()
+        self._health_lock = threading.Lock()
         self.cache = AudioCache(data_dir / "audio", config.cache_max_bytes)
         self.fetcher = AudioFetcher(self.cache)
         self.board = None
@@ -176,7 +185,13 @@ class NodeAgent:
         self.restart_requested = False
         self._started_monotonic = time.monotonic()
         self.inputs = Inbox()
-        self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put, config.areas)
+        self.link = MqttLink(
+            config.mqtt,
+            config.station_id,
+            self.inputs.put,
+            config.areas,
+            on_acked=self._acked.append,
+        )
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
         # they cannot delay a cue.
@@ -200,6 +215,10 @@ class NodeAgent:
     def run(self) -> bool:
         """Run until stopped; True when a ``restart`` command asked for a fresh process."""
         plan_raw, replay = self.store.load()
+        try:
+            self.outbox = self.outbox_file.load()
+        except StorageError as exc:
+            log.error("outbox: %s; events of this run are kept in memory only", exc)
         logging.getLogger().addHandler(self.recent_log)
         try:
             # Before the link starts: no message (an alert least of all) may reach the
@@ -225,11 +244,64 @@ class NodeAgent:
         return Tick() if event is None else event
 
     def _step(self, event: Input) -> None:
+        self._note_acks()
         for action in self.core.handle(event, _now()):
             try:
                 self._run(action)
             except Exception:  # a driver bug must not silence the station
                 log.exception("action %s failed", type(action).__name__)
+        if isinstance(event, BrokerConnected):
+            self._send_backlog()
+
+    # ------------------------------------------------------------ the outbox
+
+    def _send_durably(self, topic: str, payload: bytes) -> None:
+        """An event: on disk first, then to the broker if it is there (else on connect)."""
+        entry = self.outbox.add(topic, payload)
+        try:
+            self.outbox_file.added(entry)
+        except StorageError as exc:  # still sent; only a reboot before the PUBACK loses it
+            log.error("outbox: %s", exc)
+        if self.core.connected:
+            self._send_events()
+
+    def _send_events(self) -> None:
+        """Hand every event not yet handed over to paho, oldest first."""
+        for entry in self.outbox.take_unsent():
+            self.outbox.handed(entry, self.link.publish(entry.topic, entry.payload, qos=1))
+
+    def _note_acks(self) -> None:
+        while self._acked:
+            entry = self.outbox.acked(self._acked.popleft())
+            if entry is None:
+                continue  # a heartbeat or status message, not an outbox entry
+            try:
+                self.outbox_file.acked(entry, self.outbox)
+            except StorageError as exc:
+                log.warning("outbox: %s", exc)
+
+    def _send_backlog(self) -> None:
+        """On (re)connect: events kept while offline or from before a reboot, in order,
+        then the heartbeats held meanwhile."""
+        self._send_events()
+        self._publish_health(None)
+
+    def _publish_health(self, fresh: bytes | None) -> None:
+        """Send the held heartbeats and ``fresh``, or hold ``fresh`` while offline.
+
+        Any thread (the probes' or the loop's). The first heartbeat sent after drops
+        carries their count.
+        """
+        with self._health_lock:
+            if not self.link.connected:
+                if fresh is not None:
+                    self.health_backlog.hold(fresh)
+                return
+            held, dropped = self.health_backlog.drain()
+        for payload in [*held, *([fresh] if fresh is not None else [])]:
+            if dropped:
+                payload, dropped = _with_drop_count(payload, dropped), 0
+            self.link.publish(topics.health(self.config.station_id), payload, qos=0)
 
     def _shutdown(self) -> None:
         self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link
@@ -254,6 +326,8 @@ class NodeAgent:
         match action:
             case WakeAt(at=at):
                 self._wake_at = at
+            case Publish(topic=topic, payload=payload, durable=True):
+                self._send_durably(topic, payload)
             case Publish(topic=topic, payload=payload, qos=qos, retain=retain):
                 self.link.publish(topic, payload, qos, retain)
             case SaveState(plan_raw=raw, memory=replay):
@@ -407,5 +481,11 @@ class NodeAgent:
                 **snapshot,
             }
         )
-        payload = health.model_dump_json(exclude_none=True).encode()
-        self.link.publish(topics.health(self.config.station_id), payload, qos=0)
+        self._publish_health(health.model_dump_json(exclude_none=True).encode())
+
+
+def _with_drop_count(payload: bytes, dropped: int) -> bytes:
+    """A held heartbeat that also says how many older ones were dropped."""
+    doc = json.loads(payload)
+    doc["health_dropped"] = dropped
+    return json.dumps(doc, separators=(",", ":")).encode()

@@ -149,6 +149,8 @@ class Publish:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    durable: bool = False
+    """kept on disk until the broker acknowledges it, sent again after a reboot (events)"""
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ from node_firmware.core.alerts import (
     parts_of,
     refused_alert,
 )
+from node_firmware.core.asrun import AsRunMemory
 from node_firmware.core.events import (
     Action,
     AlertReceived,
@@ -207,6 +208,9 @@ class NodeCore:
     alert: AlertRun | None = None
     """the alert playing, or waiting between its repetitions"""
     alerts: AlertMemory = field(default_factory=AlertMemory)
+    asrun: AsRunMemory = field(default_factory=AsRunMemory)
+    """what happened to each plan item, saved so a reboot can report what it missed"""
+    _asrun_changed: bool = False
     _resume: str | None = None
     """a stream cut by the alert, relayed again for the rest of its window afterwards"""
     _progress: dict[str, _ItemProgress] = field(default_factory=dict)
@@ -332,6 +336,7 @@ class NodeCore:
     def _boot(self, boot: Boot, now: datetime, out: list[Action]) -> None:
         self.guard = ReplayGuard.from_json(boot.memory.get("guard", {}))
         self.alerts = AlertMemory.from_json(boot.memory.get("alerts", {}), now)
+        self.asrun = AsRunMemory.from_json(boot.memory.get("asrun"))
         if boot.memory.get("keys"):
             entries = [KeyEntry.model_validate(k) for k in boot.memory["keys"]]
             self.keyring, self._keyring_updated = Keyring.from_entries(entries), True
@@ -377,22 +382,19 @@ class NodeCore:
                 continue
             progress = _ItemProgress(start_at=item.start_at)
             self._progress[item.item_id] = progress
-            if item.end_at <= now:
-                progress.outcome = EventKind.FAILED if not after_boot else EventKind.PLAYED
-                if not after_boot:
-                    self._event(
-                        EventKind.FAILED,
-                        now,
-                        out,
-                        item.item_id,
-                        reason="late",
-                        detail="plan arrived after the item ended",
-                    )
+            if after_boot:
+                if self._judge_after_boot(item, progress, now, out):
+                    continue
+            elif item.end_at <= now:
+                progress.outcome = EventKind.FAILED
+                detail = "plan arrived after the item ended"
+                self._event(EventKind.FAILED, now, out, item.item_id, reason="late", detail=detail)
                 continue
             if not after_boot:
                 self._event(EventKind.PLAN_ACCEPTED, now, out, item.item_id)
         for item_id in self._commanded:
             self._progress[item_id] = previous[item_id]
+        self.asrun.keep_only({item.item_id for item in plan.items})
         self._drop_removed(previous, now, out)
         self._needed = {}
         for item in self._live_items():
@@ -407,6 +409,26 @@ class NodeCore:
         self._fetch_due = {s: due for s, due in self._fetch_due.items() if s in self._needed}
         for ref in self._needed.values():
             self._ensure_fetch(ref, out)
+
+    def _judge_after_boot(
+        self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
+    ) -> bool:
+        """Settle an item the reboot decided (see ``asrun``); False if it is still to play."""
+        verdict = self.asrun.after_boot(item, now)
+        if verdict is None:
+            return False
+        progress.outcome, progress.started_at = verdict.outcome, verdict.started_at
+        if verdict.report:
+            self._event(
+                verdict.outcome,
+                now,
+                out,
+                item.item_id,
+                reason=verdict.reason,
+                detail=verdict.detail,
+                started_at=verdict.started_at,
+            )
+        return True
 
     def _drop_removed(
         self, previous: dict[str, _ItemProgress], now: datetime, out: list[Action]
@@ -454,7 +476,8 @@ class NodeCore:
 
     def _memory(self) -> dict[str, object]:
         """What the station must remember across a reboot besides the plan itself."""
-        memory: dict[str, object] = {"guard": self.guard.to_json()}
+        memory: dict[str, object] = {"guard": self.guard.to_json(), "asrun": self.asrun.to_json()}
+        self._asrun_changed = False
         if self.alerts.entries:
             memory["alerts"] = self.alerts.to_json()
         if self._keyring_updated:  # otherwise the config file's keys stay authoritative
@@ -1004,6 +1027,8 @@ class NodeCore:
         self._schedule_readback(now, out, wakes)
         self._finish_commanded_items(now, out)
 
+        if self._asrun_changed:
+            out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
         reported = self._state_key()
         if reported != self._reported and self._next_heartbeat is not None:
             self._next_heartbeat = now  # a change of state is reported at once
@@ -1203,6 +1228,8 @@ class NodeCore:
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
     ) -> None:
+        if item_id not in self._commanded and self.asrun.note(item_id, kind, started_at):
+            self._asrun_changed = True
         self._publish_event(
             Event(
                 station_id=self.settings.station_id,
@@ -1246,7 +1273,8 @@ class NodeCore:
 
     def _publish_event(self, event: Event, out: list[Action]) -> None:
         topic = topics.event(self.settings.station_id)
-        out.append(Publish(topic, event.model_dump_json(exclude_none=True).encode(), qos=1))
+        payload = event.model_dump_json(exclude_none=True).encode()
+        out.append(Publish(topic, payload, qos=1, durable=True))
 
     def snapshot(self) -> dict[str, object]:
         """The core's part of a heartbeat; probes add the rest."""

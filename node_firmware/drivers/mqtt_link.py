@@ -54,6 +54,7 @@ class MqttLink:
         deliver: Callable[[Input], None],
         areas: Sequence[str] = (),
         backoff: ReconnectBackoff | None = None,
+        on_acked: Callable[[int], None] | None = None,
     ) -> None:
         self._station_id = station_id
         self._deliver = deliver
@@ -80,6 +81,9 @@ class MqttLink:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        if on_acked is not None:
+            # paho calls this with its own lock held: the callee may only note the id.
+            self._client.on_publish = lambda _c, _u, mid, _r, _p: on_acked(mid)
         self._cfg = cfg
 
     def _status(self, state: StatusState) -> bytes:
@@ -109,9 +113,17 @@ class MqttLink:
             return False
         return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        # paho queues QoS 1 messages while disconnected and sends them on reconnect
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
+        """Hand a message to paho; its message id (``on_acked`` gets it at the PUBACK).
+
+        paho keeps a QoS 1 message it could not send, and every one awaiting its PUBACK,
+        and sends them again after a reconnect.
+        """
+        return self._client.publish(topic, payload, qos=qos, retain=retain).mid
 
     def _on_connect(
         self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
