@@ -251,6 +251,10 @@ class EventKind(enum.StrEnum):
     ALERT_FINISHED = "alert_finished"
     ALERT_FAILED = "alert_failed"
     ALERT_CANCELLED = "alert_cancelled"
+    LIBRARY_FAILED = "library_failed"
+    """a file of the canned alert library (the plan's ``keep``) could not be stored"""
+    AUDIO_CORRUPT = "audio_corrupt"
+    """a cached file no longer matches its sha256: discarded, fetched again"""
 
 
 class Event(Strict):

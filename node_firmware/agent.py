@@ -60,7 +60,7 @@ from node_firmware.core.events import (
 from node_firmware.core.machine import CoreSettings, NodeCore
 from node_firmware.core.outbox import HealthBacklog, Outbox
 from node_firmware.drivers.audio_cache import AudioCache
-from node_firmware.drivers.fetcher import AudioFetcher
+from node_firmware.drivers.fetcher import AudioFetcher, DownloadError
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
@@ -363,6 +363,8 @@ class NodeAgent:
         sha = action.ref.sha256
         try:
             self.fetcher.fetch(action.ref)
+        except DownloadError as exc:
+            self.inputs.put(AudioFetchFailed(sha, str(exc), str(exc.reason)))
         except FetchError as exc:
             self.inputs.put(AudioFetchFailed(sha, str(exc)))
         except Exception as exc:  # unexpected, but the core must hear of it to retry

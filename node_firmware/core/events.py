@@ -79,6 +79,8 @@ class AudioFetched:
 class AudioFetchFailed:
     sha256: str
     reason: str
+    code: str = "fetch"
+    """machine-readable, e.g. ``disk_full``, ``network``, ``hash_mismatch``"""
 
 
 @dataclass(frozen=True)

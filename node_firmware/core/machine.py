@@ -218,6 +218,8 @@ class NodeCore:
     _fetching: set[str] = field(default_factory=set)
     _fetch_due: dict[str, datetime] = field(default_factory=dict)
     _fetch_delay: dict[str, timedelta] = field(default_factory=dict)
+    _library_failing: set[str] = field(default_factory=set)
+    """canned library files whose failure is reported (again once one succeeded)"""
     _relay_retry_at: datetime | None = None
     _amp_hold_until: datetime | None = None
     _next_heartbeat: datetime | None = None
@@ -263,8 +265,8 @@ class NodeCore:
                 pass
             case AudioFetched(sha256=sha):
                 self._audio_fetched(sha, now, out)
-            case AudioFetchFailed(sha256=sha, reason=reason):
-                self._audio_fetch_failed(sha, reason, now, out)
+            case AudioFetchFailed(sha256=sha, reason=reason, code=code):
+                self._audio_fetch_failed(sha, reason, code, now, out)
             case PlaybackStarted(item_id=item_id, started_at=started_at):
                 if self.alert is not None and item_id == self.alert.part_id:
                     self._alert_part_started(self.alert, started_at, now, out)
@@ -392,6 +394,7 @@ class NodeCore:
                 continue
             if not after_boot:
                 self._event(EventKind.PLAN_ACCEPTED, now, out, item.item_id)
+                self._report_if_cached(item, progress, now, out)
         for item_id in self._commanded:
             self._progress[item_id] = previous[item_id]
         self.asrun.keep_only({item.item_id for item in plan.items})
@@ -866,6 +869,7 @@ class NodeCore:
 
     def _audio_fetched(self, sha: str, now: datetime, out: list[Action]) -> None:
         self._fetching.discard(sha)
+        self._library_failing.discard(sha)
         self._fetch_due.pop(sha, None)
         self._fetch_delay.pop(sha, None)
         self.cached.add(sha)
@@ -875,7 +879,9 @@ class NodeCore:
                 progress.fetched_reported = True
                 self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id)
 
-    def _audio_fetch_failed(self, sha: str, reason: str, now: datetime, out: list[Action]) -> None:
+    def _audio_fetch_failed(
+        self, sha: str, reason: str, code: str, now: datetime, out: list[Action]
+    ) -> None:
         self._fetching.discard(sha)
         previous = self._fetch_delay.get(sha)
         delay = FETCH_RETRY_MIN if previous is None else min(previous * 2, FETCH_RETRY_MAX)
@@ -886,8 +892,33 @@ class NodeCore:
             if not progress.fetch_failure_reported:
                 progress.fetch_failure_reported = True
                 self._event(
-                    EventKind.AUDIO_FAILED, now, out, item.item_id, reason="fetch", detail=reason
+                    EventKind.AUDIO_FAILED, now, out, item.item_id, reason=code, detail=reason
                 )
+        keep = self.plan.keep if self.plan is not None else []
+        if sha not in self._library_failing and any(ref.sha256 == sha for ref in keep):
+            # Silent, this is how the next flood drill fails audio_missing.
+            self._library_failing.add(sha)
+            self._publish_event(
+                Event(
+                    station_id=self.settings.station_id,
+                    kind=EventKind.LIBRARY_FAILED,
+                    at=now,
+                    plan_seq=self.plan.seq if self.plan else None,
+                    reason=code,
+                    detail=f"{sha}: {reason}"[:500],
+                ),
+                out,
+            )
+
+    def _report_if_cached(
+        self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
+    ) -> None:
+        """An item whose audio is already here is ready: say so now, not at air time."""
+        needed = item.needed_audio
+        if needed and all(ref.sha256 in self.cached for ref in needed):
+            progress.fetched_reported = True
+            detail = "already in the cache"
+            self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id, detail=detail)
 
     def _items_with(self, sha: str) -> list[PlanItem]:
         return [i for i in self._live_items() if any(a.sha256 == sha for a in i.needed_audio)]

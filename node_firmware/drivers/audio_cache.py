@@ -30,21 +30,30 @@ from node_firmware.drivers.disk import fsync_dir
 log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-DEFAULT_RESERVE_BYTES = 64 * 1024**2
-"""Free space left for logs, the state file and the OS whatever the budget says."""
+RESERVE_MAX_BYTES = 64 * 1024**2
+RESERVE_SHARE = 0.05
+RESERVE_MIN_BYTES = 64 * 1024
+"""Free space left for logs, the state, the outbox and the OS whatever the budget says:
+5 % of the disk, at most 64 MiB (an SD card), at least 64 KiB (a tiny data partition)."""
+
+
+def reserve_for_disk(total_bytes: int) -> int:
+    """The free space a disk of ``total_bytes`` keeps beyond the audio (see above)."""
+    return max(RESERVE_MIN_BYTES, min(RESERVE_MAX_BYTES, int(total_bytes * RESERVE_SHARE)))
 
 
 class AudioCache:
     """A bounded, pinned, LRU store of audio files named by sha256."""
 
-    def __init__(
-        self, root: Path, max_bytes: int, reserve_bytes: int = DEFAULT_RESERVE_BYTES
-    ) -> None:
+    def __init__(self, root: Path, max_bytes: int, reserve_bytes: int | None = None) -> None:
+        """``reserve_bytes`` None: :func:`reserve_for_disk` of the disk ``root`` is on."""
         self.root = root
         self.max_bytes = max_bytes
-        self.reserve_bytes = reserve_bytes
         self._partial_dir = root / "partial"
         self._partial_dir.mkdir(parents=True, exist_ok=True)
+        if reserve_bytes is None:
+            reserve_bytes = reserve_for_disk(shutil.disk_usage(root).total)
+        self.reserve_bytes = reserve_bytes
         self._lock = threading.Lock()
         self._pinned: frozenset[str] = frozenset()
 
