@@ -46,6 +46,7 @@ from node_firmware.core.events import (
     RelaySwitched,
     ReportHealth,
     Restart,
+    RestartPlayer,
     SaveState,
     SendLog,
     SetRelay,
@@ -344,6 +345,9 @@ class NodeAgent:
                 self._start(action)
             case StopPlayback(item_id=item_id):
                 self.player.stop(item_id)
+            case RestartPlayer(reason=reason):
+                log.error("restarting the player: %s", reason)
+                self.player.restart()
             case ReportHealth(snapshot=snapshot):
                 self._probes.submit(self._report_health_logged, snapshot)
             case SetVolume(percent=percent):

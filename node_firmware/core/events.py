@@ -211,6 +211,13 @@ class StopPlayback:
 
 
 @dataclass(frozen=True)
+class RestartPlayer:
+    """The player missed an item's end by far: abandon what it holds, start it afresh."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class WakeAt:
     at: datetime
 
@@ -254,6 +261,7 @@ Action = (
     | SetRelay
     | StartPlayback
     | StopPlayback
+    | RestartPlayer
     | WakeAt
     | ReportHealth
     | SetVolume

@@ -142,6 +142,7 @@ from node_firmware.core.events import (
     RelaySwitched,
     ReportHealth,
     Restart,
+    RestartPlayer,
     SaveState,
     SendLog,
     SetRelay,
@@ -165,6 +166,8 @@ FETCH_RETRY_MAX = timedelta(seconds=60)
 IDLE_WAKE = timedelta(seconds=30)
 READBACK_EVERY = timedelta(seconds=5)
 NO_CURRENT_MA = 50.0
+HANG_MARGIN = timedelta(seconds=10)
+"""An item still "playing" this long after its planned end has hung the player."""
 MS = timedelta(milliseconds=1)
 
 
@@ -192,6 +195,8 @@ class _ItemProgress:
     outcome: EventKind | None = None
     fetched_reported: bool = False
     fetch_failure_reported: bool = False
+    hang_at: datetime | None = None
+    """its planned end plus ``HANG_MARGIN``, once cued"""
 
 
 @dataclass
@@ -1050,6 +1055,7 @@ class NodeCore:
         self._advance_alert(now, out, wakes)
         if self._resume is not None and self.alert is None:
             self._resume_stream(self._resume, now, out)
+        self._check_player(now, out, wakes)
         live = self._live_items()  # once per input: a station runs this on every one
         for item in live:
             wakes.extend(self._advance_item(item, now, out))
@@ -1156,11 +1162,43 @@ class NodeCore:
         self.current = None
         return True
 
+    def _check_player(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+        """Past its deadline the item fails ``player_hung``: the amplifier goes off (nothing
+        wants it any more), the player is restarted, and the next items play normally."""
+        progress = self._progress.get(self.current) if self.current is not None else None
+        if progress is None or progress.hang_at is None:
+            return
+        if now < progress.hang_at:
+            wakes.append(progress.hang_at)
+            return
+        item_id, self.current = self.current, None
+        assert item_id is not None
+        detail = f"still playing {HANG_MARGIN.total_seconds():g} s after its planned end"
+        out.append(StopPlayback(item_id, "player hung"))
+        out.append(RestartPlayer(f"{item_id} {detail}"))
+        if progress.outcome is None:  # else: a stream relayed again after an alert
+            progress.outcome = EventKind.FAILED
+            started = progress.started_at
+            self._event(
+                EventKind.FAILED,
+                now,
+                out,
+                item_id,
+                reason="player_hung",
+                detail=detail,
+                started_at=started,
+                finished_at=now if started is not None else None,
+            )
+
     def _cue(
         self, item: PlanItem, progress: _ItemProgress, start: datetime, out: list[Action]
     ) -> None:
         progress.cued = True
         self.current = item.item_id
+        if item.stream is not None:
+            progress.hang_at = item.end_at + HANG_MARGIN
+        else:
+            progress.hang_at = start + timedelta(milliseconds=item.length_ms) + HANG_MARGIN
         if self.relay_on is not True and self._relay_retry_at is None:
             out.append(SetRelay(True))  # late cue: the amplifier goes first, always
             self.relay_on = True
