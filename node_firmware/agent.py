@@ -31,6 +31,7 @@ from node_firmware.core.events import (
     AlertReceived,
     AudioFetched,
     AudioFetchFailed,
+    AudioVerified,
     Boot,
     BrokerConnected,
     FetchAudio,
@@ -56,6 +57,7 @@ from node_firmware.core.events import (
     StoreAudio,
     StreamUnreachable,
     Tick,
+    VerifyAudio,
     WakeAt,
 )
 from node_firmware.core.machine import CoreSettings, NodeCore
@@ -197,6 +199,8 @@ class NodeAgent:
         # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
         # they cannot delay a cue.
         self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes")
+        # One file at a time: re-reading the library must not starve playback of the disk.
+        self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
 
@@ -320,6 +324,7 @@ class NodeAgent:
             self.modem_sim.close()
         self.link.stop()
         self._downloads.shutdown(wait=False, cancel_futures=True)
+        self._verifier.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ actions
 
@@ -337,6 +342,8 @@ class NodeAgent:
                 self.cache.pin(needed)
             case FetchAudio():
                 self._downloads.submit(self._fetch, action)
+            case VerifyAudio(sha256=sha):
+                self._verifier.submit(self._verify, sha)
             case StoreAudio(sha256=sha, data=data):
                 self._store(sha, data)
             case SetRelay(on=on):
@@ -376,6 +383,12 @@ class NodeAgent:
             self.inputs.put(AudioFetchFailed(sha, f"internal error: {exc}"))
         else:
             self.inputs.put(AudioFetched(sha))
+
+    def _verify(self, sha: str) -> bool:
+        """Re-hash one cached file (a worker thread, or the loop for an alert); tell the core."""
+        problem = self.cache.verify(sha)
+        self.inputs.put(AudioVerified(sha, problem is None, problem or ""))
+        return problem is None
 
     def _store(self, sha: str, data: bytes) -> None:
         """Inline audio goes to disk now, before the next action (the playback) runs."""
@@ -417,6 +430,9 @@ class NodeAgent:
             return
         if action.sha256 is None:
             raise ValueError(f"StartPlayback of {action.item_id} names neither audio nor stream")
+        if action.verify and not self._verify(action.sha256):
+            put(PlaybackFailed(action.item_id, "hash_mismatch: the cached file changed on disk"))
+            return
         self.player.start(
             action.item_id,
             self.cache.path(action.sha256),

@@ -84,6 +84,16 @@ class AudioFetchFailed:
 
 
 @dataclass(frozen=True)
+class AudioVerified:
+    """A cached file was re-read and hashed: ``ok``, or ``detail`` says what is wrong (the
+    driver has already discarded a file that failed)."""
+
+    sha256: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class PlaybackStarted:
     item_id: str
     started_at: datetime
@@ -133,6 +143,7 @@ Input = (
     | Tick
     | AudioFetched
     | AudioFetchFailed
+    | AudioVerified
     | PlaybackStarted
     | PlaybackFinished
     | PlaybackFailed
@@ -169,6 +180,13 @@ class FetchAudio:
 
 
 @dataclass(frozen=True)
+class VerifyAudio:
+    """Re-hash a cached file off the loop; answer with ``AudioVerified`` (discard it if bad)."""
+
+    sha256: str
+
+
+@dataclass(frozen=True)
 class PinAudio:
     """The complete set of hashes the plan needs; the cache must never evict them."""
 
@@ -202,6 +220,9 @@ class StartPlayback:
     duration_ms: int
     volume_pct: int | None = None
     stream: StreamRef | None = None
+    verify: bool = False
+    """hash the file before it sounds (an alert's audio not yet verified since boot);
+    a mismatch fails the playback and is reported as ``AudioVerified``"""
 
 
 @dataclass(frozen=True)
@@ -256,6 +277,7 @@ Action = (
     Publish
     | SaveState
     | FetchAudio
+    | VerifyAudio
     | StoreAudio
     | PinAudio
     | SetRelay

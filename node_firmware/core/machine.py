@@ -124,6 +124,7 @@ from node_firmware.core.events import (
     AlertReceived,
     AudioFetched,
     AudioFetchFailed,
+    AudioVerified,
     Boot,
     BrokerConnected,
     BrokerDisconnected,
@@ -153,8 +154,10 @@ from node_firmware.core.events import (
     StreamUnreachable,
     Tick,
     TrustReceived,
+    VerifyAudio,
     WakeAt,
 )
+from node_firmware.core.integrity import AudioChecks
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +217,8 @@ class NodeCore:
     """the alert playing, or waiting between its repetitions"""
     alerts: AlertMemory = field(default_factory=AlertMemory)
     asrun: AsRunMemory = field(default_factory=AsRunMemory)
+    checks: AudioChecks = field(default_factory=AudioChecks)
+    """which cached files are verified since boot (nothing unverified is played)"""
     """what happened to each plan item, saved so a reboot can report what it missed"""
     _asrun_changed: bool = False
     _resume: str | None = None
@@ -272,6 +277,8 @@ class NodeCore:
                 self._audio_fetched(sha, now, out)
             case AudioFetchFailed(sha256=sha, reason=reason, code=code):
                 self._audio_fetch_failed(sha, reason, code, now, out)
+            case AudioVerified(sha256=sha, ok=ok, detail=detail):
+                self._audio_verified(sha, ok, detail, now, out)
             case PlaybackStarted(item_id=item_id, started_at=started_at):
                 if self.alert is not None and item_id == self.alert.part_id:
                     self._alert_part_started(self.alert, started_at, now, out)
@@ -647,6 +654,7 @@ class NodeCore:
                     return
                 out.append(StoreAudio(sha, data))
                 self.cached.add(sha)
+                self.checks.verified(sha, now)
         elif alert.audio is not None and alert.audio.sha256 not in self.cached:
             detail = f"canned audio {alert.audio.sha256} is not in the cache"
             self._alert_event(
@@ -691,7 +699,11 @@ class NodeCore:
     def _cue_alert_part(self, run: AlertRun, start_at: datetime, out: list[Action]) -> None:
         run.cue_at = None
         part = run.part
-        out.append(StartPlayback(run.part_id, part.sha256, start_at, part.duration_ms))
+        # An alert does not wait for the background check: its file is hashed at the cue.
+        verify = not self.checks.trusted(part.sha256)
+        out.append(
+            StartPlayback(run.part_id, part.sha256, start_at, part.duration_ms, verify=verify)
+        )
 
     def _alert_part_started(
         self, run: AlertRun, started_at: datetime, now: datetime, out: list[Action]
@@ -875,14 +887,11 @@ class NodeCore:
     def _audio_fetched(self, sha: str, now: datetime, out: list[Action]) -> None:
         self._fetching.discard(sha)
         self._library_failing.discard(sha)
+        self.checks.verified(sha, now)  # the fetcher hash-checked it on its way in
         self._fetch_due.pop(sha, None)
         self._fetch_delay.pop(sha, None)
         self.cached.add(sha)
-        for item in self._items_with(sha):
-            progress = self._progress[item.item_id]
-            if not progress.fetched_reported:
-                progress.fetched_reported = True
-                self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id)
+        self._report_ready(sha, now, out)
 
     def _audio_fetch_failed(
         self, sha: str, reason: str, code: str, now: datetime, out: list[Action]
@@ -915,15 +924,72 @@ class NodeCore:
                 out,
             )
 
+    def _schedule_checks(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+        """Verify what may play soon: never since boot, or not for ``VERIFY_EVERY``."""
+        wanted = [sha for sha in self._needed if sha in self.cached]
+        tone = self.settings.test_tone
+        if tone is not None and tone.sha256 in self.cached:
+            wanted.append(tone.sha256)
+        due, next_at = self.checks.take_due(wanted, now)
+        out.extend(VerifyAudio(sha) for sha in due)
+        if next_at is not None:
+            wakes.append(next_at)
+
+    def _audio_verified(
+        self, sha: str, ok: bool, detail: str, now: datetime, out: list[Action]
+    ) -> None:
+        if ok:
+            self.checks.verified(sha, now)
+            self._report_ready(sha, now, out, "already in the cache")
+            return
+        self.checks.failed(sha)
+        if sha not in self.cached:
+            return  # already known gone (a second report of the same file)
+        self.cached.discard(sha)
+        users = [item.item_id for item in self._items_with(sha)]
+        for item_id in users:
+            self._progress[item_id].fetched_reported = False  # reported again once re-fetched
+        what = f"used by {', '.join(users)}" if users else "not used by a coming item"
+        self._publish_event(
+            Event(
+                station_id=self.settings.station_id,
+                kind=EventKind.AUDIO_CORRUPT,
+                at=now,
+                plan_seq=self.plan.seq if self.plan else None,
+                reason="hash_mismatch",
+                detail=f"{sha} ({what}): {detail}; discarded, fetching it again"[:500],
+            ),
+            out,
+        )
+        ref = self._needed.get(sha)
+        if ref is not None:
+            self._ensure_fetch(ref, out)
+
     def _report_if_cached(
         self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
     ) -> None:
-        """An item whose audio is already here is ready: say so now, not at air time."""
-        needed = item.needed_audio
-        if needed and all(ref.sha256 in self.cached for ref in needed):
+        """An item whose audio is already here (and verified) is ready: say so now, not at
+        air time. Unverified audio is reported when its check succeeds."""
+        if item.needed_audio and self._ready(item):
             progress.fetched_reported = True
             detail = "already in the cache"
             self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id, detail=detail)
+
+    def _ready(self, item: PlanItem) -> bool:
+        return all(
+            ref.sha256 in self.cached and self.checks.trusted(ref.sha256)
+            for ref in item.needed_audio
+        )
+
+    def _report_ready(
+        self, sha: str, now: datetime, out: list[Action], detail: str | None = None
+    ) -> None:
+        """``audio_fetched`` (once) for the items using ``sha`` whose audio is all ready."""
+        for item in self._items_with(sha):
+            progress = self._progress[item.item_id]
+            if not progress.fetched_reported and self._ready(item):
+                progress.fetched_reported = True
+                self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id, detail=detail)
 
     def _items_with(self, sha: str) -> list[PlanItem]:
         return [i for i in self._live_items() if any(a.sha256 == sha for a in i.needed_audio)]
@@ -1052,6 +1118,7 @@ class NodeCore:
             if ref is not None:
                 self._ensure_fetch(ref, out)
 
+        self._schedule_checks(now, out, wakes)
         self._advance_alert(now, out, wakes)
         if self._resume is not None and self.alert is None:
             self._resume_stream(self._resume, now, out)
@@ -1093,6 +1160,12 @@ class NodeCore:
                 return [deadline]
             detail = "audio not downloaded by the start time"
             self._fail(item, progress, now, out, "audio_missing", detail)
+            return []
+        if not self.checks.trusted(item.audio.sha256):
+            if now < deadline:
+                return [deadline]  # its check is running: AudioVerified wakes us
+            detail = "the cached audio could not be verified by the start time"
+            self._fail(item, progress, now, out, "audio_unverified", detail)
             return []
         if self.alert is not None:
             if now < deadline:

@@ -103,6 +103,29 @@ class AudioCache:
         log.info("stored inline audio %s (%s bytes)", sha[:12], len(data))
         return target
 
+    def verify(self, sha: str) -> str | None:
+        """Re-hash the cached file of ``sha``: None if intact, else what is wrong.
+
+        A file whose bytes no longer hash to its name is deleted at once, so nothing
+        (the player, a stream's fallback) can pick it up before it is fetched again.
+        """
+        target = self._final(sha)
+        digest = hashlib.sha256()
+        try:
+            with target.open("rb") as f:
+                while block := f.read(1024 * 1024):
+                    digest.update(block)
+        except FileNotFoundError:
+            return "missing: the file is gone from the cache"
+        except OSError as exc:
+            return f"io_error: cannot read it: {exc}"
+        if digest.hexdigest() == sha:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        log.error("cached audio %s changed on disk (now %s): discarded", sha, digest.hexdigest())
+        return f"hash_mismatch: its bytes now hash to {digest.hexdigest()}"
+
     def pin(self, shas: frozenset[str]) -> None:
         """Replace the pinned set with the complete set the plan needs."""
         for sha in shas:

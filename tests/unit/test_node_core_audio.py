@@ -12,7 +12,7 @@ from tests.unit.test_node_core_plan import plan_with, station
 SIREN = AudioRef(sha256="c" * 64, size_bytes=5000, duration_ms=4000, url="http://s/siren")
 
 
-def test_an_item_whose_audio_is_cached_is_reported_fetched_with_its_acceptance() -> None:
+def test_an_item_whose_audio_is_cached_is_reported_fetched_long_before_air_time() -> None:
     h = station(cached=frozenset({SHA_A}))
     h.feed(
         PlanReceived(
@@ -20,7 +20,8 @@ def test_an_item_whose_audio_is_cached_is_reported_fetched_with_its_acceptance()
         )
     )
     kinds = [(e["item_id"], e["kind"]) for e in h.events()]
-    assert kinds == [("b-1", "plan_accepted"), ("b-1", "audio_fetched"), ("b-2", "plan_accepted")]
+    # b-1's file is re-hashed first (never trusted unverified after a boot), then ready
+    assert kinds == [("b-1", "plan_accepted"), ("b-2", "plan_accepted"), ("b-1", "audio_fetched")]
     assert [a.ref.sha256 for _, a in h.of(FetchAudio)] == [SHA_B]
     h.feed(AudioFetched(SHA_B))
     assert [e["item_id"] for e in h.events("audio_fetched")] == ["b-1", "b-2"]  # once each
