@@ -7,8 +7,10 @@ needs no locks and its behaviour is exactly what the unit tests show.
 Alerts must sound within a fraction of a second, so nothing slow runs on the loop:
 downloads, health probes and amplifier readings run on worker threads, and an alert
 input goes ahead of queued driver news (see :class:`Inbox`). What stays on the loop
-is quick by design: publishing, switching the relay, saving state, and writing an
-inline alert's audio (which must be on disk before the player is told to play it).
+is quick by design: publishing, switching the relay, saving state, appending an event to
+the outbox (one fsync; see ``core/outbox.py``), and writing an inline alert's audio
+(which must be on disk before the player is told to play it). Re-hashing cached audio
+runs on its own worker thread, one file at a time.
 """
 
 from __future__ import annotations
@@ -297,16 +299,16 @@ class NodeAgent:
         Any thread (the probes' or the loop's). The first heartbeat sent after drops
         carries their count.
         """
-        with self._health_lock:
+        with self._health_lock:  # held while publishing: two threads must not interleave
             if not self.link.connected:
                 if fresh is not None:
                     self.health_backlog.hold(fresh)
                 return
             held, dropped = self.health_backlog.drain()
-        for payload in [*held, *([fresh] if fresh is not None else [])]:
-            if dropped:
-                payload, dropped = _with_drop_count(payload, dropped), 0
-            self.link.publish(topics.health(self.config.station_id), payload, qos=0)
+            for payload in [*held, *([fresh] if fresh is not None else [])]:
+                if dropped:
+                    payload, dropped = _with_drop_count(payload, dropped), 0
+                self.link.publish(topics.health(self.config.station_id), payload, qos=0)
 
     def _shutdown(self) -> None:
         self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link

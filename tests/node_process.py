@@ -12,8 +12,10 @@ import hashlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +32,7 @@ from node_firmware.config import (
     TrustedKeyConfig,
 )
 from node_firmware.drivers.ogg import audio_duration_ms
+from tests.unit.test_driver_fetcher import AudioServer
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -161,3 +164,16 @@ def station_process(
         station.stop()
         print(f"--- agent log {station_id} (tail) ---")
         print(station.log_text()[-4000:])
+
+
+@contextmanager
+def serving_audio() -> Iterator[AudioServer]:
+    """A local HTTP server with Range support; put files in ``.files["/name"]``."""
+    server = AudioServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

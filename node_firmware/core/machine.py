@@ -24,7 +24,15 @@ relayed for a window) is cued the same way; it needs no cached file (its fallbac
 fetched ahead) and, having no sync to lose, it may start late for the rest of its
 window. Every plan item ends in exactly one of ``played``, ``interrupted`` (it had
 started; ``finished_at`` is the cut) or ``failed`` (``reason``: ``busy``, ``late``,
-``audio_missing``, ``player``, ``preempted``, ``alert``, ``cancelled``).
+``audio_missing``, ``audio_unverified``, ``player``, ``player_hung``, ``station_down``,
+``preempted``, ``alert``, ``cancelled``).
+
+Concerns with their own modules behind this facade: what each item did, remembered
+across a reboot so the boot can report what it missed (``asrun``); which cached files
+are verified since boot and when each is due again (``integrity``); the outbox that
+keeps events until the broker has them (``outbox``, used by the agent: every event is a
+``Publish`` with ``durable=True``); the reconnect schedule (``backoff``, used by the MQTT
+link).
 
 An *alert* (``AlertReceived``) is signed by the province's alert key and is admitted
 on the same path as every other message (``_admit``); it is replay-checked by its
@@ -41,11 +49,24 @@ Transitions (each row: input, condition → what the core emits, in order)::
     PlanReceived        verified, new seq  → SaveState, plan_accepted…, PinAudio, FetchAudio…
     PlanReceived        refused            → rejected
     PlanReceived        an item is gone    → [StopPlayback], interrupted|failed(cancelled)
-    Tick                item cue time      → StartPlayback | failed(audio_missing|late|busy)
+    PlanReceived        audio cached and   → plan_accepted, audio_fetched
+                        verified
+    Boot                stored plan        → interrupted(restart) for an item it cut,
+                                             failed(station_down) for one it missed, SaveState
+    any                 cached file never  → VerifyAudio (after boot, then every 6 h, spread)
+                        or long unverified
+    AudioVerified       ok                 → audio_fetched for items now ready
+    AudioVerified       changed bytes      → audio_corrupt, FetchAudio (nothing plays it)
+    Tick                item cue time      → StartPlayback | failed(audio_missing|
+                                             audio_unverified|late|busy)
                         during an alert    → files: failed(busy) after the grace; streams wait
+    Tick                end + HANG_MARGIN  → StopPlayback, RestartPlayer, failed(player_hung)
+                        passed, no end         (the amplifier follows: off unless needed)
     Tick                higher item due    → StopPlayback, interrupted(preempted), StartPlayback
     PlaybackStarted     plan item          → playing
     PlaybackFinished    plan item          → played            (amplifier off after amp_tail)
+    playing/final event plan item          → SaveState (the as-run memory)
+    AudioFetchFailed    keep-list file     → library_failed (once until it succeeds)
     PlaybackFailed      plan item          → failed(player)
     StreamUnreachable   stream item        → stream_unreachable (the player falls back)
     AlertReceived       refused            → rejected (+ alert_id, drill once signature-checked)

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 from loaxa_protocol.errors import FetchError
-from node_firmware.drivers.disk import fsync_dir
+from node_firmware.drivers.disk import fsync_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -110,21 +110,18 @@ class AudioCache:
         (the player, a stream's fallback) can pick it up before it is fetched again.
         """
         target = self._final(sha)
-        digest = hashlib.sha256()
         try:
-            with target.open("rb") as f:
-                while block := f.read(1024 * 1024):
-                    digest.update(block)
+            digest = sha256_of(target)
         except FileNotFoundError:
             return "missing: the file is gone from the cache"
         except OSError as exc:
             return f"io_error: cannot read it: {exc}"
-        if digest.hexdigest() == sha:
+        if digest == sha:
             return None
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
-        log.error("cached audio %s changed on disk (now %s): discarded", sha, digest.hexdigest())
-        return f"hash_mismatch: its bytes now hash to {digest.hexdigest()}"
+        log.error("cached audio %s changed on disk (now %s): discarded", sha, digest)
+        return f"hash_mismatch: its bytes now hash to {digest}"
 
     def pin(self, shas: frozenset[str]) -> None:
         """Replace the pinned set with the complete set the plan needs."""

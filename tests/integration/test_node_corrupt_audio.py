@@ -8,7 +8,6 @@ it again over HTTP, and only then play it and report it played.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from node_firmware.config import NodeConfig, PlayerConfig, RelayConfig, TrustedK
 from node_firmware.core.events import AudioVerified, PlaybackFailed, StartPlayback
 from node_firmware.drivers.player import SimulatedPlayer
 from tests.audio_samples import make_audio
-from tests.node_process import StationProcess, station_process
+from tests.node_process import StationProcess, serving_audio, station_process
 from tests.unit.test_driver_fetcher import AudioServer
 
 STATION = "st-corrupt-1"
@@ -30,12 +29,8 @@ STATION = "st-corrupt-1"
 
 @pytest.fixture
 def audio_server() -> Iterator[AudioServer]:
-    server = AudioServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving_audio() as server:
+        yield server
 
 
 @pytest.fixture

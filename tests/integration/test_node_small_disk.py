@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from loaxa_protocol import AudioRef, PlanItem, topics
 from node_firmware.drivers.ogg import audio_duration_ms
 from tests.audio_samples import make_audio
-from tests.node_process import StationProcess, station_process
+from tests.node_process import StationProcess, serving_audio, station_process
 from tests.unit.test_driver_fetcher import AudioServer
 
 STATION = "st-small-disk"
@@ -46,12 +45,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def audio_server() -> Iterator[AudioServer]:
-    server = AudioServer()
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving_audio() as server:
+        yield server
 
 
 @pytest.fixture
