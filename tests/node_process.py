@@ -137,20 +137,32 @@ class StationProcess:
 
     def plan(self, items: list[PlanItem], keep: list[AudioRef] | None = None) -> bytes:
         """A plan for this station, signed with its trusted key, with a fresh sequence."""
-        now = datetime.now(UTC)
         self._seq += 1
-        plan = Plan(
-            sender="server",
-            seq=int(time.time() * 1000) + self._seq,
-            issued_at=now,
-            expires_at=now + timedelta(hours=2),
-            to=self.station_id,
-            station_id=self.station_id,
-            horizon_until=now + timedelta(hours=2),
-            items=items,
-            keep=keep or [],
-        )
-        return seal(plan, self.plan_key)
+        seq = int(time.time() * 1000) + self._seq
+        return signed_plan(self.station_id, self.plan_key, items, keep, seq)
+
+
+def signed_plan(
+    station_id: str,
+    key: SigningKey,
+    items: list[PlanItem],
+    keep: list[AudioRef] | None = None,
+    seq: int = 1,
+) -> bytes:
+    """A plan for ``station_id`` valid for two hours from now, sealed with ``key``."""
+    now = datetime.now(UTC)
+    plan = Plan(
+        sender="server",
+        seq=seq,
+        issued_at=now,
+        expires_at=now + timedelta(hours=2),
+        to=station_id,
+        station_id=station_id,
+        horizon_until=now + timedelta(hours=2),
+        items=items,
+        keep=keep or [],
+    )
+    return seal(plan, key)
 
 
 def station_process(

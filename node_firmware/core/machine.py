@@ -933,17 +933,7 @@ class NodeCore:
         if sha not in self._library_failing and any(ref.sha256 == sha for ref in keep):
             # Silent, this is how the next flood drill fails audio_missing.
             self._library_failing.add(sha)
-            self._publish_event(
-                Event(
-                    station_id=self.settings.station_id,
-                    kind=EventKind.LIBRARY_FAILED,
-                    at=now,
-                    plan_seq=self.plan.seq if self.plan else None,
-                    reason=code,
-                    detail=f"{sha}: {reason}"[:500],
-                ),
-                out,
-            )
+            self._audio_event(EventKind.LIBRARY_FAILED, now, out, code, f"{sha}: {reason}")
 
     def _schedule_checks(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
         """Verify what may play soon: never since boot, or not for ``VERIFY_EVERY``."""
@@ -971,20 +961,27 @@ class NodeCore:
         for item_id in users:
             self._progress[item_id].fetched_reported = False  # reported again once re-fetched
         what = f"used by {', '.join(users)}" if users else "not used by a coming item"
-        self._publish_event(
-            Event(
-                station_id=self.settings.station_id,
-                kind=EventKind.AUDIO_CORRUPT,
-                at=now,
-                plan_seq=self.plan.seq if self.plan else None,
-                reason="hash_mismatch",
-                detail=f"{sha} ({what}): {detail}; discarded, fetching it again"[:500],
-            ),
-            out,
-        )
+        about = f"{sha} ({what}): {detail}; discarded, fetching it again"
+        self._audio_event(EventKind.AUDIO_CORRUPT, now, out, "hash_mismatch", about)
         ref = self._needed.get(sha)
         if ref is not None:
             self._ensure_fetch(ref, out)
+
+    def _audio_event(
+        self, kind: EventKind, now: datetime, out: list[Action], reason: str, detail: str
+    ) -> None:
+        """An event about a cached file rather than an item (``detail`` starts with its hash)."""
+        self._publish_event(
+            Event(
+                station_id=self.settings.station_id,
+                kind=kind,
+                at=now,
+                plan_seq=self.plan.seq if self.plan else None,
+                reason=reason,
+                detail=detail[:500],
+            ),
+            out,
+        )
 
     def _report_if_cached(
         self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from loaxa_protocol import AudioRef, Plan, PlanItem, SigningKey, seal, topics
+from loaxa_protocol import AudioRef, PlanItem, SigningKey, topics
 from node_firmware.agent import NodeAgent
 from node_firmware.config import (
     MqttConfig,
@@ -30,7 +30,7 @@ from node_firmware.core.machine import HANG_MARGIN
 from node_firmware.drivers.ogg import audio_duration_ms
 from node_firmware.drivers.player import SimulatedPlayer, _Playback
 from tests.audio_samples import make_audio
-from tests.node_process import wait_until
+from tests.node_process import signed_plan, wait_until
 
 STATION = "st-hung-1"
 
@@ -97,18 +97,8 @@ def test_a_hung_item_fails_player_hung_the_amplifier_goes_off_and_the_next_item_
     stuck = PlanItem(item_id="b-stuck", start_at=stuck_at, audio=ref)
     next_at = stuck.end_at + HANG_MARGIN + timedelta(seconds=3)
     after = PlanItem(item_id="b-after", start_at=next_at, audio=ref)
-    plan = Plan(
-        sender="server",
-        seq=1,
-        issued_at=now,
-        expires_at=now + timedelta(hours=1),
-        to=STATION,
-        station_id=STATION,
-        horizon_until=now + timedelta(hours=1),
-        items=[stuck, after],
-    )
     probe = mqtt_probe(mosquitto, topics=[topics.event(STATION)])
-    probe.publish(topics.plan(STATION), seal(plan, key), retain=True)
+    probe.publish(topics.plan(STATION), signed_plan(STATION, key, [stuck, after]), retain=True)
 
     failed = probe.wait_for(lambda m: m.json()["kind"] == "failed", 30).json()
     assert (failed["item_id"], failed["reason"]) == ("b-stuck", "player_hung")
