@@ -74,6 +74,32 @@ def test_events_produced_offline_survive_a_power_cut_and_arrive_in_order(
     assert probe.on(topics.event(STATION)) == []
 
 
+def test_events_produced_while_the_broker_is_away_arrive_after_it_returns_once_each(
+    station: StationProcess, mosquitto, mqtt_probe
+) -> None:
+    audio = station.cache_audio(make_audio("ogg", 1.0))
+    probe = mqtt_probe(mosquitto, topics=[topics.event(STATION)])
+    station.start()
+    items = [
+        PlanItem(
+            item_id=f"b-{n}", start_at=datetime.now(UTC) + timedelta(seconds=6 + 2 * n), audio=audio
+        )
+        for n in range(3)
+    ]
+    probe.publish(topics.plan(STATION), station.plan(items), retain=True)
+    probe.wait_for_count(3, lambda m: m.json()["kind"] == "audio_fetched", 20)
+
+    mosquitto.stop()
+    wait_until(lambda: datetime.now(UTC) > items[-1].end_at + timedelta(seconds=1), 30, "")
+    mosquitto.start()
+    probe = mqtt_probe(mosquitto, topics=[topics.event(STATION)])
+    events = probe.wait_for_count(6, timeout=30)
+    got = [(m.json()["item_id"], m.json()["kind"]) for m in events]
+    assert got == [(f"b-{n}", kind) for n in range(3) for kind in ("playing", "played")]
+    time.sleep(2.0)
+    assert len(probe.on(topics.event(STATION))) == 6  # each once
+
+
 def test_heartbeats_held_offline_are_bounded_and_the_drops_are_counted(
     tmp_path: Path, mosquitto, mqtt_probe
 ) -> None:
