@@ -195,7 +195,7 @@ class NodeAgent:
             config.station_id,
             self.inputs.put,
             config.areas,
-            on_acked=self._acked.append,
+            on_acked=self._on_acked,
         )
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
@@ -276,6 +276,12 @@ class NodeAgent:
         """Hand every event not yet handed over to paho, oldest first."""
         for entry in self.outbox.take_unsent():
             self.outbox.handed(entry, self.link.publish(entry.topic, entry.payload, qos=1))
+
+    def _on_acked(self, mid: int) -> None:
+        """paho's thread, its lock held: note the id and wake the loop, nothing more.
+        Noted at once, an ack is on disk before a power cut could make it a duplicate."""
+        self._acked.append(mid)
+        self.inputs.put(Tick())
 
     def _note_acks(self) -> None:
         while self._acked:
