@@ -15,7 +15,6 @@ runs on its own worker thread, one file at a time.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loaxa_protocol import AudioRef, CommandReply, Health, Keyring, topics
-from loaxa_protocol.errors import ConfigError, FetchError, RelayError, StorageError
+from loaxa_protocol.errors import ConfigError, FetchError, RelayError
 from node_firmware import AGENT_VERSION
 from node_firmware.config import NodeConfig
 from node_firmware.core.events import (
@@ -63,13 +62,12 @@ from node_firmware.core.events import (
     WakeAt,
 )
 from node_firmware.core.machine import CoreSettings, NodeCore
-from node_firmware.core.outbox import HealthBacklog, Outbox
 from node_firmware.drivers.audio_cache import AudioCache
+from node_firmware.drivers.courier import Courier
 from node_firmware.drivers.fetcher import AudioFetcher, DownloadError
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
-from node_firmware.drivers.outbox_file import OutboxFile
 from node_firmware.drivers.player import Player, open_player
 from node_firmware.drivers.probes import ReportingRelay, amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
@@ -166,11 +164,6 @@ class NodeAgent:
         self.config = config
         data_dir = Path(config.data_dir)
         self.store = StateStore(data_dir / "state")
-        self.outbox_file = OutboxFile(data_dir / "outbox")
-        self.outbox = Outbox()
-        self._acked: deque[int] = deque()  # appended by paho's thread, drained by the loop
-        self.health_backlog = HealthBacklog()
-        self._health_lock = threading.Lock()
         self.cache = AudioCache(data_dir / "audio", config.cache_max_bytes)
         self.fetcher = AudioFetcher(self.cache)
         self.board = None
@@ -190,13 +183,17 @@ class NodeAgent:
         self.restart_requested = False
         self._started_monotonic = time.monotonic()
         self.inputs = Inbox()
+        self.courier = Courier(
+            data_dir / "outbox", topics.health(config.station_id), lambda: self.inputs.put(Tick())
+        )
         self.link = MqttLink(
             config.mqtt,
             config.station_id,
             self.inputs.put,
             config.areas,
-            on_acked=self._on_acked,
+            on_acked=self.courier.acked,
         )
+        self.courier.use(self.link)
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
         # they cannot delay a cue.
@@ -222,10 +219,7 @@ class NodeAgent:
     def run(self) -> bool:
         """Run until stopped; True when a ``restart`` command asked for a fresh process."""
         plan_raw, replay = self.store.load()
-        try:
-            self.outbox = self.outbox_file.load()
-        except StorageError as exc:
-            log.error("outbox: %s; events of this run are kept in memory only", exc)
+        self.courier.load()
         logging.getLogger().addHandler(self.recent_log)
         try:
             # Before the link starts: no message (an alert least of all) may reach the
@@ -251,70 +245,14 @@ class NodeAgent:
         return Tick() if event is None else event
 
     def _step(self, event: Input) -> None:
-        self._note_acks()
+        self.courier.note_acks()
         for action in self.core.handle(event, _now()):
             try:
                 self._run(action)
             except Exception:  # a driver bug must not silence the station
                 log.exception("action %s failed", type(action).__name__)
         if isinstance(event, BrokerConnected):
-            self._send_backlog()
-
-    # ------------------------------------------------------------ the outbox
-
-    def _send_durably(self, topic: str, payload: bytes) -> None:
-        """An event: on disk first, then to the broker if it is there (else on connect)."""
-        entry = self.outbox.add(topic, payload)
-        try:
-            self.outbox_file.added(entry)
-        except StorageError as exc:  # still sent; only a reboot before the PUBACK loses it
-            log.error("outbox: %s", exc)
-        if self.core.connected:
-            self._send_events()
-
-    def _send_events(self) -> None:
-        """Hand every event not yet handed over to paho, oldest first."""
-        for entry in self.outbox.take_unsent():
-            self.outbox.handed(entry, self.link.publish(entry.topic, entry.payload, qos=1))
-
-    def _on_acked(self, mid: int) -> None:
-        """paho's thread, its lock held: note the id and wake the loop, nothing more.
-        Noted at once, an ack is on disk before a power cut could make it a duplicate."""
-        self._acked.append(mid)
-        self.inputs.put(Tick())
-
-    def _note_acks(self) -> None:
-        while self._acked:
-            entry = self.outbox.acked(self._acked.popleft())
-            if entry is None:
-                continue  # a heartbeat or status message, not an outbox entry
-            try:
-                self.outbox_file.acked(entry, self.outbox)
-            except StorageError as exc:
-                log.warning("outbox: %s", exc)
-
-    def _send_backlog(self) -> None:
-        """On (re)connect: events kept while offline or from before a reboot, in order,
-        then the heartbeats held meanwhile."""
-        self._send_events()
-        self._publish_health(None)
-
-    def _publish_health(self, fresh: bytes | None) -> None:
-        """Send the held heartbeats and ``fresh``, or hold ``fresh`` while offline.
-
-        Any thread (the probes' or the loop's). The first heartbeat sent after drops
-        carries their count.
-        """
-        with self._health_lock:  # held while publishing: two threads must not interleave
-            if not self.link.connected:
-                if fresh is not None:
-                    self.health_backlog.hold(fresh)
-                return
-            held, dropped = self.health_backlog.drain()
-            for payload in [*held, *([fresh] if fresh is not None else [])]:
-                if dropped:
-                    payload, dropped = _with_drop_count(payload, dropped), 0
-                self.link.publish(topics.health(self.config.station_id), payload, qos=0)
+            self.courier.connected()
 
     def _shutdown(self) -> None:
         self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link
@@ -341,7 +279,7 @@ class NodeAgent:
             case WakeAt(at=at):
                 self._wake_at = at
             case Publish(topic=topic, payload=payload, durable=True):
-                self._send_durably(topic, payload)
+                self.courier.send_event(topic, payload, self.core.connected)
             case Publish(topic=topic, payload=payload, qos=qos, retain=retain):
                 self.link.publish(topic, payload, qos, retain)
             case SaveState(plan_raw=raw, memory=replay):
@@ -511,11 +449,4 @@ class NodeAgent:
                 **snapshot,
             }
         )
-        self._publish_health(health.model_dump_json(exclude_none=True).encode())
-
-
-def _with_drop_count(payload: bytes, dropped: int) -> bytes:
-    """A held heartbeat that also says how many older ones were dropped."""
-    doc = json.loads(payload)
-    doc["health_dropped"] = dropped
-    return json.dumps(doc, separators=(",", ":")).encode()
+        self.courier.publish_health(health.model_dump_json(exclude_none=True).encode())

@@ -133,7 +133,7 @@ def test_heartbeats_held_offline_are_bounded_and_the_drops_are_counted(
         mosquitto.stop()
         wait_until(lambda: not agent.link.connected, 10, "the agent to notice")
         before = len(sent)
-        wait_until(lambda: agent.health_backlog.dropped >= 5, 60, "the backlog to overflow")
+        wait_until(lambda: agent.courier.health_backlog.dropped >= 5, 60, "the backlog to overflow")
         mosquitto.start()
         wait_until(lambda: len(sent) >= before + HEALTH_BACKLOG + 5, 60, "the held heartbeats")
     finally:
