@@ -8,7 +8,7 @@ Alerts must sound within a fraction of a second, so nothing slow runs on the loo
 downloads, health probes and amplifier readings run on worker threads, and an alert
 input goes ahead of queued driver news (see :class:`Inbox`). What stays on the loop
 is quick by design: publishing, switching the relay, saving state, appending an event to
-the outbox (one fsync; see ``core/outbox.py``), and writing an inline alert's audio
+the outbox (one fsync; ``drivers/courier.py``), and writing an inline alert's audio
 (which must be on disk before the player is told to play it). Re-hashing cached audio
 runs on its own worker thread, one file at a time.
 """
