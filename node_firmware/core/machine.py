@@ -82,6 +82,8 @@ Transitions (each row: input, condition → what the core emits, in order)::
                                              repetitions) | alert_finished after the last
     PlaybackFailed      alert part         → alert_failed(player)
     Tick                alert expires      → StopPlayback, alert_finished(expired)
+    Tick                part end + HANG_   → StopPlayback, RestartPlayer, alert_failed(player_hung)
+                        MARGIN passed
     AlertReceived       cancel             → [StopPlayback], alert_cancelled(stopped|
                                              before_arrival|already_over|already_cancelled),
                                              SaveState (unless already remembered)
@@ -722,6 +724,7 @@ class NodeCore:
         part = run.part
         # An alert does not wait for the background check: its file is hashed at the cue.
         verify = not self.checks.trusted(part.sha256)
+        run.hang_at = start_at + timedelta(milliseconds=part.duration_ms) + HANG_MARGIN
         out.append(
             StartPlayback(run.part_id, part.sha256, start_at, part.duration_ms, verify=verify)
         )
@@ -820,6 +823,14 @@ class NodeCore:
             self._end_alert(now, out, EventKind.ALERT_FINISHED, "expired", detail)
             return
         wakes.append(run.alert.expires_at)
+        if run.cue_at is None and run.hang_at is not None:
+            if now >= run.hang_at:  # a hung player must not hold the amplifier till expiry
+                out.append(StopPlayback(run.part_id, "player hung"))
+                detail = f"part {run.index} still playing {HANG_MARGIN.total_seconds():g} s late"
+                out.append(RestartPlayer(f"{run.part_id}: {detail}"))
+                self._end_alert(now, out, EventKind.ALERT_FAILED, "player_hung", detail)
+                return
+            wakes.append(run.hang_at)
         if run.cue_at is not None:
             if now >= run.cue_at - PREROLL:
                 self._cue_alert_part(run, run.cue_at, out)

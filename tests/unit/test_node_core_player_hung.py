@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from node_firmware.core.events import (
+    AlertReceived,
     AudioFetched,
     Boot,
     PlanReceived,
@@ -17,6 +18,7 @@ from node_firmware.core.events import (
 )
 from node_firmware.core.machine import HANG_MARGIN
 from tests.unit.test_node_core import SHA_A, T0, Harness, item, sealed
+from tests.unit.test_node_core_alerts import alert, alert_events, make_station
 
 
 def test_past_its_deadline_the_item_fails_player_hung_and_the_next_one_plays() -> None:
@@ -63,3 +65,15 @@ def test_an_item_that_ends_on_time_never_trips_the_deadline() -> None:
     h.feed(PlaybackFinished("b-1", h.now))
     h.run_until(T0 + timedelta(minutes=5))
     assert h.of(RestartPlayer) == [] and h.events("failed") == []
+
+
+def test_a_hung_alert_part_does_not_hold_the_amplifier_until_the_alert_expires() -> None:
+    st = make_station()
+    st.feed(AlertReceived(alert(tone=None, repeat=1)))  # 20 s message, expires in 2 h
+    st.feed(PlaybackStarted("alert:a-1#0", T0))
+    st.run_until(T0 + timedelta(seconds=20) + HANG_MARGIN)
+    (failed,) = [e for e in alert_events(st) if e["kind"] == "alert_failed"]
+    assert failed["reason"] == "player_hung"
+    assert len(st.of(RestartPlayer)) == 1
+    st.run_until(T0 + timedelta(seconds=40))
+    assert st.of(SetRelay)[-1][1] == SetRelay(False)
