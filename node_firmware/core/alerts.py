@@ -111,6 +111,8 @@ class AlertRun:
     started_at: datetime | None = None
     """when the first part actually sounded"""
     tone_skipped: bool = False
+    hang_at: datetime | None = None
+    """the part handed to the player must have ended by then (its length + a margin)"""
 
     @property
     def item_id(self) -> str:
