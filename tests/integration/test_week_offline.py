@@ -36,6 +36,7 @@ from loaxa_protocol import Keyring, Plan, PlanItem, Verified, open_envelope, top
 from node_firmware.core.events import (
     Action,
     AudioFetched,
+    AudioVerified,
     Boot,
     BrokerConnected,
     BrokerDisconnected,
@@ -52,6 +53,7 @@ from node_firmware.core.events import (
     StartPlayback,
     StopPlayback,
     Tick,
+    VerifyAudio,
     WakeAt,
 )
 from node_firmware.core.machine import CoreSettings, NodeCore
@@ -113,6 +115,7 @@ class Station:
     events: list[dict[str, Any]] = field(default_factory=list)
     fetches: list[tuple[datetime, str]] = field(default_factory=list)
     pins: list[frozenset[str]] = field(default_factory=list)
+    verifies: list[str] = field(default_factory=list)
     _order: Iterator[int] = field(default_factory=itertools.count)
 
     def boot(self) -> None:
@@ -137,6 +140,9 @@ class Station:
                 self.feed(RelaySwitched(on))
             case PinAudio(sha256s=shas):
                 self.pins.append(shas)
+            case VerifyAudio(sha256=sha):  # after a boot: the bytes on disk are intact
+                self.verifies.append(sha)
+                self.later(self.now, AudioVerified(sha, sha in self.disk.cached))
             case FetchAudio(ref=ref):
                 self.fetches.append((self.now, ref.sha256))
                 if self.online:
