@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, HTTPException, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import ColumnElement
@@ -30,6 +31,19 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/audio", tags=["audio"])
 
 READ_CHUNK_BYTES = 1024 * 1024
+LAST_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z: beyond it no date exists to compare with
+
+SignedExp = Annotated[
+    int | None,
+    Query(ge=0, le=LAST_EXP, description="expiry of the signed URL, Unix seconds (UTC)"),
+]
+SignedSig = Annotated[
+    str | None,
+    Query(
+        pattern="^[0-9a-f]{64}$",
+        description="HMAC-SHA256 of the URL, 64 lowercase hex digits",
+    ),
+]
 
 
 def read_audio_or_404(session: Session, audio_id: int) -> AudioAsset:
@@ -164,13 +178,15 @@ def read_audio_content(
     audio_id: DbId,
     session: SessionDep,
     context: ContextDep,
-    exp: int | None = None,
-    sig: str | None = None,
+    exp: SignedExp = None,
+    sig: SignedSig = None,
 ) -> FileResponse:
     """The encoded file, for stations. Needs the URL's signature; supports HTTP Range.
 
     The only API route without a user: stations have no account, and the signature
-    (bound to this audio id, expiring) is the credential.
+    (bound to this audio id, expiring) is the credential. Malformed parameters (an
+    ``exp`` outside 0..9999-12-31, a ``sig`` that is not 64 hex digits) are refused
+    with 422 before any date arithmetic or comparison can fail on them.
     """
     if exp is None or sig is None:
         raise HTTPException(
