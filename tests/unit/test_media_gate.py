@@ -53,9 +53,8 @@ def test_beyond_the_slots_and_the_queue_the_answer_is_busy() -> None:
         waiter.start()
         while gate.waiting == 0:
             threading.Event().wait(0.01)
-        with pytest.raises(MediaBusy) as busy:
-            with gate.slot():
-                pytest.fail("a third conversion must not start")
+        with pytest.raises(MediaBusy) as busy, gate.slot():
+            pytest.fail("a third conversion must not start")
         assert finished == []  # the queued one waits while the slot is held
         release.set()
         waiter.join(5)
@@ -68,9 +67,8 @@ def test_beyond_the_slots_and_the_queue_the_answer_is_busy() -> None:
 
 def test_a_queued_conversion_gives_up_after_the_longest_wait() -> None:
     gate = MediaGate(jobs=1, queue=5, max_wait_s=0.2)
-    with held(gate), pytest.raises(MediaBusy):
-        with gate.slot():
-            pytest.fail("the slot was never free")
+    with held(gate), pytest.raises(MediaBusy), gate.slot():
+        pytest.fail("the slot was never free")
     assert gate.waiting == 0
 
 
