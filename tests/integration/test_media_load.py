@@ -33,7 +33,7 @@ from tests.integration.auth_helpers import PROVINCE, bearer, make_token
 UPLOAD_MINUTES = 14
 PARALLEL_UPLOADS = 2  # as reported; both convert at once (media_jobs=2)
 SERVER_GROWTH_BOUND_MB = 150  # peak RSS of the server process over its idle RSS
-FFMPEG_BOUND_MB = 150  # all ffmpeg children together, at any sampled moment
+FFMPEG_BOUND_MB = 100  # memory unique to the ffmpeg children (USS), all together, at any moment
 
 
 @dataclass
@@ -121,7 +121,9 @@ def status_field(process: psutil.Process, field: str) -> int:
 
 
 class ChildSampler:
-    """The largest total RSS of the server's ffmpeg children, sampled every 100 ms."""
+    """The largest total unique memory (USS) of the server's ffmpeg children, sampled
+    every 200 ms. USS, not RSS: each ffmpeg maps the same ~40 MB of codec libraries,
+    which RSS would count once per process."""
 
     def __init__(self, process: psutil.Process) -> None:
         self.process = process
@@ -138,11 +140,11 @@ class ChildSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.1):
+        while not self._stop.wait(0.2):
             total = 0
             for child in self.process.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
+                    total += child.memory_full_info().uss
                 except psutil.Error:
                     continue  # it ended between the listing and the reading
             self.peak_bytes = max(self.peak_bytes, total)
