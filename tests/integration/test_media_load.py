@@ -32,7 +32,7 @@ from tests.integration.auth_helpers import PROVINCE, bearer, make_token
 
 UPLOAD_MINUTES = 14
 PARALLEL_UPLOADS = 2  # as reported; both convert at once (media_jobs=2)
-SERVER_GROWTH_BOUND_MB = 150  # peak RSS of the server process over its idle RSS
+SERVER_GROWTH_BOUND_MB = 100  # peak RSS of the server process over its idle RSS
 FFMPEG_BOUND_MB = 100  # memory unique to the ffmpeg children (USS), all together, at any moment
 
 
