@@ -165,7 +165,9 @@ def process_audio(
             log.info("audio: %s codec overshoot %.2f dB, re-encoding quieter", filename, excess_db)
             trim_db += excess_db + 0.5  # the codec's overshoot varies with level: aim lower
     if excess_db > 0:
-        log.warning("audio: %s true peak %.2f dBTP after encoding", filename, excess_db)
+        log.warning(
+            "audio: %s true peak %.2f dBTP after encoding", filename, encoded.true_peak_dbtp
+        )
 
     digest = hashlib.sha256(encoded.data).hexdigest()
     log.info(
