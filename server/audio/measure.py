@@ -16,7 +16,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 from pyloudnorm.iirfilter import IIRfilter
-from scipy.ndimage import correlate1d, maximum_filter1d
+from scipy.ndimage import maximum_filter1d
 from scipy.signal import sosfilt
 
 Samples = npt.NDArray[np.float32]
@@ -126,10 +126,25 @@ TRUE_PEAK_MARGIN = 8  # samples either side an envelope value depends on (6 taps
 
 
 def _oversampled_peaks(samples: Samples) -> Samples:
-    """|value| of the 4x-oversampled signal, maximised over the 4 phases per input sample."""
-    peaks = np.zeros(samples.shape, dtype=np.float32)
+    """|value| of the 4x-oversampled signal, maximised over the 4 phases per input sample.
+
+    Each phase is a 12-tap filter over samples ``n-6 .. n+5`` (zeros beyond the ends),
+    computed as twelve shifted float32 multiply-adds: 2-3 times faster than
+    ``scipy.ndimage.correlate1d`` (which works in float64), and numpy lets other threads
+    run meanwhile.
+    """
+    size = samples.size
+    taps = TRUE_PEAK_PHASES[0].size
+    padded = np.zeros(size + taps - 1, dtype=np.float32)
+    padded[taps // 2 : taps // 2 + size] = samples
+    peaks = np.zeros(size, dtype=np.float32)
+    branch = np.empty(size, dtype=np.float32)
+    term = np.empty(size, dtype=np.float32)
     for phase in TRUE_PEAK_PHASES:
-        branch = correlate1d(samples, phase, mode="constant")
+        np.multiply(padded[:size], phase[0], out=branch)
+        for k in range(1, taps):
+            np.multiply(padded[k : k + size], phase[k], out=term)
+            branch += term
         np.maximum(peaks, np.abs(branch, out=branch), out=peaks)
     return peaks
 
