@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
 
 from server.alerts.service import AlertService
+from server.audio.gate import MediaGate
 from server.audio.store import AudioStore
 from server.commands.service import CommandService
 from server.fleet.bus import Bus
@@ -38,3 +39,8 @@ class ServerContext:
     alerts: AlertService
     link: FleetLink | None = None
     planner: ProgrammePlanner | None = None
+    media: MediaGate = field(init=False)
+    """bounds concurrent audio conversions (settings ``media_jobs``, ``media_queue``)"""
+
+    def __post_init__(self) -> None:
+        self.media = MediaGate(self.settings.media_jobs, self.settings.media_queue)

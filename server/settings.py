@@ -122,6 +122,20 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="largest audio upload accepted"
     )
+    media_jobs: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="uploads decoded and encoded at once (about one core each); "
+        "set to the number of cores the server may spend on audio",
+    )
+    media_queue: int = Field(
+        default=4,
+        ge=0,
+        le=1000,
+        description="uploads that may wait for a free conversion; beyond them the server "
+        "answers 503 'busy, retry in N s' with Retry-After",
+    )
     plan_horizon_h: float = Field(
         default=216,
         gt=0,

@@ -84,3 +84,19 @@ def loud_audio(fmt: str = "wav", seconds: float = 2.0) -> bytes:
 def truncated(data: bytes, keep: float = 0.5) -> bytes:
     """The first ``keep`` fraction of a file: an upload cut off halfway."""
     return data[: int(len(data) * keep)]
+
+
+@functools.cache
+def long_noise_opus(seconds: float, seed: int = 0) -> bytes:
+    """A long, loud white-noise recording in Opus at 6 kbit/s: a few hundred kB on the
+    wire for many minutes of audio, the upload that once cost the server gigabytes of RAM
+    to decode. ``seed`` makes files that differ (so none is answered from the store)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "noise.ogg"
+        subprocess.run(
+            [ffmpeg_exe(), "-v", "error", "-nostdin", "-f", "lavfi",
+             "-i", f"anoisesrc=d={seconds}:c=white:a=0.5:r=48000:seed={seed}",
+             "-c:a", "libopus", "-b:a", "6k", "-ac", "1", str(out)],
+            check=True, timeout=120, capture_output=True,
+        )  # fmt: skip
+        return out.read_bytes()

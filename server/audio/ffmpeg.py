@@ -8,12 +8,17 @@ with ``-v level+info`` so each log line carries its level and can be parsed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO
 
 import imageio_ffmpeg
 from pydub import AudioSegment
@@ -21,6 +26,8 @@ from pydub import AudioSegment
 from loaxa_protocol.errors import AudioError
 
 log = logging.getLogger(__name__)
+
+PIPE_BYTES = 1 << 20  # a 64 KiB pipe makes ffmpeg and the reader take turns instead of overlapping
 
 # Flags for every run: no stdin prompt, no banner, no progress, one level tag per line.
 BASE_FLAGS: tuple[str, ...] = ("-nostdin", "-hide_banner", "-nostats", "-v", "level+info")
@@ -107,3 +114,63 @@ def run_ffmpeg(
     except subprocess.TimeoutExpired as exc:
         raise AudioError(f"{what}: ffmpeg took longer than {timeout_s:.0f} s, gave up") from exc
     return done.stdout, FfmpegLog.parse(done.stderr), done.returncode
+
+
+@contextlib.contextmanager
+def ffmpeg_process(
+    args: list[str],
+    *,
+    stdin: int | None,
+    stderr: IO[bytes],
+    timeout_s: float,
+    what: str,
+    doing: str = "ffmpeg",
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ffmpeg with ``args`` and its output on a pipe, for reading while it works.
+
+    A watchdog kills it after ``timeout_s``; leaving the block then raises an
+    AudioError ("<what>: <doing> took longer than N s"), whatever the reader saw.
+    Leaving the block normally waits for ffmpeg to exit (``returncode`` is then set);
+    leaving it with an exception kills it first. Either way it is reaped.
+    """
+    proc = subprocess.Popen(
+        [ffmpeg_exe(), *BASE_FLAGS, *args], stdin=stdin, stdout=subprocess.PIPE, stderr=stderr
+    )
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            _widen(pipe)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    watchdog = threading.Timer(timeout_s, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    late = AudioError(f"{what}: {doing} took longer than {timeout_s:.0f} s, gave up")
+    try:
+        yield proc
+        proc.wait()  # still under the watchdog: a hung ffmpeg is killed, not waited for
+    except BaseException as exc:
+        proc.kill()
+        proc.wait()
+        if expired.is_set() and isinstance(exc, Exception):
+            raise late from exc
+        raise
+    finally:
+        watchdog.cancel()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+    if expired.is_set():
+        raise late
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """Grow a pipe to ``PIPE_BYTES`` (Linux; elsewhere, or over the system's cap, keep it)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe.fileno(), set_size, PIPE_BYTES)

@@ -16,18 +16,86 @@ stays under the ceiling is known up front. The applied gain is
 
 Both steps can only lower the gain, so the ceiling holds at every sample (up to
 the one-sample widening the envelope already includes).
+
+It runs on a stream of blocks: the attack looks ``L`` samples either way, so
+:func:`server.audio.blocks.windowed` gives each block that much of its neighbours,
+and the release carries its last gain from block to block. The result is the same
+as on the whole programme, in memory that does not grow with its length.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
+from server.audio.blocks import windowed
 from server.audio.measure import Samples
 
 LOOKAHEAD_S = 0.005  # 5 ms: long enough to avoid clicks, short enough to stay inaudible
 RELEASE_DB_PER_S = 100.0  # 6 dB recovers in 60 ms: within a syllable, no pumping between
-_CHUNK = 1 << 20  # release is computed per chunk so float64 ramps stay small
+
+
+class Limiter:
+    """Limits a stream of ``(samples, true-peak envelope)`` blocks to ``ceiling_dbtp``.
+
+    ``reduction_db`` is the deepest gain reduction so far (>= 0), final once the
+    stream has been read to its end.
+    """
+
+    def __init__(
+        self,
+        ceiling_dbtp: float,
+        rate: int,
+        *,
+        lookahead_s: float = LOOKAHEAD_S,
+        release_db_per_s: float = RELEASE_DB_PER_S,
+    ) -> None:
+        self.ceiling_dbtp = ceiling_dbtp
+        self._ceiling = np.float32(10.0 ** (ceiling_dbtp / 20.0))
+        self._width = max(1, round(lookahead_s * rate))
+        self._step_db = release_db_per_s / rate
+        self._carry_db = 0.0  # gain at the end of the previous block
+        self.reduction_db = 0.0
+
+    def run(self, blocks: Iterable[tuple[Samples, Samples]]) -> Iterator[Samples]:
+        """Limited samples, block for block (each comes out once the next one is in)."""
+        needs = ((samples, self._need_db(envelope)) for samples, envelope in blocks)
+        for samples, attack_db in windowed(needs, 2 * self._width + 2, self._attack):
+            if self._carry_db == 0.0 and not attack_db.any():
+                yield samples  # nothing to shave here, and the last release has ended
+                continue
+            gain_db = self._release(attack_db)
+            self.reduction_db = max(self.reduction_db, float(-gain_db.min()))
+            limited = samples * np.power(np.float32(10.0), gain_db / np.float32(20.0))
+            yield limited.astype(np.float32, copy=False)
+
+    def _need_db(self, envelope: Samples) -> Samples:
+        need_db = np.zeros(envelope.shape, dtype=np.float32)
+        over = envelope > self._ceiling
+        if over.any():
+            need_db[over] = self.ceiling_dbtp - 20.0 * np.log10(envelope[over])
+        return need_db
+
+    def _attack(self, need_db: Samples) -> Samples:
+        width = self._width
+        # scipy's origin shifts the window: -(w // 2) looks at [n, n + w - 1],
+        # (w - 1) // 2 at [n - w + 1, n].
+        ahead = minimum_filter1d(need_db, size=width, origin=-(width // 2), mode="nearest")
+        attack = uniform_filter1d(ahead, size=width, origin=(width - 1) // 2, mode="nearest")
+        np.minimum(attack, need_db, out=attack)  # float rounding in the average must not win
+        return attack
+
+    def _release(self, attack_db: Samples) -> Samples:
+        """g[n] = min over k <= n of (attack[k] + (n - k) * step), capped at 0 dB."""
+        chunk = attack_db.astype(np.float64)
+        ramp = np.arange(1, chunk.size + 1, dtype=np.float64) * self._step_db
+        gain = np.minimum.accumulate(chunk - ramp) + ramp
+        np.minimum(gain, self._carry_db + ramp, out=gain)
+        np.minimum(gain, 0.0, out=gain)
+        self._carry_db = float(gain[-1])
+        return gain.astype(np.float32)
 
 
 def limit(
@@ -39,39 +107,13 @@ def limit(
     lookahead_s: float = LOOKAHEAD_S,
     release_db_per_s: float = RELEASE_DB_PER_S,
 ) -> tuple[Samples, float]:
-    """Return (limited samples, deepest gain reduction in dB, >= 0).
+    """Return (limited samples, deepest gain reduction in dB, >= 0) of a whole signal.
 
     ``envelope`` is the true-peak envelope of ``samples``
     (:func:`server.audio.measure.true_peak_envelope`).
     """
-    ceiling = np.float32(10.0 ** (ceiling_dbtp / 20.0))
-    over = envelope > ceiling
-    if not over.any():
-        return samples, 0.0
-    need_db = np.zeros(samples.shape, dtype=np.float32)
-    need_db[over] = ceiling_dbtp - 20.0 * np.log10(envelope[over])
-
-    width = max(1, round(lookahead_s * rate))
-    # scipy's origin shifts the window: -(w // 2) looks at [n, n + w - 1],
-    # (w - 1) // 2 at [n - w + 1, n].
-    ahead = minimum_filter1d(need_db, size=width, origin=-(width // 2), mode="nearest")
-    attack = uniform_filter1d(ahead, size=width, origin=(width - 1) // 2, mode="nearest")
-    np.minimum(attack, need_db, out=attack)  # float rounding in the average must not win
-    gain_db = _release(attack, release_db_per_s / rate)
-    limited = samples * np.power(np.float32(10.0), gain_db / np.float32(20.0))
-    return limited.astype(np.float32, copy=False), float(-gain_db.min())
-
-
-def _release(attack_db: Samples, step_db: float) -> Samples:
-    """g[n] = min over k <= n of (attack[k] + (n - k) * step), capped at 0 dB."""
-    out = np.empty_like(attack_db)
-    carry = 0.0  # gain at the end of the previous chunk
-    for start in range(0, attack_db.size, _CHUNK):
-        chunk = attack_db[start : start + _CHUNK].astype(np.float64)
-        ramp = np.arange(1, chunk.size + 1, dtype=np.float64) * step_db
-        gain = np.minimum.accumulate(chunk - ramp) + ramp
-        np.minimum(gain, carry + ramp, out=gain)
-        np.minimum(gain, 0.0, out=gain)
-        out[start : start + chunk.size] = gain
-        carry = float(gain[-1])
-    return out
+    limiter = Limiter(
+        ceiling_dbtp, rate, lookahead_s=lookahead_s, release_db_per_s=release_db_per_s
+    )
+    limited = list(limiter.run([(samples, envelope)]))
+    return (limited[0] if limited else samples), limiter.reduction_db

@@ -2,20 +2,27 @@
 
 Theory of operation
 -------------------
-1. ``ffmpeg`` decodes whatever was uploaded to 48 kHz mono float32 PCM. The input
-   goes through a temporary file, not a pipe, because MP4/M4A files from phones
-   often keep their index at the end and cannot be read from a pipe.
-2. Integrated loudness (BS.1770, pyloudnorm) and the true-peak envelope (4x
-   oversampling) of the PCM are measured, in parallel on two cores.
-3. A static gain takes the programme to ``integrated_lufs``. Where that would push
+Memory stays flat whatever the length: the programme is never held whole. It lives
+on disk as 48 kHz mono float32 PCM next to its true-peak envelope (11.5 MB per
+minute each, in a scratch directory removed afterwards) and every pass streams it
+in blocks of :data:`server.audio.blocks.BLOCK_SAMPLES`.
+
+1. ``ffmpeg`` decodes whatever was uploaded to PCM on a pipe. The input is a file,
+   not a pipe, because MP4/M4A files from phones often keep their index at the end.
+   As the blocks arrive, the integrated loudness (BS.1770) is metered, the true-peak
+   envelope (4x oversampling) computed, and both are written to the scratch files.
+2. A static gain takes the programme to ``integrated_lufs``. Where that would push
    true peaks over ``true_peak_dbtp - codec_headroom_db`` a look-ahead limiter
    shaves them, by at most ``max_limiter_db``; beyond that the gain itself is
-   lowered, so the result is quieter than the target and says so.
-4. The PCM is encoded once to the delivery codec and, in the same pass, the encoder's
-   output is piped into a second ffmpeg that decodes it again. ``lufs_after`` and
-   ``true_peak_after_dbtp`` are measured on that decoded copy: what stations play.
-   If the codec pushed a peak over the ceiling, the PCM is turned down by the excess
-   and encoded again from the same PCM (still one lossy generation).
+   lowered, so the result is quieter than the target and says so. Finding that gain
+   may take up to two metering passes over the limited stream.
+3. The gained, limited stream is encoded once to the delivery codec and, in the same
+   pass, the encoder's output is piped into a second ffmpeg that decodes it again;
+   ``lufs_after`` and ``true_peak_after_dbtp`` are metered on that decoded stream:
+   what stations play. Limiter, encoder, decoder and meters run at once. If the codec
+   pushed a peak over the ceiling, the pass is repeated a little quieter from the
+   same PCM (still one lossy generation). Only the encoded file (240 kB per minute
+   of Opus) is kept in memory.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,12 +43,14 @@ from typing import IO
 import numpy as np
 
 from loaxa_protocol.errors import AudioError
-from server.audio.ffmpeg import BASE_FLAGS, FfmpegLog, encoders, ffmpeg_exe, run_ffmpeg
-from server.audio.limiter import limit
+from server.audio.blocks import read_blocks, windowed, write_block
+from server.audio.ffmpeg import FfmpegLog, encoders, ffmpeg_exe, ffmpeg_process, run_ffmpeg
+from server.audio.limiter import Limiter
 from server.audio.measure import (
+    ABSOLUTE_GATE_LUFS,
+    TRUE_PEAK_MARGIN,
+    LoudnessMeter,
     Samples,
-    integrated_lufs,
-    true_peak_dbtp,
     true_peak_envelope,
 )
 from server.audio.synth import speech_like_wav
@@ -49,8 +58,8 @@ from server.audio.synth import speech_like_wav
 log = logging.getLogger(__name__)
 
 RATE = 48_000  # Opus always runs at 48 kHz; decoding everything to it avoids a resample later
-ABSOLUTE_GATE_LUFS = -70.0
 _VERIFY_ATTEMPTS = 3
+_PIPE_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,7 @@ class AudioTargets:
     integrated_lufs: float = -16.0
     true_peak_dbtp: float = -1.0
     bitrate_kbps: int = 32
-    max_duration_s: float = 900  # whole-array processing: ~170 MB of RAM per minute
+    max_duration_s: float = 900  # 15 min; memory no longer grows with it, only disk (23 MB/min)
     codec_headroom_db: float = 2.0  # limiter ceiling under the target: Opus moves peaks ~1-2 dB
     max_limiter_db: float = 8.0  # deepest peak reduction before gain is lowered instead
     max_gain_db: float = 30.0  # never boost a near-silent recording's hiss by more
@@ -116,88 +125,154 @@ def delivery_codec(targets: AudioTargets) -> _Codec:
 
 
 def process_audio(
-    data: bytes, filename: str, targets: AudioTargets = AudioTargets()
+    data: bytes | Path,
+    filename: str,
+    targets: AudioTargets = AudioTargets(),
+    scratch_dir: Path | None = None,
 ) -> ProcessedAudio:
-    """Turn an uploaded file into normalised delivery audio, or raise AudioError saying why."""
-    samples = decode(data, filename, targets)
-    if not np.any(samples):
-        raise AudioError(f"{filename}: the audio is entirely silent (digital zero)")
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        envelope_job = pool.submit(true_peak_envelope, samples)
-        lufs_before = integrated_lufs(samples, RATE)
-        envelope = envelope_job.result()
-    if lufs_before < ABSOLUTE_GATE_LUFS:
-        raise AudioError(
-            f"{filename}: the audio is silent (quieter than {ABSOLUTE_GATE_LUFS:.0f} LUFS)"
-        )
-    peak_before = float(envelope.max())
-    tp_before = 20.0 * math.log10(peak_before)
+    """Turn an uploaded file (its bytes, or a file holding them) into normalised
+    delivery audio, or raise AudioError saying why.
 
-    gain_db, shaped, reduction_db = _normalise(samples, envelope, lufs_before, tp_before, targets)
-    del samples, envelope  # an hour of PCM is 700 MB per copy: drop what is no longer needed
-    codec = delivery_codec(targets)
-    for attempt in range(1, _VERIFY_ATTEMPTS + 1):
-        encoded, played = _encode_and_decode(shaped, codec, filename, targets)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            peak_job = pool.submit(true_peak_dbtp, played)
-            lufs_after = integrated_lufs(played, RATE)
-            tp_after = peak_job.result()
-        excess_db = tp_after - targets.true_peak_dbtp
-        if excess_db <= 0 or attempt == _VERIFY_ATTEMPTS:
-            break
-        log.info("audio: %s codec overshoot %.2f dB, re-encoding quieter", filename, excess_db)
-        trim_db = excess_db + 0.5  # the codec's overshoot varies with level: aim lower
-        shaped = shaped * np.float32(10.0 ** (-trim_db / 20.0))
-        gain_db -= trim_db
+    ``scratch_dir`` holds the decoded PCM while it works (23 MB per minute of audio;
+    default: the system's temporary directory, which may be RAM-backed tmpfs).
+    """
+    with tempfile.TemporaryDirectory(prefix="loaxa-audio-", dir=scratch_dir) as tmp:
+        work = Path(tmp)
+        if isinstance(data, bytes):
+            source = work / "upload"
+            source.write_bytes(data)
+        else:
+            source = data
+        if source.stat().st_size == 0:
+            raise AudioError(f"{filename}: the file is empty (0 bytes)")
+        decoded = _decode(source, filename, targets, work)
+        if not decoded.nonzero:
+            raise AudioError(f"{filename}: the audio is entirely silent (digital zero)")
+        if decoded.lufs < ABSOLUTE_GATE_LUFS:
+            raise AudioError(
+                f"{filename}: the audio is silent (quieter than {ABSOLUTE_GATE_LUFS:.0f} LUFS)"
+            )
+        tp_before = 20.0 * math.log10(decoded.peak)
+        gain_db = _normalise(decoded, targets)
+        codec = delivery_codec(targets)
+        trim_db = 0.0
+        for attempt in range(1, _VERIFY_ATTEMPTS + 1):
+            shaping = _Shaping(decoded, gain_db, trim_db, targets)
+            encoded = _encode_and_verify(shaping.blocks, codec, filename, targets)
+            excess_db = encoded.true_peak_dbtp - targets.true_peak_dbtp
+            if excess_db <= 0 or attempt == _VERIFY_ATTEMPTS:
+                break
+            log.info("audio: %s codec overshoot %.2f dB, re-encoding quieter", filename, excess_db)
+            trim_db += excess_db + 0.5  # the codec's overshoot varies with level: aim lower
     if excess_db > 0:
-        log.warning("audio: %s true peak %.2f dBTP after encoding", filename, tp_after)
+        log.warning(
+            "audio: %s true peak %.2f dBTP after encoding", filename, encoded.true_peak_dbtp
+        )
 
-    digest = hashlib.sha256(encoded).hexdigest()
+    digest = hashlib.sha256(encoded.data).hexdigest()
     log.info(
         "audio: %s %.1f LUFS/%.1f dBTP -> %.1f LUFS/%.1f dBTP (gain %.1f dB, limiter %.1f dB),"
         " %s %d bytes",
-        filename, lufs_before, tp_before, lufs_after, tp_after, gain_db, reduction_db,
-        codec.name, len(encoded),
+        filename, decoded.lufs, tp_before, encoded.lufs, encoded.true_peak_dbtp,
+        gain_db - trim_db, shaping.reduction_db, codec.name, len(encoded.data),
     )  # fmt: skip
     return ProcessedAudio(
-        encoded=encoded,
+        encoded=encoded.data,
         sha256=digest,
-        size_bytes=len(encoded),
-        duration_ms=round(played.size * 1000 / RATE),
+        size_bytes=len(encoded.data),
+        duration_ms=round(encoded.samples * 1000 / RATE),
         codec=codec.name,
         mime_type=codec.mime_type,
-        lufs_before=lufs_before,
-        lufs_after=lufs_after,
+        lufs_before=decoded.lufs,
+        lufs_after=encoded.lufs,
         true_peak_before_dbtp=tp_before,
-        true_peak_after_dbtp=tp_after,
+        true_peak_after_dbtp=encoded.true_peak_dbtp,
         sample_rate=RATE,
-        gain_db=gain_db,
-        limiter_reduction_db=reduction_db,
+        gain_db=gain_db - trim_db,
+        limiter_reduction_db=shaping.reduction_db,
     )
 
 
-def decode(data: bytes, filename: str, targets: AudioTargets = AudioTargets()) -> Samples:
-    """Decode any ffmpeg-readable file to 48 kHz mono float32, or raise AudioError."""
-    if not data:
-        raise AudioError(f"{filename}: the file is empty (0 bytes)")
-    with tempfile.TemporaryDirectory(prefix="loaxa-audio-") as tmp:
-        source = Path(tmp) / "upload"
-        source.write_bytes(data)
-        args = [
-            "-i", str(source), "-map", "0:a:0", "-vn", "-sn", "-dn",
-            # decode one second past the limit: enough to know it is too long, no more
-            "-t", f"{targets.max_duration_s + 1:.3f}",
-            "-ac", "1", "-ar", str(RATE), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
-        ]  # fmt: skip
-        raw, ffmpeg_log, code = run_ffmpeg(
-            args, stdin=None, timeout_s=targets.ffmpeg_timeout_s, what=filename
-        )
-    if code != 0:
+@dataclass(frozen=True)
+class _Decoded:
+    """The decoded programme on disk and what was measured on the way."""
+
+    pcm: Path
+    envelope: Path
+    samples: int
+    nonzero: bool
+    lufs: float
+    peak: float  # linear true peak
+
+    def blocks(self) -> Iterator[Samples]:
+        with self.pcm.open("rb") as pcm:
+            yield from read_blocks(pcm)
+
+    def blocks_with_envelope(self) -> Iterator[tuple[Samples, Samples]]:
+        with self.pcm.open("rb") as pcm, self.envelope.open("rb") as envelope:
+            yield from zip(read_blocks(pcm), read_blocks(envelope), strict=True)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """The encoded file and what a station will play when it decodes it."""
+
+    data: bytes
+    samples: int
+    lufs: float
+    true_peak_dbtp: float
+
+
+class _StreamMeter:
+    """Loudness and true peak of a stream of blocks, kept beside the stream."""
+
+    def __init__(self) -> None:
+        self.loudness = LoudnessMeter(RATE)
+        self.peak = 0.0
+        self.nonzero = False
+
+    def blocks(self, source: Iterator[Samples]) -> Iterator[tuple[Samples, Samples]]:
+        """(block, true-peak envelope) of each block of ``source``, metered on the way."""
+        pairs = ((block, block) for block in source)
+        for block, envelope in windowed(pairs, TRUE_PEAK_MARGIN, true_peak_envelope):
+            self.loudness.add(block)
+            if envelope.size:
+                self.peak = max(self.peak, float(envelope.max()))
+            self.nonzero = self.nonzero or bool(block.any())
+            yield block, envelope
+
+
+def _decode(source: Path, filename: str, targets: AudioTargets, work: Path) -> _Decoded:
+    """Decode any ffmpeg-readable file to 48 kHz mono PCM on disk, metering it."""
+    args = [
+        "-i", str(source), "-map", "0:a:0", "-vn", "-sn", "-dn",
+        # decode one second past the limit: enough to know it is too long, no more
+        "-t", f"{targets.max_duration_s + 1:.3f}",
+        "-ac", "1", "-ar", str(RATE), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
+    ]  # fmt: skip
+    meter = _StreamMeter()
+    pcm_path, envelope_path = work / "pcm.f32", work / "envelope.f32"
+    with (
+        tempfile.TemporaryFile() as stderr,
+        pcm_path.open("wb") as pcm,
+        envelope_path.open("wb") as envelope_out,
+    ):
+        with ffmpeg_process(
+            args, stdin=subprocess.DEVNULL, stderr=stderr,
+            timeout_s=targets.ffmpeg_timeout_s, what=filename,
+        ) as proc:  # fmt: skip
+            assert proc.stdout is not None
+            for block, envelope in meter.blocks(read_blocks(proc.stdout)):
+                write_block(pcm, block)
+                write_block(envelope_out, envelope)
+        stderr.seek(0)
+        ffmpeg_log = FfmpegLog.parse(stderr.read())
+    if proc.returncode != 0:
         raise AudioError(_explain_failure(filename, ffmpeg_log, str(source)))
-    samples = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
-    if samples.size == 0:
+    samples = meter.loudness.samples
+    if samples == 0:
         raise AudioError(f"{filename}: the audio stream holds no samples")
-    duration_s = samples.size / RATE
+    duration_s = samples / RATE
     declared_s = ffmpeg_log.declared_duration_s()
     if duration_s > targets.max_duration_s:
         shown = declared_s if declared_s and declared_s > duration_s else duration_s
@@ -213,7 +288,10 @@ def decode(data: bytes, filename: str, targets: AudioTargets = AudioTargets()) -
             f"{filename}: truncated or corrupt: the file says {declared_s:.1f} s"
             f" but only {duration_s:.1f} s could be decoded"
         )
-    return samples
+    return _Decoded(
+        pcm_path, envelope_path, samples, meter.nonzero, meter.loudness.integrated_lufs(),
+        meter.peak,
+    )  # fmt: skip
 
 
 def _explain_failure(filename: str, ffmpeg_log: FfmpegLog, temp_path: str) -> str:
@@ -230,25 +308,62 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
-def _normalise(
-    samples: Samples, envelope: Samples, lufs: float, tp_db: float, targets: AudioTargets
-) -> tuple[float, Samples, float]:
-    """Return (static gain dB, shaped PCM, limiter reduction dB) aiming at the targets.
+class _Shaping:
+    """The programme with a static gain, limited, then trimmed: a stream of blocks.
+
+    ``trim_db`` turns the limited result down after the fact (a re-encode after a
+    codec overshoot), so it changes the level, not what the limiter shaved.
+    ``reduction_db`` is final once :meth:`blocks` has been read to the end.
+    """
+
+    def __init__(
+        self, decoded: _Decoded, gain_db: float, trim_db: float, targets: AudioTargets
+    ) -> None:
+        self._decoded = decoded
+        self._factor = np.float32(10.0 ** (gain_db / 20.0))
+        self._trim = np.float32(10.0 ** (-trim_db / 20.0))
+        self._ceiling_db = targets.true_peak_dbtp - targets.codec_headroom_db
+        self.needs_limiter = decoded.peak * self._factor > 10.0 ** (self._ceiling_db / 20.0)
+        self.reduction_db = 0.0
+
+    def blocks(self) -> Iterator[Samples]:
+        factor, trim = self._factor, self._trim
+        if not self.needs_limiter:
+            for block in self._decoded.blocks():
+                yield block * (factor * trim)
+            return
+        limiter = Limiter(self._ceiling_db, RATE)
+        gained = (
+            (block * factor, envelope * factor)
+            for block, envelope in self._decoded.blocks_with_envelope()
+        )
+        for block in limiter.run(gained):
+            yield block * trim if trim != 1 else block
+        self.reduction_db = limiter.reduction_db
+
+
+def _normalise(decoded: _Decoded, targets: AudioTargets) -> float:
+    """The static gain (dB) that takes the limited programme nearest the target.
 
     Limiting a loud vowel turns the whole vowel down, so the limited programme is
-    quieter than gain alone predicts. Up to three passes raise the gain along the
-    measured gain -> loudness curve (secant steps), never past the limiter budget.
+    quieter than gain alone predicts. Up to two metering passes raise the gain along
+    the measured gain -> loudness curve (secant steps), never past the limiter budget.
     """
     ceiling_db = targets.true_peak_dbtp - targets.codec_headroom_db
+    tp_db = 20.0 * math.log10(decoded.peak)
     highest_db = min(targets.max_gain_db, ceiling_db - tp_db + targets.max_limiter_db)
-    gain_db = min(targets.integrated_lufs - lufs, highest_db)
+    gain_db = min(targets.integrated_lufs - decoded.lufs, highest_db)
     tried: list[tuple[float, float]] = []  # (gain dB, loudness LUFS) of earlier passes
     for attempt in range(3):
-        factor = np.float32(10.0 ** (gain_db / 20.0))
-        shaped, reduction_db = limit(samples * factor, envelope * factor, ceiling_db, RATE)
-        if reduction_db == 0.0 or attempt == 2 or gain_db >= highest_db:
+        shaping = _Shaping(decoded, gain_db, 0.0, targets)
+        if not shaping.needs_limiter or attempt == 2 or gain_db >= highest_db:
             break
-        loudness = integrated_lufs(shaped, RATE)
+        meter = LoudnessMeter(RATE)
+        for block in shaping.blocks():
+            meter.add(block)
+        if shaping.reduction_db == 0.0:
+            break
+        loudness = meter.integrated_lufs()
         shortfall = targets.integrated_lufs - loudness
         if shortfall < 0.1:
             break
@@ -257,75 +372,90 @@ def _normalise(
             slope = (loudness - tried[-1][1]) / (gain_db - tried[-1][0])
         tried.append((gain_db, loudness))
         gain_db = min(gain_db + shortfall / max(slope, 0.25), highest_db)
-    return gain_db, shaped, reduction_db
+    return gain_db
 
 
-def _encode_and_decode(
-    pcm: Samples, codec: _Codec, filename: str, targets: AudioTargets
-) -> tuple[bytes, Samples]:
-    """Encode ``pcm`` and decode the result again, both ffmpegs running at once.
+def _encode_and_verify(
+    blocks: Callable[[], Iterator[Samples]], codec: _Codec, filename: str, targets: AudioTargets
+) -> _Verified:
+    """Encode the stream and decode the result again, all at once.
 
-    The encoder's output is teed into the decoder as it appears, so on two cores the
-    verification decode costs almost no extra wall time.
+    One thread feeds the encoder, one tees its output into the decoder, and this one
+    meters what the decoder gives back; on two cores the verification costs almost
+    no extra wall time, and nothing but the encoded file accumulates.
     """
-    exe = ffmpeg_exe()
-    encode_cmd = [
-        exe, *BASE_FLAGS, "-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", "pipe:0",
+    encode_args = [
+        "-f", "f32le", "-ar", str(RATE), "-ac", "1", "-i", "pipe:0",
         *codec.args,
         # bit-exact output: the same upload always yields the same sha256
         "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", "pipe:1",
     ]  # fmt: skip
-    decode_cmd = [
-        exe, *BASE_FLAGS, "-i", "pipe:0", "-ac", "1", "-ar", str(RATE),
-        "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
+    decode_args = [
+        "-i", "pipe:0", "-ac", "1", "-ar", str(RATE), "-c:a", "pcm_f32le", "-f", "f32le", "pipe:1",
     ]  # fmt: skip
     encoded: list[bytes] = []
-    decoded: list[bytes] = []
+    meter = _StreamMeter()
+    timeout_s = targets.ffmpeg_timeout_s
     with tempfile.TemporaryFile() as enc_err, tempfile.TemporaryFile() as dec_err:
-        encoder = subprocess.Popen(
-            encode_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=enc_err
-        )
-        decoder = subprocess.Popen(
-            decode_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=dec_err
-        )
-        enc_in, enc_out = _pipes(encoder)
-        dec_in, dec_out = _pipes(decoder)
-
-        def feed() -> None:
-            _write_quietly(enc_in, pcm.tobytes())
-            _close_quietly(enc_in)
-
-        def tee() -> None:
-            for chunk in iter(lambda: enc_out.read(1 << 16), b""):
-                encoded.append(chunk)
-                _write_quietly(dec_in, chunk)
-            _close_quietly(dec_in)
-
-        def drain() -> None:
-            decoded.append(dec_out.read())
-
-        workers = [threading.Thread(target=job, daemon=True) for job in (feed, tee, drain)]
-        try:
-            for worker in workers:
-                worker.start()
-            deadline = time.monotonic() + targets.ffmpeg_timeout_s
-            for worker in workers:
-                worker.join(max(0.0, deadline - time.monotonic()))
-            if any(worker.is_alive() for worker in workers):
-                raise AudioError(
-                    f"{filename}: encoding took longer than {targets.ffmpeg_timeout_s:.0f} s"
-                )
-        finally:
-            for proc in (encoder, decoder):
-                if proc.poll() is None and any(worker.is_alive() for worker in workers):
-                    proc.kill()
-                    proc.wait(timeout=10)
+        with (
+            ffmpeg_process(
+                encode_args, stdin=subprocess.PIPE, stderr=enc_err, timeout_s=timeout_s,
+                what=filename, doing="encoding",
+            ) as encoder,
+            ffmpeg_process(
+                decode_args, stdin=subprocess.PIPE, stderr=dec_err, timeout_s=timeout_s,
+                what=filename, doing="encoding",
+            ) as decoder,
+        ):  # fmt: skip
+            _run_encode(blocks, encoder, decoder, encoded, meter)
         for proc, err in ((encoder, enc_err), (decoder, dec_err)):
-            if proc.wait(timeout=10) != 0:
+            if proc.returncode != 0:
                 err.seek(0)
                 problem = FfmpegLog.parse(err.read()).first_error()
                 raise AudioError(f"{filename}: encoding to {codec.name} failed (ffmpeg: {problem})")
-    return b"".join(encoded), np.frombuffer(b"".join(decoded), dtype="<f4")
+    return _Verified(
+        b"".join(encoded), meter.loudness.samples, meter.loudness.integrated_lufs(),
+        20.0 * math.log10(meter.peak) if meter.peak > 0 else -math.inf,
+    )  # fmt: skip
+
+
+def _run_encode(
+    blocks: Callable[[], Iterator[Samples]],
+    encoder: subprocess.Popen[bytes],
+    decoder: subprocess.Popen[bytes],
+    encoded: list[bytes],
+    meter: _StreamMeter,
+) -> None:
+    enc_in, enc_out = _pipes(encoder)
+    dec_in, dec_out = _pipes(decoder)
+    failures: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for block in blocks():
+                if not _write_quietly(enc_in, block.astype("<f4", copy=False).tobytes()):
+                    break
+        except BaseException as exc:  # raised again in the caller's thread below
+            failures.append(exc)
+            encoder.kill()
+        finally:
+            _close_quietly(enc_in)
+
+    def tee() -> None:
+        for chunk in iter(lambda: enc_out.read(_PIPE_CHUNK), b""):
+            encoded.append(chunk)
+            _write_quietly(dec_in, chunk)
+        _close_quietly(dec_in)
+
+    workers = [threading.Thread(target=job, daemon=True) for job in (feed, tee)]
+    for worker in workers:
+        worker.start()
+    for _block in meter.blocks(read_blocks(dec_out)):
+        pass
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise failures[0]
 
 
 def _pipes(proc: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
@@ -334,10 +464,13 @@ def _pipes(proc: subprocess.Popen[bytes]) -> tuple[IO[bytes], IO[bytes]]:
     return proc.stdin, proc.stdout
 
 
-def _write_quietly(stream: IO[bytes], data: bytes) -> None:
-    """Write to a child's stdin; if the child died, its exit code will tell why."""
-    with contextlib.suppress(BrokenPipeError, ValueError):
+def _write_quietly(stream: IO[bytes], data: bytes) -> bool:
+    """Write to a child's stdin; False if the child died (its exit code will tell why)."""
+    try:
         stream.write(data)
+    except (BrokenPipeError, ValueError):
+        return False
+    return True
 
 
 def _close_quietly(stream: IO[bytes]) -> None:

@@ -19,8 +19,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlmodel import Session, col, select
 
 from loaxa_protocol.errors import AudioError
-from server.api.audio import ingest_upload, read_audio_or_404
+from server.api.audio import (
+    busy_response_headers,
+    ingest_upload,
+    read_audio_or_404,
+    scratch_dir,
+    spooled_upload,
+)
 from server.api.deps import ContextDep, SessionDep
+from server.audio.gate import MediaBusy
 from server.auth.actor import Actor
 from server.auth.deps import authorize
 from server.auth.permissions import Action
@@ -92,17 +99,6 @@ def listen(
     return RedirectResponse(url, status.HTTP_303_SEE_OTHER)
 
 
-async def _read_limited(file: UploadFile, limit_bytes: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await file.read(1024 * 1024):
-        size += len(chunk)
-        if size > limit_bytes:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _may_upload(session: Session, actor: Actor) -> bool:
     try:
         authorize(actor, Action.AUDIO_UPLOAD, None, session, object_type="audio", object_id="web")
@@ -124,19 +120,24 @@ async def upload(
     if file is None or not file.filename:
         return _refused({"file": gettext("Choose an audio file first.")})
     limit = context.settings.max_upload_bytes
-    data = await _read_limited(file, limit)
-    if data is None:
-        return _refused(
-            {"file": gettext("The file is larger than %(mb)s MB.") % {"mb": limit // 1_000_000}},
-            status.HTTP_413_CONTENT_TOO_LARGE,
-        )
-    if not data:
-        return _refused({"file": gettext("The file is empty.")})
-    try:
-        asset, created = await run_in_threadpool(ingest_upload, context, data, file.filename, actor)
-    except AudioError as exc:
-        log.info("page upload %r refused: %s", file.filename, exc)
-        return _refused({"file": explain(exc).text})
+    async with spooled_upload(file, limit, scratch_dir(context)) as upload:
+        if upload is None:
+            message = gettext("The file is larger than %(mb)s MB.") % {"mb": limit // 1_000_000}
+            return _refused({"file": message}, status.HTTP_413_CONTENT_TOO_LARGE)
+        if upload.stat().st_size == 0:
+            return _refused({"file": gettext("The file is empty.")})
+        try:
+            asset, created = await run_in_threadpool(
+                ingest_upload, context, upload, file.filename, actor
+            )
+        except MediaBusy as exc:
+            log.warning("page upload %r refused: %s", file.filename, exc)
+            refusal = _refused({"file": explain(exc).text}, status.HTTP_503_SERVICE_UNAVAILABLE)
+            refusal.headers.update(busy_response_headers(exc))
+            return refusal
+        except AudioError as exc:
+            log.info("page upload %r refused: %s", file.filename, exc)
+            return _refused({"file": explain(exc).text})
     body = asset_json(asset) | {"created": created}
     return JSONResponse(body, status_code=201 if created else 200)
 

@@ -84,6 +84,13 @@ CODES: dict[str, tuple[str, str | None]] = {
         ),
         None,
     ),
+    "media_busy": (
+        N_(
+            "The server is busy converting other recordings. Nothing was saved; try again in "
+            "%(seconds)s seconds."
+        ),
+        "file",
+    ),
 }
 """Every ``code`` a domain error may carry, with its sentence (msgid) and field."""
 

@@ -14,6 +14,7 @@ import pytest
 from fastapi import HTTPException
 
 from server.alerts.service import AlertError
+from server.audio.gate import MediaBusy
 from server.i18n import language
 from server.programmes.recurrence import RecurrenceError
 from server.programmes.service import ProgrammeError
@@ -251,6 +252,12 @@ CODED = {
         "audio_id",
         "Âm thanh nặng 300 KiB; một cảnh báo chỉ mang được tối đa 256 KiB. Hãy rút ngắn hoặc "
         "dùng bản tin thu sẵn.",
+    ),
+    "media_busy": (
+        MediaBusy(30),
+        "file",
+        "Máy chủ đang bận chuyển đổi các bản ghi khác. Chưa có gì được lưu; hãy thử lại sau 30 "
+        "giây.",
     ),
 }
 

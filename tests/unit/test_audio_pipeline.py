@@ -18,7 +18,7 @@ from server.audio import ffmpeg as ffmpeg_module
 from server.audio import pipeline
 from server.audio.limiter import limit
 from server.audio.measure import integrated_lufs, true_peak_dbtp, true_peak_envelope
-from server.audio.pipeline import AudioTargets, decode, process_audio
+from server.audio.pipeline import AudioTargets, process_audio
 from server.audio.store import AudioStore
 from server.audio.synth import demo_bulletin_wav, sine_wav, speech_like
 from tests.audio_samples import FORMATS, loud_audio, make_audio, quiet_audio, truncated
@@ -168,14 +168,16 @@ def test_too_long_is_refused_without_decoding_it_all() -> None:
 
 def test_a_hung_decoder_is_killed() -> None:
     with pytest.raises(AudioError, match=r"slow\.wav: ffmpeg took longer than 0 s"):
-        decode(make_audio("wav", 1.0), "slow.wav", AudioTargets(ffmpeg_timeout_s=0.0001))
+        process_audio(make_audio("wav", 1.0), "slow.wav", AudioTargets(ffmpeg_timeout_s=0.0001))
 
 
 def test_a_hung_encoder_is_killed() -> None:
     pcm = speech_like(5.0)
     codec = pipeline.delivery_codec(TARGETS)
     with pytest.raises(AudioError, match=r"slow\.wav: encoding took longer than 0 s"):
-        pipeline._encode_and_decode(pcm, codec, "slow.wav", AudioTargets(ffmpeg_timeout_s=0.001))
+        pipeline._encode_and_verify(
+            lambda: iter([pcm]), codec, "slow.wav", AudioTargets(ffmpeg_timeout_s=0.001)
+        )
 
 
 # --- meters and limiter ---------------------------------------------------------
