@@ -44,6 +44,7 @@ def read_system(context: ContextDep, session: SessionDep, actor: ActorDep) -> di
             "health_writer": context.health.ingest.queue_stats(),
             "alarm_notifier": context.health.notifier.queue_stats(),
         },
+        "media": context.media.as_dict(),
         "intrusions": context.ingestor.intrusions,
         "signing_key": context.keys.signing_key.kid,
     }

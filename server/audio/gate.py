@@ -59,6 +59,17 @@ class MediaGate:
         self.refused = 0
         self._mean_job_s = FIRST_GUESS_S
 
+    def as_dict(self) -> dict[str, int]:
+        """What ``GET /api/v1/system`` shows of the conversions."""
+        with self._changed:
+            return {
+                "jobs": self.jobs,
+                "running": self.running,
+                "queue": self.queue,
+                "waiting": self.waiting,
+                "refused": self.refused,
+            }
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Hold one conversion slot for the ``with`` block, or raise MediaBusy."""

@@ -56,6 +56,8 @@ def test_a_full_server_says_busy_with_retry_after_and_stores_nothing(app: TestCl
 
     again = api.post("/api/v1/audio", files={"file": ("tin.mp3", make_audio("mp3", 2.0))})
     assert again.status_code == 201, again.text  # once the slot is free, the retry works
+    media = api.get("/api/v1/system").json()["media"]  # what an administrator watches
+    assert media == {"jobs": 1, "running": 0, "queue": 0, "waiting": 0, "refused": 1}
 
 
 def test_the_page_says_busy_in_vietnamese_under_the_file_field(app: TestClient) -> None:
