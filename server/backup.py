@@ -21,9 +21,7 @@ import enum
 import hashlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 from sqlalchemy import Engine, text
 
+from loaxa_protocol.durable import atomic_file
 from loaxa_protocol.errors import StorageError
 from server.db import make_engine, utcnow
 from server.schema import FOREIGN_TABLES, load_metadata, state, upgrade
@@ -154,11 +153,10 @@ def write_backup(settings: Settings, out: Path) -> BackupSummary:
         engine.dispose()
         raise StorageError("the database is not at this version's schema: run `loaxa db upgrade`")
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     digests: dict[str, str] = {}
     files = 0
     try:
-        with os.fdopen(handle, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        with atomic_file(out, mode=0o600) as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
             with _snapshot(engine) as connection:
                 tables = _dump_tables(connection, archive, digests)
             for path, relative in _data_files(settings):
@@ -176,12 +174,8 @@ def write_backup(settings: Settings, out: Path) -> BackupSummary:
                 "sha256": digests,
             }
             _add_bytes(archive, MANIFEST, json.dumps(manifest, indent=1).encode())
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temp_name, out)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise StorageError(f"cannot write the backup {out}: {exc}") from exc
     finally:
         engine.dispose()
     return BackupSummary(out, at.current or "", tables, files, out.stat().st_size)

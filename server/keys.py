@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -20,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from loaxa_protocol import KeyEntry, SigningKey
+from loaxa_protocol.durable import write_atomically
 from loaxa_protocol.errors import StorageError
 from server.settings import Settings
 
@@ -38,16 +38,9 @@ URL_SECRET_FILE = "url_secret"
 def _write_private(path: Path, data: bytes) -> None:
     """Write a secret atomically with mode 0600 from the first byte on."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, data, mode=0o600)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc}") from exc
 
 

@@ -20,12 +20,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 
+from loaxa_protocol.durable import write_atomically
 from loaxa_protocol.errors import FetchError
-from node_firmware.drivers.disk import fsync_dir, sha256_of
+from node_firmware.drivers.disk import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,9 @@ class AudioCache:
         if target.is_file():
             return self.path(sha)  # marks it used
         self.make_room(len(data), for_sha=sha)
-        # Not a 64-hex name: never mistaken for a download, nor counted as audio.
-        fd, temp = tempfile.mkstemp(dir=self._partial_dir, prefix="inline-", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, target)
-            fsync_dir(self.root)
+            write_atomically(target, data)
         except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
             raise FetchError(f"io_error: storing inline audio {sha[:12]}: {exc}") from exc
         log.info("stored inline audio %s (%s bytes)", sha[:12], len(data))
         return target

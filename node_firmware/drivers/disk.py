@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from loaxa_protocol.durable import fsync_dir
 
-def fsync_dir(folder: Path) -> None:
-    """Flush a directory entry, so that a rename into it survives a power cut."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["fsync_dir", "sha256_of"]
 
 
 def sha256_of(path: Path) -> str:

@@ -14,9 +14,9 @@ import logging
 import os
 from pathlib import Path
 
+from loaxa_protocol.durable import write_atomically
 from loaxa_protocol.errors import StorageError
 from node_firmware.core.outbox import Outbox, OutboxEntry, decode, encode_ack, encode_add
-from node_firmware.drivers.disk import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,8 @@ class OutboxFile:
             self.rewrite(outbox.pending())
 
     def rewrite(self, pending: list[OutboxEntry]) -> None:
-        temp = self.dir / (LOG_NAME + ".tmp")
         try:
-            with temp.open("wb") as f:
-                f.write(b"".join(encode_add(e) for e in pending))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, self.path)
-            fsync_dir(self.dir)
+            write_atomically(self.path, b"".join(encode_add(e) for e in pending))
         except OSError as exc:
             raise StorageError(f"cannot rewrite the outbox {self.path}: {exc}") from exc
         self._written = len(pending)

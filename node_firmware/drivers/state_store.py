@@ -28,8 +28,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from loaxa_protocol.durable import fsync_dir
 from loaxa_protocol.errors import StorageError
-from node_firmware.drivers.disk import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 import struct
 import wave
 from functools import cache
 
 from loaxa_protocol import AudioRef
+from loaxa_protocol.durable import write_atomically
 from node_firmware.drivers.audio_cache import AudioCache
-from node_firmware.drivers.disk import fsync_dir
 
 RATE_HZ = 48_000
 DURATION_MS = 5_000
@@ -48,13 +47,7 @@ def ensure_test_tone(cache: AudioCache) -> AudioRef:
     target = cache.path(sha)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_suffix(".tone-tmp")
-        with temp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, target)
-        fsync_dir(target.parent)
+        write_atomically(target, data)
     return AudioRef(
         sha256=sha,
         size_bytes=len(data),

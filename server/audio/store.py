@@ -9,11 +9,10 @@ a crash leaves either the whole file or nothing under its final name.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from loaxa_protocol.durable import write_atomically
 from loaxa_protocol.errors import StorageError
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -39,17 +38,7 @@ class AudioStore:
         if final.exists():
             return sha256
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp_name, final)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(final.parent)  # make the rename itself survive a power cut
+        write_atomically(final, data)
         return sha256
 
     def exists(self, sha256: str) -> bool:
@@ -69,11 +58,3 @@ class AudioStore:
         except FileNotFoundError:
             return False
         return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
