@@ -59,7 +59,9 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(), host=host, port=port)
+    # Forwarded headers are the app's to judge (setting trusted_proxies), not uvicorn's:
+    # its default believes them from any local client.
+    uvicorn.run(create_app(), host=host, port=port, proxy_headers=False)
 
 
 @app.command()
