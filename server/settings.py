@@ -113,18 +113,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, gt=0, description="largest audio upload accepted"
     )
-    max_body_bytes: int = Field(
-        default=1024 * 1024,
-        ge=16 * 1024,
-        description="largest request body of every route but uploads and CAP XML (JSON, "
-        "forms); a bigger one is refused with 413 before it is read",
-    )
-    trusted_proxies: list[IPvAnyNetwork] = Field(
-        default_factory=list,
-        description="addresses or networks of the reverse proxies in front of the server; "
-        "X-Forwarded-For and X-Forwarded-Proto are believed only from these (the audit log's "
-        "source address and the per-address sign-in lock depend on it)",
-    )
     plan_horizon_h: float = Field(
         default=48, gt=0, description="how far ahead a station's plan reaches"
     )
@@ -342,6 +330,20 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="longest text read aloud as one item (5,000 characters is about 6 minutes)",
+    )
+
+    # ------------------------------------------------------------ HTTP edge
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="largest request body of every route but uploads and CAP XML (JSON, "
+        "forms); a bigger one is refused with 413 before it is read",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks of the reverse proxies in front of the server; "
+        "X-Forwarded-For and X-Forwarded-Proto are believed only from these (the audit log's "
+        "source address and the per-address sign-in lock depend on it)",
     )
 
     def __init__(self, config_file: Path | str | None = None, **values: Any) -> None:
