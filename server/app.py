@@ -217,7 +217,7 @@ def create_app(
         RequestSizeGate,
         limits=body_limits(settings),
         default_limit_bytes=settings.max_body_bytes,
-        default_setting="max_body_bytes",
+        default_why="setting max_body_bytes",
         signed_in=signed_in,
         api_prefix=API_PREFIX,
     )
@@ -231,7 +231,7 @@ def body_limits(settings: Settings) -> list[BodyLimit]:
     """The routes allowed more than ``max_body_bytes``; only signed-in callers get it."""
     upload = settings.max_upload_bytes + MULTIPART_SLACK_BYTES
     return [
-        BodyLimit("POST", f"{API_PREFIX}/audio/?", upload, "max_upload_bytes"),
-        BodyLimit("POST", "/audio/upload", upload, "max_upload_bytes", page_field="file"),
-        BodyLimit("POST", f"{API_PREFIX}/alerts/cap", CAP_MAX_BYTES, "the CAP limit of 8 MiB"),
+        BodyLimit("POST", f"{API_PREFIX}/audio/?", upload, "setting max_upload_bytes"),
+        BodyLimit("POST", "/audio/upload", upload, "setting max_upload_bytes", page_field="file"),
+        BodyLimit("POST", f"{API_PREFIX}/alerts/cap", CAP_MAX_BYTES, "the limit of a CAP message"),
     ]

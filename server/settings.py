@@ -342,7 +342,7 @@ class Settings(BaseSettings):
     trusted_proxies: list[IPvAnyNetwork] = Field(
         default_factory=list,
         description="addresses or networks of the reverse proxies in front of the server; "
-        "X-Forwarded-For and X-Forwarded-Proto are believed only from these (the audit log's "
+        "X-Forwarded-For is believed only from these (the audit log's "
         "source address and the per-address sign-in lock depend on it)",
     )
 

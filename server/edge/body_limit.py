@@ -41,8 +41,8 @@ class BodyLimit:
     path: str
     """a regular expression matched against the whole path"""
     limit_bytes: int
-    setting: str
-    """what sets the limit, so an operator knows which knob to turn"""
+    why: str
+    """what sets the limit ("setting max_upload_bytes"), so an operator knows what to turn"""
     page_field: str | None = None
     """for a page route: the form field its refusal belongs under"""
 
@@ -72,13 +72,13 @@ class RequestSizeGate:
         *,
         limits: Sequence[BodyLimit],
         default_limit_bytes: int,
-        default_setting: str,
+        default_why: str,
         signed_in: CredentialCheck,
         api_prefix: str,
     ) -> None:
         self.app = app
         self.limits = tuple(limits)
-        self.default = BodyLimit("*", ".*", default_limit_bytes, default_setting, "form")
+        self.default = BodyLimit("*", ".*", default_limit_bytes, default_why, "form")
         self.signed_in = signed_in
         self.api_prefix = api_prefix
 
@@ -135,7 +135,7 @@ class RequestSizeGate:
         limit = rule.limit_bytes
         detail = (
             f"request body too large: {scope['method']} {scope['path']} accepts at most "
-            f"{limit} bytes ({limit / 1024 / 1024:.1f} MiB, setting {rule.setting})"
+            f"{limit} bytes ({limit / 1024 / 1024:.1f} MiB; {rule.why})"
         )
         if rule.page_field == "file":
             return Refusal(413, detail, TOO_LARGE_PAGE, {"mb": max(1, limit // 1_000_000)})

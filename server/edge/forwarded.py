@@ -6,19 +6,19 @@ uvicorn does by default for 127.0.0.1) lets a local process write a false addres
 the audit log and step around the lock by sending a new one each try. Here the header
 counts only when the connection comes from one of ``trusted_proxies``; the chain is read
 from the right, skipping our own proxies, and the first address they did not add is the
-client. ``X-Forwarded-Proto`` is taken from a trusted proxy too. ``loaxa serve`` runs
+client. ``loaxa serve`` runs
 uvicorn with ``proxy_headers=False`` so that this is the only place that decides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import ip_address
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-Network = IPv4Network | IPv6Network
+from server.edge.outbound import Network
 
 
 def in_networks(host: str, networks: Sequence[Network]) -> bool:
@@ -50,7 +50,7 @@ def forwarded_client(peer: str, forwarded_for: str, trusted: Sequence[Network]) 
 
 
 class TrustedProxyMiddleware:
-    """Rewrites the ASGI ``client`` (and scheme) only for requests from ``trusted`` proxies."""
+    """Rewrites the ASGI ``client`` only for requests from ``trusted`` proxies."""
 
     def __init__(self, app: ASGIApp, trusted: Sequence[Network]) -> None:
         self.app = app
@@ -61,10 +61,6 @@ class TrustedProxyMiddleware:
         if scope["type"] in ("http", "websocket") and client and self.trusted:
             peer, port = client
             if in_networks(peer, self.trusted):
-                headers = Headers(scope=scope)
-                chain = ",".join(headers.getlist("x-forwarded-for"))
+                chain = ",".join(Headers(scope=scope).getlist("x-forwarded-for"))
                 scope = dict(scope, client=(forwarded_client(peer, chain, self.trusted), port))
-                proto = headers.get("x-forwarded-proto", "").strip().lower()
-                if proto in ("http", "https", "ws", "wss"):
-                    scope["scheme"] = proto
         await self.app(scope, receive, send)
