@@ -229,9 +229,11 @@ def create_app(
 
 def body_limits(settings: Settings) -> list[BodyLimit]:
     """The routes allowed more than ``max_body_bytes``; only signed-in callers get it."""
-    upload = settings.max_upload_bytes + MULTIPART_SLACK_BYTES
+    file_bytes = settings.max_upload_bytes
+    upload = file_bytes + MULTIPART_SLACK_BYTES
+    why = "setting max_upload_bytes"
     return [
-        BodyLimit("POST", f"{API_PREFIX}/audio/?", upload, "setting max_upload_bytes"),
-        BodyLimit("POST", "/audio/upload", upload, "setting max_upload_bytes", page_field="file"),
+        BodyLimit("POST", f"{API_PREFIX}/audio/?", upload, why, stated_bytes=file_bytes),
+        BodyLimit("POST", "/audio/upload", upload, why, page_field="file", stated_bytes=file_bytes),
         BodyLimit("POST", f"{API_PREFIX}/alerts/cap", CAP_MAX_BYTES, "the limit of a CAP message"),
     ]

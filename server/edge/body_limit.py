@@ -45,6 +45,9 @@ class BodyLimit:
     """what sets the limit ("setting max_upload_bytes"), so an operator knows what to turn"""
     page_field: str | None = None
     """for a page route: the form field its refusal belongs under"""
+    stated_bytes: int | None = None
+    """the limit as people know it, when the body may exceed it a little (multipart framing
+    around an upload of at most ``max_upload_bytes``)"""
 
     def matches(self, method: str, path: str) -> bool:
         return method == self.method and re.fullmatch(self.path, path) is not None
@@ -103,7 +106,7 @@ class RequestSizeGate:
             return
 
         received = 0
-        exceeded = False
+        exceeded = answered = False
 
         async def counted_receive() -> Message:
             nonlocal received, exceeded
@@ -117,7 +120,9 @@ class RequestSizeGate:
             return message
 
         async def quiet_send(message: Message) -> None:
-            if not exceeded:
+            nonlocal answered
+            if answered or not exceeded:  # an answer begun before the limit is finished
+                answered = True
                 await send(message)
 
         try:
@@ -125,14 +130,14 @@ class RequestSizeGate:
         except Exception:
             if not exceeded:
                 raise
-        if exceeded:
+        if exceeded and not answered:
             await self._refuse(scope, send, self._too_large(rule, scope))
 
     def _is_page(self, scope: Scope) -> bool:
         return not str(scope["path"]).startswith(self.api_prefix + "/")
 
     def _too_large(self, rule: BodyLimit, scope: Scope) -> Refusal:
-        limit = rule.limit_bytes
+        limit = rule.stated_bytes or rule.limit_bytes
         detail = (
             f"request body too large: {scope['method']} {scope['path']} accepts at most "
             f"{limit} bytes ({limit / 1024 / 1024:.1f} MiB; {rule.why})"
