@@ -133,6 +133,10 @@ def test_a_strangers_big_upload_is_refused_before_any_byte_is_read(server: Serve
     assert status == 303
     assert headers["location"].startswith("/login")
 
+    cap = {"Content-Type": "application/xml", "Content-Length": str(5 * MIB)}
+    status, _, body = answer_before_body(server, "POST", "/api/v1/alerts/cap", cap)
+    assert status == 401, body
+
     wrong_token = {**multipart, "Authorization": "Bearer lxa_not-a-real-token"}
     status, _, _ = answer_before_body(server, "POST", "/api/v1/audio", wrong_token)
     assert status == 401
