@@ -73,7 +73,9 @@ def serve(
         raise typer.Exit(2) from exc
     finally:
         engine.dispose()
-    uvicorn.run(create_app(settings), host=host, port=port)
+    # Forwarded headers are the app's to judge (setting trusted_proxies), not uvicorn's:
+    # its default believes them from any local client.
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=False)
 
 
 @app.command()

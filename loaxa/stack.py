@@ -153,7 +153,11 @@ class LocalStack:
         )
         self._app = create_app(settings)
         config = uvicorn.Config(
-            self._app, host="127.0.0.1", port=self.http_port, log_level="warning"
+            self._app,
+            host="127.0.0.1",
+            port=self.http_port,
+            log_level="warning",
+            proxy_headers=False,  # the app decides whom to believe (trusted_proxies)
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="server", daemon=True)

@@ -33,9 +33,10 @@ from server.api import keys as key_routes
 from server.api import programmes as programme_routes
 from server.api import reports as report_routes
 from server.api import tts as tts_routes
+from server.api.alerts import CAP_MAX_BYTES
 from server.api.audit import router as audit_router
 from server.api.errors import install_error_handlers
-from server.api.limits import UploadLimitMiddleware
+from server.api.limits import MULTIPART_SLACK_BYTES
 from server.areas import seed_areas
 from server.audio.store import AudioStore
 from server.auth import models as auth_models  # noqa: F401  (registers the account tables)
@@ -45,6 +46,10 @@ from server.auth.service import ensure_bootstrap_admin
 from server.commands.service import CommandService
 from server.context import ServerContext
 from server.db import create_tables, make_engine, utcnow
+from server.edge.body_limit import BodyLimit, RequestSizeGate
+from server.edge.credentials import signed_in
+from server.edge.forwarded import TrustedProxyMiddleware
+from server.edge.headers import SecurityHeadersMiddleware
 from server.fleet.bus import Bus, NullBus
 from server.fleet.ingest import Ingestor
 from server.fleet.link import FleetLink
@@ -206,11 +211,29 @@ def create_app(
     app.state.login_limiter = LoginRateLimiter(
         settings.login_max_failures, settings.login_window_minutes * 60
     )
+    # The last added runs first: headers on every answer (refusals included), then the
+    # client's true address, then the size gate before any route reads a byte.
     app.add_middleware(
-        UploadLimitMiddleware,
-        path=f"{API_PREFIX}/audio",
-        method="POST",
-        limit_bytes=settings.max_upload_bytes,
+        RequestSizeGate,
+        limits=body_limits(settings),
+        default_limit_bytes=settings.max_body_bytes,
+        default_why="setting max_body_bytes",
+        signed_in=signed_in,
+        api_prefix=API_PREFIX,
     )
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
+    app.add_middleware(SecurityHeadersMiddleware, api_prefix=API_PREFIX)
     install_error_handlers(app)
     return app
+
+
+def body_limits(settings: Settings) -> list[BodyLimit]:
+    """The routes allowed more than ``max_body_bytes``; only signed-in callers get it."""
+    file_bytes = settings.max_upload_bytes
+    upload = file_bytes + MULTIPART_SLACK_BYTES
+    why = "setting max_upload_bytes"
+    return [
+        BodyLimit("POST", f"{API_PREFIX}/audio/?", upload, why, stated_bytes=file_bytes),
+        BodyLimit("POST", "/audio/upload", upload, why, page_field="file", stated_bytes=file_bytes),
+        BodyLimit("POST", f"{API_PREFIX}/alerts/cap", CAP_MAX_BYTES, "the limit of a CAP message"),
+    ]

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         le=30,
         description="how long saving a programme waits for a stream URL to answer the "
         "is-it-audio check",
+    )
+    stream_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="private networks (e.g. 10.20.0.0/16, an Icecast on the provincial "
+        "intranet) the stream check may reach; public addresses are always allowed, loopback, "
+        "link-local, multicast and this host's own addresses never",
     )
     audio_url_ttl_h: float = Field(
         default=72, gt=0, description="lifetime of a signed audio download URL"
@@ -363,6 +369,20 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="longest text read aloud as one item (5,000 characters is about 6 minutes)",
+    )
+
+    # ------------------------------------------------------------ HTTP edge
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=16 * 1024,
+        description="largest request body of every route but uploads and CAP XML (JSON, "
+        "forms); a bigger one is refused with 413 before it is read",
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="addresses or networks of the reverse proxies in front of the server; "
+        "X-Forwarded-For is believed only from these (the audit log's "
+        "source address and the per-address sign-in lock depend on it)",
     )
 
     def __init__(self, config_file: Path | str | None = None, **values: Any) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, Field
 from sqlmodel import col, select
 
-from loaxa_protocol import KeyEntry
+from loaxa_protocol import KeyEntry, TrustUpdate
 from server.api.deps import ClockDep, ContextDep, SessionDep
 from server.audit.log import record_audit
 from server.auth.deps import ActorDep, authorize, client_ip
@@ -17,6 +17,13 @@ from server.models import Area
 from server.planning.trust import KeyRotation
 
 router = APIRouter(prefix="/keys", tags=["keys"])
+
+MAX_TRUSTED_KEYS = next(
+    int(rule.max_length)
+    for rule in TrustUpdate.model_fields["keys"].metadata
+    if hasattr(rule, "max_length")
+)
+"""The most keys one trust update (what a station holds) may carry."""
 
 
 class KeysPublic(BaseModel):
@@ -59,6 +66,7 @@ def rotate_signing_key(
     roots = session.exec(select(Area.code).where(col(Area.parent_code).is_(None))).all()
     authorize(actor, Action.KEYS_MANAGE, roots, session, object_type="key", object_id="plan")
     grace = timedelta(hours=body.grace_hours)
+    _check_room_for_a_key(context.keys.trusted_entries(clock()))
     rotation = KeyRotation(context.engine, context.keys, context.bus, context.publisher, clock)
     done = rotation.rotate(grace)
     record_audit(
@@ -73,3 +81,17 @@ def rotate_signing_key(
     )
     session.commit()
     return RotateResult(**done._asdict())
+
+
+def _check_room_for_a_key(trusted: list[KeyEntry]) -> None:
+    """Refuse before rotating: a trust update that cannot be sent would leave stations
+    refusing every plan signed by a key they were never told about."""
+    if len(trusted) < MAX_TRUSTED_KEYS:
+        return
+    first_free = min(k.valid_until for k in trusted if k.valid_until is not None)
+    raise HTTPException(
+        status.HTTP_409_CONFLICT,
+        f"stations trust at most {MAX_TRUSTED_KEYS} keys and {len(trusted)} are trusted now "
+        f"(rotated-out keys stay trusted for their grace period; the first expires at "
+        f"{first_free.isoformat()}): rotate again after that",
+    )

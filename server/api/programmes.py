@@ -61,7 +61,7 @@ from server.programmes.models import (
     StationGroupUpdate,
     Timeline,
 )
-from server.programmes.probe import probe_stream
+from server.programmes.probe import policy_from, probe_stream
 from server.programmes.reach import clear_holds, holds_of, retry_holds, settle_reach
 from server.programmes.recurrence import RecurrenceError, fmt_local, to_local, validate_timing
 from server.programmes.service import (
@@ -176,10 +176,17 @@ def _probe(context: ServerContext, spec: ProgrammeSpec, before: ProgrammeSpec | 
         {i.url for i in before.items if isinstance(i, StreamItem)} if before is not None else set()
     )
     warnings: list[str] = []
-    for number, item in enumerate(spec.items, start=1):
-        if not isinstance(item, StreamItem) or item.url in known:
-            continue
-        result = probe_stream(item.url, context.settings.stream_probe_timeout_s)
+    streams = [
+        (number, item)
+        for number, item in enumerate(spec.items, start=1)
+        if isinstance(item, StreamItem) and item.url not in known
+    ]
+    if not streams:
+        return warnings
+    settings = context.settings
+    policy = policy_from(settings.stream_allowed_networks, settings.public_url)
+    for number, item in streams:
+        result = probe_stream(item.url, settings.stream_probe_timeout_s, policy)
         if result.error is not None:
             raise ProgrammeError(f"items[{number}]: {result.error}")
         if result.warning is not None:

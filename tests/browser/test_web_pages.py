@@ -9,7 +9,6 @@ saved to docs/img/ for the README.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -232,18 +231,14 @@ def test_a_360_px_phone_never_scrolls_sideways(
 
 
 @pytest.fixture(scope="module")
-def radio() -> Iterator[str]:
-    """A local "VOV1": an HTTP audio stream the server's probe accepts."""
-    from http.server import ThreadingHTTPServer
-
+def radio(stack: LocalStack) -> Iterator[str]:
+    """A "VOV1" on the province's intranet: an HTTP audio stream the server's probe accepts."""
     from tests.integration.test_pages_programme_form import Radio
+    from tests.intranet import intranet_server
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Radio)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/vov1.mp3"
-    server.shutdown()
-    server.server_close()
+    with intranet_server(Radio) as server:
+        stack.context.settings.stream_allowed_networks = [server.network]
+        yield f"{server.base_url}/vov1.mp3"
 
 
 MORNING_TEXT = "Sáng nay 6h30, thôn Nà Rị họp tại nhà văn hoá; mời 2 người mỗi hộ."

@@ -10,10 +10,9 @@ Real app, real espeak-ng and ffmpeg, a real local HTTP "radio" for the stream pr
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from server.programmes.models import Programme, StationGroup, StationGroupMember
 from tests.audio_samples import make_audio
 from tests.integration.auth_helpers import authenticate, bearer, context_of, make_token
 from tests.integration.test_server_api import RecordingBus, make_settings
+from tests.intranet import intranet_server
 
 COMMUNE = "01273"
 NOW = datetime(2025, 7, 1, 1, 30, tzinfo=UTC)  # Tuesday 1 July 2025, 08:30 in Vietnam
@@ -49,13 +49,11 @@ class Radio(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def radio() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Radio)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def radio(app: TestClient) -> Iterator[str]:
+    """The channel on the province's intranet, which the settings allow the check to reach."""
+    with intranet_server(Radio) as server:
+        context_of(app).settings.stream_allowed_networks = [server.network]
+        yield server.base_url
 
 
 @pytest.fixture

@@ -7,10 +7,9 @@ probes; a recording bus instead of MQTT and an injected clock, so the week is fi
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from server.reports.planned import PlannedItem
 from tests.audio_samples import make_audio
 from tests.integration.auth_helpers import authenticate, bearer, context_of, make_token
 from tests.integration.test_server_api import RecordingBus, make_settings, register, upload
+from tests.intranet import IntranetServer, intranet_server
 
 NOW = datetime(2026, 12, 6, 15, 0, tzinfo=UTC)  # Sun 22:00 local
 COMMUNE_A, COMMUNE_B = "01273", "01279"
@@ -59,13 +59,17 @@ class AudioStreamHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def stream_server() -> Iterator[str]:
+def intranet() -> Iterator[IntranetServer]:
     AudioStreamHandler.mp3 = make_audio("mp3", 1.0)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), AudioStreamHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with intranet_server(AudioStreamHandler) as server:
+        yield server
+
+
+@pytest.fixture
+def stream_server(client: TestClient, intranet: IntranetServer) -> str:
+    """A channel on the province's intranet, which the settings allow the check to reach."""
+    context_of(client).settings.stream_allowed_networks = [intranet.network]
+    return intranet.base_url
 
 
 @pytest.fixture
@@ -333,12 +337,13 @@ def test_streams_are_probed_not_audio_is_refused_unreachable_is_a_warning(
     )
     response = client.post(f"{API}/programmes", json=page)
     assert response.status_code == 422
-    assert "is not audio (Content-Type 'text/html'" in response.json()["detail"]
+    assert response.json()["detail"] == f"items[1]: stream {stream_server}/page is not audio"
     missing = programme(
         "missing", items=[{"kind": "stream", "url": f"{stream_server}/nope", "window_min": 10}]
     )
     response = client.post(f"{API}/programmes", json=missing)
-    assert response.status_code == 422 and "HTTP 404" in response.json()["detail"]
+    assert response.json()["detail"] == f"items[1]: stream {stream_server}/nope is not audio"
+    assert response.status_code == 422 and "404" not in response.json()["detail"]
     down = programme(
         "down", items=[{"kind": "stream", "url": "http://127.0.0.1:9/vov1", "window_min": 10}]
     )
