@@ -82,6 +82,11 @@ class SealedBox(BaseModel):
     ciphertext: str = Field(description="ChaCha20-Poly1305 output, base64url")
 
 
+def key_fingerprint(public_key: str) -> str:
+    """Short and stable: what a technician compares between the page and the station's log."""
+    return hashlib.sha256(public_key.encode("ascii")).hexdigest()[:12]
+
+
 def new_station_key() -> X25519PrivateKey:
     return X25519PrivateKey.generate()
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
-from loaxa_protocol.enrolment import EnrolmentAsk, SealedBox
+from loaxa_protocol.enrolment import EnrolmentAsk, SealedBox, key_fingerprint
 from server.api.deps import ContextDep, SessionDep
 from server.auth.deps import ActorDep, authorize, client_ip, visible_areas
 from server.auth.permissions import Action
@@ -192,7 +192,7 @@ def pending_view(found: EnrolmentRequest, area_code: str) -> PendingRequest:
         id=found.id,
         area_code=area_code,
         hostname=found.hostname,
-        key_fingerprint=service.key_fingerprint(found.public_key),
+        key_fingerprint=key_fingerprint(found.public_key),
         source_ip=found.source_ip,
         requested_at=found.requested_at,
         last_poll_at=found.last_poll_at,

@@ -9,7 +9,6 @@ enrolment door is someone trying codes, or a stolen sticker).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from loaxa_protocol.enrolment import (
     EnrolmentAsk,
     SealedBox,
     claim_digest,
+    key_fingerprint,
     new_claim_code,
     normalise_claim_code,
     seal,
@@ -29,10 +29,13 @@ from server.api.stations import register_station
 from server.areas import subtree_codes
 from server.audit.log import record_audit
 from server.auth.actor import SYSTEM, Actor
+from server.auth.admin import cli_actor, database
 from server.context import ServerContext
+from server.db import utcnow
 from server.enrolment.claims import ClaimFacts, Refusal, judge
 from server.enrolment.models import ClaimCode, EnrolmentRequest, RequestState
 from server.models import Area, StationCreate
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +234,6 @@ def sealed_answer(request: EnrolmentRequest) -> SealedBox | None:
     return SealedBox.model_validate(request.sealed) if request.sealed else None
 
 
-def key_fingerprint(public_key: str) -> str:
-    """Short and stable: what the technician compares with the station's screen or log."""
-    return hashlib.sha256(public_key.encode("ascii")).hexdigest()[:12]
-
-
 def _claim_and_request(
     session: Session, body: EnrolmentAsk, source_ip: str | None, now: datetime
 ) -> tuple[ClaimCode, EnrolmentRequest | None]:
@@ -297,3 +295,15 @@ def _refuse(
             key_fingerprint(body.public_key),
         )
     return EnrolmentRefused(refusal)
+
+
+def issue_claim_codes_from_shell(
+    settings: Settings, area_code: str, count: int, valid_days: float
+) -> list[str]:
+    """``loaxa station claim-codes``: codes issued on the server itself, audited as the OS user."""
+    with database(settings) as session:
+        issued = create_claim_codes(
+            session, cli_actor(), area_code, count, timedelta(days=valid_days), utcnow()
+        )
+        session.commit()
+        return [code for _, code in issued]
