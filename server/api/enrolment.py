@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from loaxa_protocol.enrolment import EnrolmentAsk, SealedBox, key_fingerprint
 from server.api.deps import ContextDep, SessionDep
+from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, client_ip, visible_areas
 from server.auth.permissions import Action
 from server.auth.ratelimit import LoginRateLimiter
@@ -200,7 +201,7 @@ def pending_view(found: EnrolmentRequest, area_code: str) -> PendingRequest:
 
 
 def read_request_in_scope(
-    session: Session, actor: ActorDep, request_id: int
+    session: Session, actor: Actor, request_id: int
 ) -> tuple[EnrolmentRequest, ClaimCode]:
     found = session.get(EnrolmentRequest, request_id)
     claim = session.get(ClaimCode, found.claim_id) if found is not None else None

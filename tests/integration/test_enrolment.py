@@ -276,3 +276,48 @@ def test_claim_codes_from_the_command_line_work_at_the_door(
         capture_output=True, text=True, env=settings_env, timeout=120, check=False,
     )  # fmt: skip
     assert wrong.returncode == 2 and "area 'zz' is not a known area" in wrong.stderr
+
+
+def test_a_technician_approves_from_the_waiting_stations_page(stack: LocalStack) -> None:
+    stack.create_user("kythuat", "mat-khau-rat-dai-2", [("technician", PROVINCE)])
+    (code,) = claim_codes(stack, 1)
+    key = fresh_key()
+    request_id = station_ask(stack, code, key).json()["request_id"]
+    with stack.sign_in("kythuat", "mat-khau-rat-dai-2") as browser:
+        page = browser.get("/enrolment")
+        assert page.status_code == 200
+        html = page.text
+        assert "Trạm chờ duyệt" in html and "Dấu vân tay khóa" in html
+        assert key_fingerprint(key) in html and "loa-test" in html
+        assert 'href="/enrolment"' in html  # in the technician's menu
+        assert "<script>" not in html and "style=" not in html  # the strict CSP allows neither
+
+        browser.cookies.set("loaxa_lang", "en")
+        assert "Waiting stations" in browser.get("/enrolment").text
+
+        refused = browser.post(
+            f"/enrolment/{request_id}/approve",
+            data={"name": "Cụm loa Nà Rị", "area_code": COMMUNE, "latitude": "x", "longitude": ""},
+        )
+        assert refused.status_code == 422 and "latitude and longitude" in refused.text
+        approved = browser.post(
+            f"/enrolment/{request_id}/approve",
+            data={
+                "name": "Cụm loa Nà Rị",
+                "area_code": COMMUNE,
+                "latitude": "22,666",
+                "longitude": "106.257",
+            },
+        )
+        assert approved.status_code == 303
+        assert "No station is waiting." in browser.get("/enrolment").text
+
+        made = browser.post("/enrolment/claim-codes", data={"area_code": COMMUNE, "count": "3"})
+        assert made.status_code == 200
+        shown = made.text.split('<pre id="claim-codes">')[1].split("</pre>")[0].split()
+        assert len(shown) == 3
+    answer = station_ask(stack, code, key, path="poll")
+    assert answer.status_code == 200 and answer.json()["station_id"].startswith("st-01273-")
+    station = stack.api("GET", f"/api/v1/stations/{answer.json()['station_id']}")
+    assert (station["name"], station["latitude"]) == ("Cụm loa Nà Rị", 22.666)
+    assert station_ask(stack, shown[0], fresh_key()).status_code == 202
