@@ -113,20 +113,30 @@ def load_private_key(raw: bytes) -> X25519PrivateKey:
 
 def seal(public_key: str, plaintext: bytes) -> SealedBox:
     """Encrypt ``plaintext`` so that only the holder of ``public_key``'s private half reads it."""
-    try:
-        recipient = X25519PublicKey.from_public_bytes(_b64d(public_key))
-    except ValueError as exc:
-        raise EnrolmentError(f"not an X25519 public key: {exc}") from exc
     ephemeral = X25519PrivateKey.generate()
     ephemeral_public = ephemeral.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    key = _box_key(ephemeral.exchange(recipient), ephemeral_public, _b64d(public_key))
+    try:
+        recipient = X25519PublicKey.from_public_bytes(_b64d(public_key))
+        shared = ephemeral.exchange(recipient)  # refuses low-order points (all-zero secret)
+    except ValueError as exc:
+        raise EnrolmentError(f"not a usable X25519 public key: {exc}") from exc
+    key = _box_key(shared, ephemeral_public, _b64d(public_key))
     nonce = os.urandom(12)
     ciphertext = ChaCha20Poly1305(key).encrypt(nonce, plaintext, ephemeral_public)
     return SealedBox(
         ephemeral_key=_b64e(ephemeral_public), nonce=_b64e(nonce), ciphertext=_b64e(ciphertext)
     )
+
+
+def is_usable_public_key(public_key: str) -> bool:
+    """Whether a config can be sealed to this key (checked when a station first asks)."""
+    try:
+        seal(public_key, b"")
+    except EnrolmentError:
+        return False
+    return True
 
 
 def open_box(private_key: X25519PrivateKey, box: SealedBox) -> bytes:

@@ -20,6 +20,7 @@ from loaxa_protocol.enrolment import (
     EnrolmentAsk,
     SealedBox,
     claim_digest,
+    is_usable_public_key,
     key_fingerprint,
     new_claim_code,
     normalise_claim_code,
@@ -239,6 +240,8 @@ def _claim_and_request(
 ) -> tuple[ClaimCode, EnrolmentRequest | None]:
     if normalise_claim_code(body.claim_code) is None:
         raise _refuse(session, Refusal.MALFORMED, body, source_ip)
+    if not is_usable_public_key(body.public_key):
+        raise _refuse(session, Refusal.MALFORMED, body, source_ip, "unusable public key")
     claim = session.exec(
         select(ClaimCode).where(ClaimCode.code_hash == claim_digest(body.claim_code))
     ).first()

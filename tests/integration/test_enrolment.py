@@ -181,6 +181,8 @@ def test_unknown_replayed_and_expired_codes_are_refused_and_audited(stack: Local
     assert unknown.status_code == 403 and unknown.json()["detail"]["reason"] == "unknown"
     malformed = station_ask(stack, "12345", fresh_key(), ip="127.0.0.3")
     assert malformed.status_code == 422
+    low_order_key = station_ask(stack, claim_codes(stack, 1)[0], "A" * 43, ip="127.0.0.3")
+    assert low_order_key.status_code == 422  # nothing could ever be sealed to it
 
     time.sleep(2.0)  # 0.00002 days is 1.7 s
     expired = station_ask(stack, short_lived, fresh_key(), ip="127.0.0.4")
@@ -189,6 +191,7 @@ def test_unknown_replayed_and_expired_codes_are_refused_and_audited(stack: Local
     refusals = audit(stack, "enrolment.refused")
     assert sorted(e["after"]["reason"] for e in refusals) == [
         "expired",
+        "malformed",
         "malformed",
         "replayed",
         "replayed",

@@ -14,6 +14,7 @@ import yaml
 from loaxa_protocol.enrolment import (
     EnrolmentError,
     claim_digest,
+    is_usable_public_key,
     new_claim_code,
     new_station_key,
     normalise_claim_code,
@@ -152,3 +153,11 @@ def test_a_pre_enrolment_file_may_not_carry_identity_or_secrets(tmp_path: Path) 
         ConfigError, match="may only hold data_dir, modem, player, relay; found mqtt"
     ):
         enrol("http://x", "code", path, transport=httpx.MockTransport(_never))
+
+
+def test_a_low_order_public_key_cannot_be_sealed_to() -> None:
+    zero_point = "A" * 43  # 32 zero bytes: every exchange with it gives an all-zero secret
+    assert not is_usable_public_key(zero_point)
+    assert is_usable_public_key(public_key_text(new_station_key()))
+    with pytest.raises(EnrolmentError, match="not a usable X25519 public key"):
+        seal(zero_point, b"secret")
