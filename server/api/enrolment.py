@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from loaxa_protocol.enrolment import EnrolmentAsk, SealedBox, key_fingerprint
-from server.api.deps import ContextDep, SessionDep
+from server.api.deps import ContextDep, DbId, SessionDep
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, client_ip, visible_areas
 from server.auth.permissions import Action
@@ -222,7 +222,7 @@ def read_request_in_scope(
 
 @router.post("/requests/{request_id}/approve", response_model=PendingRequest)
 def approve_enrolment_request(
-    request_id: int, body: Approval, session: SessionDep, context: ContextDep, actor: ActorDep
+    request_id: DbId, body: Approval, session: SessionDep, context: ContextDep, actor: ActorDep
 ) -> PendingRequest:
     """Place the station and register it; it collects its config at its next poll."""
     found, claim = read_request_in_scope(session, actor, request_id)
@@ -237,7 +237,7 @@ def approve_enrolment_request(
 
 @router.post("/requests/{request_id}/reject", response_model=PendingRequest)
 def reject_enrolment_request(
-    request_id: int, session: SessionDep, context: ContextDep, actor: ActorDep
+    request_id: DbId, session: SessionDep, context: ContextDep, actor: ActorDep
 ) -> PendingRequest:
     found, claim = read_request_in_scope(session, actor, request_id)
     try:

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
 from loaxa_protocol.enrolment import key_fingerprint
-from server.api.deps import ContextDep, SessionDep
+from server.api.deps import ContextDep, DbId, SessionDep
 from server.api.enrolment import read_request_in_scope
 from server.areas import subtree_codes
 from server.auth.actor import Actor
@@ -96,7 +96,7 @@ def issue_claim_codes(
 @router.post("/enrolment/{request_id}/approve", response_class=HTMLResponse)
 def approve(
     request: Request,
-    request_id: int,
+    request_id: DbId,
     session: SessionDep,
     context: ContextDep,
     actor: PageActorDep,
@@ -136,7 +136,7 @@ def approve(
 
 @router.post("/enrolment/{request_id}/reject")
 def reject(
-    request_id: int, session: SessionDep, context: ContextDep, actor: PageActorDep
+    request_id: DbId, session: SessionDep, context: ContextDep, actor: PageActorDep
 ) -> Response:
     found, _ = read_request_in_scope(session, actor, request_id)
     try:
