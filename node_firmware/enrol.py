@@ -105,7 +105,12 @@ def enrol(
         attempt = 0
         while answer.get("sealed") is None:
             wait = backoff.delay(attempt, answer.get("retry_after_s"), random.random())
-            log.info("waiting for a technician to approve request %s", answer.get("request_id"))
+            # Once at INFO: a box may wait days for a technician, polling every few seconds.
+            log.log(
+                logging.INFO if attempt == 0 else logging.DEBUG,
+                "waiting for a technician to approve request %s",
+                answer.get("request_id"),
+            )
             sleep(wait)
             attempt += 1
             answer = _call_until_answered(http, "/api/v1/enrolment/poll", body, backoff, sleep)

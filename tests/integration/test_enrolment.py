@@ -14,7 +14,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import yaml
 from loaxa.stack import LocalStack
 from loaxa_protocol.enrolment import key_fingerprint, new_station_key, public_key_text
 from tests.audio_samples import make_audio
+from tests.integration.test_broker_security import wait_until
 
 COMMUNE, LATITUDE, LONGITUDE = "01273", 22.666, 106.257
 PROVINCE = "04"
@@ -35,17 +36,6 @@ PROVINCE = "04"
 def stack(tmp_path: Path, mosquitto) -> Iterator[LocalStack]:
     with LocalStack(tmp_path / "stack", mosquitto.host, mosquitto.port) as running:
         yield running
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def claim_codes(stack: LocalStack, count: int, area: str = PROVINCE, days: float = 30) -> list[str]:
