@@ -29,13 +29,15 @@ from loaxa_protocol.enrolment import (
 from server.api.stations import register_station
 from server.areas import subtree_codes
 from server.audit.log import record_audit
+from server.audit.models import AuditEntry
 from server.auth.actor import SYSTEM, Actor
 from server.auth.admin import cli_actor, database
 from server.context import ServerContext
 from server.db import utcnow
 from server.enrolment.claims import ClaimFacts, Refusal, judge
 from server.enrolment.models import ClaimCode, EnrolmentRequest, RequestState
-from server.models import Area, StationCreate
+from server.fleet.ingest import INTRUSION_KIND
+from server.models import Area, StationCreate, StationEvent
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,7 @@ def poll(
     """The station's request as it stands; the first collection of an answer is audited."""
     _, request = _claim_and_request(session, body, source_ip, now)
     if request is None:  # a valid, unused code: the station must ask before it polls
-        raise _refuse(session, Refusal.UNKNOWN, body, source_ip, "polled before asking")
+        raise _refuse(session, Refusal.UNKNOWN, body, source_ip, now, "polled before asking")
     request.last_poll_at = now
     if request.state == RequestState.APPROVED.value:
         request.state = RequestState.COLLECTED.value
@@ -235,13 +237,47 @@ def sealed_answer(request: EnrolmentRequest) -> SealedBox | None:
     return SealedBox.model_validate(request.sealed) if request.sealed else None
 
 
+@dataclass(frozen=True)
+class RefusalSeen:
+    """One refused claim code, as the waiting page lists it."""
+
+    at: datetime
+    reason: str
+    source_ip: str | None
+    code: str
+    area_code: str | None
+
+
+def recent_refusals(session: Session, since: datetime, limit: int = 50) -> list[RefusalSeen]:
+    """Refused claim codes since ``since``, newest first, read back from the audit log."""
+    query = (
+        select(AuditEntry)
+        .where(AuditEntry.action == "enrolment.refused", col(AuditEntry.at) >= since)
+        .order_by(col(AuditEntry.id).desc())
+        .limit(limit)
+    )
+    seen = []
+    for entry in session.exec(query).all():
+        after = json.loads(entry.after) if entry.after else {}
+        seen.append(
+            RefusalSeen(
+                entry.at,
+                str(after.get("reason")),
+                entry.source_ip,
+                entry.object_id,
+                after.get("area"),
+            )
+        )
+    return seen
+
+
 def _claim_and_request(
     session: Session, body: EnrolmentAsk, source_ip: str | None, now: datetime
 ) -> tuple[ClaimCode, EnrolmentRequest | None]:
     if normalise_claim_code(body.claim_code) is None:
-        raise _refuse(session, Refusal.MALFORMED, body, source_ip)
+        raise _refuse(session, Refusal.MALFORMED, body, source_ip, now)
     if not is_usable_public_key(body.public_key):
-        raise _refuse(session, Refusal.MALFORMED, body, source_ip, "unusable public key")
+        raise _refuse(session, Refusal.MALFORMED, body, source_ip, now, "unusable public key")
     claim = session.exec(
         select(ClaimCode).where(ClaimCode.code_hash == claim_digest(body.claim_code))
     ).first()
@@ -259,7 +295,8 @@ def _claim_and_request(
         )
     refusal = judge(facts, body.public_key, now)
     if refusal is not None:
-        raise _refuse(session, refusal, body, source_ip, claim=claim)
+        station_id = request.station_id if request is not None else None
+        raise _refuse(session, refusal, body, source_ip, now, claim=claim, station_id=station_id)
     assert claim is not None
     return claim, request
 
@@ -269,8 +306,10 @@ def _refuse(
     refusal: Refusal,
     body: EnrolmentAsk,
     source_ip: str | None,
+    now: datetime,
     detail: str = "",
     claim: ClaimCode | None = None,
+    station_id: str | None = None,
 ) -> EnrolmentRefused:
     """Audit a refusal and log it as an intrusion; the caller raises what this returns."""
     hint = claim.hint if claim is not None else (normalise_claim_code(body.claim_code) or "")[-4:]
@@ -289,6 +328,20 @@ def _refuse(
         },
         source_ip=source_ip,
     )
+    if station_id is not None and refusal is Refusal.REPLAYED:
+        # Someone holds the code of a station already in service: the intrusion watch's
+        # kind of event, in that station's log.
+        session.add(
+            StationEvent(
+                station_id=station_id,
+                kind=INTRUSION_KIND,
+                reason="enrolment_replayed",
+                detail=f"claim code …{hint} presented again by key "
+                f"{key_fingerprint(body.public_key)} from {source_ip}"[:500],
+                at=now,
+                received_at=now,
+            )
+        )
     if refusal is not Refusal.REJECTED:
         log.warning(
             "intrusion: enrolment refused (%s) from %s, claim …%s, key %s",

@@ -22,13 +22,21 @@ from server.auth.actor import Actor
 from server.auth.deps import authorize, visible_areas
 from server.auth.permissions import Action
 from server.enrolment import service
-from server.i18n import gettext
+from server.i18n import N_, gettext
 from server.models import Area, AreaLevel
 from server.web.common import PageActorDep, PageRoute, render
 
 router = APIRouter(route_class=PageRoute)
 
 CLAIM_DAYS = 30
+REFUSALS_SHOWN_FOR = timedelta(days=1)
+REFUSAL_WORDS = {
+    "unknown": N_("unknown code"),
+    "expired": N_("expired code"),
+    "replayed": N_("code already used by another station"),
+    "malformed": N_("not a claim code, or an unusable key"),
+    "rejected": N_("asked again after being refused"),
+}
 
 
 def _page(
@@ -44,7 +52,7 @@ def _page(
     scope = visible_areas(actor, Action.STATION_REGISTER, session)
     areas = {a.code: a for a in session.exec(select(Area).where(col(Area.code).in_(scope)))}
     communes = sorted(
-        (a for a in areas.values() if a.level is not AreaLevel.PROVINCE), key=lambda a: a.name
+        (a for a in areas.values() if a.level != AreaLevel.PROVINCE), key=lambda a: a.name
     )
     rows = []
     for found, area_code in service.pending_requests(session, scope):
@@ -57,10 +65,18 @@ def _page(
                 "communes": [a for a in communes if a.code in inside],
             }
         )
+    province_wide = any(a.level == AreaLevel.PROVINCE for a in areas.values())
+    refusals = [
+        entry
+        for entry in service.recent_refusals(session, context.clock() - REFUSALS_SHOWN_FOR)
+        if entry.area_code in scope or (entry.area_code is None and province_wide)
+    ]
     values: dict[str, Any] = {
         "actor": actor,
         "rows": rows,
-        "areas": sorted(areas.values(), key=lambda a: (a.level is not AreaLevel.PROVINCE, a.name)),
+        "refusals": refusals,
+        "REFUSAL_WORDS": REFUSAL_WORDS,
+        "areas": sorted(areas.values(), key=lambda a: (a.level != AreaLevel.PROVINCE, a.name)),
         "codes": codes or [],
         "claim_days": CLAIM_DAYS,
         "errors": errors or {},

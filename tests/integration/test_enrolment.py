@@ -142,6 +142,13 @@ def test_a_new_station_enrols_itself_and_plays_a_bulletin(
         broadcast = stack.broadcast(audio["id"], start_at, [station_id])
         view = stack.wait_for_states(broadcast["id"], {"played", "failed"}, timeout=40)
         assert [t["state"] for t in view["targets"]] == ["played"], view["targets"]
+
+        # The sticker was photographed: a second device presents the same code.
+        thief = station_ask(stack, code, fresh_key(), ip="127.0.0.5")
+        assert thief.status_code == 409
+        events = stack.api("GET", f"/api/v1/stations/{station_id}/events")
+        (intrusion,) = [e for e in events if e["kind"] == "intrusion"]
+        assert intrusion["reason"] == "enrolment_replayed" and "127.0.0.5" in intrusion["detail"]
     finally:
         node.send_signal(signal.SIGTERM)
         try:
@@ -276,8 +283,11 @@ def test_a_technician_approves_from_the_waiting_stations_page(stack: LocalStack)
     (code,) = claim_codes(stack, 1)
     key = fresh_key()
     request_id = station_ask(stack, code, key).json()["request_id"]
+    station_ask(stack, "AAAA-BBBB-CCCC-DDDD", fresh_key(), ip="127.0.0.7")
     with stack.sign_in("kythuat", "mat-khau-rat-dai-2") as browser:
         page = browser.get("/enrolment")
+        refused = page.text.split('id="refused"')[1].split("</section>")[0]
+        assert "mã không có trong hệ thống" in refused and "127.0.0.7" in refused
         assert page.status_code == 200
         html = page.text
         assert "Trạm chờ duyệt" in html and "Dấu vân tay khóa" in html
