@@ -126,12 +126,17 @@ def enrol(
 def write_config(path: Path, config: NodeConfig) -> None:
     """Write atomically with mode 0600: it carries the broker password."""
     text = yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), allow_unicode=True)
+    write_private(path, text.encode("utf-8"))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data``, readable only by the station's user."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
     temp.unlink(missing_ok=True)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temp, path)
@@ -197,12 +202,7 @@ def _station_key(path: Path) -> X25519PrivateKey:
     if path.exists():
         return load_private_key(path.read_bytes())
     key = new_station_key()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(private_key_bytes(key))
-        file.flush()
-        os.fsync(file.fileno())
+    write_private(path, private_key_bytes(key))
     return key
 
 
