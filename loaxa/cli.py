@@ -82,8 +82,12 @@ def serve(
 def node(
     config: Annotated[Path, typer.Option("--config", "-c", help="the station's YAML config")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    enrol: Annotated[
+        str | None, typer.Option(help="province enrolment address: join first (docs/station.md)")
+    ] = None,
+    claim: Annotated[str | None, typer.Option(help="the one-time claim code on the box")] = None,
 ) -> None:
-    """Run one station's agent until SIGINT/SIGTERM."""
+    """Run one station's agent until SIGINT/SIGTERM (enrolling first with --enrol)."""
     from node_firmware.agent import NodeAgent
     from node_firmware.config import load_node_config
 
@@ -91,7 +95,13 @@ def node(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if (enrol is None) != (claim is None):
+        raise typer.BadParameter("give --enrol and --claim together")
     try:
+        if enrol is not None and claim is not None:
+            from node_firmware.enrol import enrol as enrol_station
+
+            enrol_station(enrol, claim, config)
         agent = NodeAgent(load_node_config(config))
     except LoaxaError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -368,6 +378,28 @@ def token_create_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(raw)
+
+
+station_cli = typer.Typer(help="Stations: claim codes for zero-touch enrolment.")
+app.add_typer(station_cli, name="station")
+
+
+@station_cli.command("claim-codes")
+def station_claim_codes_cmd(
+    count: Annotated[int, typer.Option(min=1, max=1000, help="how many codes")],
+    area: Annotated[str, typer.Option(help="area code whose new stations may use them")],
+    valid_days: Annotated[float, typer.Option(min=0.01, help="days until they expire")] = 30,
+) -> None:
+    """Print one-time claim codes, one a line, to put on new stations' boxes."""
+    from server.enrolment.service import issue_claim_codes_from_shell
+    from server.settings import Settings
+
+    try:
+        codes = issue_claim_codes_from_shell(Settings(), area, count, valid_days)
+    except (LoaxaError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo("\n".join(codes))
 
 
 audit_cli = typer.Typer(help="The tamper-evident audit log.")

@@ -46,14 +46,17 @@ class TrustedKeyConfig(_Section):
 
 
 class RelayConfig(_Section):
-    driver: Literal["ch340", "line", "sim", "sim-line", "none"] = Field(
+    driver: Literal["ch340", "line", "gpio", "sim", "sim-line", "none"] = Field(
         default="none",
-        description="relay board protocol; sim / sim-line start a simulated CH340 / "
-        "line-protocol board (the latter reports amplifier current)",
+        description="relay board protocol; gpio drives a relay module on a Pi's header; "
+        "sim / sim-line start a simulated CH340 / line-protocol board (the latter reports "
+        "amplifier current)",
     )
     port: str | None = Field(default=None, description="serial device, e.g. /dev/ttyUSB0")
     channel: int = Field(default=1, ge=1, le=8, description="relay channel of the amplifier")
     baudrate: int = Field(default=9600, description="serial speed")
+    pin: int | None = Field(default=None, ge=0, le=27, description="gpio: BCM pin number")
+    active_low: bool = Field(default=False, description="gpio: the module switches on LOW")
 
 
 class ModemConfig(_Section):

@@ -28,6 +28,7 @@ from server.api import alarms as alarm_routes
 from server.api import alerts as alert_routes
 from server.api import areas, audio, auth, broadcasts, stations, system, tokens, users
 from server.api import commands as command_routes
+from server.api import enrolment as enrolment_routes
 from server.api import health as health_routes
 from server.api import keys as key_routes
 from server.api import programmes as programme_routes
@@ -205,6 +206,7 @@ def create_app(
     api.include_router(tts_routes.router)
     api.include_router(report_routes.router)
     api.include_router(programme_routes.router)
+    api.include_router(enrolment_routes.router)
     app.include_router(api)
     app.include_router(pages_router)
     app.mount("/static", STATIC_FILES, name="static")

@@ -17,6 +17,7 @@ import serial
 
 from loaxa_protocol.errors import ConfigError, RelayError
 from node_firmware.config import RelayConfig
+from node_firmware.drivers.relay_gpio import open_gpio_relay
 from node_firmware.drivers.relay_sim import SimulatedRelayBoard, ch340_frame
 from node_firmware.drivers.serial_port import LazySerialPort
 
@@ -148,6 +149,8 @@ def open_relay(cfg: RelayConfig) -> tuple[Relay, SimulatedRelayBoard | None]:
     if cfg.driver == "sim-line":
         board = SimulatedRelayBoard(protocol="line")
         return LineRelay(board.port, cfg.channel, cfg.baudrate), board
+    if cfg.driver == "gpio":
+        return open_gpio_relay(cfg), None
     if cfg.port is None:
         raise ConfigError(f"relay.port is required for relay driver {cfg.driver!r}")
     if cfg.driver == "ch340":

@@ -97,6 +97,13 @@ def create_station(
     body: StationCreate, session: SessionDep, context: ContextDep, actor: ActorDep
 ) -> StationRegistered:
     """Register a station and return its credentials; the password is never shown again."""
+    return register_station(body, session, context, actor)
+
+
+def register_station(
+    body: StationCreate, session: Session, context: ServerContext, actor: Actor
+) -> StationRegistered:
+    """The one registration path (the API and enrolment): row, audit, reach, first plan."""
     if session.get(Area, body.area_code) is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,

@@ -253,6 +253,8 @@ def may_somewhere(actor: Actor, action: Action) -> bool:
 def menu(actor: Actor) -> list[tuple[str, str]]:
     """The navigation for this user: only the places their roles open (href, msgid)."""
     items = [("/", N_("Overview")), ("/fleet", N_("Stations"))]
+    if may_somewhere(actor, Action.STATION_REGISTER):
+        items.append(("/enrolment", N_("Waiting stations")))
     if may_somewhere(actor, Action.AUDIO_READ):
         items.append(("/audio", N_("Audio")))
     if may_somewhere(actor, Action.BROADCAST_READ):

@@ -22,6 +22,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from loaxa_protocol.enrolment import new_station_key, public_key_text
 from server.app import create_app
 from server.auth.models import ApiToken
 from server.auth.permissions import ROLE_ACTIONS, Action, Role
@@ -49,6 +50,7 @@ class World:
     alarm: dict[str, int] = field(default_factory=dict)  # area → an open alarm at its station
     alert: dict[str, dict[str, int]] = field(default_factory=dict)  # area → use → alert id
     programme: dict[str, dict[str, Any]] = field(default_factory=dict)  # area → use → id / body
+    enrolment: dict[str, dict[str, int]] = field(default_factory=dict)  # area → use → request
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -126,6 +128,23 @@ def get(url: str) -> Callable[[World, str], Request]:
 
 
 API = "/api/v1"
+
+
+def enrolment_case(suffix: str, body: Any = None) -> Case:
+    """Approve or reject a station waiting with a claim code of the area."""
+    use = suffix.rsplit("/", 1)[-1]
+    return Case(
+        "POST",
+        f"{API}/enrolment/requests/{{request_id}}{suffix}",
+        Action.STATION_REGISTER,
+        lambda w, area: (
+            "POST",
+            f"{API}/enrolment/requests/{w.enrolment[area][use]}{suffix}",
+            {"json": {**body, "area_code": area}} if body is not None else {},
+        ),
+    )
+
+
 CASES = [
     Case("GET", f"{API}/areas", Action.AREA_READ, get(f"{API}/areas"), scoped=False),
     Case("GET", f"{API}/areas/{{code}}", Action.AREA_READ, get(f"{API}/areas/04"), scoped=False),
@@ -434,6 +453,25 @@ CASES = [
         scoped=False,
         whole_system=True,
     ),
+    Case(
+        "POST",
+        f"{API}/enrolment/claim-codes",
+        Action.STATION_REGISTER,
+        lambda w, area: (
+            "POST",
+            f"{API}/enrolment/claim-codes",
+            {"json": {"area_code": area, "count": 1}},
+        ),
+    ),
+    Case(
+        "GET",
+        f"{API}/enrolment/requests",
+        Action.STATION_REGISTER,
+        get(f"{API}/enrolment/requests"),
+        scoped=False,
+    ),
+    enrolment_case("/approve", {"name": "Cụm loa mới", "latitude": 22.6, "longitude": 106.2}),
+    enrolment_case("/reject"),
 ]
 
 # Routes every signed-in party may use about itself, and routes with no account at all.
@@ -445,6 +483,8 @@ SELF_SERVICE = {
 }
 PUBLIC = {
     ("POST", f"{API}/auth/login"),
+    ("POST", f"{API}/enrolment/requests"),  # a new station has no credentials yet
+    ("POST", f"{API}/enrolment/poll"),
     ("GET", f"{API}/audio/{{audio_id}}/content"),
     ("HEAD", f"{API}/audio/{{audio_id}}/content"),
 }
@@ -522,6 +562,17 @@ def make_world(admin: TestClient) -> World:
         assert admin.post(f"{API}/alerts/{made['read']}/cancel").status_code == 200
         world.alert[area] = made
     make_programmes(admin, world)
+    for area in STATION:
+        codes = admin.post(f"{API}/enrolment/claim-codes", json={"area_code": area, "count": 2})
+        assert codes.status_code == 201, codes.text
+        world.enrolment[area] = {}
+        for use, code in zip(("approve", "reject"), codes.json()["codes"], strict=True):
+            key = public_key_text(new_station_key())
+            asked = admin.post(
+                f"{API}/enrolment/requests", json={"claim_code": code, "public_key": key}
+            )
+            assert asked.status_code == 202, asked.text
+            world.enrolment[area][use] = asked.json()["request_id"]
     return world
 
 

@@ -1,0 +1,1 @@
+"""Zero-touch enrolment: claim codes, stations asking to join, and their approval."""
