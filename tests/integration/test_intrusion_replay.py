@@ -46,11 +46,11 @@ def issued_at(raw: bytes) -> str:
 
 
 def test_a_replayed_old_plan_and_an_expired_alert_each_raise_one_alarm(
-    stack: LocalStack, mqtt_probe: Any, mosquitto: Any
+    stack: LocalStack, mqtt_probe: Any, production_mosquitto: Any
 ) -> None:
     station_id = stack.register_station("Cụm loa 1", COMMUNE, 22.666, 106.257).station_id
     plan_topic, alert_topic = topics.plan(station_id), topics.area_alert(COMMUNE)
-    attacker = mqtt_probe(mosquitto, topics=[plan_topic, alert_topic])
+    attacker = mqtt_probe(production_mosquitto, topics=[plan_topic, alert_topic])
 
     # What the attacker records: a plan, then the plan that replaced it...
     stack.context.publisher.republish_all()
