@@ -102,15 +102,16 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 20) -> Any:
 
 
 def test_a_station_clock_30_s_off_raises_the_alarm_which_clears_when_fixed(
-    tmp_path: Path, mosquitto, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, production_mosquitto: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 11's fault: measured over MQTT, alarmed, then cleared once the clock is right
     (a clock alarm degrades the station, and degraded stations used never to be measured)."""
     skew = {"now": timedelta(seconds=30)}
     monkeypatch.setattr(agent, "_now", lambda: datetime.now(UTC) + skew["now"])
     overrides = {"health_check_interval_s": 0.5, "clock_sync_min": 0}
-    stack = LocalStack(tmp_path, mosquitto.host, mosquitto.port, settings_overrides=overrides)
-    with stack:
+    with LocalStack.on_broker(
+        tmp_path, production_mosquitto, settings_overrides=overrides
+    ) as stack:
         node = stack.start_node(stack.register_station("Cụm loa", "01273", 22.66, 106.25))
         sid = node.station_id
         commands = stack.context.commands
