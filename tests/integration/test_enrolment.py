@@ -33,8 +33,8 @@ PROVINCE = "04"
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path / "stack", mosquitto.host, mosquitto.port) as running:
+def stack(tmp_path: Path, production_mosquitto: Any) -> Iterator[LocalStack]:
+    with LocalStack.on_broker(tmp_path / "stack", production_mosquitto) as running:
         yield running
 
 
@@ -104,6 +104,9 @@ def test_a_new_station_enrols_itself_and_plays_a_bulletin(
             },
         )
         assert stack.api("GET", "/api/v1/enrolment/requests") == []
+        # The broker learns the new account when its config is re-generated and reloaded
+        # (`loaxa broker config` + SIGHUP), as for any registered station.
+        stack.admit_registered()
 
         def enrolled() -> dict[str, Any] | None:
             data = yaml.safe_load(config_path.read_text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,8 @@ from tests.integration.test_broker_security import wait_until
 
 
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto) -> Iterator[LocalStack]:
-    with LocalStack(tmp_path, mosquitto.host, mosquitto.port) as running:
+def stack(tmp_path: Path, production_mosquitto: Any) -> Iterator[LocalStack]:
+    with LocalStack.on_broker(tmp_path, production_mosquitto) as running:
         yield running
 
 
