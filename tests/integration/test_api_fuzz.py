@@ -182,7 +182,10 @@ def test_no_sequence_of_calls_gets_a_server_error(who: str, fuzz_client: TestCli
         )
     )
     # The links worked: ids taken from one answer reached real objects in the next call.
-    assert ApiWorkflow.reached, "no sequence reached an existing object"
+    # Checked on the administrator's run, which may touch every object; the operator's
+    # sequences mostly meet 403 outside its commune (what that run is for: no 500 there).
+    if who == "admin":
+        assert ApiWorkflow.reached, "no sequence reached an existing object"
 
 
 # ------------------------------------------------------------------ uploads
