@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Engine, text
@@ -33,6 +34,22 @@ def _admin(base_url: str) -> Engine:
 
 def _url_for(base_url: str, name: str) -> str:
     return base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextmanager
+def postgres_database(base_url: str, prefix: str, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (empty, or a copy of ``template``), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    admin = _admin(base_url)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"{clone}'))
+    try:
+        yield _url_for(base_url, name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -67,14 +84,6 @@ def _server_database(
         yield
         return
     template = request.getfixturevalue("_postgres_template")
-    name = f"loaxa_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin(base_url)
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    monkeypatch.setenv("LOAXA_DATABASE_URL", _url_for(base_url, name))
-    try:
+    with postgres_database(base_url, "loaxa_test", template) as url:
+        monkeypatch.setenv("LOAXA_DATABASE_URL", url)
         yield
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()

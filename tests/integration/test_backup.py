@@ -12,21 +12,18 @@ import os
 import subprocess
 import sys
 import tarfile
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from server.app import create_app
-from server.db import make_engine
 from server.keys import ServerKeys
 from server.settings import Settings
 from tests.audio_samples import make_audio
-from tests.database import ENV
+from tests.database import ENV, postgres_database
 from tests.integration.auth_helpers import authenticate, context_of
 from tests.integration.test_server_api import RecordingBus, register, upload
 
@@ -40,16 +37,8 @@ def restore_database_url(tmp_path: Path) -> Iterator[str]:
     if not base:
         yield f"sqlite:///{tmp_path / 'restored' / 'loaxa.db'}"
         return
-    name = f"loaxa_restore_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(base).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database(base, "loaxa_restore") as url:
+        yield url
 
 
 def _loaxa(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from sqlalchemy import Engine, inspect, text
 
 from server.db import create_tables, make_engine
 from server.schema import BASELINE, differences, state, upgrade
-from tests.database import ENV
+from tests.database import ENV, postgres_database
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "b3b9340"  # the release of 2026-11-25, the last one without migrations
@@ -73,16 +72,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     if not _postgres_available():
         pytest.skip("no PostgreSQL answers on 127.0.0.1:5432 (CI starts one)")
-    name = f"loaxa_schema_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(ADMIN_PG).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield ADMIN_PG.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database(ADMIN_PG, "loaxa_schema") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
