@@ -1,0 +1,87 @@
+"""Fixtures of the fault suite: a whole installation of real processes per test.
+
+Every test under ``tests/faults/`` carries the ``faults`` marker (``-m faults`` runs
+only them, ``-m 'not faults'`` leaves them out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.harness import SecureBroker, ServerProcess, StationProcess, station_config
+
+HERE = Path(__file__).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "faults: the fault suite on real processes (tests/faults, docs/reliability.md)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.faults)
+
+
+@dataclass
+class Installation:
+    """A broker, a server and stations, each a real process of its own."""
+
+    root: Path
+    broker: SecureBroker
+    server: ServerProcess
+    stations: list[StationProcess] = field(default_factory=list)
+
+    def add_station(
+        self, name: str, netns: str | None = None, data_dir: Path | None = None, **mqtt: Any
+    ) -> StationProcess:
+        """Register a station, give it its broker account and boot its agent."""
+        issued = self.server.register(name)
+        data_dir = data_dir or self.root / "stations" / issued.station_id
+        station = StationProcess(
+            station_config(issued, data_dir, **mqtt), self.root / "stations", netns=netns
+        )
+        self.stations.append(station)
+        station.start()
+        return station
+
+    def close(self) -> None:
+        for station in self.stations:
+            station.kill()
+        self.server.kill()
+        self.broker.stop(hard=True)
+
+    def diagnostics(self) -> str:
+        parts = [f"--- server log ---\n{self.server.log_tail()}"]
+        parts += [f"--- broker log ---\n{self.broker.log_text()[-3000:]}"]
+        parts += [f"--- {s.station_id} ---\n{s.log_text()[-3000:]}" for s in self.stations]
+        return "\n".join(parts)
+
+
+def make_installation(
+    root: Path, hosts: tuple[str, ...] = (), **server_options: Any
+) -> Installation:
+    broker = SecureBroker(root / "broker", hosts=hosts)
+    broker.configure()
+    broker.start()
+    server = ServerProcess(root, broker, **server_options)
+    server.start()
+    return Installation(root, broker, server)
+
+
+@pytest.fixture
+def installation(tmp_path: Path) -> Iterator[Installation]:
+    """Broker (generated production config) and server running; add stations."""
+    running = make_installation(tmp_path)
+    try:
+        yield running
+        print(running.diagnostics())  # shown by pytest only when the test failed
+    finally:
+        running.close()

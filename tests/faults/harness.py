@@ -1,0 +1,363 @@
+"""A Loaxa installation made of real processes that a fault test can break.
+
+Each part runs the way a province runs it, so a test can kill it, cut it off and
+bring it back:
+
+- :class:`SecureBroker`: Mosquitto with exactly the directory ``loaxa broker config``
+  writes (per-station accounts, the ACL, persistence, TLS for stations), regenerated
+  from the server's database after stations register, and reloaded with SIGHUP.
+- :class:`ServerProcess`: ``python -m loaxa serve`` on its own data directory; kill it
+  (``kill -9``) and start it again on the same data and port.
+- :class:`StationProcess`: ``python -m loaxa node`` with the config the server issued
+  at registration (simulated relay and player: no sound card here), optionally inside
+  a network namespace.
+
+The test talks to the server only through its HTTP API, as a technician's browser does.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loaxa.broker import find_mosquitto, free_port, mqtt_ping
+from loaxa.broker_config import (
+    CA_CERT_FILE,
+    CONF_FILE,
+    SERVER_ENV_FILE,
+    BrokerOptions,
+    load_station_accounts,
+    parse_server_env,
+    write_broker_dir,
+)
+from loaxa.stack import LocalStack
+from node_firmware.config import NodeConfig
+
+FINAL_ITEM_STATES = {"played", "failed", "interrupted", "skipped", "missed"}
+COMMUNE = ("01273", 22.666, 106.257)
+"""A commune of Cao Bằng (the seeded province) for every fault station."""
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` every 0.1 s; its first truthy value, or an AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _stop_process(process: subprocess.Popen[bytes] | None, hard: bool) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@dataclass
+class SecureBroker:
+    """Mosquitto running the generated production configuration."""
+
+    directory: Path
+    hosts: tuple[str, ...] = ()
+    """Extra names for the broker certificate (a namespace station dials an address)."""
+    port: int = field(default_factory=free_port)
+    tls_port: int = field(default_factory=free_port)
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.directory / CA_CERT_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "mosquitto.log"
+
+    def server_credentials(self) -> tuple[str, str]:
+        credentials = parse_server_env((self.directory / SERVER_ENV_FILE).read_text())
+        assert credentials is not None, "loaxa broker config wrote no server account"
+        return credentials
+
+    def configure(self, database_url: str | None = None) -> None:
+        """Write the directory as ``loaxa broker config`` does: from the stations in the
+        server's database (none yet when ``database_url`` is None)."""
+        accounts = load_station_accounts(database_url) if database_url else []
+        options = BrokerOptions(
+            port=self.port,
+            tls_port=self.tls_port,
+            hosts=self.hosts,
+            # As root Mosquitto would drop to the 'mosquitto' user and could not read
+            # the files a test wrote; production keeps the default.
+            run_as_user=getpass.getuser(),
+        )
+        write_broker_dir(self.directory, accounts, options)
+
+    def start(self, timeout: float = 10) -> None:
+        binary = find_mosquitto()
+        assert binary, "mosquitto is not installed (apt-get install mosquitto)"
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [binary, "-c", str(self.directory / CONF_FILE)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        # allow_anonymous is false, so a ping's CONNACK is a refusal; a refusal still
+        # proves the broker is serving MQTT on our port.
+        deadline = time.monotonic() + timeout
+        while not _answers_mqtt(self.host, self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"mosquitto did not start:\n{self.log_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop(self, hard: bool = False) -> None:
+        _stop_process(self._process, hard)
+        self._process = None
+
+    def reload(self, database_url: str) -> None:
+        """Re-run the generator for newly registered stations, then SIGHUP (README.txt)."""
+        self.configure(database_url)
+        assert self._process is not None and self._process.poll() is None
+        self._process.send_signal(signal.SIGHUP)
+        time.sleep(0.3)  # mosquitto re-reads passwd and acl on its next loop
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _answers_mqtt(host: str, port: int) -> bool:
+    import socket
+
+    if mqtt_ping(host, port, 0.5):
+        return True
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.settimeout(0.5)
+            # CONNECT, MQTT 3.1.1, clean session, keepalive 5, client id "p"
+            sock.sendall(bytes([0x10, 13, 0, 4, 77, 81, 84, 84, 4, 2, 0, 5, 0, 1, 112]))
+            return sock.recv(4)[:1] == b"\x20"  # a CONNACK, accepting or not
+    except OSError:
+        return False
+
+
+@dataclass
+class ServerProcess:
+    """``loaxa serve`` as its own process, on a data directory that outlives it."""
+
+    data_dir: Path
+    broker: SecureBroker
+    listen_host: str = "127.0.0.1"
+    public_host: str = "127.0.0.1"
+    node_mqtt_host: str | None = None
+    """What stations dial (a namespace station: the host's veth address, TLS port)."""
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    api: LocalStack = field(init=False)
+    _process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.api = LocalStack(
+            self.data_dir, self.broker.host, self.broker.port, http_port=self.port
+        )
+        self.api.admin_password = self.api._admin_password()
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.data_dir / 'server' / 'loaxa.db'}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.public_host}:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        username, password = self.broker.server_credentials()
+        env = {
+            **os.environ,
+            "LOAXA_DATA_DIR": str(self.data_dir / "server"),
+            "LOAXA_MQTT_HOST": self.broker.host,
+            "LOAXA_MQTT_PORT": str(self.broker.port),
+            "LOAXA_MQTT_USERNAME": username,
+            "LOAXA_MQTT_PASSWORD": password,
+            "LOAXA_PUBLIC_URL": self.base_url,
+            "LOAXA_BOOTSTRAP_ADMIN_USERNAME": self.api.admin_username,
+            "LOAXA_BOOTSTRAP_ADMIN_PASSWORD": self.api.admin_password,
+            **self.env_overrides,
+        }
+        if self.node_mqtt_host:
+            env["LOAXA_NODE_MQTT_HOST"] = self.node_mqtt_host
+            env["LOAXA_NODE_MQTT_PORT"] = str(self.broker.tls_port)
+            env["LOAXA_MQTT_TLS"] = "false"  # the server itself stays on loopback
+        return env
+
+    def start(self, timeout: float = 60) -> None:
+        self.starts += 1
+        log = open(self.data_dir / f"server-{self.starts}.log", "wb")  # noqa: SIM115
+        with log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "loaxa", "serve", "--host", self.listen_host,
+                 "--port", str(self.port)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self._env(),
+            )
+        wait_until(self._ready, timeout, "the server to answer HTTP")
+        self.api.token = self.api._issue_token()
+
+    def _ready(self) -> bool:
+        import httpx
+
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise AssertionError(f"loaxa serve exited:\n{self.log_tail()}")
+        try:
+            # Unauthenticated: a 401 proves the application is up and routing.
+            response = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/system", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 500
+
+
+    def kill(self) -> None:
+        """A crash or power cut: no shutdown code runs."""
+        _stop_process(self._process, hard=True)
+        self._process = None
+
+    def stop(self) -> None:
+        _stop_process(self._process, hard=False)
+        self._process = None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        path = self.data_dir / f"server-{self.starts}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    # ------------------------------------------------------------ what a technician reads
+
+    def get(self, path: str) -> Any:
+        return self.api.api("GET", path)
+
+    def events(self, station_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/api/v1/stations/{station_id}/events"))
+
+    def station(self, station_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/api/v1/stations/{station_id}"))
+
+    def register(self, name: str, **node_overrides: Any) -> NodeConfig:
+        """Register a station through the API; its broker account goes live at once."""
+        config = self.api.register_station(name, *COMMUNE, **node_overrides)
+        self.broker.reload(self.database_url)
+        return config
+
+
+@dataclass
+class StationProcess:
+    """``loaxa node`` as its own process (optionally in a network namespace)."""
+
+    config: NodeConfig
+    workdir: Path
+    netns: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    _process: subprocess.Popen[bytes] | None = None
+    boots: int = 0
+
+    @property
+    def station_id(self) -> str:
+        return self.config.station_id
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / f"{self.station_id}.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.station_id}.log"
+
+    def start(self) -> None:
+        self.boots += 1
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            yaml.safe_dump(self.config.model_dump(mode="json")), encoding="utf-8"
+        )
+        argv = [sys.executable, "-m", "loaxa", "node", "--config", str(self.config_path)]
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== boot {self.boots} at {datetime.now(UTC)} =====\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **self.extra_env},
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """``kill -9``: a power cut, mid-write if the agent was writing."""
+        _stop_process(self._process, hard=True)
+        self._process = None
+
+    def stop(self) -> None:
+        _stop_process(self._process, hard=False)
+        self._process = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def station_config(config: NodeConfig, data_dir: Path, **mqtt: Any) -> NodeConfig:
+    """The issued config with a simulated relay and player and its own data directory."""
+    return config.model_copy(
+        update={
+            "data_dir": data_dir,
+            "relay": config.relay.model_copy(update={"driver": "sim"}),
+            "player": config.player.model_copy(update={"driver": "sim"}),
+            "mqtt": config.mqtt.model_copy(update=mqtt),
+        }
+    )
+
+
+def events_of_item(
+    events: Sequence[dict[str, Any]], item_id_prefix: str
+) -> dict[str, dict[str, Any]]:
+    """kind → event, for one item (the last of each kind)."""
+    return {
+        e["kind"]: e for e in events if (e.get("item_id") or "").startswith(item_id_prefix)
+    }
+
+
+def iso(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def soon(seconds: float) -> datetime:
+    """A start instant ``seconds`` from now, on a whole second (what an operator types)."""
+    at = datetime.now(UTC) + timedelta(seconds=seconds)
+    return at.replace(microsecond=0)
