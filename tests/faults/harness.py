@@ -217,8 +217,16 @@ class ServerProcess:
         log = open(self.data_dir / f"server-{self.starts}.log", "wb")  # noqa: SIM115
         with log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "loaxa", "serve", "--host", self.listen_host,
-                 "--port", str(self.port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "loaxa",
+                    "serve",
+                    "--host",
+                    self.listen_host,
+                    "--port",
+                    str(self.port),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -239,7 +247,6 @@ class ServerProcess:
         except httpx.HTTPError:
             return False
         return response.status_code < 500
-
 
     def kill(self) -> None:
         """A crash or power cut: no shutdown code runs."""
@@ -344,13 +351,9 @@ def station_config(config: NodeConfig, data_dir: Path, **mqtt: Any) -> NodeConfi
     )
 
 
-def events_of_item(
-    events: Sequence[dict[str, Any]], item_id_prefix: str
-) -> dict[str, dict[str, Any]]:
-    """kind → event, for one item (the last of each kind)."""
-    return {
-        e["kind"]: e for e in events if (e.get("item_id") or "").startswith(item_id_prefix)
-    }
+def events_of_item(events: Sequence[dict[str, Any]], item_id: str) -> dict[str, dict[str, Any]]:
+    """kind → event, for one plan item (the last of each kind)."""
+    return {e["kind"]: e for e in events if e.get("item_id") == item_id}
 
 
 def iso(text: str) -> datetime:

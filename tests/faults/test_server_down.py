@@ -30,8 +30,7 @@ def test_items_due_while_the_server_is_down_play_on_time_and_all_events_arrive_a
     audios = [server.api.upload(make_audio("mp3", s), f"ban-tin-{s}.mp3") for s in (2.0, 2.5)]
     starts = [soon(15), soon(20)]
     broadcasts = [
-        server.api.broadcast(audio["id"], at, ids)
-        for audio, at in zip(audios, starts, strict=True)
+        server.api.broadcast(audio["id"], at, ids) for audio, at in zip(audios, starts, strict=True)
     ]
     for broadcast in broadcasts:
         server.api.wait_for_states(broadcast["id"], {"fetched"}, timeout=30)
