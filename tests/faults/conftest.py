@@ -7,6 +7,7 @@ only them, ``-m 'not faults'`` leaves them out).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,18 @@ def make_installation(
     return Installation(root, broker, server)
 
 
-@pytest.fixture
-def installation(tmp_path: Path) -> Iterator[Installation]:
+@contextmanager
+def running_installation(root: Path, **options: Any) -> Iterator[Installation]:
     """Broker (generated production config) and server running; add stations."""
-    running = make_installation(tmp_path)
+    running = make_installation(root, **options)
     try:
         yield running
-        print(running.diagnostics())  # shown by pytest only when the test failed
+        print(running.diagnostics())  # shown by pytest only when a test failed
     finally:
         running.close()
+
+
+@pytest.fixture
+def installation(tmp_path: Path) -> Iterator[Installation]:
+    with running_installation(tmp_path) as running:
+        yield running

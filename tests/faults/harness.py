@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,16 @@ class SecureBroker:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def clients_connected_since(self, offset: int) -> set[str]:
+        """Client ids that connected after the log was ``offset`` bytes long."""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        return set(re.findall(r"New client connected from \S+ as (\S+) ", text))
 
 
 def _answers_mqtt(host: str, port: int) -> bool:
