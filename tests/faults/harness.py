@@ -375,3 +375,82 @@ def soon(seconds: float) -> datetime:
     """A start instant ``seconds`` from now, on a whole second (what an operator types)."""
     at = datetime.now(UTC) + timedelta(seconds=seconds)
     return at.replace(microsecond=0)
+
+
+class NetnsUnavailable(RuntimeError):
+    """This machine cannot make network namespaces (not root, or no CAP_NET_ADMIN)."""
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise NetnsUnavailable(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+@dataclass
+class StationNetwork:
+    """A station's own network namespace, wired to the host by a veth pair.
+
+    The host side carries a ``tbf`` rate limit (a slow 4G uplink; ``netem`` is absent on
+    these kernels) and is the switch a test uses to cut the link: ``cut()`` sets it
+    down, ``restore()`` up again. The station reaches the host at :attr:`host_ip`.
+    """
+
+    index: int
+    rate: str = "2mbit"
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        suffix = f"{os.getpid() % 10000}x{self.index}"
+        self.name = f"lx{suffix}"
+
+    @property
+    def host_if(self) -> str:
+        return f"{self.name}h"
+
+    @property
+    def host_ip(self) -> str:
+        return f"10.213.{self.index}.1"
+
+    @property
+    def station_ip(self) -> str:
+        return f"10.213.{self.index}.2"
+
+    def create(self) -> StationNetwork:
+        if os.geteuid() != 0:
+            raise NetnsUnavailable("network namespaces need root (CI runs the suite as root)")
+        station_if = f"{self.name}s"
+        _ip("netns", "add", self.name)
+        try:
+            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", station_if)
+            _ip("link", "set", station_if, "netns", self.name)
+            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            _ip("link", "set", self.host_if, "up")
+            _ip("-n", self.name, "addr", "add", f"{self.station_ip}/30", "dev", station_if)
+            _ip("-n", self.name, "link", "set", station_if, "up")
+            _ip("-n", self.name, "link", "set", "lo", "up")
+            self.shape(self.rate)
+        except NetnsUnavailable:
+            self.delete()
+            raise
+        return self
+
+    def shape(self, rate: str) -> None:
+        """Rate-limit what the host sends the station (downloads, messages) to ``rate``."""
+        done = subprocess.run(
+            ["tc", "qdisc", "replace", "dev", self.host_if, "root", "tbf", "rate", rate,
+             "burst", "16kbit", "latency", "2s"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise NetnsUnavailable(f"tc tbf on {self.host_if}: {done.stderr.strip()}")
+
+    def cut(self) -> None:
+        _ip("link", "set", self.host_if, "down")
+
+    def restore(self) -> None:
+        _ip("link", "set", self.host_if, "up")
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
