@@ -17,6 +17,7 @@ import pytest
 from tests.faults.harness import SecureBroker, ServerProcess, StationProcess, station_config
 
 HERE = Path(__file__).parent
+FAULT_TIMEOUT_S = 400
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,6 +30,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.faults)
+            # A scenario of real outages takes minutes, not the suite's default 120 s.
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(FAULT_TIMEOUT_S))
 
 
 @dataclass
