@@ -298,6 +298,8 @@ class StationProcess:
     workdir: Path
     netns: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    module: str = "loaxa"
+    """``python -m <module> node``: another entry point wraps the agent (a wrong clock)."""
     _process: subprocess.Popen[bytes] | None = None
     boots: int = 0
 
@@ -319,7 +321,7 @@ class StationProcess:
         self.config_path.write_text(
             yaml.safe_dump(self.config.model_dump(mode="json")), encoding="utf-8"
         )
-        argv = [sys.executable, "-m", "loaxa", "node", "--config", str(self.config_path)]
+        argv = [sys.executable, "-m", self.module, "node", "--config", str(self.config_path)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         with open(self.log_path, "ab") as log:
