@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from loaxa.broker import find_mosquitto, free_port, mqtt_ping
@@ -43,7 +44,9 @@ from loaxa.broker_config import (
     write_broker_dir,
 )
 from loaxa.stack import LocalStack
+from loaxa_protocol import Keyring, Verified, open_envelope
 from node_firmware.config import NodeConfig
+from node_firmware.drivers.state_store import StateStore
 
 FINAL_ITEM_STATES = {"played", "failed", "interrupted", "skipped", "missed"}
 COMMUNE = ("01273", 22.666, 106.257)
@@ -364,6 +367,26 @@ def station_config(config: NodeConfig, data_dir: Path, **mqtt: Any) -> NodeConfi
     )
 
 
+def stored_plan(config: NodeConfig) -> Any:
+    """What the station's next boot will obey: the stored plan, checked as the agent
+    checks it (integrity of the state file, then signature against its trusted keys).
+
+    Returns the verified :class:`~loaxa_protocol.Plan`, or a string saying what is wrong.
+    """
+    plan_raw, _memory = StateStore(Path(config.data_dir) / "state").load()
+    if plan_raw is None:
+        return "no sound stored plan"
+    keyring = Keyring()
+    for key in config.trusted_keys:
+        keyring.add(key.kid, key.public_key, set(key.purposes), key.valid_until)
+    opened = open_envelope(
+        plan_raw, keyring, datetime.now(UTC), {config.station_id}, check_expiry=False
+    )
+    if not isinstance(opened, Verified) or opened.message.type != "plan":
+        return f"stored plan does not verify: {opened}"
+    return opened.message
+
+
 def events_of_item(events: Sequence[dict[str, Any]], item_id: str) -> dict[str, dict[str, Any]]:
     """kind → event, for one plan item (the last of each kind)."""
     return {e["kind"]: e for e in events if e.get("item_id") == item_id}
@@ -377,6 +400,18 @@ def soon(seconds: float) -> datetime:
     """A start instant ``seconds`` from now, on a whole second (what an operator types)."""
     at = datetime.now(UTC) + timedelta(seconds=seconds)
     return at.replace(microsecond=0)
+
+
+STRICT_ENV = "LOAXA_FAULTS_STRICT"
+"""Set by ``.ci/run``: CI runs as root, so a fault test that cannot have its namespace
+or its tmpfs there is a broken CI machine, not a reason to skip."""
+
+
+def cannot_run(reason: str) -> None:
+    """Skip with ``reason``, or fail under ``LOAXA_FAULTS_STRICT=1`` (CI)."""
+    if os.environ.get(STRICT_ENV) == "1":
+        pytest.fail(f"{reason} ({STRICT_ENV}=1: CI must run every fault test)", pytrace=False)
+    pytest.skip(reason)
 
 
 class NetnsUnavailable(RuntimeError):

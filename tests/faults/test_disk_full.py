@@ -10,17 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loaxa_protocol import Keyring, Verified, open_envelope
-from node_firmware.drivers.state_store import StateStore
 from tests.audio_samples import make_audio
 from tests.faults.conftest import Installation
-from tests.faults.harness import StationProcess, soon, wait_until
+from tests.faults.harness import StationProcess, cannot_run, soon, stored_plan, wait_until
 
 DISK_BYTES = 8 * 1024**2
 FREE_BYTES = 640 * 1024
@@ -32,7 +29,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "station-disk"
     mount.mkdir()
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs the suite as root)")
+        cannot_run("mounting a small tmpfs needs root (CI runs the suite as root)")
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mount)],
         capture_output=True,
@@ -40,7 +37,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         check=False,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        cannot_run(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         stat = os.statvfs(mount)
         (mount / "filler").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - FREE_BYTES))
@@ -51,16 +48,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def keep_list(station: StationProcess) -> set[str]:
     """The canned library the station's stored plan says it must keep."""
-    plan_raw, _ = StateStore(Path(station.config.data_dir) / "state").load()
-    assert plan_raw is not None, "no stored plan"
-    keyring = Keyring()
-    for key in station.config.trusted_keys:
-        keyring.add(key.kid, key.public_key, set(key.purposes), key.valid_until)
-    opened = open_envelope(
-        plan_raw, keyring, datetime.now(UTC), {station.station_id}, check_expiry=False
-    )
-    assert isinstance(opened, Verified)
-    return {ref.sha256 for ref in opened.message.keep}  # type: ignore[union-attr]
+    plan = stored_plan(station.config)
+    assert not isinstance(plan, str), plan
+    return {ref.sha256 for ref in plan.keep}
 
 
 @pytest.mark.xfail(

@@ -21,6 +21,7 @@ from tests.faults.conftest import Installation, running_installation
 from tests.faults.harness import (
     NetnsUnavailable,
     StationNetwork,
+    cannot_run,
     events_of_item,
     iso,
     soon,
@@ -38,7 +39,7 @@ def network() -> Iterator[StationNetwork]:
     try:
         net = StationNetwork(index=41).create()
     except NetnsUnavailable as exc:
-        pytest.skip(f"needs network namespaces: {exc}")
+        cannot_run(f"needs network namespaces: {exc}")
     try:
         yield net
     finally:

@@ -15,17 +15,21 @@ import random
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from loaxa_protocol import Keyring, Verified, open_envelope
 from node_firmware.config import NodeConfig
-from node_firmware.drivers.state_store import StateStore
 from tests.audio_samples import make_audio
 from tests.faults.conftest import Installation, running_installation
-from tests.faults.harness import NetnsUnavailable, StationNetwork, soon, wait_until
+from tests.faults.harness import (
+    NetnsUnavailable,
+    StationNetwork,
+    cannot_run,
+    soon,
+    stored_plan,
+    wait_until,
+)
 
 CUTS = 20
 RATE = "128kbit"
@@ -37,7 +41,7 @@ def network() -> Iterator[StationNetwork]:
     try:
         net = StationNetwork(index=42, rate=RATE).create()
     except NetnsUnavailable as exc:
-        pytest.skip(f"needs network namespaces: {exc}")
+        cannot_run(f"needs network namespaces: {exc}")
     try:
         yield net
     finally:
@@ -58,19 +62,8 @@ def installation(tmp_path: Path, network: StationNetwork) -> Iterator[Installati
 
 def boot_disk_problems(config: NodeConfig) -> list[str]:
     """What would be wrong with the disk the next boot reads (empty when sound)."""
-    problems = []
-    plan_raw, _memory = StateStore(Path(config.data_dir) / "state").load()
-    if plan_raw is None:
-        problems.append("no sound stored plan")
-    else:
-        keyring = Keyring()
-        for key in config.trusted_keys:
-            keyring.add(key.kid, key.public_key, set(key.purposes), key.valid_until)
-        opened = open_envelope(
-            plan_raw, keyring, datetime.now(UTC), {config.station_id}, check_expiry=False
-        )
-        if not isinstance(opened, Verified) or opened.message.type != "plan":
-            problems.append(f"stored plan does not verify: {opened}")
+    plan = stored_plan(config)
+    problems = [plan] if isinstance(plan, str) else []
     audio = Path(config.data_dir) / "audio"
     for path in audio.iterdir():
         if path.is_file() and re.fullmatch(r"[0-9a-f]{64}", path.name):
