@@ -66,6 +66,8 @@ class ReconnectResult:
     within_5_s: int
     within_10_s: int
     within_30_s: int
+    not_back_ids: list[str]
+    """The first few stations still away when the wait ended, to look up in their logs."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,23 +200,32 @@ def run_reconnect_bench(
                 back_at = time.monotonic()
                 log.info("broker back after %.0f s; waiting for the fleet", outage_s)
                 deadline = back_at + max_wait_s
-                times = _reconnect_times(fleet.connects(), back_at)
-                while len(times) < nodes and time.monotonic() < deadline:
+                connects = fleet.connects()
+                while len(_reconnect_times(connects, back_at)) < nodes:
+                    if time.monotonic() > deadline:
+                        break
                     time.sleep(1.0)
-                    times = _reconnect_times(fleet.connects(), back_at)
+                    connects = fleet.connects()
             finally:
                 fleet.close()
-    return _result(nodes, min(workers, nodes), outage_s, connect_s, times)
+    times = _reconnect_times(connects, back_at)
+    missing = sorted(set(connects) - set(times))
+    return _result(nodes, min(workers, nodes), outage_s, connect_s, sorted(times.values()), missing)
 
 
-def _reconnect_times(connects: dict[str, list[float]], back_at: float) -> list[float]:
-    """Each station's first connection after ``back_at``, in seconds after it."""
-    firsts = [min((t for t in times if t >= back_at), default=None) for times in connects.values()]
-    return sorted(t - back_at for t in firsts if t is not None)
+def _reconnect_times(connects: dict[str, list[float]], back_at: float) -> dict[str, float]:
+    """Station → its first connection after ``back_at``, in seconds after it."""
+    firsts = {k: min((t for t in v if t >= back_at), default=None) for k, v in connects.items()}
+    return {k: t - back_at for k, t in firsts.items() if t is not None}
 
 
 def _result(
-    nodes: int, workers: int, outage_s: float, connect_s: float, times: list[float]
+    nodes: int,
+    workers: int,
+    outage_s: float,
+    connect_s: float,
+    times: list[float],
+    missing: list[str],
 ) -> ReconnectResult:
     per_second = Counter(int(t) for t in times)
     return ReconnectResult(
@@ -232,6 +243,7 @@ def _result(
         within_5_s=sum(t <= 5 for t in times),
         within_10_s=sum(t <= 10 for t in times),
         within_30_s=sum(t <= 30 for t in times),
+        not_back_ids=missing[:10],
     )
 
 
@@ -244,6 +256,7 @@ def result_rows(result: ReconnectResult) -> list[tuple[str, str]]:
         ("first connect of the fleet", f"{r.connect_s:.1f} s"),
         ("broker outage", f"{r.outage_s:g} s"),
         ("back after the broker returned", f"{r.back:,} (not back: {r.not_back:,})"),
+        ("not back (first few)", ", ".join(r.not_back_ids) or "-"),
         ("reconnect p50 · p90 · p99", f"{r.p50_s:.1f} · {r.p90_s:.1f} · {r.p99_s:.1f} s"),
         ("reconnect max", f"{r.max_s:.1f} s"),
         ("peak connects per second", f"{r.peak_connects_per_s:,}"),
