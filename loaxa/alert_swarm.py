@@ -79,6 +79,7 @@ from node_firmware.core.events import (
     AlertReceived,
     AudioFetched,
     AudioFetchFailed,
+    AudioVerified,
     Boot,
     BrokerConnected,
     BrokerDisconnected,
@@ -95,6 +96,7 @@ from node_firmware.core.events import (
     RelaySwitched,
     ReportHealth,
     Restart,
+    RestartPlayer,
     SaveState,
     SendLog,
     SetRelay,
@@ -104,6 +106,7 @@ from node_firmware.core.events import (
     StoreAudio,
     Tick,
     TrustReceived,
+    VerifyAudio,
     WakeAt,
 )
 from node_firmware.core.machine import CoreSettings, NodeCore
@@ -451,11 +454,15 @@ class _Worker(LoopWorker[_Station]):
             case StopPlayback(item_id=item_id):
                 if station.playing.pop(item_id, None) is not None:
                     station.history.append(("stopped", item_id, time.monotonic()))
+            case RestartPlayer():
+                station.playing.clear()
             case FetchAudio(ref=ref):
                 self._fetch(station, ref.sha256, ref.url)
             case ReportHealth(snapshot=snapshot):
                 if self._profile.health:
                     self._deferred.append((station.index, snapshot))
+            case VerifyAudio(sha256=sha):  # the swarm's cache is memory: it cannot rot
+                self._inbox.append((station.index, AudioVerified(sha, True), 0.0))
             case SaveState() | PinAudio() | SetVolume() | ReadAmplifier() | Restart():
                 pass  # nothing to persist or drive in memory; the core keeps its own state
             case SendLog(command_seq=seq):

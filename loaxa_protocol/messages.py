@@ -251,6 +251,10 @@ class EventKind(enum.StrEnum):
     ALERT_FINISHED = "alert_finished"
     ALERT_FAILED = "alert_failed"
     ALERT_CANCELLED = "alert_cancelled"
+    LIBRARY_FAILED = "library_failed"
+    """a file of the canned alert library (the plan's ``keep``) could not be stored"""
+    AUDIO_CORRUPT = "audio_corrupt"
+    """a cached file no longer matches its sha256: discarded, fetched again"""
 
 
 class Event(Strict):
@@ -312,6 +316,11 @@ class Health(Strict):
     plan_items: int = 0
     cached_audio: int = 0
     playing_item: str | None = None
+    health_dropped: int | None = Field(
+        default=None,
+        ge=0,
+        description="heartbeats the station dropped (oldest first) while the broker was away",
+    )
 
 
 class CommandReply(Strict):

@@ -7,8 +7,10 @@ needs no locks and its behaviour is exactly what the unit tests show.
 Alerts must sound within a fraction of a second, so nothing slow runs on the loop:
 downloads, health probes and amplifier readings run on worker threads, and an alert
 input goes ahead of queued driver news (see :class:`Inbox`). What stays on the loop
-is quick by design: publishing, switching the relay, saving state, and writing an
-inline alert's audio (which must be on disk before the player is told to play it).
+is quick by design: publishing, switching the relay, saving state, appending an event to
+the outbox (one fsync; ``drivers/courier.py``), and writing an inline alert's audio
+(which must be on disk before the player is told to play it). Re-hashing cached audio
+runs on its own worker thread, one file at a time.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from node_firmware.core.events import (
     AlertReceived,
     AudioFetched,
     AudioFetchFailed,
+    AudioVerified,
     Boot,
+    BrokerConnected,
     FetchAudio,
     Input,
     PinAudio,
@@ -44,6 +48,7 @@ from node_firmware.core.events import (
     RelaySwitched,
     ReportHealth,
     Restart,
+    RestartPlayer,
     SaveState,
     SendLog,
     SetRelay,
@@ -53,11 +58,13 @@ from node_firmware.core.events import (
     StoreAudio,
     StreamUnreachable,
     Tick,
+    VerifyAudio,
     WakeAt,
 )
 from node_firmware.core.machine import CoreSettings, NodeCore
 from node_firmware.drivers.audio_cache import AudioCache
-from node_firmware.drivers.fetcher import AudioFetcher
+from node_firmware.drivers.courier import Courier
+from node_firmware.drivers.fetcher import AudioFetcher, DownloadError
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
@@ -176,11 +183,23 @@ class NodeAgent:
         self.restart_requested = False
         self._started_monotonic = time.monotonic()
         self.inputs = Inbox()
-        self.link = MqttLink(config.mqtt, config.station_id, self.inputs.put, config.areas)
+        self.courier = Courier(
+            data_dir / "outbox", topics.health(config.station_id), lambda: self.inputs.put(Tick())
+        )
+        self.link = MqttLink(
+            config.mqtt,
+            config.station_id,
+            self.inputs.put,
+            config.areas,
+            on_acked=self.courier.acked,
+        )
+        self.courier.use(self.link)
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
         # they cannot delay a cue.
         self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes")
+        # One file at a time: re-reading the library must not starve playback of the disk.
+        self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
 
@@ -200,6 +219,7 @@ class NodeAgent:
     def run(self) -> bool:
         """Run until stopped; True when a ``restart`` command asked for a fresh process."""
         plan_raw, replay = self.store.load()
+        self.courier.load()
         logging.getLogger().addHandler(self.recent_log)
         try:
             # Before the link starts: no message (an alert least of all) may reach the
@@ -225,11 +245,14 @@ class NodeAgent:
         return Tick() if event is None else event
 
     def _step(self, event: Input) -> None:
+        self.courier.note_acks()
         for action in self.core.handle(event, _now()):
             try:
                 self._run(action)
             except Exception:  # a driver bug must not silence the station
                 log.exception("action %s failed", type(action).__name__)
+        if isinstance(event, BrokerConnected):
+            self.courier.connected()
 
     def _shutdown(self) -> None:
         self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link
@@ -247,6 +270,7 @@ class NodeAgent:
             self.modem_sim.close()
         self.link.stop()
         self._downloads.shutdown(wait=False, cancel_futures=True)
+        self._verifier.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ actions
 
@@ -254,6 +278,8 @@ class NodeAgent:
         match action:
             case WakeAt(at=at):
                 self._wake_at = at
+            case Publish(topic=topic, payload=payload, durable=True):
+                self.courier.send_event(topic, payload, self.core.connected)
             case Publish(topic=topic, payload=payload, qos=qos, retain=retain):
                 self.link.publish(topic, payload, qos, retain)
             case SaveState(plan_raw=raw, memory=replay):
@@ -262,6 +288,8 @@ class NodeAgent:
                 self.cache.pin(needed)
             case FetchAudio():
                 self._downloads.submit(self._fetch, action)
+            case VerifyAudio(sha256=sha):
+                self._verifier.submit(self._verify, sha)
             case StoreAudio(sha256=sha, data=data):
                 self._store(sha, data)
             case SetRelay(on=on):
@@ -270,6 +298,9 @@ class NodeAgent:
                 self._start(action)
             case StopPlayback(item_id=item_id):
                 self.player.stop(item_id)
+            case RestartPlayer(reason=reason):
+                log.error("restarting the player: %s", reason)
+                self.player.restart()
             case ReportHealth(snapshot=snapshot):
                 self._probes.submit(self._report_health_logged, snapshot)
             case SetVolume(percent=percent):
@@ -289,6 +320,8 @@ class NodeAgent:
         sha = action.ref.sha256
         try:
             self.fetcher.fetch(action.ref)
+        except DownloadError as exc:
+            self.inputs.put(AudioFetchFailed(sha, str(exc), str(exc.reason)))
         except FetchError as exc:
             self.inputs.put(AudioFetchFailed(sha, str(exc)))
         except Exception as exc:  # unexpected, but the core must hear of it to retry
@@ -296,6 +329,12 @@ class NodeAgent:
             self.inputs.put(AudioFetchFailed(sha, f"internal error: {exc}"))
         else:
             self.inputs.put(AudioFetched(sha))
+
+    def _verify(self, sha: str) -> bool:
+        """Re-hash one cached file (a worker thread, or the loop for an alert); tell the core."""
+        problem = self.cache.verify(sha)
+        self.inputs.put(AudioVerified(sha, problem is None, problem or ""))
+        return problem is None
 
     def _store(self, sha: str, data: bytes) -> None:
         """Inline audio goes to disk now, before the next action (the playback) runs."""
@@ -337,6 +376,9 @@ class NodeAgent:
             return
         if action.sha256 is None:
             raise ValueError(f"StartPlayback of {action.item_id} names neither audio nor stream")
+        if action.verify and not self._verify(action.sha256):
+            put(PlaybackFailed(action.item_id, "hash_mismatch: the cached file changed on disk"))
+            return
         self.player.start(
             action.item_id,
             self.cache.path(action.sha256),
@@ -407,5 +449,4 @@ class NodeAgent:
                 **snapshot,
             }
         )
-        payload = health.model_dump_json(exclude_none=True).encode()
-        self.link.publish(topics.health(self.config.station_id), payload, qos=0)
+        self.courier.publish_health(health.model_dump_json(exclude_none=True).encode())

@@ -79,6 +79,18 @@ class AudioFetched:
 class AudioFetchFailed:
     sha256: str
     reason: str
+    code: str = "fetch"
+    """machine-readable, e.g. ``disk_full``, ``network``, ``hash_mismatch``"""
+
+
+@dataclass(frozen=True)
+class AudioVerified:
+    """A cached file was re-read and hashed: ``ok``, or ``detail`` says what is wrong (the
+    driver has already discarded a file that failed)."""
+
+    sha256: str
+    ok: bool
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,7 @@ Input = (
     | Tick
     | AudioFetched
     | AudioFetchFailed
+    | AudioVerified
     | PlaybackStarted
     | PlaybackFinished
     | PlaybackFailed
@@ -149,6 +162,8 @@ class Publish:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    durable: bool = False
+    """kept on disk until the broker acknowledges it, sent again after a reboot (events)"""
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,13 @@ class SaveState:
 @dataclass(frozen=True)
 class FetchAudio:
     ref: AudioRef
+
+
+@dataclass(frozen=True)
+class VerifyAudio:
+    """Re-hash a cached file off the loop; answer with ``AudioVerified`` (discard it if bad)."""
+
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -198,11 +220,21 @@ class StartPlayback:
     duration_ms: int
     volume_pct: int | None = None
     stream: StreamRef | None = None
+    verify: bool = False
+    """hash the file before it sounds (an alert's audio not yet verified since boot);
+    a mismatch fails the playback and is reported as ``AudioVerified``"""
 
 
 @dataclass(frozen=True)
 class StopPlayback:
     item_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestartPlayer:
+    """The player missed an item's end by far: abandon what it holds, start it afresh."""
+
     reason: str
 
 
@@ -245,11 +277,13 @@ Action = (
     Publish
     | SaveState
     | FetchAudio
+    | VerifyAudio
     | StoreAudio
     | PinAudio
     | SetRelay
     | StartPlayback
     | StopPlayback
+    | RestartPlayer
     | WakeAt
     | ReportHealth
     | SetVolume

@@ -24,7 +24,15 @@ relayed for a window) is cued the same way; it needs no cached file (its fallbac
 fetched ahead) and, having no sync to lose, it may start late for the rest of its
 window. Every plan item ends in exactly one of ``played``, ``interrupted`` (it had
 started; ``finished_at`` is the cut) or ``failed`` (``reason``: ``busy``, ``late``,
-``audio_missing``, ``player``, ``preempted``, ``alert``, ``cancelled``).
+``audio_missing``, ``audio_unverified``, ``player``, ``player_hung``, ``station_down``,
+``preempted``, ``alert``, ``cancelled``).
+
+Concerns with their own modules behind this facade: what each item did, remembered
+across a reboot so the boot can report what it missed (``asrun``); which cached files
+are verified since boot and when each is due again (``integrity``); the outbox that
+keeps events until the broker has them (``outbox``, used by the agent: every event is a
+``Publish`` with ``durable=True``); the reconnect schedule (``backoff``, used by the MQTT
+link).
 
 An *alert* (``AlertReceived``) is signed by the province's alert key and is admitted
 on the same path as every other message (``_admit``); it is replay-checked by its
@@ -41,11 +49,24 @@ Transitions (each row: input, condition → what the core emits, in order)::
     PlanReceived        verified, new seq  → SaveState, plan_accepted…, PinAudio, FetchAudio…
     PlanReceived        refused            → rejected
     PlanReceived        an item is gone    → [StopPlayback], interrupted|failed(cancelled)
-    Tick                item cue time      → StartPlayback | failed(audio_missing|late|busy)
+    PlanReceived        audio cached and   → plan_accepted, audio_fetched
+                        verified
+    Boot                stored plan        → interrupted(restart) for an item it cut,
+                                             failed(station_down) for one it missed, SaveState
+    any                 cached file never  → VerifyAudio (after boot, then every 6 h, spread)
+                        or long unverified
+    AudioVerified       ok                 → audio_fetched for items now ready
+    AudioVerified       changed bytes      → audio_corrupt, FetchAudio (nothing plays it)
+    Tick                item cue time      → StartPlayback | failed(audio_missing|
+                                             audio_unverified|late|busy)
                         during an alert    → files: failed(busy) after the grace; streams wait
+    Tick                end + HANG_MARGIN  → StopPlayback, RestartPlayer, failed(player_hung)
+                        passed, no end         (the amplifier follows: off unless needed)
     Tick                higher item due    → StopPlayback, interrupted(preempted), StartPlayback
     PlaybackStarted     plan item          → playing
     PlaybackFinished    plan item          → played            (amplifier off after amp_tail)
+    playing/final event plan item          → SaveState (the as-run memory)
+    AudioFetchFailed    keep-list file     → library_failed (once until it succeeds)
     PlaybackFailed      plan item          → failed(player)
     StreamUnreachable   stream item        → stream_unreachable (the player falls back)
     AlertReceived       refused            → rejected (+ alert_id, drill once signature-checked)
@@ -118,11 +139,13 @@ from node_firmware.core.alerts import (
     parts_of,
     refused_alert,
 )
+from node_firmware.core.asrun import AsRunMemory
 from node_firmware.core.events import (
     Action,
     AlertReceived,
     AudioFetched,
     AudioFetchFailed,
+    AudioVerified,
     Boot,
     BrokerConnected,
     BrokerDisconnected,
@@ -141,6 +164,7 @@ from node_firmware.core.events import (
     RelaySwitched,
     ReportHealth,
     Restart,
+    RestartPlayer,
     SaveState,
     SendLog,
     SetRelay,
@@ -151,8 +175,10 @@ from node_firmware.core.events import (
     StreamUnreachable,
     Tick,
     TrustReceived,
+    VerifyAudio,
     WakeAt,
 )
+from node_firmware.core.integrity import AudioChecks
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +190,8 @@ FETCH_RETRY_MAX = timedelta(seconds=60)
 IDLE_WAKE = timedelta(seconds=30)
 READBACK_EVERY = timedelta(seconds=5)
 NO_CURRENT_MA = 50.0
+HANG_MARGIN = timedelta(seconds=10)
+"""An item still "playing" this long after its planned end has hung the player."""
 MS = timedelta(milliseconds=1)
 
 
@@ -191,6 +219,8 @@ class _ItemProgress:
     outcome: EventKind | None = None
     fetched_reported: bool = False
     fetch_failure_reported: bool = False
+    hang_at: datetime | None = None
+    """its planned end plus ``HANG_MARGIN``, once cued"""
 
 
 @dataclass
@@ -207,6 +237,11 @@ class NodeCore:
     alert: AlertRun | None = None
     """the alert playing, or waiting between its repetitions"""
     alerts: AlertMemory = field(default_factory=AlertMemory)
+    asrun: AsRunMemory = field(default_factory=AsRunMemory)
+    checks: AudioChecks = field(default_factory=AudioChecks)
+    """which cached files are verified since boot (nothing unverified is played)"""
+    """what happened to each plan item, saved so a reboot can report what it missed"""
+    _asrun_changed: bool = False
     _resume: str | None = None
     """a stream cut by the alert, relayed again for the rest of its window afterwards"""
     _progress: dict[str, _ItemProgress] = field(default_factory=dict)
@@ -214,6 +249,8 @@ class NodeCore:
     _fetching: set[str] = field(default_factory=set)
     _fetch_due: dict[str, datetime] = field(default_factory=dict)
     _fetch_delay: dict[str, timedelta] = field(default_factory=dict)
+    _library_failing: set[str] = field(default_factory=set)
+    """canned library files whose failure is reported (again once one succeeded)"""
     _relay_retry_at: datetime | None = None
     _amp_hold_until: datetime | None = None
     _next_heartbeat: datetime | None = None
@@ -259,8 +296,10 @@ class NodeCore:
                 pass
             case AudioFetched(sha256=sha):
                 self._audio_fetched(sha, now, out)
-            case AudioFetchFailed(sha256=sha, reason=reason):
-                self._audio_fetch_failed(sha, reason, now, out)
+            case AudioFetchFailed(sha256=sha, reason=reason, code=code):
+                self._audio_fetch_failed(sha, reason, code, now, out)
+            case AudioVerified(sha256=sha, ok=ok, detail=detail):
+                self._audio_verified(sha, ok, detail, now, out)
             case PlaybackStarted(item_id=item_id, started_at=started_at):
                 if self.alert is not None and item_id == self.alert.part_id:
                     self._alert_part_started(self.alert, started_at, now, out)
@@ -332,6 +371,7 @@ class NodeCore:
     def _boot(self, boot: Boot, now: datetime, out: list[Action]) -> None:
         self.guard = ReplayGuard.from_json(boot.memory.get("guard", {}))
         self.alerts = AlertMemory.from_json(boot.memory.get("alerts", {}), now)
+        self.asrun = AsRunMemory.from_json(boot.memory.get("asrun"))
         if boot.memory.get("keys"):
             entries = [KeyEntry.model_validate(k) for k in boot.memory["keys"]]
             self.keyring, self._keyring_updated = Keyring.from_entries(entries), True
@@ -377,22 +417,20 @@ class NodeCore:
                 continue
             progress = _ItemProgress(start_at=item.start_at)
             self._progress[item.item_id] = progress
-            if item.end_at <= now:
-                progress.outcome = EventKind.FAILED if not after_boot else EventKind.PLAYED
-                if not after_boot:
-                    self._event(
-                        EventKind.FAILED,
-                        now,
-                        out,
-                        item.item_id,
-                        reason="late",
-                        detail="plan arrived after the item ended",
-                    )
+            if after_boot:
+                if self._judge_after_boot(item, progress, now, out):
+                    continue
+            elif item.end_at <= now:
+                progress.outcome = EventKind.FAILED
+                detail = "plan arrived after the item ended"
+                self._event(EventKind.FAILED, now, out, item.item_id, reason="late", detail=detail)
                 continue
             if not after_boot:
                 self._event(EventKind.PLAN_ACCEPTED, now, out, item.item_id)
+                self._report_if_cached(item, progress, now, out)
         for item_id in self._commanded:
             self._progress[item_id] = previous[item_id]
+        self.asrun.keep_only({item.item_id for item in plan.items})
         self._drop_removed(previous, now, out)
         self._needed = {}
         for item in self._live_items():
@@ -407,6 +445,26 @@ class NodeCore:
         self._fetch_due = {s: due for s, due in self._fetch_due.items() if s in self._needed}
         for ref in self._needed.values():
             self._ensure_fetch(ref, out)
+
+    def _judge_after_boot(
+        self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
+    ) -> bool:
+        """Settle an item the reboot decided (see ``asrun``); False if it is still to play."""
+        verdict = self.asrun.after_boot(item, now)
+        if verdict is None:
+            return False
+        progress.outcome, progress.started_at = verdict.outcome, verdict.started_at
+        if verdict.report:
+            self._event(
+                verdict.outcome,
+                now,
+                out,
+                item.item_id,
+                reason=verdict.reason,
+                detail=verdict.detail,
+                started_at=verdict.started_at,
+            )
+        return True
 
     def _drop_removed(
         self, previous: dict[str, _ItemProgress], now: datetime, out: list[Action]
@@ -454,7 +512,8 @@ class NodeCore:
 
     def _memory(self) -> dict[str, object]:
         """What the station must remember across a reboot besides the plan itself."""
-        memory: dict[str, object] = {"guard": self.guard.to_json()}
+        memory: dict[str, object] = {"guard": self.guard.to_json(), "asrun": self.asrun.to_json()}
+        self._asrun_changed = False
         if self.alerts.entries:
             memory["alerts"] = self.alerts.to_json()
         if self._keyring_updated:  # otherwise the config file's keys stay authoritative
@@ -616,6 +675,7 @@ class NodeCore:
                     return
                 out.append(StoreAudio(sha, data))
                 self.cached.add(sha)
+                self.checks.verified(sha, now)
         elif alert.audio is not None and alert.audio.sha256 not in self.cached:
             detail = f"canned audio {alert.audio.sha256} is not in the cache"
             self._alert_event(
@@ -660,7 +720,11 @@ class NodeCore:
     def _cue_alert_part(self, run: AlertRun, start_at: datetime, out: list[Action]) -> None:
         run.cue_at = None
         part = run.part
-        out.append(StartPlayback(run.part_id, part.sha256, start_at, part.duration_ms))
+        # An alert does not wait for the background check: its file is hashed at the cue.
+        verify = not self.checks.trusted(part.sha256)
+        out.append(
+            StartPlayback(run.part_id, part.sha256, start_at, part.duration_ms, verify=verify)
+        )
 
     def _alert_part_started(
         self, run: AlertRun, started_at: datetime, now: datetime, out: list[Action]
@@ -843,16 +907,16 @@ class NodeCore:
 
     def _audio_fetched(self, sha: str, now: datetime, out: list[Action]) -> None:
         self._fetching.discard(sha)
+        self._library_failing.discard(sha)
+        self.checks.verified(sha, now)  # the fetcher hash-checked it on its way in
         self._fetch_due.pop(sha, None)
         self._fetch_delay.pop(sha, None)
         self.cached.add(sha)
-        for item in self._items_with(sha):
-            progress = self._progress[item.item_id]
-            if not progress.fetched_reported:
-                progress.fetched_reported = True
-                self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id)
+        self._report_ready(sha, now, out)
 
-    def _audio_fetch_failed(self, sha: str, reason: str, now: datetime, out: list[Action]) -> None:
+    def _audio_fetch_failed(
+        self, sha: str, reason: str, code: str, now: datetime, out: list[Action]
+    ) -> None:
         self._fetching.discard(sha)
         previous = self._fetch_delay.get(sha)
         delay = FETCH_RETRY_MIN if previous is None else min(previous * 2, FETCH_RETRY_MAX)
@@ -863,8 +927,87 @@ class NodeCore:
             if not progress.fetch_failure_reported:
                 progress.fetch_failure_reported = True
                 self._event(
-                    EventKind.AUDIO_FAILED, now, out, item.item_id, reason="fetch", detail=reason
+                    EventKind.AUDIO_FAILED, now, out, item.item_id, reason=code, detail=reason
                 )
+        keep = self.plan.keep if self.plan is not None else []
+        if sha not in self._library_failing and any(ref.sha256 == sha for ref in keep):
+            # Silent, this is how the next flood drill fails audio_missing.
+            self._library_failing.add(sha)
+            self._audio_event(EventKind.LIBRARY_FAILED, now, out, code, f"{sha}: {reason}")
+
+    def _schedule_checks(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+        """Verify what may play soon: never since boot, or not for ``VERIFY_EVERY``."""
+        wanted = [sha for sha in self._needed if sha in self.cached]
+        tone = self.settings.test_tone
+        if tone is not None and tone.sha256 in self.cached:
+            wanted.append(tone.sha256)
+        due, next_at = self.checks.take_due(wanted, now)
+        out.extend(VerifyAudio(sha) for sha in due)
+        if next_at is not None:
+            wakes.append(next_at)
+
+    def _audio_verified(
+        self, sha: str, ok: bool, detail: str, now: datetime, out: list[Action]
+    ) -> None:
+        if ok:
+            self.checks.verified(sha, now)
+            self._report_ready(sha, now, out, "already in the cache")
+            return
+        self.checks.failed(sha)
+        if sha not in self.cached:
+            return  # already known gone (a second report of the same file)
+        self.cached.discard(sha)
+        users = [item.item_id for item in self._items_with(sha)]
+        for item_id in users:
+            self._progress[item_id].fetched_reported = False  # reported again once re-fetched
+        what = f"used by {', '.join(users)}" if users else "not used by a coming item"
+        about = f"{sha} ({what}): {detail}; discarded, fetching it again"
+        self._audio_event(EventKind.AUDIO_CORRUPT, now, out, "hash_mismatch", about)
+        ref = self._needed.get(sha)
+        if ref is not None:
+            self._ensure_fetch(ref, out)
+
+    def _audio_event(
+        self, kind: EventKind, now: datetime, out: list[Action], reason: str, detail: str
+    ) -> None:
+        """An event about a cached file rather than an item (``detail`` starts with its hash)."""
+        self._publish_event(
+            Event(
+                station_id=self.settings.station_id,
+                kind=kind,
+                at=now,
+                plan_seq=self.plan.seq if self.plan else None,
+                reason=reason,
+                detail=detail[:500],
+            ),
+            out,
+        )
+
+    def _report_if_cached(
+        self, item: PlanItem, progress: _ItemProgress, now: datetime, out: list[Action]
+    ) -> None:
+        """An item whose audio is already here (and verified) is ready: say so now, not at
+        air time. Unverified audio is reported when its check succeeds."""
+        if item.needed_audio and self._ready(item):
+            progress.fetched_reported = True
+            detail = "already in the cache"
+            self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id, detail=detail)
+
+    def _ready(self, item: PlanItem) -> bool:
+        return all(
+            ref.sha256 in self.cached and self.checks.trusted(ref.sha256)
+            for ref in item.needed_audio
+        )
+
+    def _report_ready(
+        self, sha: str, now: datetime, out: list[Action], detail: str | None = None
+    ) -> None:
+        """``audio_fetched`` (once) for the items using ``sha`` whose audio is all ready."""
+        for item in self._items_with(sha):
+            progress = self._progress[item.item_id]
+            if not progress.fetched_reported and self._ready(item):
+                progress.fetched_reported = True
+                self._event(EventKind.AUDIO_FETCHED, now, out, item.item_id, detail=detail)
 
     def _items_with(self, sha: str) -> list[PlanItem]:
         return [i for i in self._live_items() if any(a.sha256 == sha for a in i.needed_audio)]
@@ -993,9 +1136,11 @@ class NodeCore:
             if ref is not None:
                 self._ensure_fetch(ref, out)
 
+        self._schedule_checks(now, out, wakes)
         self._advance_alert(now, out, wakes)
         if self._resume is not None and self.alert is None:
             self._resume_stream(self._resume, now, out)
+        self._check_player(now, out, wakes)
         live = self._live_items()  # once per input: a station runs this on every one
         for item in live:
             wakes.extend(self._advance_item(item, now, out))
@@ -1004,6 +1149,8 @@ class NodeCore:
         self._schedule_readback(now, out, wakes)
         self._finish_commanded_items(now, out)
 
+        if self._asrun_changed:
+            out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
         reported = self._state_key()
         if reported != self._reported and self._next_heartbeat is not None:
             self._next_heartbeat = now  # a change of state is reported at once
@@ -1031,6 +1178,12 @@ class NodeCore:
                 return [deadline]
             detail = "audio not downloaded by the start time"
             self._fail(item, progress, now, out, "audio_missing", detail)
+            return []
+        if not self.checks.trusted(item.audio.sha256):
+            if now < deadline:
+                return [deadline]  # its check is running: AudioVerified wakes us
+            detail = "the cached audio could not be verified by the start time"
+            self._fail(item, progress, now, out, "audio_unverified", detail)
             return []
         if self.alert is not None:
             if now < deadline:
@@ -1100,11 +1253,43 @@ class NodeCore:
         self.current = None
         return True
 
+    def _check_player(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+        """Past its deadline the item fails ``player_hung``: the amplifier goes off (nothing
+        wants it any more), the player is restarted, and the next items play normally."""
+        progress = self._progress.get(self.current) if self.current is not None else None
+        if progress is None or progress.hang_at is None:
+            return
+        if now < progress.hang_at:
+            wakes.append(progress.hang_at)
+            return
+        item_id, self.current = self.current, None
+        assert item_id is not None
+        detail = f"still playing {HANG_MARGIN.total_seconds():g} s after its planned end"
+        out.append(StopPlayback(item_id, "player hung"))
+        out.append(RestartPlayer(f"{item_id} {detail}"))
+        if progress.outcome is None:  # else: a stream relayed again after an alert
+            progress.outcome = EventKind.FAILED
+            started = progress.started_at
+            self._event(
+                EventKind.FAILED,
+                now,
+                out,
+                item_id,
+                reason="player_hung",
+                detail=detail,
+                started_at=started,
+                finished_at=now if started is not None else None,
+            )
+
     def _cue(
         self, item: PlanItem, progress: _ItemProgress, start: datetime, out: list[Action]
     ) -> None:
         progress.cued = True
         self.current = item.item_id
+        if item.stream is not None:
+            progress.hang_at = item.end_at + HANG_MARGIN
+        else:
+            progress.hang_at = start + timedelta(milliseconds=item.length_ms) + HANG_MARGIN
         if self.relay_on is not True and self._relay_retry_at is None:
             out.append(SetRelay(True))  # late cue: the amplifier goes first, always
             self.relay_on = True
@@ -1203,6 +1388,8 @@ class NodeCore:
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
     ) -> None:
+        if item_id not in self._commanded and self.asrun.note(item_id, kind, started_at):
+            self._asrun_changed = True
         self._publish_event(
             Event(
                 station_id=self.settings.station_id,
@@ -1246,7 +1433,8 @@ class NodeCore:
 
     def _publish_event(self, event: Event, out: list[Action]) -> None:
         topic = topics.event(self.settings.station_id)
-        out.append(Publish(topic, event.model_dump_json(exclude_none=True).encode(), qos=1))
+        payload = event.model_dump_json(exclude_none=True).encode()
+        out.append(Publish(topic, payload, qos=1, durable=True))
 
     def snapshot(self) -> dict[str, object]:
         """The core's part of a heartbeat; probes add the rest."""

@@ -25,26 +25,35 @@ import threading
 from pathlib import Path
 
 from loaxa_protocol.errors import FetchError
-from node_firmware.drivers.disk import fsync_dir
+from node_firmware.drivers.disk import fsync_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-DEFAULT_RESERVE_BYTES = 64 * 1024**2
-"""Free space left for logs, the state file and the OS whatever the budget says."""
+RESERVE_MAX_BYTES = 64 * 1024**2
+RESERVE_SHARE = 0.05
+RESERVE_MIN_BYTES = 64 * 1024
+"""Free space left for logs, the state, the outbox and the OS whatever the budget says:
+5 % of the disk, at most 64 MiB (an SD card), at least 64 KiB (a tiny data partition)."""
+
+
+def reserve_for_disk(total_bytes: int) -> int:
+    """The free space a disk of ``total_bytes`` keeps beyond the audio (see above)."""
+    return max(RESERVE_MIN_BYTES, min(RESERVE_MAX_BYTES, int(total_bytes * RESERVE_SHARE)))
 
 
 class AudioCache:
     """A bounded, pinned, LRU store of audio files named by sha256."""
 
-    def __init__(
-        self, root: Path, max_bytes: int, reserve_bytes: int = DEFAULT_RESERVE_BYTES
-    ) -> None:
+    def __init__(self, root: Path, max_bytes: int, reserve_bytes: int | None = None) -> None:
+        """``reserve_bytes`` None: :func:`reserve_for_disk` of the disk ``root`` is on."""
         self.root = root
         self.max_bytes = max_bytes
-        self.reserve_bytes = reserve_bytes
         self._partial_dir = root / "partial"
         self._partial_dir.mkdir(parents=True, exist_ok=True)
+        if reserve_bytes is None:
+            reserve_bytes = reserve_for_disk(shutil.disk_usage(root).total)
+        self.reserve_bytes = reserve_bytes
         self._lock = threading.Lock()
         self._pinned: frozenset[str] = frozenset()
 
@@ -93,6 +102,26 @@ class AudioCache:
             raise FetchError(f"io_error: storing inline audio {sha[:12]}: {exc}") from exc
         log.info("stored inline audio %s (%s bytes)", sha[:12], len(data))
         return target
+
+    def verify(self, sha: str) -> str | None:
+        """Re-hash the cached file of ``sha``: None if intact, else what is wrong.
+
+        A file whose bytes no longer hash to its name is deleted at once, so nothing
+        (the player, a stream's fallback) can pick it up before it is fetched again.
+        """
+        target = self._final(sha)
+        try:
+            digest = sha256_of(target)
+        except FileNotFoundError:
+            return "missing: the file is gone from the cache"
+        except OSError as exc:
+            return f"io_error: cannot read it: {exc}"
+        if digest == sha:
+            return None
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        log.error("cached audio %s changed on disk (now %s): discarded", sha, digest)
+        return f"hash_mismatch: its bytes now hash to {digest}"
 
     def pin(self, shas: frozenset[str]) -> None:
         """Replace the pinned set with the complete set the plan needs."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import errno
-import hashlib
 import http.client
 import logging
 import os
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 from loaxa_protocol import AudioRef
 from loaxa_protocol.errors import FetchError
 from node_firmware.drivers.audio_cache import AudioCache
-from node_firmware.drivers.disk import fsync_dir
+from node_firmware.drivers.disk import fsync_dir, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +175,7 @@ class AudioFetcher:
                 FetchFailure.SIZE_MISMATCH,
                 f"{_where(ref)} ended after {size} of {ref.size_bytes} bytes",
             )
-        digest = _sha256_of(partial)
+        digest = sha256_of(partial)
         if digest != ref.sha256:
             partial.unlink(missing_ok=True)
             raise DownloadError(
@@ -226,11 +225,3 @@ def _where(ref: AudioRef) -> str:
     """The URL without its query: signed URLs carry credentials we must not log."""
     parts = urlsplit(ref.url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()

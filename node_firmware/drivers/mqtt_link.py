@@ -2,8 +2,10 @@
 
 Availability follows the device convention: a retained ``offline`` last will, a
 retained ``online`` on every connect and ``stopped`` on a clean stop. Reconnection
-backs off exponentially; each station starts its back-off from a random base, so a
-broker restart is not answered by thousands of stations in the same second.
+follows :class:`~node_firmware.core.backoff.ReconnectBackoff` (exponential, full
+jitter): paho's own doubling is overridden before every wait, so a broker restart is
+not answered by thousands of stations in the same second, and none sleeps a minute
+after the broker is back.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 import random
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -21,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from loaxa_protocol import Status, StatusState, topics
 from node_firmware.config import MqttConfig
+from node_firmware.core.backoff import ReconnectBackoff
 from node_firmware.core.events import (
     AlertReceived,
     BrokerConnected,
@@ -48,6 +53,8 @@ class MqttLink:
         station_id: str,
         deliver: Callable[[Input], None],
         areas: Sequence[str] = (),
+        backoff: ReconnectBackoff | None = None,
+        on_acked: Callable[[int], None] | None = None,
     ) -> None:
         self._station_id = station_id
         self._deliver = deliver
@@ -67,12 +74,16 @@ class MqttLink:
         self._client.will_set(
             topics.status(station_id), self._status(StatusState.OFFLINE), qos=1, retain=True
         )
-        # paho types min_delay as int but computes with it freely; the fraction is the jitter.
-        jitter_s = random.uniform(0.5, 2.0)
-        self._client.reconnect_delay_set(min_delay=jitter_s, max_delay=60)  # type: ignore[arg-type]
+        self._backoff = backoff or ReconnectBackoff()
+        self._backoff_lock = threading.Lock()
+        self._random = random.Random()
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        if on_acked is not None:
+            # paho calls this with its own lock held: the callee may only note the id.
+            self._client.on_publish = lambda _c, _u, mid, _r, _p: on_acked(mid)
         self._cfg = cfg
 
     def _status(self, state: StatusState) -> bytes:
@@ -102,9 +113,17 @@ class MqttLink:
             return False
         return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        # paho queues QoS 1 messages while disconnected and sends them on reconnect
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
+        """Hand a message to paho; its message id (``on_acked`` gets it at the PUBACK).
+
+        paho keeps a QoS 1 message it could not send, and every one awaiting its PUBACK,
+        and sends them again after a reconnect.
+        """
+        return self._client.publish(topic, payload, qos=qos, retain=retain).mid
 
     def _on_connect(
         self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object
@@ -112,6 +131,8 @@ class MqttLink:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused connection: %s", reason)
             return
+        with self._backoff_lock:
+            self._backoff = self._backoff.connected(time.monotonic())
         _no_delay(client)
         # trust first: after a key rotation the update must precede plans signed anew
         client.subscribe(
@@ -129,7 +150,21 @@ class MqttLink:
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
     ) -> None:
         log.info("broker connection lost: %s", reason)
+        with self._backoff_lock:
+            self._backoff = self._backoff.disconnected(time.monotonic())
+        self._plan_next_wait()
         self._deliver(BrokerDisconnected())
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
+        self._plan_next_wait()
+
+    def _plan_next_wait(self) -> None:
+        """Set paho's next reconnect wait to our draw (paho then waits exactly that long)."""
+        with self._backoff_lock:
+            wait_s, self._backoff = self._backoff.next_wait(self._random.random())
+        log.info("next broker connection attempt in %.1f s", wait_s)
+        # paho types the delays as int but computes with them as numbers.
+        self._client.reconnect_delay_set(min_delay=wait_s, max_delay=wait_s)  # type: ignore[arg-type]
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if message.topic in self._alert_topic_set:  # first: every millisecond counts here

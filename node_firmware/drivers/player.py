@@ -112,6 +112,9 @@ class Player(Protocol):
     def set_volume(self, percent: int) -> None:
         """Output level for items started from now on (0-100)."""
 
+    def restart(self) -> None:
+        """Abandon every item, however stuck, and be ready for the next (after a hang)."""
+
     def close(self) -> None:
         """Stop everything and release the audio device."""
 
@@ -307,6 +310,16 @@ class _ThreadedPlayer:
         if entry is not None:
             entry[0].stop()
 
+    def restart(self) -> None:
+        """Stop everything and forget it: a thread stuck on the device cannot hold up the
+        next item (its callbacks are silenced by the stop)."""
+        with self._lock:
+            entries = list(self._active.values())
+            self._active.clear()
+        for playback, _ in entries:
+            playback.stop()
+        log.warning("player restarted; %s item(s) abandoned", len(entries))
+
     def close(self) -> None:
         with self._lock:
             entries = list(self._active.values())
@@ -326,7 +339,8 @@ class _ThreadedPlayer:
             playback.failed(f"internal error: {exc}")
         finally:
             with self._lock:
-                self._active.pop(playback.item_id, None)
+                if self._active.get(playback.item_id, (None,))[0] is playback:
+                    del self._active[playback.item_id]
 
     def _run(self, playback: _Playback) -> None:
         raise NotImplementedError
@@ -522,6 +536,11 @@ class AlsaPlayer(_ThreadedPlayer):
 
     def close(self) -> None:
         super().close()
+        self._kill_aplay()
+
+    def restart(self) -> None:
+        """Also kill aplay: a write blocked on a stuck device fails, and its thread ends."""
+        super().restart()
         self._kill_aplay()
 
     @property

@@ -83,6 +83,7 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "plan_items": _integer(0, 100_000),
     "cached_audio": _integer(0, 1_000_000),
     "playing_item": _text,
+    "health_dropped": _integer(0, 2**31),
     "clock_offset_ms": _number(-86_400_000, 86_400_000),
 }
 """Every field a heartbeat may carry and the values that make physical sense."""

@@ -62,6 +62,8 @@ EVENT_LABELS = {
     "alert_finished": N_("Alert finished"),
     "alert_failed": N_("Alert failed"),
     "alert_cancelled": N_("Alert cancelled"),
+    "library_failed": N_("Alert library download failed"),
+    "audio_corrupt": N_("Cached audio damaged, fetched again"),
 }
 BAD_EVENTS = frozenset(
     {
@@ -73,6 +75,8 @@ BAD_EVENTS = frozenset(
         "relay_fault",
         "stream_unreachable",
         "alert_failed",
+        "library_failed",
+        "audio_corrupt",
     }
 )
 RECENT_EVENTS = 50

@@ -12,7 +12,13 @@ IO_LIBRARIES = ("paho", "serial", "pydub", "fastapi", "sqlmodel", "httpx", "uvic
 
 @pytest.mark.parametrize(
     "module",
-    ["loaxa_protocol", "node_firmware.core.machine", "server.planning.compiler"],
+    [
+        "loaxa_protocol",
+        "node_firmware.core.machine",
+        "node_firmware.core.outbox",
+        "node_firmware.core.backoff",
+        "server.planning.compiler",
+    ],
 )
 def test_core_module_imports_no_io_library(module: str) -> None:
     probe = (

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from loaxa_protocol.errors import FetchError
-from node_firmware.drivers.audio_cache import AudioCache
+from node_firmware.drivers.audio_cache import AudioCache, reserve_for_disk
 
 A, B, C, D = (ch * 64 for ch in "abcd")
 
@@ -114,3 +115,29 @@ def test_store_when_nothing_can_make_room(cache: AudioCache) -> None:
     with pytest.raises(FetchError, match="disk full"):
         cache.store(sha, data)
     assert not cache.has(sha)
+
+
+def test_the_free_space_reserve_follows_the_size_of_the_disk() -> None:
+    assert reserve_for_disk(2 * 1024**2) == 104_857  # 5 % of a 2 MB data partition
+    assert reserve_for_disk(200 * 1024) == 64 * 1024  # the floor
+    assert reserve_for_disk(32 * 1024**3) == 64 * 1024**2  # an SD card: capped at 64 MiB
+
+
+def test_by_default_the_reserve_is_that_of_the_disk_the_cache_is_on(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=10**9)
+    assert cache.reserve_bytes == reserve_for_disk(shutil.disk_usage(tmp_path).total)
+
+
+def test_a_file_whose_bytes_changed_is_named_and_discarded_at_once(tmp_path: Path) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=10**9, reserve_bytes=0)
+    data = b"bulletin" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    cache.store(sha, data)
+    assert cache.verify(sha) is None
+    with cache.path(sha).open("r+b") as f:  # one byte flips on the card
+        f.seek(100)
+        f.write(b"X")
+    problem = cache.verify(sha)
+    assert problem is not None and problem.startswith("hash_mismatch")
+    assert not cache.has(sha)
+    assert cache.verify(sha) == "missing: the file is gone from the cache"

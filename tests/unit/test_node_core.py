@@ -25,6 +25,7 @@ from node_firmware.core.events import (
     Action,
     AudioFetched,
     AudioFetchFailed,
+    AudioVerified,
     Boot,
     CommandReceived,
     FetchAudio,
@@ -48,6 +49,7 @@ from node_firmware.core.events import (
     StopPlayback,
     Tick,
     TrustReceived,
+    VerifyAudio,
     WakeAt,
 )
 from node_firmware.core.machine import LATE_GRACE, PREROLL, CoreSettings, NodeCore
@@ -96,6 +98,10 @@ class Harness:
     now: datetime = T0
     log: list[tuple[datetime, Action]] = field(default_factory=list)
     wake: datetime | None = None
+    rotten: set[str] = field(default_factory=set)
+    """cached files whose bytes changed on disk (their verification fails)"""
+    disk_answers: bool = True
+    """False: a verification never comes back (a disk that hangs)"""
 
     def feed(self, event: Input) -> list[Action]:
         actions = self.core.handle(event, self.now)
@@ -106,7 +112,15 @@ class Harness:
             self.log.append((self.now, action))
             if isinstance(action, SetRelay):  # a healthy relay board answers at once
                 self.core.handle(RelaySwitched(action.on), self.now)
+        for action in actions:
+            if (
+                isinstance(action, VerifyAudio) and self.disk_answers
+            ):  # a healthy disk: the file is what it was
+                self.feed(AudioVerified(action.sha256, self.disk_ok(action.sha256)))
         return actions
+
+    def disk_ok(self, sha: str) -> bool:
+        return sha not in self.rotten
 
     def run_until(self, until: datetime) -> None:
         while self.wake is not None and self.wake <= until:
