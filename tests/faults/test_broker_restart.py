@@ -14,10 +14,12 @@ from tests.faults.conftest import Installation
 from tests.faults.harness import events_of_item, iso, soon, wait_until
 
 OUTAGE_S = 10.0
-RECONNECT_S = 20.0
-"""Back-off with full jitter: the first retry within seconds, so after a 10 s outage
-every station is back well within 20 s (the fleet spread is measured by
-``loaxa bench reconnect``, see docs/reliability.md)."""
+RECONNECT_S = 65.0
+"""Back-off with full jitter (issue 11): each wait is drawn uniformly below a window that
+doubles from about a second to a cap of about a minute, so after an outage of this
+length a station may wait up to a full window before its next attempt; every station
+must be back within the cap plus a few seconds. How the whole fleet spreads is measured
+by ``loaxa bench reconnect`` (docs/reliability.md)."""
 
 
 def test_broker_restart_items_play_and_stations_reconnect_quickly(

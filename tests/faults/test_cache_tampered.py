@@ -9,18 +9,11 @@ import hashlib
 import re
 from pathlib import Path
 
-import pytest
-
 from tests.audio_samples import make_audio
 from tests.faults.conftest import Installation
 from tests.faults.harness import iso, soon, wait_until
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs branch node: cached audio is never re-checked before it plays, nor "
-    "fetched again (issue 11 §3 bug 2; here the item fails at air time)",
-)
 def test_a_changed_cached_file_is_detected_refetched_and_reported_before_it_plays(
     installation: Installation,
 ) -> None:

@@ -78,11 +78,6 @@ def test_after_a_reboot_without_network_the_stored_plan_plays_the_next_item_on_t
     assert {"playing", "played"} <= set(kinds), sorted(kinds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs branch node: events wait in paho's memory only, so a reboot before "
-    "reconnecting loses them (issue 11 §3 bug 1, the on-disk outbox)",
-)
 def test_events_of_an_item_played_before_the_reboot_still_reach_the_server(
     rebooted_offline: Outcome,
 ) -> None:
