@@ -114,7 +114,10 @@ class Settings(BaseSettings):
         default=50 * 1024 * 1024, gt=0, description="largest audio upload accepted"
     )
     plan_horizon_h: float = Field(
-        default=48, gt=0, description="how far ahead a station's plan reaches"
+        default=216,
+        gt=0,
+        description="how far ahead a station's plan reaches (9 days: a station cut off "
+        "keeps at least 8 days of its programme; docs/programmes.md)",
     )
     plan_ttl_h: float = Field(
         default=72,
@@ -124,8 +127,8 @@ class Settings(BaseSettings):
     clock_sync_min: float = Field(
         default=10,
         ge=0,
-        description="measure every online station's clock offset this often (signed "
-        "time_sync command over MQTT); 0 disables",
+        description="measure every connected (online or degraded) station's clock offset "
+        "this often (signed time_sync command over MQTT); 0 disables",
     )
     plan_refresh_min: float = Field(
         default=60,

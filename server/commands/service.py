@@ -5,6 +5,13 @@ expires unseen, and the technician sees "sent" with no answer rather than a fals
 "done". The clock measurement rides on the same path: the server sends ``time_sync``
 with its send time, the station answers with its receive and reply times, and the
 offset is estimated NTP-style from the four instants.
+
+The estimate is only as good as the round trip is short: its error is at most half the
+time the exchange spent in transit. A ``time_sync`` queued while the broker was away
+arrives minutes late and would read as a clock minutes off, so an exchange whose round
+trip exceeds ``MAX_ROUND_TRIP`` is answered but measures nothing. Every station that talks
+to us (``online`` or ``degraded``) is measured, so a clock alarm clears once the clock is
+put right.
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ from server.audit.log import record_audit
 from server.auth.actor import Actor
 from server.commands.models import CommandState, StationCommand
 from server.fleet.bus import Bus
+from server.health.status import LIVE
 from server.keys import ServerKeys
-from server.models import Station, StationStatus
+from server.models import Station
 
 log = logging.getLogger(__name__)
 
 COMMAND_TTL = timedelta(minutes=5)
+MAX_ROUND_TRIP = timedelta(seconds=5)
+"""Longer in transit than this, a time_sync exchange is no measurement (error ≤ half of it)."""
 ClockOffsetSink = Callable[[Session, str, float, datetime], None]
 
 
@@ -39,6 +49,11 @@ class CommandError(ValueError):
 def clock_offset_ms(t0: datetime, t1: datetime, t2: datetime, t3: datetime) -> float:
     """Station clock minus server clock, from send/receive/reply/arrival instants."""
     return ((t1 - t0) + (t2 - t3)).total_seconds() / 2 * 1000
+
+
+def round_trip(t0: datetime, t1: datetime, t2: datetime, t3: datetime) -> timedelta:
+    """Time in transit: the server's send-to-arrival less the station's own turnaround."""
+    return (t3 - t0) - (t2 - t1)
 
 
 class CommandService:
@@ -127,18 +142,28 @@ class CommandService:
         except (KeyError, ValueError) as exc:
             log.warning("unusable time_sync reply from %s: %s", reply.station_id, exc)
             return
+        transit = round_trip(t0, t1, t2, arrived)
+        row.result = {**(row.result or {}), "round_trip_ms": transit / timedelta(milliseconds=1)}
+        if not timedelta(0) <= transit <= MAX_ROUND_TRIP:
+            row.detail = (
+                f"round trip {transit.total_seconds():.1f} s is outside 0–"
+                f"{MAX_ROUND_TRIP.total_seconds():g} s (queued while the broker was away?): "
+                "no clock measurement"
+            )
+            log.info("time_sync from %s discarded: %s", reply.station_id, row.detail)
+            return
         offset = clock_offset_ms(t0, t1, t2, arrived)
-        row.result = {**(row.result or {}), "clock_offset_ms": offset}
+        row.result = {**row.result, "clock_offset_ms": offset}
         if self._on_clock_offset is not None:
             self._on_clock_offset(session, reply.station_id, offset, arrived)
 
     def sync_clocks(self, actor: Actor) -> int:
-        """Ask every online station for its clock; answers arrive through ``on_reply``."""
+        """Ask every connected station (online or degraded) for its clock; answers arrive
+        through ``on_reply``. Degraded ones above all: a clock alarm degrades a station,
+        and only a new measurement can clear it."""
         with Session(self._engine) as session:
-            online = session.exec(
-                select(Station.id).where(col(Station.status) == StationStatus.ONLINE)
-            ).all()
-            for station_id in online:
+            connected = session.exec(select(Station.id).where(col(Station.status).in_(LIVE))).all()
+            for station_id in connected:
                 now = self._clock().isoformat()
                 self.send(session, station_id, "time_sync", {"server_sent_at": now}, actor)
-        return len(online)
+        return len(connected)

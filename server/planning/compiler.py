@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from loaxa_protocol import AudioRef, Plan, PlanItem, Priority, StreamRef
 
 SENDER = "server"
+MAX_PLAN_ITEMS = 2000
+"""The protocol's cap on ``Plan.items`` (``loaxa_protocol.messages.Plan``)."""
 
 
 def item_id_for(broadcast_id: int) -> str:
@@ -88,7 +91,10 @@ class PlanEntry:
             codec=self.codec,
         )
 
+    @cached_property
     def plan_item(self) -> PlanItem:
+        """The wire item, built once per entry: a programme's entries are shared by every
+        station it reaches, and building the message is most of a plan's cost."""
         audio = self.audio_ref()
         if self.stream_url is not None:
             return PlanItem(
@@ -119,6 +125,7 @@ def compile_plan(
     seq: int,
     ttl: timedelta,
     keep: Iterable[AudioRef] = (),
+    max_items: int = MAX_PLAN_ITEMS,
 ) -> Plan:
     """The station's complete programme from ``now`` to ``now + horizon``.
 
@@ -127,15 +134,25 @@ def compile_plan(
     starts before the horizon. Items are ordered by start, then highest priority,
     then id, so equal inputs produce byte-identical plans. Broadcasts and programme
     occurrences are entries alike; a stream entry becomes a stream item for its window.
+
+    More than ``max_items`` in the window: the plan ends where the first one left out
+    starts (``horizon_until`` says so), so a station never holds a plan that silently
+    skips an item, and the roll forward brings the rest in as the window moves.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if max_items < 1:
+        raise ValueError(f"max_items must be at least 1, not {max_items}")
     until = now + horizon
     kept = sorted(
         (e for e in entries if e.end_at > now and e.start_at < until),
         key=lambda e: e.sort_key,
     )
-    items = [e.plan_item() for e in kept]
+    if len(kept) > max_items:
+        # Items starting together stay together: cut before the first start left out.
+        until = kept[max_items].start_at
+        kept = [e for e in kept[:max_items] if e.start_at < until]
+    items = [e.plan_item for e in kept]
     return Plan(
         sender=SENDER,
         seq=seq,

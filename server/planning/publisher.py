@@ -19,11 +19,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import AudioRef, Plan, seal, topics
+from loaxa_protocol.envelope import MAX_ENVELOPE_BYTES
 from server.db import utcnow
 from server.fleet.bus import Bus
 from server.keys import ServerKeys
 from server.models import AudioAsset, Broadcast, BroadcastTarget, Station
-from server.planning.compiler import PlanEntry, compile_plan, item_id_for
+from server.planning.compiler import MAX_PLAN_ITEMS, PlanEntry, compile_plan, item_id_for
 from server.planning.rolling import Published, Starts, due_stations, earliest_horizon
 from server.programmes.service import programme_entries, programme_starts
 from server.reports.planned import record_plans
@@ -125,15 +126,10 @@ class PlanPublisher:
             if audio.id is not None
         ]
         plans: dict[str, Plan] = {}
+        sealed: dict[str, bytes] = {}
         for station_id in wanted:
-            plan = compile_plan(
-                station_id,
-                entries.get(station_id, []),
-                now=now,
-                horizon=self._horizon,
-                seq=self._keys.next_seq(),
-                ttl=self._plan_ttl,
-                keep=keep,
+            plan, sealed[station_id] = self._fitting_plan(
+                station_id, entries.get(station_id, []), now, keep
             )
             carried = {item.item_id for item in plan.items}
             for target in targets.get(station_id, []):
@@ -146,13 +142,46 @@ class PlanPublisher:
         record_plans(session, plans.values(), now)
         # Record sequences before publishing: an instant plan_accepted must find them.
         session.commit()
-        for station_id, plan in plans.items():
-            self._bus.publish(
-                topics.plan(station_id), seal(plan, self._keys.signing_key), qos=1, retain=True
-            )
+        for station_id, raw in sealed.items():
+            self._bus.publish(topics.plan(station_id), raw, qos=1, retain=True)
         self._published.update(published)
         log.info("published %s plans", len(plans))
         return plans
+
+    def _fitting_plan(
+        self, station_id: str, entries: list[PlanEntry], now: datetime, keep: list[AudioRef]
+    ) -> tuple[Plan, bytes]:
+        """The station's plan and its sealed bytes, within the protocol's 1 MiB envelope.
+
+        A plan too large (a station with hundreds of items a day over a long horizon)
+        is compiled again with fewer items, in proportion, so its horizon ends earlier
+        rather than a station refusing the whole plan as ``malformed``.
+        """
+        max_items = MAX_PLAN_ITEMS
+        while True:
+            plan = compile_plan(
+                station_id,
+                entries,
+                now=now,
+                horizon=self._horizon,
+                seq=self._keys.next_seq(),
+                ttl=self._plan_ttl,
+                keep=keep,
+                max_items=max_items,
+            )
+            raw = seal(plan, self._keys.signing_key)
+            if len(raw) <= MAX_ENVELOPE_BYTES or len(plan.items) <= 1:
+                break
+            max_items = max(1, int(len(plan.items) * MAX_ENVELOPE_BYTES / len(raw) * 0.95))
+        if plan.horizon_until < now + self._horizon:
+            log.warning(
+                "plan for %s cut to %s items (ends %s instead of %s): too many to carry",
+                station_id,
+                len(plan.items),
+                plan.horizon_until.isoformat(),
+                (now + self._horizon).isoformat(),
+            )
+        return plan, raw
 
     def roll_forward(self) -> list[str]:
         """Republish only the stations whose window gained an item since their last plan

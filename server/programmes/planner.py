@@ -4,7 +4,7 @@ APScheduler 3 with a SQLAlchemy job store in the server's own database, so work
 scheduled before a restart (a republish that failed because the broker was away) is
 still there after it. Jobs:
 
-- ``roll-forward`` every ``plan_refresh_min``: republish the stations whose 48-hour
+- ``roll-forward`` every ``plan_refresh_min``: republish the stations whose 9-day
   window gained an item since their last plan (an occurrence entering the horizon), and
   plans older than half their lifetime (so signed plans and URLs never run out); the
   rest are untouched (``server.planning.rolling``);
@@ -132,7 +132,7 @@ class ProgrammePlanner:
     # ------------------------------------------------------------- the work
 
     def roll_forward(self) -> int:
-        """Republish the stations whose 48-hour window gained an item since their last
+        """Republish the stations whose 9-day window gained an item since their last
         plan, or whose plan is due for renewal; returns how many."""
         return len(self._publisher.roll_forward())
 

@@ -178,14 +178,14 @@ def test_a_commune_morning_airs_once_approved_with_stream_speech_and_audio(
     plan = latest_plan(client, bus, world["a"])
     items = [i for i in plan.items if i.item_id.startswith("p")]
     pid = view["id"]
-    # Two mornings (Mon and Tue) fall inside the 48-hour horizon: 4 items each.
+    # Eight mornings (Mon 7 to Tue 15, Sunday off) fall inside the 9-day horizon: 4 items each.
     assert [i.item_id for i in items[:4]] == [
         f"p{pid}.1.1.202612070500",
         f"p{pid}.2.1.202612070500",
         f"p{pid}.3.1.202612070500",
         f"p{pid}.3.2.202612070500",
     ]
-    assert len(items) == 8
+    assert len(items) == 8 * 4
     stream, speech, first, second = items[:4]
     assert stream.stream is not None and stream.window_ms == 30 * 60_000
     assert stream.stream.url == f"{stream_server}/live.mp3"

@@ -85,6 +85,12 @@ def plan_of(client: TestClient, bus: FlakyBus, station_id: str, now: datetime) -
     return opened.message
 
 
+def days_at_five(year: int, month: int, day: int, count: int) -> list[str]:
+    """Local ``yyyymmdd0500`` stamps of ``count`` days from the given one."""
+    first = datetime(year, month, day)
+    return [(first + timedelta(days=n)).strftime("%Y%m%d0500") for n in range(count)]
+
+
 def mornings(plan: Plan) -> list[str]:
     return sorted({i.item_id.rsplit(".", 1)[1] for i in plan.items if i.item_id[0] == "p"})
 
@@ -130,13 +136,14 @@ def test_rolling_forward_brings_the_next_days_into_the_plan(
 ) -> None:
     station = register(client, "01273", id="cb-st-001")["station"]["id"]
     daily_speech(client, station)
-    assert mornings(plan_of(client, bus, station, clock.now)) == ["202612070500", "202612080500"]
+    # Nine days ahead: a station cut off now still plays every morning for over a week.
+    assert mornings(plan_of(client, bus, station, clock.now)) == days_at_five(2026, 12, 7, 9)
     clock.now += timedelta(days=1)  # Monday 22:00
     run_job(context_of(client).planner.key, "roll")  # type: ignore[union-attr]
-    assert mornings(plan_of(client, bus, station, clock.now)) == ["202612080500", "202612090500"]
+    assert mornings(plan_of(client, bus, station, clock.now)) == days_at_five(2026, 12, 8, 9)
     clock.now = datetime(2026, 12, 31, 15, 0, tzinfo=UTC)  # 22:00 on New Year's Eve
     run_job(context_of(client).planner.key, "roll")  # type: ignore[union-attr]
-    assert mornings(plan_of(client, bus, station, clock.now)) == ["202701010500", "202701020500"]
+    assert mornings(plan_of(client, bus, station, clock.now)) == days_at_five(2027, 1, 1, 9)
 
 
 def test_a_failed_republish_is_left_as_a_persistent_job_and_retried(
@@ -152,7 +159,7 @@ def test_a_failed_republish_is_left_as_a_persistent_job_and_retried(
     assert len(bus.on(topics.plan(station))) == before
     bus.down = False
     run_job(context_of(client).planner.key, "republish", [station])  # type: ignore[union-attr]
-    assert mornings(plan_of(client, bus, station, clock.now)) == ["202612070500", "202612080500"]
+    assert mornings(plan_of(client, bus, station, clock.now)) == days_at_five(2026, 12, 7, 9)
 
 
 def test_prerender_restores_speech_the_audio_store_lost(
@@ -181,14 +188,14 @@ def test_rolling_forward_republishes_only_stations_whose_window_gained_an_item(
     planner = context_of(client).planner
     assert planner is not None
     counts = {s: len(bus.on(topics.plan(s))) for s in (station, quiet)}
-    clock.now += timedelta(hours=1)  # Sun 23:00: nothing enters the window (ends Tue 23:00)
+    clock.now += timedelta(hours=1)  # Sun 23:00: nothing enters (the window ends Tue 15, 23:00)
     assert planner.roll_forward() == 0
     assert {s: len(bus.on(topics.plan(s))) for s in counts} == counts
-    clock.now = datetime(2026, 12, 7, 22, 30, tzinfo=UTC)  # Tue 05:30: Thu 05:00 enters
+    clock.now = datetime(2026, 12, 7, 22, 30, tzinfo=UTC)  # Tue 8 05:30: Wed 16, Thu 17 enter
     assert planner.roll_forward() == 1
     assert len(bus.on(topics.plan(station))) == counts[station] + 1
     assert len(bus.on(topics.plan(quiet))) == counts[quiet]
-    assert mornings(plan_of(client, bus, station, clock.now))[-1] == "202612100500"
+    assert mornings(plan_of(client, bus, station, clock.now))[-2:] == days_at_five(2026, 12, 16, 2)
     # Half a plan's lifetime on, every plan is renewed (stations must never hold an
     # expired one), whether or not anything entered.
     clock.now += timedelta(hours=36, minutes=1)

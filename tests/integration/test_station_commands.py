@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from loaxa.stack import LocalStack, RunningNode
+from node_firmware import agent
 from server.auth.actor import SYSTEM
 
 
@@ -85,6 +87,59 @@ def test_clock_offset_is_measured_over_mqtt(station) -> None:
     offset = syncs[0]["result"]["clock_offset_ms"]
     print(f"measured clock offset on one host: {offset:.2f} ms")
     assert abs(offset) < 100  # same clock: only the ingest delay shows
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 20) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_station_clock_30_s_off_raises_the_alarm_which_clears_when_fixed(
+    tmp_path: Path, mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11's fault: measured over MQTT, alarmed, then cleared once the clock is right
+    (a clock alarm degrades the station, and degraded stations used never to be measured)."""
+    skew = {"now": timedelta(seconds=30)}
+    monkeypatch.setattr(agent, "_now", lambda: datetime.now(UTC) + skew["now"])
+    overrides = {"health_check_interval_s": 0.5, "clock_sync_min": 0}
+    stack = LocalStack(tmp_path, mosquitto.host, mosquitto.port, settings_overrides=overrides)
+    with stack:
+        node = stack.start_node(stack.register_station("Cụm loa", "01273", 22.66, 106.25))
+        sid = node.station_id
+        commands = stack.context.commands
+
+        def station() -> dict[str, Any]:
+            return dict(stack.api("GET", f"/api/v1/stations/{sid}"))
+
+        def clock_alarms() -> list[dict[str, Any]]:
+            alarms = stack.api("GET", "/api/v1/alarms", params={"station_id": sid})
+            return [a for a in alarms if a["kind"] == "clock_offset"]
+
+        def measured() -> list[float]:
+            """Offsets measured so far, oldest first."""
+            commands_sent = stack.api("GET", f"/api/v1/stations/{sid}/commands")
+            done = [c for c in commands_sent if c["name"] == "time_sync" and c["state"] == "done"]
+            return [c["result"]["clock_offset_ms"] for c in sorted(done, key=lambda c: c["id"])]
+
+        wait_for("the station online", lambda: station()["status"] == "online")
+        assert commands.sync_clocks(SYSTEM) == 1
+        (offset,) = wait_for("a measurement", measured)
+        assert offset == pytest.approx(30_000, abs=500)
+        (alarm,) = wait_for("the clock alarm", clock_alarms)
+        assert alarm["state"] == "open"
+        assert alarm["detail"].startswith(f"clock off by {offset:+.0f} ms")
+        wait_for("the station degraded", lambda: station()["status"] == "degraded")
+
+        skew["now"] = timedelta(0)  # the technician fixes the clock (NTP answers again)
+        assert commands.sync_clocks(SYSTEM) == 1  # a degraded station is measured too
+        _, fixed = wait_for("a second one", lambda: len(offsets := measured()) == 2 and offsets)
+        assert abs(fixed) < 500
+        wait_for("the alarm resolved", lambda: clock_alarms()[0]["state"] == "resolved")
+        wait_for("the station online again", lambda: station()["status"] == "online")
 
 
 def test_bad_commands_are_refused_before_anything_is_sent(station) -> None:

@@ -4,12 +4,22 @@ Broadcasts and programme occurrences (streams, playlists, repeats, volume) alike
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from loaxa_protocol import Keyring, Plan, Priority, SigningKey, Verified, open_envelope, seal
-from server.planning.compiler import PlanEntry, broadcast_id_of, compile_plan, item_id_for
+from loaxa_protocol.envelope import MAX_ENVELOPE_BYTES
+from server.keys import ServerKeys
+from server.planning.compiler import (
+    MAX_PLAN_ITEMS,
+    PlanEntry,
+    broadcast_id_of,
+    compile_plan,
+    item_id_for,
+)
+from server.planning.publisher import PlanPublisher
 from server.programmes.timeline import (
     AudioInfo,
     ProgrammeItemRef,
@@ -19,6 +29,7 @@ from server.programmes.timeline import (
     expand,
     programme_item_of,
 )
+from server.settings import Settings
 
 NOW = datetime(2025, 7, 1, 4, 0, tzinfo=UTC)  # 11:00 in Cao Bằng
 HORIZON = timedelta(hours=48)
@@ -260,3 +271,53 @@ def test_an_occurrence_off_the_whole_minute_keeps_its_seconds_in_the_id() -> Non
     assert entries[0].id == "p4.3-1.1.20250707050020"
     ref = programme_item_of(entries[0].id)
     assert ref is not None and ref.local_stamp == "20250707050020"
+
+
+def test_more_items_than_a_plan_may_carry_end_the_plan_early_and_honestly() -> None:
+    # Three a minute for two days: more than the protocol's 2,000 items per plan.
+    entries = [
+        entry(n, timedelta(seconds=20 * n), duration_ms=10_000) for n in range(1, 3 * 60 * 48)
+    ]
+    plan = compile_(entries)  # would raise if it broke the protocol's cap
+    assert len(plan.items) == MAX_PLAN_ITEMS
+    last = plan.items[-1]
+    # The plan says where it stops: right where the first item left out starts.
+    assert plan.horizon_until == last.start_at + timedelta(seconds=20) < NOW + HORIZON
+    assert ids(plan) == [f"b-{n}" for n in range(1, MAX_PLAN_ITEMS + 1)]
+
+
+def test_items_starting_together_are_never_split_by_the_cap() -> None:
+    together = [entry(n, timedelta(hours=1)) for n in range(1, 4)]
+    plan = compile_plan(
+        "cb-st-001",
+        [entry(9, timedelta(minutes=1)), *together],
+        now=NOW,
+        horizon=HORIZON,
+        seq=1,
+        ttl=TTL,
+        max_items=2,
+    )
+    assert ids(plan) == ["b-9"] and plan.horizon_until == NOW + timedelta(hours=1)
+
+
+def test_a_plan_too_large_for_one_envelope_is_cut_to_fit_and_still_opens(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, public_url="http://testserver")
+    keys = ServerKeys.load(settings)
+    publisher = PlanPublisher(None, settings, keys, bus=None)  # type: ignore[arg-type]
+    long_title = "Thông báo của Ủy ban nhân dân xã về việc phòng chống lụt bão " * 3
+    entries = [
+        replace(
+            entry(n, timedelta(minutes=5 * n), duration_ms=60_000),
+            title=long_title[:200],
+            audio_url=f"http://server/api/v1/audio/{n}/content?exp=1&sig={'x' * 400}",
+        )
+        for n in range(1, 1900)
+    ]
+    plan, raw = publisher._fitting_plan("cb-st-001", entries, NOW, keep=[])
+    assert len(raw) <= MAX_ENVELOPE_BYTES and len(plan.items) < len(entries)  # cut to fit
+    keyring = Keyring.from_entries(keys.trusted_entries(NOW))
+    opened = open_envelope(raw, keyring, NOW, {"cb-st-001"})
+    assert isinstance(opened, Verified) and opened.message == plan
+    # What it carries is a prefix of the programme, and it says where it ends.
+    assert ids(plan) == [f"b-{n}" for n in range(1, len(plan.items) + 1)]
+    assert plan.horizon_until == entries[len(plan.items)].start_at

@@ -26,7 +26,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_derive_the_database_from_the_data_dir(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert settings.database_url == f"sqlite:///{tmp_path / 'loaxa.db'}"
-    assert settings.plan_horizon_h == 48
+    assert settings.plan_horizon_h == 9 * 24  # a week without network (issue 11)
     assert settings.max_upload_bytes == 50 * 1024 * 1024
     assert all(field.description for field in Settings.model_fields.values())
 
