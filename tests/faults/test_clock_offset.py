@@ -29,11 +29,6 @@ def clock_alarms(installation: Installation, station_id: str) -> list[dict[str, 
     return [a for a in alarms if a["kind"] == "clock_offset"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs branch horizon: an open clock alarm makes the station 'degraded' and "
-    "only 'online' stations are re-measured, so the alarm never clears (issue 11 §3 bug 5)",
-)
 def test_a_clock_30_s_off_raises_the_alarm_and_fixing_it_clears_the_alarm(
     installation: Installation,
 ) -> None:
