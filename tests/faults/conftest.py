@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import SecureBroker, ServerProcess, StationProcess, station_config
+from tests.faults.harness import (
+    NetnsUnavailable,
+    SecureBroker,
+    ServerProcess,
+    StationNetwork,
+    StationProcess,
+    cannot_run,
+    station_config,
+)
 
 HERE = Path(__file__).parent
 FAULT_TIMEOUT_S = 400
@@ -24,6 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "faults: the fault suite on real processes (tests/faults, docs/reliability.md)"
     )
+    config.addinivalue_line("markers", "network(index, rate): the station's network namespace")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,11 +66,26 @@ class Installation:
         station.start()
         return station
 
+    def add_namespaced_station(
+        self, name: str, network: StationNetwork, **mqtt: Any
+    ) -> StationProcess:
+        """A station inside ``network``: it dials the broker's TLS port at the host's
+        veth address with its own account, as a Pi dials over 4G."""
+        return self.add_station(
+            name,
+            netns=network.name,
+            host=network.host_ip,
+            port=self.broker.tls_port,
+            tls=True,
+            ca_file=self.broker.ca_file,
+            **mqtt,
+        )
+
     def close(self) -> None:
         for station in self.stations:
             station.kill()
         self.server.kill()
-        self.broker.stop(hard=True)
+        self.broker.kill()
 
     def diagnostics(self) -> str:
         parts = [f"--- server log ---\n{self.server.log_tail()}"]
@@ -95,4 +119,33 @@ def running_installation(root: Path, **options: Any) -> Iterator[Installation]:
 @pytest.fixture
 def installation(tmp_path: Path) -> Iterator[Installation]:
     with running_installation(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def network(request: pytest.FixtureRequest) -> Iterator[StationNetwork]:
+    """A station network namespace; ``@pytest.mark.network(index=…, rate=…)`` shapes it
+    (the index picks its 10.213.<index>.0/30, so tests running at once do not collide)."""
+    marker = request.node.get_closest_marker("network")
+    options = dict(marker.kwargs) if marker else {}
+    try:
+        net = StationNetwork(**options).create()
+    except NetnsUnavailable as exc:
+        cannot_run(f"needs network namespaces: {exc}")
+    try:
+        yield net
+    finally:
+        net.delete()
+
+
+@pytest.fixture
+def namespaced_installation(tmp_path: Path, network: StationNetwork) -> Iterator[Installation]:
+    """Broker and server reachable from ``network`` (TLS for stations, audio over HTTP)."""
+    with running_installation(
+        tmp_path,
+        hosts=(network.host_ip,),
+        listen_host="0.0.0.0",
+        public_host=network.host_ip,
+        node_mqtt_host=network.host_ip,
+    ) as running:
         yield running

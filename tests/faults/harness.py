@@ -76,8 +76,28 @@ def _stop_process(process: subprocess.Popen[bytes] | None, hard: bool) -> None:
         process.wait(timeout=5)
 
 
+class _Child:
+    """A process this harness started and may stop (SIGTERM) or kill (SIGKILL)."""
+
+    _process: subprocess.Popen[bytes] | None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """``kill -9``: a crash or power cut; no shutdown code runs, writes stop mid-way."""
+        _stop_process(self._process, hard=True)
+        self._process = None
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM), as systemd stops a service."""
+        _stop_process(self._process, hard=False)
+        self._process = None
+
+
 @dataclass
-class SecureBroker:
+class SecureBroker(_Child):
     """Mosquitto running the generated production configuration."""
 
     directory: Path
@@ -136,10 +156,6 @@ class SecureBroker:
                 raise AssertionError(f"mosquitto did not start:\n{self.log_text()[-2000:]}")
             time.sleep(0.05)
 
-    def stop(self, hard: bool = False) -> None:
-        _stop_process(self._process, hard)
-        self._process = None
-
     def reload(self, database_url: str) -> None:
         """Re-run the generator for newly registered stations, then SIGHUP (README.txt)."""
         self.configure(database_url)
@@ -177,7 +193,7 @@ def _answers_mqtt(host: str, port: int) -> bool:
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(_Child):
     """``loaxa serve`` as its own process, on a data directory that outlives it."""
 
     data_dir: Path
@@ -262,15 +278,6 @@ class ServerProcess:
             return False
         return response.status_code < 500
 
-    def kill(self) -> None:
-        """A crash or power cut: no shutdown code runs."""
-        _stop_process(self._process, hard=True)
-        self._process = None
-
-    def stop(self) -> None:
-        _stop_process(self._process, hard=False)
-        self._process = None
-
     def log_tail(self, chars: int = 3000) -> str:
         path = self.data_dir / f"server-{self.starts}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
@@ -294,7 +301,7 @@ class ServerProcess:
 
 
 @dataclass
-class StationProcess:
+class StationProcess(_Child):
     """``loaxa node`` as its own process (optionally in a network namespace)."""
 
     config: NodeConfig
@@ -338,19 +345,6 @@ class StationProcess:
                 env={**os.environ, **self.extra_env},
             )
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def kill(self) -> None:
-        """``kill -9``: a power cut, mid-write if the agent was writing."""
-        _stop_process(self._process, hard=True)
-        self._process = None
-
-    def stop(self) -> None:
-        _stop_process(self._process, hard=False)
-        self._process = None
-
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -385,6 +379,25 @@ def stored_plan(config: NodeConfig) -> Any:
     if not isinstance(opened, Verified) or opened.message.type != "plan":
         return f"stored plan does not verify: {opened}"
     return opened.message
+
+
+ON_TIME_S = 0.1
+"""Start error allowed: stations play from their own clock (this machine's), so an item
+is on time to the millisecond; 0.1 s leaves room for a loaded CI machine."""
+
+
+def assert_played_on_time(
+    server: ServerProcess, broadcast: dict[str, Any], start_at: datetime, wait_s: float = 30
+) -> None:
+    """What a technician checks: every target played, started on its instant (the
+    station's own report), and the station's ``playing`` and ``played`` events are stored."""
+    final = {"played", "failed", "interrupted"}
+    view = server.api.wait_for_states(broadcast["id"], final, timeout=wait_s)
+    for target in view["targets"]:
+        assert target["state"] == "played", target
+        assert abs((iso(target["started_at"]) - start_at).total_seconds()) < ON_TIME_S, target
+        kinds = events_of_item(server.events(target["station_id"]), f"b-{broadcast['id']}")
+        assert {"playing", "played"} <= set(kinds), (target["station_id"], sorted(kinds))
 
 
 def events_of_item(events: Sequence[dict[str, Any]], item_id: str) -> dict[str, dict[str, Any]]:
@@ -433,7 +446,7 @@ class StationNetwork:
     down, ``restore()`` up again. The station reaches the host at :attr:`host_ip`.
     """
 
-    index: int
+    index: int = 40
     rate: str = "2mbit"
     name: str = field(init=False)
 

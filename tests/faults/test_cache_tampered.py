@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.audio_samples import make_audio
 from tests.faults.conftest import Installation
-from tests.faults.harness import iso, soon, wait_until
+from tests.faults.harness import assert_played_on_time, soon, wait_until
 
 
 def test_a_changed_cached_file_is_detected_refetched_and_reported_before_it_plays(
@@ -34,10 +34,7 @@ def test_a_changed_cached_file_is_detected_refetched_and_reported_before_it_play
     requests_before = _content_requests(installation, audio["id"])
     station.start()  # the first play after this boot must be preceded by a check
 
-    view = server.api.wait_for_states(broadcast["id"], {"played", "failed"}, timeout=40)
-    (target,) = view["targets"]
-    assert target["state"] == "played", target
-    assert abs((iso(target["started_at"]) - start_at).total_seconds()) < 0.1, target
+    assert_played_on_time(server, broadcast, start_at, wait_s=40)
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == audio["sha256"]
     assert _content_requests(installation, audio["id"]) > requests_before  # fetched again
     reports = [

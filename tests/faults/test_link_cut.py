@@ -11,18 +11,15 @@ suite stays short. The host side of the veth carries a ``tbf`` rate limit of a s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from tests.audio_samples import make_audio
-from tests.faults.conftest import Installation, running_installation
+from tests.faults.conftest import Installation
 from tests.faults.harness import (
-    NetnsUnavailable,
     StationNetwork,
-    cannot_run,
-    events_of_item,
+    assert_played_on_time,
     iso,
     soon,
     wait_until,
@@ -34,41 +31,15 @@ ALERT_WITHIN_S = 10.0
 """Issue 11 §2: the alert plays within 10 s of the link returning."""
 
 
-@pytest.fixture
-def network() -> Iterator[StationNetwork]:
-    try:
-        net = StationNetwork(index=41).create()
-    except NetnsUnavailable as exc:
-        cannot_run(f"needs network namespaces: {exc}")
-    try:
-        yield net
-    finally:
-        net.delete()
-
-
-@pytest.fixture
-def installation(tmp_path, network: StationNetwork) -> Iterator[Installation]:
-    with running_installation(
-        tmp_path,
-        hosts=(network.host_ip,),
-        listen_host="0.0.0.0",
-        public_host=network.host_ip,
-        node_mqtt_host=network.host_ip,
-    ) as running:
-        yield running
-
-
+@pytest.mark.network(index=41)
 def test_item_due_during_a_cut_plays_on_time_and_the_alert_plays_soon_after_the_link_returns(
-    installation: Installation, network: StationNetwork
+    namespaced_installation: Installation, network: StationNetwork
 ) -> None:
-    server, broker = installation.server, installation.broker
-    station = installation.add_station(
+    installation = namespaced_installation
+    server = installation.server
+    station = installation.add_namespaced_station(
         "Cụm loa vùng sâu",
-        netns=network.name,
-        host=network.host_ip,
-        port=broker.tls_port,
-        tls=True,
-        ca_file=broker.ca_file,
+        network,
         keepalive_s=KEEPALIVE_S,
     )
     sid = station.station_id
@@ -110,12 +81,7 @@ def test_item_due_during_a_cut_plays_on_time_and_the_alert_plays_soon_after_the_
     assert late_s <= ALERT_WITHIN_S, row
     assert iso(view["expires_at"]) > iso(row["playing_at"])
 
-    target = server.api.wait_for_states(broadcast["id"], {"played", "failed"}, timeout=30)
-    (played,) = target["targets"]
-    assert played["state"] == "played", played
-    assert abs((iso(played["started_at"]) - start_at).total_seconds()) < 0.1, played
-    kinds = events_of_item(server.events(sid), f"b-{broadcast['id']}")
-    assert {"playing", "played"} <= set(kinds), sorted(kinds)
+    assert_played_on_time(server, broadcast, start_at)
 
 
 def _alert_played(view: dict, station_id: str) -> dict | None:

@@ -14,18 +14,15 @@ import hashlib
 import random
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from node_firmware.config import NodeConfig
 from tests.audio_samples import make_audio
-from tests.faults.conftest import Installation, running_installation
+from tests.faults.conftest import Installation
 from tests.faults.harness import (
-    NetnsUnavailable,
     StationNetwork,
-    cannot_run,
     soon,
     stored_plan,
     wait_until,
@@ -34,30 +31,6 @@ from tests.faults.harness import (
 CUTS = 20
 RATE = "128kbit"
 """16 KB/s: the 2-minute bulletin (Opus 32 kbit/s, ~480 KB) needs ~30 s of link."""
-
-
-@pytest.fixture
-def network() -> Iterator[StationNetwork]:
-    try:
-        net = StationNetwork(index=42, rate=RATE).create()
-    except NetnsUnavailable as exc:
-        cannot_run(f"needs network namespaces: {exc}")
-    try:
-        yield net
-    finally:
-        net.delete()
-
-
-@pytest.fixture
-def installation(tmp_path: Path, network: StationNetwork) -> Iterator[Installation]:
-    with running_installation(
-        tmp_path,
-        hosts=(network.host_ip,),
-        listen_host="0.0.0.0",
-        public_host=network.host_ip,
-        node_mqtt_host=network.host_ip,
-    ) as running:
-        yield running
 
 
 def boot_disk_problems(config: NodeConfig) -> list[str]:
@@ -73,17 +46,15 @@ def boot_disk_problems(config: NodeConfig) -> list[str]:
     return problems
 
 
+@pytest.mark.network(index=42, rate=RATE)
 def test_twenty_power_cuts_during_plan_updates_and_a_slow_download_corrupt_nothing(
-    installation: Installation, network: StationNetwork
+    namespaced_installation: Installation, network: StationNetwork
 ) -> None:
-    server, broker = installation.server, installation.broker
-    station = installation.add_station(
+    installation = namespaced_installation
+    server = installation.server
+    station = installation.add_namespaced_station(
         "Cụm loa mất điện",
-        netns=network.name,
-        host=network.host_ip,
-        port=broker.tls_port,
-        tls=True,
-        ca_file=broker.ca_file,
+        network,
     )
     sid = station.station_id
     wait_until(lambda: server.station(sid)["status"] == "online", 40, "the station online")

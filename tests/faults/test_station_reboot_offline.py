@@ -22,7 +22,7 @@ import pytest
 
 from tests.audio_samples import make_audio
 from tests.faults.conftest import Installation, running_installation
-from tests.faults.harness import events_of_item, iso, soon, wait_until
+from tests.faults.harness import assert_played_on_time, soon, wait_until
 
 
 @dataclass
@@ -69,22 +69,12 @@ def rebooted_offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outco
 def test_after_a_reboot_without_network_the_stored_plan_plays_the_next_item_on_time(
     rebooted_offline: Outcome,
 ) -> None:
-    server = rebooted_offline.installation.server
     broadcast, start_at = rebooted_offline.items["B"]
-    (target,) = server.api.broadcast_state(broadcast["id"])["targets"]
-    assert target["state"] == "played", target
-    assert abs((iso(target["started_at"]) - start_at).total_seconds()) < 0.1, target
-    kinds = events_of_item(server.events(rebooted_offline.station_id), f"b-{broadcast['id']}")
-    assert {"playing", "played"} <= set(kinds), sorted(kinds)
+    assert_played_on_time(rebooted_offline.installation.server, broadcast, start_at, wait_s=0)
 
 
 def test_events_of_an_item_played_before_the_reboot_still_reach_the_server(
     rebooted_offline: Outcome,
 ) -> None:
-    server = rebooted_offline.installation.server
     broadcast, start_at = rebooted_offline.items["A"]
-    (target,) = server.api.broadcast_state(broadcast["id"])["targets"]
-    assert target["state"] == "played", target
-    assert abs((iso(target["started_at"]) - start_at).total_seconds()) < 0.1, target
-    kinds = events_of_item(server.events(rebooted_offline.station_id), f"b-{broadcast['id']}")
-    assert {"playing", "played"} <= set(kinds), sorted(kinds)
+    assert_played_on_time(rebooted_offline.installation.server, broadcast, start_at, wait_s=0)
