@@ -21,6 +21,7 @@ import getpass
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from loaxa.broker import find_mosquitto, free_port, mqtt_ping
+from loaxa.broker import find_mosquitto, free_port
 from loaxa.broker_config import (
     CA_CERT_FILE,
     CONF_FILE,
@@ -106,6 +107,8 @@ class SecureBroker(_Child):
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
     _process: subprocess.Popen[bytes] | None = None
+    started: bool = False
+    """Started once already: its ports are its own from then on."""
 
     @property
     def host(self) -> str:
@@ -139,29 +142,46 @@ class SecureBroker(_Child):
         write_broker_dir(self.directory, accounts, options)
 
     def start(self, timeout: float = 10) -> None:
+        """Start (or restart on the same ports); the first start moves to other ports if
+        another process took one of its own meanwhile."""
         binary = find_mosquitto()
         assert binary, "mosquitto is not installed (apt-get install mosquitto)"
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                [binary, "-c", str(self.directory / CONF_FILE)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        # allow_anonymous is false, so a ping's CONNACK is a refusal; a refusal still
-        # proves the broker is serving MQTT on our port.
-        deadline = time.monotonic() + timeout
-        while not _answers_mqtt(self.host, self.port):
-            if self._process.poll() is not None or time.monotonic() > deadline:
+        for attempt in range(3):
+            offset = self.log_size()
+            with open(self.log_path, "ab") as log:
+                self._process = subprocess.Popen(
+                    [binary, "-c", str(self.directory / CONF_FILE)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                )
+            deadline = time.monotonic() + timeout
+            while not _answers_mqtt(self.host, self.port):
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            else:
+                self.started = True
+                return
+            lost_race = self._logged_since(offset, "Address already in use")
+            self.kill()
+            if self.started or not lost_race or attempt == 2:
                 raise AssertionError(f"mosquitto did not start:\n{self.log_text()[-2000:]}")
-            time.sleep(0.05)
+            self.port, self.tls_port = free_port(), free_port()
+            self.configure()
 
     def reload(self, database_url: str) -> None:
         """Re-run the generator for newly registered stations, then SIGHUP (README.txt)."""
         self.configure(database_url)
         assert self._process is not None and self._process.poll() is None
+        offset = self.log_size()
         self._process.send_signal(signal.SIGHUP)
-        time.sleep(0.3)  # mosquitto re-reads passwd and acl on its next loop
+        wait_until(lambda: self._logged_since(offset, "Reloading config."), 5, "the reload")
+
+    def _logged_since(self, offset: int, text: str) -> bool:
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return text.encode() in log.read()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -178,16 +198,14 @@ class SecureBroker(_Child):
 
 
 def _answers_mqtt(host: str, port: int) -> bool:
-    import socket
-
-    if mqtt_ping(host, port, 0.5):
-        return True
+    """Whether an MQTT broker answers a CONNECT on ``host:port`` with a CONNACK, accepting
+    or not (an anonymous CONNECT is refused by the generated config, and that is fine)."""
     try:
         with socket.create_connection((host, port), timeout=0.5) as sock:
             sock.settimeout(0.5)
             # CONNECT, MQTT 3.1.1, clean session, keepalive 5, client id "p"
             sock.sendall(bytes([0x10, 13, 0, 4, 77, 81, 84, 84, 4, 2, 0, 5, 0, 1, 112]))
-            return sock.recv(4)[:1] == b"\x20"  # a CONNACK, accepting or not
+            return sock.recv(4)[:1] == b"\x20"
     except OSError:
         return False
 
@@ -207,6 +225,8 @@ class ServerProcess(_Child):
     api: LocalStack = field(init=False)
     _process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    served: bool = False
+    """Started once already: its port is its own from then on."""
 
     def __post_init__(self) -> None:
         self.api = LocalStack(
@@ -243,26 +263,32 @@ class ServerProcess(_Child):
         return env
 
     def start(self, timeout: float = 60) -> None:
-        self.starts += 1
-        log = open(self.data_dir / f"server-{self.starts}.log", "wb")  # noqa: SIM115
-        with log:
-            self._process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "loaxa",
-                    "serve",
-                    "--host",
-                    self.listen_host,
-                    "--port",
-                    str(self.port),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self._env(),
-            )
-        wait_until(self._ready, timeout, "the server to answer HTTP")
+        """Start (or restart on the same port and data) and sign in as the administrator.
+
+        A port from :func:`free_port` can be taken by another process before the server
+        binds it (the machine runs other suites); only the very first start may then
+        move to another port, a restart must keep its own."""
+        for attempt in range(3):
+            self.starts += 1
+            log = open(self.data_dir / f"server-{self.starts}.log", "wb")  # noqa: SIM115
+            with log:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "loaxa", "serve", "--host", self.listen_host,
+                     "--port", str(self.port)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=self._env(),
+                )  # fmt: skip
+            try:
+                wait_until(self._ready, timeout, "the server to answer HTTP")
+                break
+            except AssertionError:
+                lost_race = "address already in use" in self.log_tail()
+                if self.served or not lost_race or attempt == 2:
+                    raise
+                self.port = self.api.http_port = free_port()
+        self.served = True
         self.api.token = self.api._issue_token()
 
     def _ready(self) -> bool:
