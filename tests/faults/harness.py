@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,22 +48,11 @@ from loaxa.stack import LocalStack
 from loaxa_protocol import Keyring, Verified, open_envelope
 from node_firmware.config import NodeConfig
 from node_firmware.drivers.state_store import StateStore
+from tests.node_process import wait_until
 
 FINAL_ITEM_STATES = {"played", "failed", "interrupted", "skipped", "missed"}
 COMMUNE = ("01273", 22.666, 106.257)
 """A commune of Cao Bằng (the seeded province) for every fault station."""
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` every 0.1 s; its first truthy value, or an AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _stop_process(process: subprocess.Popen[bytes] | None, hard: bool) -> None:
