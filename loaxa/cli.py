@@ -249,6 +249,36 @@ def bench_alert_cmd(
         print(json.dumps(result.as_dict()))
 
 
+@bench.command("reconnect")
+def bench_reconnect_cmd(
+    nodes: Annotated[int, typer.Option(min=1, help="stations (the agent's own MQTT link)")],
+    outage_s: Annotated[float, typer.Option(min=0, help="how long the broker stays down")] = 10.0,
+    workers: Annotated[int, typer.Option(min=1, help="processes the stations run in")] = 4,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """Broker restart: how fast N stations come back (p50/p99) and the peak connects/s."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from loaxa.bench_reconnect import result_rows, run_reconnect_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("loaxa.bench_reconnect").setLevel(logging.INFO)
+    result = run_reconnect_bench(nodes, outage_s=outage_s, workers=workers)
+    table = Table(title=f"loaxa bench reconnect — {nodes:,} stations")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    for what, figure in result_rows(result):
+        table.add_row(what, figure)
+    Console().print(table)
+    if json_out:
+        print(json.dumps(result.as_dict()))
+
+
 @broker.command("config")
 def broker_config_cmd(
     out: Annotated[Path, typer.Option("--out", help="directory to write (created if missing)")],
