@@ -124,7 +124,7 @@ def bench_node_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from loaxa.bench_node import bench_node
+    from loaxa.bench.node import bench_node
 
     result = bench_node(seconds)
     table = Table(title="loaxa bench node (targets: ≤ 50 MB RSS, ≤ 1 % of a core)")
@@ -176,10 +176,10 @@ def bench_health_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from loaxa.bench_health import result_rows, run_health_bench
+    from loaxa.bench.health import result_rows, run_health_bench
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("loaxa.bench_health").setLevel(logging.INFO)
+    logging.getLogger("loaxa.bench.health").setLevel(logging.INFO)
     result = run_health_bench(
         nodes, seconds=seconds, interval_ms=interval_ms, workers=workers, api_pause_s=api_pause_s
     )
@@ -219,12 +219,12 @@ def bench_alert_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from loaxa.bench_alert import result_rows, run_alert_bench, summary_lines
+    from loaxa.bench.alert import result_rows, run_alert_bench, summary_lines
 
     if payload not in ("canned", "inline"):
         raise typer.BadParameter(f"--payload must be canned or inline, not {payload!r}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("loaxa.bench_alert").setLevel(logging.INFO)
+    logging.getLogger("loaxa.bench.alert").setLevel(logging.INFO)
     # Each round's drill and the floor probe (an unsigned message on an alert topic, which
     # the intrusion watch reports) would drown the table; errors still show.
     logging.getLogger("server").setLevel(logging.ERROR)
@@ -264,10 +264,10 @@ def bench_reconnect_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from loaxa.bench_reconnect import result_rows, run_reconnect_bench
+    from loaxa.bench.reconnect import result_rows, run_reconnect_bench
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("loaxa.bench_reconnect").setLevel(logging.INFO)
+    logging.getLogger("loaxa.bench.reconnect").setLevel(logging.INFO)
     result = run_reconnect_bench(nodes, outage_s=outage_s, workers=workers)
     table = Table(title=f"loaxa bench reconnect — {nodes:,} stations")
     table.add_column("what")

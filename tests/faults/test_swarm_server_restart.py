@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from loaxa.swarm import Swarm, SwarmRun, SwarmStation
+from loaxa.bench.swarm import Swarm, SwarmRun, SwarmStation
 from tests.faults.conftest import Installation
 from tests.faults.harness import COMMUNE, wait_until
 

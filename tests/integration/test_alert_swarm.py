@@ -8,7 +8,7 @@ The swarm dials the plain loopback listener rather than TLS (60 handshakes on a 
 2-core machine buy nothing the TLS end-to-end tests do not already prove); accounts and
 ACL are the same on both listeners.
 
-Each station is the alert swarm's (:mod:`loaxa.alert_swarm`): its own MQTT connection
+Each station is the alert swarm's (:mod:`loaxa.bench.alert_swarm`): its own MQTT connection
 and credentials from ``POST /api/v1/stations``, subscribed to its alert topics, running
 the real node core (every signature checked) with an instant relay and a timer player.
 Stations sit in three Cao Bằng communes, 20 each. What a province officer checks is
@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from loaxa.alert_swarm import AlertSwarm, Mark, NodeProfile, SimStation
-from loaxa.bench_alert import library_sha256s
+from loaxa.bench.alert import library_sha256s
+from loaxa.bench.alert_swarm import AlertSwarm, Mark, NodeProfile, SimStation
 from loaxa.stack import LocalStack
 from loaxa_protocol import Alert, Keyring, SigningKey, open_envelope, seal, topics
 from tests.audio_samples import make_audio

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from loaxa.alert_swarm import FLOOR_MARK, floor_payload
+from loaxa.bench.alert_swarm import FLOOR_MARK, floor_payload
 from tests.bench_runs import run_bench
 
 KEYS = {

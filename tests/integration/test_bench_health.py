@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loaxa.swarm import HealthTemplate
+from loaxa.bench.swarm import HealthTemplate
 from loaxa_protocol import Health
 from tests.bench_runs import run_bench
 

@@ -27,7 +27,7 @@ Design (measured in docs/performance.md, "Health ingestion"):
   serve a measurement against the server and one against a plain subscriber.
 
 :class:`CountingSubscriber` is that plain subscriber: the floor a server is compared to.
-The processes, pipes and loop are shared with the alert swarm (:mod:`loaxa.swarm_transport`).
+The processes, pipes and loop are shared with the alert swarm (:mod:`loaxa.bench.swarm_transport`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from loaxa.swarm_transport import (
+from loaxa.bench.swarm_transport import (
     IDLE_WAIT_S,
     Link,
     LoopWorker,

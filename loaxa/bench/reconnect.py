@@ -6,7 +6,7 @@ minutes (an alert sent meanwhile waits with them). This measures both, with the
 stations' own code:
 
 1. A private Mosquitto with the production security model (per-station ``$7$``
-   password hashes and the generated ACL, :class:`loaxa.bench_common.SecuredBroker`),
+   password hashes and the generated ACL, :class:`loaxa.bench.common.SecuredBroker`),
    so every reconnect pays the broker's password check as in the field.
 2. N station links — the agent's own :class:`~node_firmware.drivers.mqtt_link.MqttLink`,
    hence its own back-off policy — spread over a few processes, each link with its paho
@@ -32,14 +32,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from loaxa.bench.swarm import percentile
 from loaxa.broker_config import StationAccount
-from loaxa.swarm import percentile
 from node_firmware.config import MqttConfig
 from node_firmware.core.events import BrokerConnected, Input
 from node_firmware.drivers.mqtt_link import MqttLink
 from server.passwords import hash_password
 
-# The worker processes re-import this module: the server (loaxa.bench_common imports it
+# The worker processes re-import this module: the server (loaxa.bench.common imports it
 # through loaxa.stack) is imported only by the parent, inside run_reconnect_bench.
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def run_reconnect_bench(
     nodes: int, outage_s: float = 10.0, workers: int = 4, max_wait_s: float = 150.0
 ) -> ReconnectResult:
     """Connect ``nodes`` stations, restart the broker after them, time their return."""
-    from loaxa.bench_common import SecuredBroker
+    from loaxa.bench.common import SecuredBroker
 
     accounts, credentials = _accounts(nodes)
     with tempfile.TemporaryDirectory(prefix="loaxa-bench-reconnect-") as tmp:

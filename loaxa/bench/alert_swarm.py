@@ -1,6 +1,6 @@
 """A swarm of simulated stations running the real node core, for alerts at fleet scale.
 
-The health swarm (:mod:`loaxa.swarm`) only publishes; an alert needs the station's brain.
+The health swarm (:mod:`loaxa.bench.swarm`) only publishes; an alert needs the station's brain.
 Here every simulated station is what the firmware is minus its devices:
 
 * its own MQTT connection and credentials, its own last will, subscribed to its plan,
@@ -22,8 +22,8 @@ thousand times before the benchmark.
 
 Scale, on two cores: a few ``spawn``ed worker processes (one per core by default), each
 driving its share of paho clients from ONE thread over an epoll selector with paho's
-non-blocking API, the machinery it shares with :mod:`loaxa.swarm` (the reasons are written
-there; the code is :mod:`loaxa.swarm_transport`), plus one heap of timers per process for
+non-blocking API, the machinery it shares with :mod:`loaxa.bench.swarm` (the reasons are written
+there; the code is :mod:`loaxa.bench.swarm_transport`), plus one heap of timers per process for
 every player, wake-up and relay of its stations — a thread per playing item does not
 scale to a thousand stations in Python (see docs/performance.md). Inputs are queued and
 handed to the cores outside paho's callbacks, so a core's ``Publish`` is written to the
@@ -65,7 +65,7 @@ from typing import Any, Literal
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
-from loaxa.swarm_transport import (
+from loaxa.bench.swarm_transport import (
     IDLE_WAIT_S,
     Link,
     LoopWorker,

@@ -6,10 +6,10 @@ One run, everything on this machine, in this order:
    password file with each station's ``$7$`` hash as the server stored it, and the
    generated ACL — so the broker pays the same per-publish ACL checks it pays in the
    field; reloaded with the stations' accounts after registration
-   (:mod:`loaxa.bench_common`, shared with ``loaxa bench alert``).
+   (:mod:`loaxa.bench.common`, shared with ``loaxa bench alert``).
 2. The real server (:class:`~loaxa.stack.LocalStack`) and N stations registered through
    the real API (``POST /api/v1/stations``, one keep-alive connection; ~9 ms each).
-3. The swarm (:mod:`loaxa.swarm`): one authenticated MQTT connection per station,
+3. The swarm (:mod:`loaxa.bench.swarm`): one authenticated MQTT connection per station,
    schema-valid health every ``interval`` at a spread phase. While it runs, a thread
    reads ``GET /api/v1/stations`` (what a technician's fleet page asks for), pausing
    ``api_pause_s`` between requests, and records its latency.
@@ -35,9 +35,9 @@ from typing import Any
 
 import httpx
 
-from loaxa.bench_common import SecuredBroker, require_connected, secured_stack
+from loaxa.bench.common import SecuredBroker, require_connected, secured_stack
+from loaxa.bench.swarm import CountingSubscriber, Swarm, SwarmRun, SwarmStation, percentile
 from loaxa.stack import LocalStack
-from loaxa.swarm import CountingSubscriber, Swarm, SwarmRun, SwarmStation, percentile
 from loaxa_protocol import topics
 from server.settings import Settings
 

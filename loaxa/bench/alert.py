@@ -3,13 +3,13 @@
 One run, everything on this machine:
 
 1. A private Mosquitto with the production security model (per-station passwords and the
-   generated ACL, anonymous refused; :class:`loaxa.bench_common.SecuredBroker`).
+   generated ACL, anonymous refused; :class:`loaxa.bench.common.SecuredBroker`).
 2. The real server (:class:`~loaxa.stack.LocalStack`). N stations are written straight
    into its database through its own ``Station`` model, with a real ``$7$`` password hash
    each — registering through ``POST /api/v1/stations`` costs ~8 ms a station (40 s for
    5,000) and is measured by ``loaxa bench health``; the rows are the same, only the
    audit entry per registration is skipped. The broker then loads the accounts (SIGHUP).
-3. The alert swarm (:mod:`loaxa.alert_swarm`): one authenticated MQTT connection per
+3. The alert swarm (:mod:`loaxa.bench.alert_swarm`): one authenticated MQTT connection per
    station and the real node core behind each, booted with the canned library cached.
 4. One uncounted warm-up round (``warmup``: a cold server's first alert pays for SQL
    statement caches and lazy imports; a province's server is warm), then ``rounds`` times:
@@ -53,7 +53,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlmodel import Session, col, select
 
-from loaxa.alert_swarm import (
+from loaxa.bench.alert_swarm import (
     AlertSwarm,
     Collected,
     FloorMark,
@@ -63,9 +63,9 @@ from loaxa.alert_swarm import (
     floor_payload,
     trusted_key_dicts,
 )
-from loaxa.bench_common import require_connected, secured_stack
+from loaxa.bench.common import require_connected, secured_stack
+from loaxa.bench.swarm import percentile
 from loaxa.stack import LocalStack
-from loaxa.swarm import percentile
 from server.areas import ancestry
 from server.models import Area, AudioAsset, Station
 from server.passwords import hash_password, new_password

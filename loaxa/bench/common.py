@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from loaxa.bench.swarm_transport import SwarmReady
 from loaxa.broker import MosquittoBroker, mqtt_ping
 from loaxa.broker_config import (
     SERVER_USERNAME,
@@ -33,7 +34,6 @@ from loaxa.broker_config import (
     passwd_text,
 )
 from loaxa.stack import LocalStack
-from loaxa.swarm_transport import SwarmReady
 from server.passwords import hash_password
 from server.settings import Settings
 

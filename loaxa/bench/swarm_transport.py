@@ -1,7 +1,7 @@
 """What both swarms share: worker processes over pipes, one thread driving many clients.
 
-The health swarm (:mod:`loaxa.swarm`) and the alert swarm (:mod:`loaxa.alert_swarm`)
-simulate a fleet the same way; the reasons are written in :mod:`loaxa.swarm`:
+The health swarm (:mod:`loaxa.bench.swarm`) and the alert swarm (:mod:`loaxa.bench.alert_swarm`)
+simulate a fleet the same way; the reasons are written in :mod:`loaxa.bench.swarm`:
 
 * :class:`WorkerPool` (the parent side): a few ``spawn``ed worker processes, each owning
   a share of the stations, spoken to over pipes; a worker stops on ``stop`` or as soon as
