@@ -1,0 +1,98 @@
+"""Load an as-run report from the database: the one query path for the API and the pages."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from server.alerts.models import AlertRecord
+from server.models import Station, StationEvent
+from server.reports.asrun import (
+    DEFAULT_GRACE,
+    AsRunReport,
+    Planned,
+    Reported,
+    StationInfo,
+    build_report,
+)
+from server.reports.planned import PlannedItem
+
+SLACK = timedelta(days=1)  # events and plans just outside the window that still belong to it
+ITEM_KINDS = ("played", "interrupted", "failed", "playing", "audio_failed", "stream_unreachable")
+
+
+def load_report(
+    session: Session,
+    area_codes: set[str],
+    from_at: datetime,
+    to_at: datetime,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+) -> AsRunReport:
+    """Read stations, plan records and events of these areas and build the report."""
+    stations = session.exec(select(Station).where(col(Station.area_code).in_(area_codes))).all()
+    ids = [s.id for s in stations]
+    planned = session.exec(
+        select(PlannedItem).where(
+            col(PlannedItem.station_id).in_(ids),
+            col(PlannedItem.start_at) >= from_at - SLACK,
+            col(PlannedItem.start_at) < to_at + SLACK,
+        )
+    ).all()
+    item_events = session.exec(
+        select(StationEvent).where(
+            col(StationEvent.station_id).in_(ids),
+            col(StationEvent.kind).in_(ITEM_KINDS),
+            col(StationEvent.at) >= from_at - SLACK,
+            col(StationEvent.at) < to_at + SLACK,
+        )
+    ).all()
+    alert_events = session.exec(
+        select(StationEvent).where(
+            col(StationEvent.station_id).in_(ids),
+            col(StationEvent.alert_id).is_not(None),
+            col(StationEvent.at) >= from_at,
+            col(StationEvent.at) < to_at,
+        )
+    ).all()
+    alert_ids = {e.alert_id for e in alert_events}
+    drills = session.exec(
+        select(AlertRecord.alert_id).where(
+            col(AlertRecord.alert_id).in_(alert_ids), col(AlertRecord.drill)
+        )
+    ).all()
+    return build_report(
+        [StationInfo(s.id, s.name, s.area_code) for s in stations],
+        [
+            Planned(
+                station_id=p.station_id,
+                item_id=p.item_id,
+                start_at=p.start_at,
+                length_ms=p.length_ms,
+                priority=p.priority,
+                title=p.title,
+                source=p.source,
+                withdrawn=p.withdrawn_at is not None,
+            )
+            for p in planned
+        ],
+        [
+            Reported(
+                station_id=e.station_id,
+                kind=e.kind,
+                at=e.at,
+                item_id=e.item_id,
+                started_at=e.started_at,
+                finished_at=e.finished_at,
+                alert_id=e.alert_id,
+                reason=e.reason,
+            )
+            for e in [*item_events, *alert_events]
+        ],
+        from_at=from_at,
+        to_at=to_at,
+        now=now,
+        grace=grace,
+        drills=frozenset(drills),
+    )
