@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from server.web import admin, alerts, audio, auth, dashboard, fleet, programmes, reports
+from server.web import admin, alerts, audio, auth, dashboard, fleet, listen, programmes, reports
 from server.web.common import STATIC_FILES, use_request_language
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(use_request_language)])
-for module in (auth, dashboard, fleet, audio, programmes, reports, alerts, admin):
+for module in (auth, dashboard, fleet, audio, programmes, reports, listen, alerts, admin):
     router.include_router(module.router)
 
 __all__ = ["STATIC_FILES", "router"]
