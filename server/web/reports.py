@@ -23,7 +23,7 @@ from server.auth.permissions import Action, scope_roots
 from server.i18n import N_, gettext
 from server.local_time import LOCAL_TZ
 from server.models import Area, AreaLevel
-from server.reports.chart import SHOWN, outcome_bars
+from server.reports.chart import BAR_H, SHOWN, WIDTH, outcome_bars
 from server.reports.service import load_report
 from server.web.common import STATE_LABELS, PageActorDep, PageRoute, area_names, render
 
@@ -115,6 +115,8 @@ def reports_page(
     values.update(
         report=report,
         chart=outcome_bars(report.stations),
+        chart_width=WIDTH,
+        bar_h=BAR_H,
         outcomes=[(o, STATE_LABELS.get(o, OUTCOME_LABELS.get(o, o))) for o in SHOWN],
         period_end=to_at - timedelta(seconds=1),
         csv_href="/api/v1/reports/as-run?" + urlencode(query),

@@ -114,10 +114,11 @@ def test_the_commune_operator_reads_the_month_per_station_and_summed(client: Tes
                       "0:02:30 / 0:06:00 (41,7 %)"]  # fmt: skip
     assert "st-far" not in html
     # The chart: one bar per station, its segments sized by outcome.
-    svg = html[html.index("<svg") : html.index("</svg>")]
+    svg = html[html.index('<figure class="report-chart">') : html.index("</figure>")]
     assert svg.count('<rect class="o-played"') == 1 and 'class="o-missed"' in svg
     widths = [float(w) for w in re.findall(r'width="([\d.]+)" height', svg)]
     assert widths == [300.0, 300.0, 300.0]  # North: 1 played + 1 cut of 2; South: 1 missed
+    assert svg.count("<svg") == 2 and "Cụm loa st-south (1)" in svg
     # The printable report: the official heading and the two signatures.
     for words in ("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", "Người lập biểu", "Thủ trưởng đơn vị"):
         assert words in html
