@@ -22,7 +22,8 @@ class Channel:
     link: str
     description: str
     language: str
-    built_at: datetime
+    updated_at: datetime | None
+    """The newest episode's time (not the request's: the feed's ETag must stay put)."""
 
 
 def podcast_rss(
@@ -39,9 +40,10 @@ def podcast_rss(
         ("link", channel.link),
         ("description", channel.description),
         ("language", channel.language),
-        ("lastBuildDate", format_datetime(channel.built_at)),
     ):
         ET.SubElement(head, tag).text = text
+    if channel.updated_at is not None:
+        ET.SubElement(head, "lastBuildDate").text = format_datetime(channel.updated_at)
     for entry in entries:
         item = ET.SubElement(head, "item")
         ET.SubElement(item, "title").text = entry_title(entry)

@@ -93,18 +93,18 @@ def listen_page(request: Request, code: str, session: SessionDep, context: Conte
 def listen_feed(request: Request, code: str, session: SessionDep, context: ContextDep) -> Response:
     """The same bulletins as a podcast (RSS 2.0 with enclosures)."""
     area = _commune_or_404(session, code)
-    now = context.clock()
+    entries = aired_bulletins(session, code, context.clock())
     base = context.settings.public_url.rstrip("/")
     channel = Channel(
         title=gettext("Loudspeaker radio of %(commune)s") % {"commune": area.name},
         link=f"{base}/nghe/{code}",
         description=gettext("Bulletins of the last %(days)s days, to hear again.") % {"days": DAYS},
         language=current_language(),
-        built_at=now,
+        updated_at=entries[0].aired_at if entries else None,
     )
     body = podcast_rss(
         channel,
-        aired_bulletins(session, code, now),
+        entries,
         audio_url=lambda e: base + _audio_path(code, e),
         entry_title=_entry_title,
     )

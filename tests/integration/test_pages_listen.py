@@ -194,13 +194,15 @@ def test_the_podcast_feed_is_valid_rss_with_enclosures(
     response = app.get(f"/nghe/{MINE}/rss.xml")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/rss+xml")
-    assert "etag" in response.headers
+    again = app.get(f"/nghe/{MINE}/rss.xml", headers={"if-none-match": response.headers["etag"]})
+    assert again.status_code == 304  # podcast apps poll: unchanged means nothing to send
     root = ET.fromstring(response.content)
     assert root.tag == "rss" and root.get("version") == "2.0"
     channel = root.find("channel")
     assert channel is not None
     assert channel.findtext("title") == "Đài truyền thanh Phường Thục Phán"
     assert channel.findtext("language") == "vi"
+    assert parsedate_to_datetime(channel.findtext("lastBuildDate") or "") == YESTERDAY
     items = channel.findall("item")
     assert [i.findtext("title") for i in items] == [
         "Bản tin sáng — 06/12/2026 05:30", "Bản tin sáng — 04/12/2026 05:30"]  # fmt: skip
