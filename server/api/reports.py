@@ -10,12 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
 
 from server.api.deps import ClockDep, SessionDep, SettingsDep
-from server.areas import subtree_codes
-from server.auth.deps import ActorDep, authorize, visible_areas
-from server.auth.permissions import Action
-from server.models import Area
+from server.auth.deps import ActorDep
 from server.reports.asrun import LOCAL_TZ, ItemOutcome, StationAsRun, items_to_csv, to_csv
-from server.reports.service import load_report
+from server.reports.service import load_report, report_scope
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
@@ -174,14 +171,7 @@ def read_as_run(
     """Per station: items planned, played, interrupted, failed, missed; emergency items;
     played time against requested time. Only stations in areas you may read."""
     now = clock()
-    if area is not None:
-        if session.get(Area, area) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"area: {area!r} does not exist")
-        authorize(actor, Action.BROADCAST_READ, [area], session)
-        scope = subtree_codes(session, [area])
-    else:
-        authorize(actor, Action.BROADCAST_READ, None, session)
-        scope = visible_areas(actor, Action.BROADCAST_READ, session)
+    scope = report_scope(session, actor, area)
     from_at, to_at = report_window(from_, to, now)
     # The same grace as the "item not played" alarm: the report and the alarm agree.
     grace = timedelta(minutes=settings.alarm_item_grace_min)

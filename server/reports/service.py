@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from fastapi import HTTPException, status
 from sqlmodel import Session, col, select
 
 from server.alerts.models import AlertRecord
-from server.models import Station, StationEvent
+from server.areas import subtree_codes
+from server.auth.actor import Actor
+from server.auth.deps import authorize, visible_areas
+from server.auth.permissions import Action
+from server.models import Area, Station, StationEvent
 from server.reports.asrun import (
     DEFAULT_GRACE,
     AsRunReport,
@@ -20,6 +25,18 @@ from server.reports.planned import PlannedItem
 
 SLACK = timedelta(days=1)  # events and plans just outside the window that still belong to it
 ITEM_KINDS = ("played", "interrupted", "failed", "playing", "audio_failed", "stream_unreachable")
+
+
+def report_scope(session: Session, actor: Actor, area: str | None) -> set[str]:
+    """The area codes a report for ``area`` covers (default: all ``actor`` may read);
+    404 for an unknown area, 403 for one outside the actor's broadcast-read grants."""
+    if area is None:
+        authorize(actor, Action.BROADCAST_READ, None, session)
+        return visible_areas(actor, Action.BROADCAST_READ, session)
+    if session.get(Area, area) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"area: {area!r} does not exist")
+    authorize(actor, Action.BROADCAST_READ, [area], session)
+    return subtree_codes(session, [area])
 
 
 def load_report(

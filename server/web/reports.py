@@ -12,19 +12,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
 from server.api.deps import ContextDep, SessionDep
-from server.areas import subtree_codes
-from server.auth.deps import authorize, visible_areas
+from server.auth.deps import visible_areas
 from server.auth.permissions import Action, scope_roots
 from server.i18n import N_, gettext
 from server.local_time import LOCAL_TZ
 from server.models import Area, AreaLevel
 from server.reports.chart import BAR_H, SHOWN, WIDTH, outcome_bars
-from server.reports.service import load_report
+from server.reports.service import load_report, report_scope
 from server.web.common import STATE_LABELS, PageActorDep, PageRoute, area_names, render
 
 router = APIRouter(route_class=PageRoute)
@@ -84,14 +83,7 @@ def reports_page(
     roots = scope_roots(actor.grants, Action.BROADCAST_READ)
     if area is None and len(roots) == 1:
         area = next(iter(roots))
-    if area:
-        if session.get(Area, area) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"area: {area!r} does not exist")
-        authorize(actor, Action.BROADCAST_READ, [area], session)
-        scope = subtree_codes(session, [area])
-    else:
-        authorize(actor, Action.BROADCAST_READ, None, session)
-        scope = visible_areas(actor, Action.BROADCAST_READ, session)
+    scope = report_scope(session, actor, area or None)
     values: dict[str, object] = {
         "actor": actor,
         "area": area or "",
