@@ -69,11 +69,13 @@ def test_report_and_replay_pages_on_a_360_px_phone(
     assert not page.get_by_text("Người lập biểu").is_visible()  # only on paper
     screenshot(page, "web-report-phone.png")
 
+    page.set_viewport_size({"width": 794, "height": 1123})  # A4 at 96 dpi
     page.emulate_media(media="print")
     assert page.get_by_text("Người lập biểu").is_visible()
     assert page.get_by_text("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM").is_visible()
     assert not page.get_by_role("navigation", name="Chính").is_visible()
     assert not page.get_by_role("link", name="Tải về CSV").is_visible()
+    screenshot(page, "web-report-print.png")
 
     resident = browser.new_context(viewport=PHONE, base_url=stack.base_url, locale="vi-VN")
     try:

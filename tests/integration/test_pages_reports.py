@@ -100,7 +100,7 @@ def test_the_commune_operator_reads_the_month_per_station_and_summed(client: Tes
     assert response.status_code == 200, response.text
     html = response.text
     assert 'href="/reports" aria-current="page">Báo cáo</a>' in html
-    assert "01/11/2026 00:00:00 – 30/11/2026 23:59:59" in html
+    assert "Kỳ báo cáo: 01/11/2026 – 30/11/2026 (giờ Việt Nam)" in html
     assert cells(html, "Trạm") == ["Cụm loa st-north", "Cụm loa st-south", "Tổng cộng"]
     assert cells(html, "Kế hoạch") == ["2", "1", "3"]
     assert cells(html, "Đã phát xong") == ["1", "0", "1"]
