@@ -166,6 +166,17 @@ def test_pages_and_audio_are_cached_and_only_listed_audio_is_served(
     app: TestClient, week: dict[str, Any]
 ) -> None:
     page = app.get(f"/nghe/{MINE}")
+    # Light on 3G: a few kB of HTML; the only other fetch is the shared stylesheet.
+    css = app.get("/static/app.css")
+    print(f"replay page {len(page.content)} B, stylesheet {len(css.content)} B")
+    assert len(page.content) < 8_000 and len(css.content) < 32_000
+    assert re.findall(r'(?:href|src)="(/[^"]*)"', page.text) == [
+        "/static/app.css",
+        f"/nghe/{MINE}/rss.xml",
+        "/nghe",
+        *[link for src in audio_links(page.text) for link in (src, src)],
+        f"/nghe/{MINE}/rss.xml",
+    ]
     assert page.headers["cache-control"].startswith("public, max-age=")
     again = app.get(f"/nghe/{MINE}", headers={"if-none-match": page.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
