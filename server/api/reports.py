@@ -12,11 +12,10 @@ from pydantic import BaseModel, Field
 from server.api.deps import ClockDep, SessionDep, SettingsDep
 from server.auth.deps import ActorDep
 from server.reports.asrun import LOCAL_TZ, ItemOutcome, StationAsRun, items_to_csv, to_csv
-from server.reports.service import load_report, report_scope
+from server.reports.service import MAX_WINDOW, load_report, report_scope
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
-MAX_WINDOW = timedelta(days=93)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

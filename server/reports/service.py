@@ -23,6 +23,7 @@ from server.reports.asrun import (
 )
 from server.reports.planned import PlannedItem
 
+MAX_WINDOW = timedelta(days=93)  # a quarter: the longest period one report covers
 SLACK = timedelta(days=1)  # events and plans just outside the window that still belong to it
 ITEM_KINDS = ("played", "interrupted", "failed", "playing", "audio_failed", "stream_unreachable")
 

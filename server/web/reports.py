@@ -8,7 +8,7 @@ the same stations, the same counts as ``GET /api/v1/reports/as-run``.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -23,7 +23,7 @@ from server.i18n import N_, gettext
 from server.local_time import LOCAL_TZ
 from server.models import Area, AreaLevel
 from server.reports.chart import BAR_H, SHOWN, WIDTH, outcome_bars
-from server.reports.service import load_report, report_scope
+from server.reports.service import MAX_WINDOW, load_report, report_scope
 from server.web.common import STATE_LABELS, PageActorDep, PageRoute, area_names, render
 
 router = APIRouter(route_class=PageRoute)
@@ -32,12 +32,32 @@ OUTCOME_LABELS = {"missed": N_("Missed"), "pending": N_("Not due yet")}
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
 
+class PeriodError(ValueError):
+    """A period the reader wrote that is not one; the message says how to write it."""
+
+
+def days_window(first: str, last: str) -> tuple[datetime, datetime]:
+    """From the first day's 00:00 to the end of the last day, Vietnam time, both included."""
+    try:
+        start, end = date.fromisoformat(first), date.fromisoformat(last)
+    except ValueError as exc:
+        raise PeriodError(gettext("Give the first and the last day, e.g. 2026-11-25.")) from exc
+    if end < start:
+        raise PeriodError(gettext("The last day is before the first."))
+    if end - start >= MAX_WINDOW:
+        raise PeriodError(
+            gettext("A report covers at most %(days)s days.") % {"days": MAX_WINDOW.days}
+        )
+    local = [datetime.combine(d, time(), LOCAL_TZ) for d in (start, end + timedelta(days=1))]
+    return local[0].astimezone(UTC), local[1].astimezone(UTC)
+
+
 def month_window(month: str | None, now: datetime) -> tuple[datetime, datetime]:
     """``2026-11`` as [1 Nov 00:00, 1 Dec 00:00) in Vietnam's time; default this month."""
     if month:
         match = _MONTH.fullmatch(month.strip())
         if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 2000:
-            raise ValueError(month)
+            raise PeriodError(gettext("The month must be written as 2026-11 (year-month)."))
         year, number = int(match[1]), int(match[2])
     else:
         local = now.astimezone(LOCAL_TZ)
@@ -77,8 +97,11 @@ def reports_page(
     actor: PageActorDep,
     area: Annotated[str | None, Query(max_length=16)] = None,
     month: Annotated[str | None, Query(max_length=16)] = None,
+    first: Annotated[str, Query(alias="from", max_length=16)] = "",
+    last: Annotated[str, Query(alias="to", max_length=16)] = "",
 ) -> HTMLResponse:
-    """One area, one month: what each station was asked to play and what it played."""
+    """One area, one month (or the days asked for): what each station was asked to play
+    and what it played."""
     now = context.clock()
     roots = scope_roots(actor.grants, Action.BROADCAST_READ)
     if area is None and len(roots) == 1:
@@ -92,11 +115,13 @@ def reports_page(
             area_names(session, visible_areas(actor, Action.BROADCAST_READ, session)).items()
         ),
         "chain": area_chain(session, area) if area else [],
+        "first": first,
+        "last": last,
     }
     try:
-        from_at, to_at = month_window(month, now)
-    except ValueError:
-        values["error"] = gettext("The month must be written as 2026-11 (year-month).")
+        from_at, to_at = days_window(first, last) if first or last else month_window(month, now)
+    except PeriodError as exc:
+        values["error"] = str(exc)
         return render(request, "reports.html", values, status.HTTP_422_UNPROCESSABLE_CONTENT)
     grace = timedelta(minutes=context.settings.alarm_item_grace_min)
     report = load_report(session, scope, from_at, to_at, now, grace)

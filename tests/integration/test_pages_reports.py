@@ -164,3 +164,22 @@ def test_english_readers_get_the_catalogue(client: TestClient) -> None:
     client.cookies.set(LANGUAGE_COOKIE, "en")
     html = client.get("/reports", params={"month": MONTH}).text
     assert "Prepared by" in html and "Played time / requested" in html
+
+
+def test_other_periods_are_days_both_included_and_bounded(client: TestClient) -> None:
+    authenticate(client, Role.COMMUNE_OPERATOR, MINE)
+    # 11/11 only (Vietnam days): North's first bulletin and South's miss, not 12/11's cut.
+    one_day = client.get("/reports", params={"from": "2026-11-11", "to": "2026-11-11"}).text
+    assert "Kỳ báo cáo: 11/11/2026 – 11/11/2026" in one_day
+    assert cells(one_day, "Kế hoạch") == ["1", "1", "2"]
+    assert cells(one_day, "Bị ngắt") == ["0", "0", "0"]
+    # A quarter across the year's end includes December's bulletin.
+    quarter = client.get("/reports", params={"from": "2026-11-01", "to": "2027-01-31"}).text
+    assert cells(quarter, "Kế hoạch")[-1] == "4"
+    for params, words in (
+        ({"from": "2026-11-20", "to": "2026-11-10"}, "Ngày cuối đứng trước ngày đầu."),
+        ({"from": "2026-01-01", "to": "2026-12-31"}, "tối đa 93 ngày"),
+        ({"from": "2026-11-01"}, "ví dụ 2026-11-25"),
+    ):
+        refused = client.get("/reports", params=params)
+        assert refused.status_code == 422 and words in refused.text, params
