@@ -8,33 +8,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
-from sqlmodel import Session, col, select
 
 from server.api.deps import ClockDep, SessionDep, SettingsDep
-from server.areas import subtree_codes
-from server.auth.deps import ActorDep, authorize, visible_areas
-from server.auth.permissions import Action
-from server.models import Area, Station, StationEvent
-from server.reports.asrun import (
-    DEFAULT_GRACE,
-    LOCAL_TZ,
-    AsRunReport,
-    ItemOutcome,
-    Planned,
-    Reported,
-    StationAsRun,
-    StationInfo,
-    build_report,
-    items_to_csv,
-    to_csv,
-)
-from server.reports.planned import PlannedItem
+from server.auth.deps import ActorDep
+from server.reports.asrun import LOCAL_TZ, ItemOutcome, StationAsRun, items_to_csv, to_csv
+from server.reports.service import MAX_WINDOW, load_report, report_scope
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 
-MAX_WINDOW = timedelta(days=93)
-SLACK = timedelta(days=1)  # events and plans just outside the window that still belong to it
-ITEM_KINDS = ("played", "interrupted", "failed", "playing", "audio_failed", "stream_unreachable")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -51,6 +32,8 @@ class StationRow(BaseModel):
     unplanned: int = Field(description="outcomes for items the server has no plan record of")
     emergency: int = Field(description="alerts plus plan items of priority 'emergency'")
     emergency_played: int
+    drills: int = Field(description="drill alerts, never counted as emergency")
+    drills_played: int
     requested_ms: int
     played_ms: int
     played_pct: float | None = Field(description="played time / requested time, percent")
@@ -135,75 +118,6 @@ def report_window(
     return start, end
 
 
-def load_report(
-    session: Session,
-    area_codes: set[str],
-    from_at: datetime,
-    to_at: datetime,
-    now: datetime,
-    grace: timedelta = DEFAULT_GRACE,
-) -> AsRunReport:
-    """Read stations, plan records and events of these areas and build the report."""
-    stations = session.exec(select(Station).where(col(Station.area_code).in_(area_codes))).all()
-    ids = [s.id for s in stations]
-    planned = session.exec(
-        select(PlannedItem).where(
-            col(PlannedItem.station_id).in_(ids),
-            col(PlannedItem.start_at) >= from_at - SLACK,
-            col(PlannedItem.start_at) < to_at + SLACK,
-        )
-    ).all()
-    item_events = session.exec(
-        select(StationEvent).where(
-            col(StationEvent.station_id).in_(ids),
-            col(StationEvent.kind).in_(ITEM_KINDS),
-            col(StationEvent.at) >= from_at - SLACK,
-            col(StationEvent.at) < to_at + SLACK,
-        )
-    ).all()
-    alert_events = session.exec(
-        select(StationEvent).where(
-            col(StationEvent.station_id).in_(ids),
-            col(StationEvent.alert_id).is_not(None),
-            col(StationEvent.at) >= from_at,
-            col(StationEvent.at) < to_at,
-        )
-    ).all()
-    return build_report(
-        [StationInfo(s.id, s.name, s.area_code) for s in stations],
-        [
-            Planned(
-                station_id=p.station_id,
-                item_id=p.item_id,
-                start_at=p.start_at,
-                length_ms=p.length_ms,
-                priority=p.priority,
-                title=p.title,
-                source=p.source,
-                withdrawn=p.withdrawn_at is not None,
-            )
-            for p in planned
-        ],
-        [
-            Reported(
-                station_id=e.station_id,
-                kind=e.kind,
-                at=e.at,
-                item_id=e.item_id,
-                started_at=e.started_at,
-                finished_at=e.finished_at,
-                alert_id=e.alert_id,
-                reason=e.reason,
-            )
-            for e in [*item_events, *alert_events]
-        ],
-        from_at=from_at,
-        to_at=to_at,
-        now=now,
-        grace=grace,
-    )
-
-
 def _station_row(row: StationAsRun) -> StationRow:
     return StationRow(
         station_id=row.station_id,
@@ -218,6 +132,8 @@ def _station_row(row: StationAsRun) -> StationRow:
         unplanned=row.unplanned,
         emergency=row.emergency,
         emergency_played=row.emergency_played,
+        drills=row.drills,
+        drills_played=row.drills_played,
         requested_ms=row.requested_ms,
         played_ms=row.played_ms,
         played_pct=row.played_pct,
@@ -254,14 +170,7 @@ def read_as_run(
     """Per station: items planned, played, interrupted, failed, missed; emergency items;
     played time against requested time. Only stations in areas you may read."""
     now = clock()
-    if area is not None:
-        if session.get(Area, area) is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"area: {area!r} does not exist")
-        authorize(actor, Action.BROADCAST_READ, [area], session)
-        scope = subtree_codes(session, [area])
-    else:
-        authorize(actor, Action.BROADCAST_READ, None, session)
-        scope = visible_areas(actor, Action.BROADCAST_READ, session)
+    scope = report_scope(session, actor, area)
     from_at, to_at = report_window(from_, to, now)
     # The same grace as the "item not played" alarm: the report and the alarm agree.
     grace = timedelta(minutes=settings.alarm_item_grace_min)

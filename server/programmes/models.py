@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import JSON, Column, Field, SQLModel
 
 from loaxa_protocol import Priority
@@ -35,6 +36,11 @@ class Programme(SQLModel, table=True):
     area_code: str = Field(foreign_key="area.code", index=True, description="owning area")
     priority: Priority = Field(default=Priority.NORMAL, sa_type=_enum_type(Priority))
     proposal: bool = Field(default=False, description="a province proposal; never airs")
+    public: bool = Field(
+        default=True,
+        sa_column_kwargs={"server_default": sa.true()},
+        description="residents may hear it again on the commune's public page once aired",
+    )
     proposal_of: int | None = Field(
         default=None, foreign_key="programme.id", description="the proposal this was accepted from"
     )
@@ -110,6 +116,7 @@ class ProgrammePublic(SQLModel):
     priority: Priority
     proposal: bool
     proposal_of: int | None
+    public: bool = True
     state: ProgrammeState
     spec: dict[str, Any]
     rendered: dict[str, int]

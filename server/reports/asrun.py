@@ -21,7 +21,9 @@ Rules
 - An outcome for an item the server has no record of (plans published before the
   report existed) still counts, in ``unplanned``, when it happened in the window.
 - Emergency items are alerts (distinct ``alert_id`` with an event in the window;
-  played = ``alert_finished``) plus plan items of priority ``emergency``.
+  played = ``alert_finished``) plus plan items of priority ``emergency``. Drills (the
+  alert ids the caller names in ``drills``) are counted apart, never as emergencies: a
+  province reports exercises separately from real warnings.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ class StationAsRun:
     unplanned: int = 0
     emergency: int = 0
     emergency_played: int = 0
+    drills: int = 0
+    drills_played: int = 0
     requested_ms: int = 0
     played_ms: int = 0
 
@@ -125,7 +129,7 @@ class StationAsRun:
 
 COUNTERS = (
     "planned", "played", "interrupted", "failed", "missed", "pending", "unplanned",
-    "emergency", "emergency_played", "requested_ms", "played_ms",
+    "emergency", "emergency_played", "drills", "drills_played", "requested_ms", "played_ms",
 )  # fmt: skip
 
 
@@ -171,6 +175,7 @@ def build_report(
     to_at: datetime,
     now: datetime,
     grace: timedelta = DEFAULT_GRACE,
+    drills: frozenset[str] = frozenset(),
 ) -> AsRunReport:
     """Join planned items with station events into one row per station (see module doc).
 
@@ -271,10 +276,14 @@ def build_report(
             )
         )
 
-    for (station_id, _alert_id), kinds in alerts.items():
-        rows[station_id].emergency += 1
-        if "alert_finished" in kinds:
-            rows[station_id].emergency_played += 1
+    for (station_id, alert_id), kinds in alerts.items():
+        finished = "alert_finished" in kinds
+        if alert_id in drills:
+            rows[station_id].drills += 1
+            rows[station_id].drills_played += finished
+        else:
+            rows[station_id].emergency += 1
+            rows[station_id].emergency_played += finished
 
     ordered = sorted(rows.values(), key=lambda r: (r.area_code, r.station_id))
     totals = StationAsRun("", "total")
@@ -286,7 +295,7 @@ def build_report(
 CSV_COLUMNS = (
     "station_id", "station_name", "area_code", "planned", "played", "interrupted", "failed",
     "missed", "pending", "unplanned", "emergency", "emergency_played", "requested_s",
-    "played_s", "played_pct",
+    "played_s", "played_pct", "drills", "drills_played",
 )  # fmt: skip
 
 
@@ -296,7 +305,7 @@ def _csv_row(row: StationAsRun) -> list[object]:
         row.station_id, row.name, row.area_code, row.planned, row.played, row.interrupted,
         row.failed, row.missed, row.pending, row.unplanned, row.emergency, row.emergency_played,
         f"{row.requested_ms / 1000:.1f}", f"{row.played_ms / 1000:.1f}",
-        "" if pct is None else f"{pct:.1f}",
+        "" if pct is None else f"{pct:.1f}", row.drills, row.drills_played,
     ]  # fmt: skip
 
 

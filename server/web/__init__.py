@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from server.web import admin, alerts, audio, auth, dashboard, enrolment, fleet, programmes
+from server.web import (
+    admin,
+    alerts,
+    audio,
+    auth,
+    dashboard,
+    enrolment,
+    fleet,
+    listen,
+    programmes,
+    reports,
+)
 from server.web.common import STATIC_FILES, use_request_language
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(use_request_language)])
-for module in (auth, dashboard, fleet, enrolment, audio, programmes, alerts, admin):
+PAGES = (auth, dashboard, fleet, enrolment, audio, programmes, reports, listen, alerts, admin)
+for module in PAGES:
     router.include_router(module.router)
 
 __all__ = ["STATIC_FILES", "router"]

@@ -259,6 +259,7 @@ def menu(actor: Actor) -> list[tuple[str, str]]:
         items.append(("/audio", N_("Audio")))
     if may_somewhere(actor, Action.BROADCAST_READ):
         items.append(("/programmes", N_("Programme")))
+        items.append(("/reports", N_("Reports")))
     if may_somewhere(actor, Action.ALERT_SEND):
         items.append(("/alerts", N_("Alerts")))
     items.append(("/alarms", N_("Alarms")))

@@ -177,7 +177,7 @@ def test_bad_windows_are_refused_with_the_reason(stack: LocalStack) -> None:
             assert fragment in response.json()["detail"], (query, response.text)
 
 
-def test_an_alert_counts_as_an_emergency_item_once_it_has_played(stack: LocalStack) -> None:
+def test_a_drill_alert_counts_apart_once_it_has_played(stack: LocalStack) -> None:
     node = stack.start_node(stack.register_station("Cụm loa trung tâm", COMMUNE, 22.66, 106.25))
     window_from = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     with stack.client() as http:
@@ -207,5 +207,7 @@ def test_an_alert_counts_as_an_emergency_item_once_it_has_played(stack: LocalSta
 
         wait_until(finished, 40, "the station to finish the alert")
     row = report(stack, **{"from": window_from})["stations"][0]
-    assert (row["emergency"], row["emergency_played"]) == (1, 1), row
+    # A drill is reported apart: the province's emergency count holds only real warnings.
+    assert (row["drills"], row["drills_played"]) == (1, 1), row
+    assert (row["emergency"], row["emergency_played"]) == (0, 0), row
     assert row["planned"] == 0  # an alert is not a plan item: requested time is unchanged

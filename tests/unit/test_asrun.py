@@ -182,6 +182,19 @@ def test_emergency_items_are_alerts_and_emergency_plan_items() -> None:
     assert (b.emergency, b.emergency_played, b.planned) == (1, 1, 1)
 
 
+def test_drills_are_counted_apart_from_emergencies() -> None:
+    events = [
+        Reported("st-a", "alert_received", at(5), alert_id="al-real"),
+        Reported("st-a", "alert_finished", at(20), alert_id="al-real"),
+        Reported("st-a", "alert_received", at(50), alert_id="al-drill"),
+        Reported("st-a", "alert_finished", at(70), alert_id="al-drill"),
+        Reported("st-b", "alert_received", at(50), alert_id="al-drill"),
+    ]
+    a, b = report([], events, drills=frozenset({"al-drill"})).stations
+    assert (a.emergency, a.emergency_played, a.drills, a.drills_played) == (1, 1, 1, 1)
+    assert (b.emergency, b.drills, b.drills_played) == (0, 1, 0)
+
+
 def test_an_empty_window_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="window is empty"):
         build_report([A], [], [], from_at=T0, to_at=T0, now=T0)
