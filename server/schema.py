@@ -25,7 +25,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, MetaData, inspect
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, inspect
 from sqlmodel import SQLModel
 
 import server
@@ -109,18 +109,59 @@ def state(engine: Engine) -> SchemaState:
 def upgrade(engine: Engine, target: str = "head") -> tuple[str | None, str]:
     """Migrate to ``target`` (the newest revision), adopting a pre-migration database first.
 
-    Returns (revision before, revision after). Everything runs in one transaction where
-    the database allows DDL in transactions (PostgreSQL, SQLite), so a failed migration
-    leaves the database as it was.
+    Returns (revision before, revision after). Everything runs in one transaction, DDL
+    included (PostgreSQL has transactional DDL; SQLite gets it from
+    :func:`_migration_engine`), so a failed migration leaves the database as it was.
     """
     before = state(engine)
-    with engine.begin() as connection:
-        config = _config(connection)
-        if before.legacy:
-            _check_adoptable(connection)
-            command.stamp(config, BASELINE)
-        command.upgrade(config, target)
+    migrating = _migration_engine(engine)
+    try:
+        with migrating.begin() as connection:
+            config = _config(connection)
+            if before.legacy:
+                _check_adoptable(connection)
+                command.stamp(config, BASELINE)
+            command.upgrade(config, target)
+            _check_foreign_keys(connection)
+    finally:
+        if migrating is not engine:
+            migrating.dispose()
     return (BASELINE if before.legacy else before.current), state(engine).current or ""
+
+
+def _migration_engine(engine: Engine) -> Engine:
+    """For a SQLite file, an engine whose transactions really hold DDL.
+
+    Python's sqlite3 commits before every CREATE/ALTER/DROP, so a migration failing
+    half-way would leave tables altered under an unchanged revision. Here the driver's
+    own transaction handling is off and SQLAlchemy emits ``BEGIN`` itself, which SQLite
+    honours for DDL too. Foreign keys are off while migrating (a batch migration copies a
+    table that others reference, which SQLite would refuse) and checked before the commit.
+    """
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return engine
+    migrating = create_engine(engine.url, connect_args={"timeout": 30})
+
+    @event.listens_for(migrating, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+    @event.listens_for(migrating, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return migrating
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name != "sqlite":
+        return  # PostgreSQL checks every constraint as the migration runs
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        shown = ", ".join(f"{row[0]} row {row[1]} → {row[2]}" for row in broken[:5])
+        raise SchemaError(f"the migration would leave rows pointing at nothing: {shown}")
 
 
 def _check_adoptable(connection: Connection) -> None:

@@ -21,10 +21,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A literal default ('1' is true to SQLite and PostgreSQL alike) lets SQLite add the
+    # column in place; an expression would make the batch copy the whole table.
     with op.batch_alter_table("programme", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("public", sa.Boolean(), server_default=sa.true(), nullable=False)
-        )
+        batch_op.add_column(sa.Column("public", sa.Boolean(), server_default="1", nullable=False))
 
 
 def downgrade() -> None:
