@@ -7,8 +7,6 @@ station only loads what a station needs.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -81,27 +79,12 @@ def node(
     config: Annotated[Path, typer.Option("--config", "-c", help="the station's YAML config")],
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Run one station's agent until SIGINT/SIGTERM."""
-    from node_firmware.agent import NodeAgent
-    from node_firmware.config import load_node_config
+    """Run one station's agent until SIGINT/SIGTERM (the same as ``loaxa-node``)."""
+    from node_firmware.main import run_agent
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        agent = NodeAgent(load_node_config(config))
-    except LoaxaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    try:
-        restart = agent.run()
-    except KeyboardInterrupt:
-        agent.stop()
-        return
-    if restart:  # a technician's restart command: a fresh process, same arguments
-        os.execv(sys.executable, [sys.executable, "-m", "loaxa", *sys.argv[1:]])
+    status = run_agent(config, verbose)
+    if status:
+        raise typer.Exit(status)
 
 
 @bench.command("node")
