@@ -144,3 +144,16 @@ print("ok", len(sys.modules))
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ok"), result.stdout
+
+
+def test_the_agent_loads_neither_the_server_libraries_nor_cryptography() -> None:
+    """With everything installed (this venv), the agent still imports only its own."""
+    heavy = {name.replace("-", "_") for name in SERVER_ONLY} | {"cryptography", "server", "loaxa"}
+    probe = (
+        "import sys, node_firmware.agent, node_firmware.main, node_firmware.config\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
