@@ -106,6 +106,48 @@ def test_the_agent_says_ready_then_pings_the_watchdog_and_stopping_on_sigterm(
     wait_until(lambda: notify_socket.times_of("STOPPING=1"), 5, "STOPPING=1")
 
 
+def signed_command(station_id: str, key: SigningKey, name: str, **args: object) -> bytes:
+    now = datetime.now(UTC)
+    command = Command(
+        sender="server",
+        seq=int(time.time() * 1000),
+        issued_at=now,
+        expires_at=now + timedelta(minutes=5),
+        to=station_id,
+        name=name,
+        args=args,
+    )
+    return seal(command, key)
+
+
+@pytest.mark.parametrize(
+    "entry", [["-m", "node_firmware"], ["-m", "loaxa", "node"]], ids=["loaxa-node", "loaxa"]
+)
+def test_a_restart_command_re_executes_the_agent_in_place_and_it_says_ready_again(
+    tmp_path: Path, mosquitto, mqtt_probe, notify_socket: NotifySocket, entry: list[str]
+) -> None:
+    station = StationProcess(tmp_path / "st", "st-service-4", mosquitto.host, mosquitto.port)
+    config = station.write_config()
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_socket.path)}
+    process = subprocess.Popen(
+        [sys.executable, *entry, "--config", str(config)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: notify_socket.times_of("READY=1"), 30, "READY=1")
+        probe = mqtt_probe(mosquitto, topics=[topics.reply(station.station_id)])
+        probe.publish(
+            topics.command(station.station_id),
+            signed_command(station.station_id, station.plan_key, "restart"),
+        )
+        wait_until(lambda: len(notify_socket.times_of("READY=1")) == 2, 30, "READY=1 again")
+        assert process.poll() is None, "the agent exited instead of re-executing itself"
+        assert notify_socket.times_of("STOPPING=1"), "the old loop did not say STOPPING=1"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
 class WedgingPlayer(SimulatedPlayer):
     """The simulated player, except that a volume change blocks forever, as a hung ALSA
     mixer call would; with ``deadlock`` it takes its own lock and keeps it, as a player
@@ -156,18 +198,11 @@ def test_a_wedged_loop_stops_the_watchdog_pings(
     mqtt_probe,
 ) -> None:
     agent, player, key = watched_agent
-    now = datetime.now(UTC)
-    command = Command(
-        sender="server",
-        seq=1,
-        issued_at=now,
-        expires_at=now + timedelta(minutes=5),
-        to=agent.config.station_id,
-        name="set_volume",
-        args={"percent": 40},
+    station_id = agent.config.station_id
+    probe = mqtt_probe(mosquitto, topics=[topics.reply(station_id)])
+    probe.publish(
+        topics.command(station_id), signed_command(station_id, key, "set_volume", percent=40)
     )
-    probe = mqtt_probe(mosquitto, topics=[topics.reply(agent.config.station_id)])
-    probe.publish(topics.command(agent.config.station_id), seal(command, key))
     assert player.wedged.wait(10), "the agent never asked the player for the volume"
     wedged_at = time.monotonic()
     last = _pings_stop(notify_socket)
