@@ -55,11 +55,7 @@ def key_id_for(public_raw: bytes, purpose: str) -> str:
 
 
 def _public_raw(key: Ed25519PrivateKey) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    return key.public_key().public_bytes_raw()
 
 
 @dataclass(frozen=True)
