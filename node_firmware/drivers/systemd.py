@@ -67,7 +67,8 @@ class ServiceWatchdog:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=self._interval + 1)
+        if self._thread.is_alive():  # the agent may stop before it ever started us
+            self._thread.join(timeout=self._interval + 1)
 
     def _run(self) -> None:
         complaint: str | None = None
