@@ -7,8 +7,6 @@ station only loads what a station needs.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -87,38 +85,20 @@ def node(
     ] = None,
     claim: Annotated[str | None, typer.Option(help="the one-time claim code on the box")] = None,
 ) -> None:
-    """Run one station's agent until SIGINT/SIGTERM (enrolling first with --enrol)."""
-    from node_firmware.agent import NodeAgent
-    from node_firmware.config import load_node_config
+    """Run one station's agent until SIGINT/SIGTERM (the same as ``loaxa-node``)."""
+    from node_firmware.main import run_agent
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if (enrol is None) != (claim is None):
-        raise typer.BadParameter("give --enrol and --claim together")
-    try:
-        if enrol is not None and claim is not None:
-            from node_firmware.enrol import enrol as enrol_station
-
-            enrol_station(enrol, claim, config)
-        agent = NodeAgent(load_node_config(config))
-    except LoaxaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    try:
-        restart = agent.run()
-    except KeyboardInterrupt:
-        agent.stop()
-        return
-    if restart:  # a technician's restart command: a fresh process, same arguments
-        os.execv(sys.executable, [sys.executable, "-m", "loaxa", *sys.argv[1:]])
+    status = run_agent(config, verbose, enrol, claim)
+    if status:
+        raise typer.Exit(status)
 
 
 @bench.command("node")
 def bench_node_cmd(
     seconds: Annotated[float, typer.Option(help="how long the idle agent is watched")] = 60.0,
+    python: Annotated[
+        str, typer.Option(help="interpreter of the install to measure, e.g. a station's venv")
+    ] = sys.executable,
 ) -> None:
     """The station agent's idle RSS and CPU, against a bare Python interpreter."""
     from rich.console import Console
@@ -126,8 +106,8 @@ def bench_node_cmd(
 
     from loaxa.bench.node import bench_node
 
-    result = bench_node(seconds)
-    table = Table(title="loaxa bench node (targets: ≤ 50 MB RSS, ≤ 1 % of a core)")
+    result = bench_node(seconds, python)
+    table = Table(title="loaxa bench node (targets: ≤ 40 MiB RSS, ≤ 1 % of a core)")
     for key in result:
         table.add_column(key)
     table.add_row(*(str(v) for v in result.values()))

@@ -2,25 +2,21 @@
 
 A new station generates an X25519 key pair and sends only the public half with its
 one-time claim code. When a technician approves it, the server seals the station's
-config (broker password, trusted keys) to that public key: X25519 with a fresh
-ephemeral key, HKDF-SHA256, ChaCha20-Poly1305 (the shape of an ECIES / HPKE base-mode
-box). Whoever reads the server's answer without the station's private key, including
-a second holder of the printed claim code, learns nothing; the private key never
-leaves the station.
+config (broker password, trusted keys) to that public key as a libsodium sealed box
+(X25519 with a fresh ephemeral key, XSalsa20-Poly1305; both public keys bind the nonce),
+through PyNaCl, which a station has anyway for signatures. Whoever reads the server's
+answer without the station's private key, including a second holder of the printed
+claim code, learns nothing; the private key never leaves the station.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl import public
+from nacl.exceptions import CryptoError
 from pydantic import BaseModel, ConfigDict, Field
 
 from loaxa_protocol.envelope import _b64d, _b64e
@@ -32,7 +28,6 @@ CLAIM_GROUPS = 4
 CLAIM_GROUP_LEN = 4
 """16 symbols of 32: 80 bits, far beyond guessing at a rate-limited endpoint."""
 CLAIM_PATTERN = re.compile(rf"^[{CLAIM_ALPHABET}]{{{CLAIM_GROUPS * CLAIM_GROUP_LEN}}}$")
-SEAL_INFO = b"loaxa enrolment v1"
 PUBLIC_KEY_PATTERN = r"^[A-Za-z0-9_-]{43}$"
 """A raw 32-byte X25519 public key in unpadded base64url."""
 
@@ -77,9 +72,9 @@ class SealedBox(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ephemeral_key: str = Field(description="the server's one-off X25519 public key")
-    nonce: str = Field(description="12 bytes, base64url")
-    ciphertext: str = Field(description="ChaCha20-Poly1305 output, base64url")
+    sealed: str = Field(
+        description="libsodium crypto_box_seal output (ephemeral key + box), base64url"
+    )
 
 
 def key_fingerprint(public_key: str) -> str:
@@ -87,47 +82,34 @@ def key_fingerprint(public_key: str) -> str:
     return hashlib.sha256(public_key.encode("ascii")).hexdigest()[:12]
 
 
-def new_station_key() -> X25519PrivateKey:
-    return X25519PrivateKey.generate()
+def new_station_key() -> public.PrivateKey:
+    return public.PrivateKey.generate()
 
 
-def public_key_text(key: X25519PrivateKey) -> str:
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return _b64e(raw)
+def public_key_text(key: public.PrivateKey) -> str:
+    return _b64e(bytes(key.public_key))
 
 
-def private_key_bytes(key: X25519PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
+def private_key_bytes(key: public.PrivateKey) -> bytes:
+    return bytes(key)
 
 
-def load_private_key(raw: bytes) -> X25519PrivateKey:
+def load_private_key(raw: bytes) -> public.PrivateKey:
     try:
-        return X25519PrivateKey.from_private_bytes(raw)
-    except ValueError as exc:
+        return public.PrivateKey(raw)
+    except (ValueError, TypeError) as exc:
         raise EnrolmentError(f"not an X25519 private key: {exc}") from exc
 
 
 def seal(public_key: str, plaintext: bytes) -> SealedBox:
     """Encrypt ``plaintext`` so that only the holder of ``public_key``'s private half reads it."""
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_public = ephemeral.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
     try:
-        recipient = X25519PublicKey.from_public_bytes(_b64d(public_key))
-        shared = ephemeral.exchange(recipient)  # refuses low-order points (all-zero secret)
-    except ValueError as exc:
+        recipient = public.PublicKey(_b64d(public_key))
+        # libsodium refuses a low-order point (the shared secret would be all zeros).
+        sealed = public.SealedBox(recipient).encrypt(plaintext)
+    except (ValueError, TypeError, CryptoError) as exc:
         raise EnrolmentError(f"not a usable X25519 public key: {exc}") from exc
-    key = _box_key(shared, ephemeral_public, _b64d(public_key))
-    nonce = os.urandom(12)
-    ciphertext = ChaCha20Poly1305(key).encrypt(nonce, plaintext, ephemeral_public)
-    return SealedBox(
-        ephemeral_key=_b64e(ephemeral_public), nonce=_b64e(nonce), ciphertext=_b64e(ciphertext)
-    )
+    return SealedBox(sealed=_b64e(bytes(sealed)))
 
 
 def is_usable_public_key(public_key: str) -> bool:
@@ -139,26 +121,9 @@ def is_usable_public_key(public_key: str) -> bool:
     return True
 
 
-def open_box(private_key: X25519PrivateKey, box: SealedBox) -> bytes:
+def open_box(private_key: public.PrivateKey, box: SealedBox) -> bytes:
     """The plaintext, or :class:`EnrolmentError` when the box was not sealed to this key."""
     try:
-        ephemeral_public = _b64d(box.ephemeral_key)
-        shared = private_key.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
-        own_public = _b64d(public_key_text(private_key))
-        key = _box_key(shared, ephemeral_public, own_public)
-        return ChaCha20Poly1305(key).decrypt(
-            _b64d(box.nonce), _b64d(box.ciphertext), ephemeral_public
-        )
-    except (InvalidTag, ValueError) as exc:
+        return public.SealedBox(private_key).decrypt(_b64d(box.sealed))
+    except (CryptoError, ValueError, TypeError) as exc:
         raise EnrolmentError("the sealed answer does not open with this station's key") from exc
-
-
-def _box_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
-    # Both public keys in the KDF input bind the box to this exchange (as HPKE does).
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=ephemeral_public + recipient_public,
-        info=SEAL_INFO,
-    )
-    return hkdf.derive(shared)

@@ -15,13 +15,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 from pydantic import TypeAdapter, ValidationError
 
 from loaxa_protocol.messages import (
@@ -33,6 +30,9 @@ from loaxa_protocol.messages import (
     SignedMessage,
     TrustUpdate,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 AnySigned = Plan | Command | TrustUpdate | Alert | AlertCancel
 
@@ -49,15 +49,23 @@ def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def key_id_for(public_key: Ed25519PublicKey, purpose: str) -> str:
-    """A stable, readable key id: purpose plus a fingerprint of the public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return f"{purpose}-{hashlib.sha256(raw).hexdigest()[:12]}"
+def key_id_for(public_raw: bytes, purpose: str) -> str:
+    """A stable, readable key id: purpose plus a fingerprint of the raw public key."""
+    return f"{purpose}-{hashlib.sha256(public_raw).hexdigest()[:12]}"
+
+
+def _public_raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
 
 
 @dataclass(frozen=True)
 class SigningKey:
-    """A private Ed25519 key with its key id and the message types it may sign."""
+    """A private Ed25519 key with its key id and the message types it may sign.
+
+    Only the server signs. It keeps its keys as PKCS#8 PEM through ``cryptography``
+    (imported here on first use), which a station never loads: it only verifies, with
+    libsodium (PyNaCl, :class:`Keyring`), at a fifth of the memory.
+    """
 
     kid: str
     private_key: Ed25519PrivateKey
@@ -65,19 +73,26 @@ class SigningKey:
 
     @classmethod
     def generate(cls, purpose: str = "plan", purposes: frozenset[str] | None = None) -> SigningKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         key = Ed25519PrivateKey.generate()
-        return cls(key_id_for(key.public_key(), purpose), key, purposes or frozenset({purpose}))
+        return cls(key_id_for(_public_raw(key), purpose), key, purposes or frozenset({purpose}))
 
     @classmethod
     def from_pem(
         cls, pem: bytes, purpose: str, purposes: frozenset[str] | None = None
     ) -> SigningKey:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError("not an Ed25519 private key")
-        return cls(key_id_for(key.public_key(), purpose), key, purposes or frozenset({purpose}))
+        return cls(key_id_for(_public_raw(key), purpose), key, purposes or frozenset({purpose}))
 
     def to_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -86,10 +101,7 @@ class SigningKey:
 
     @property
     def public_b64(self) -> str:
-        raw = self.private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return _b64e(raw)
+        return _b64e(_public_raw(self.private_key))
 
 
 def seal(message: AnySigned, key: SigningKey) -> bytes:
@@ -121,7 +133,7 @@ class RejectReason(enum.StrEnum):
 @dataclass(frozen=True)
 class TrustedKey:
     kid: str
-    public_key: Ed25519PublicKey
+    public_key: VerifyKey
     purposes: frozenset[str]
     public_b64: str
     valid_until: datetime | None = None
@@ -142,8 +154,8 @@ class Keyring:
     ) -> None:
         """Trust a key; raises ``ValueError`` if it is not a raw Ed25519 public key."""
         try:
-            public_key = Ed25519PublicKey.from_public_bytes(_b64d(public_b64))
-        except (ValueError, binascii.Error) as exc:
+            public_key = VerifyKey(_b64d(public_b64))
+        except (ValueError, TypeError, binascii.Error) as exc:
             raise ValueError(f"key {kid!r} is not a raw Ed25519 public key") from exc
         self.keys[kid] = TrustedKey(kid, public_key, frozenset(purposes), public_b64, valid_until)
 
@@ -220,8 +232,8 @@ def open_envelope(
     if trusted is None:
         return Rejected(RejectReason.UNKNOWN_KEY, f"key id {kid!r} is not trusted")
     try:
-        trusted.public_key.verify(signature, payload)
-    except InvalidSignature:
+        trusted.public_key.verify(payload, signature)
+    except (BadSignatureError, ValueError):  # a signature of the wrong length, too
         return Rejected(RejectReason.BAD_SIGNATURE, f"signature does not match key {kid}")
 
     try:

@@ -72,6 +72,7 @@ from node_firmware.drivers.player import Player, open_player
 from node_firmware.drivers.probes import ReportingRelay, amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
 from node_firmware.drivers.state_store import StateStore
+from node_firmware.drivers.systemd import ServiceWatchdog, notify, watchdog_period
 from node_firmware.drivers.test_tone import ensure_test_tone
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def _now() -> datetime:
 
 
 MAX_REPLY_BYTES = 60 * 1024
+PLAYER_ANSWER_S = 1.0
+"""How long the service watchdog waits for the player's bookkeeping to answer."""
 
 _OVERTAKEN_BY_ALERTS = (AudioFetched, AudioFetchFailed, RelayReadback, StreamUnreachable, Tick)
 """Driver news whose order does not matter: an alert may go ahead of it."""
@@ -202,6 +205,10 @@ class NodeAgent:
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
+        self._turns = 0
+        self._turns_at_check = -1
+        period = watchdog_period()
+        self._watchdog = None if period is None else ServiceWatchdog(period, self.health_problem)
 
     def _open_modem(self) -> tuple[Modem | None, SimulatedModem | None]:
         cfg = self.config.modem
@@ -226,9 +233,16 @@ class NodeAgent:
             # core before it knows what it remembered (seen alerts, rotated keys).
             self._step(Boot(plan_raw, replay, self.cache.hashes()))
             self.link.start()
+            notify("READY=1")
+            if self._watchdog is not None:
+                self._watchdog.start()
             while not self._stopping.is_set():
                 self._step(self._next_input())
+                self._turns += 1
         finally:
+            notify("STOPPING=1")
+            if self._watchdog is not None:
+                self._watchdog.stop()
             logging.getLogger().removeHandler(self.recent_log)
             self._shutdown()
         return self.restart_requested
@@ -236,6 +250,24 @@ class NodeAgent:
     def stop(self) -> None:
         self._stopping.set()
         self.inputs.put(Tick())
+
+    def health_problem(self) -> str | None:
+        """What is wrong with the agent, or None: the service watchdog pings only on None.
+
+        Called from the watchdog's thread once per its interval: the loop must have turned
+        since the last call (each call queues a Tick, so an idle loop turns too), paho's
+        network thread must run, and the player must answer.
+        """
+        turns = self._turns
+        self.inputs.put(Tick())
+        if turns == self._turns_at_check:
+            return "the agent's loop has not turned since the last check"
+        self._turns_at_check = turns
+        if not self.link.running:
+            return "the MQTT link's network thread is not running"
+        if not self.player.answers(PLAYER_ANSWER_S):
+            return f"the player did not answer within {PLAYER_ANSWER_S} s"
+        return None
 
     def _next_input(self) -> Input:
         timeout = None

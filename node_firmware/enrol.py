@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import yaml
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from nacl.public import PrivateKey
 
 from loaxa_protocol.enrolment import (
     EnrolmentError,
@@ -197,7 +197,7 @@ def _local_sections(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _station_key(path: Path) -> X25519PrivateKey:
+def _station_key(path: Path) -> PrivateKey:
     """The key pair of this enrolment, made once and kept 0600 until the config arrives."""
     if path.exists():
         return load_private_key(path.read_bytes())

@@ -152,7 +152,9 @@ class StationRegistered(SQLModel):
     station: StationPublic
     mqtt: MqttCredentials
     trusted_keys: list[TrustedKeyPublic]
-    node_config: dict[str, Any] = Field(description="validates as node_firmware NodeConfig")
+    node_config: dict[str, Any] = Field(
+        description="validates as loaxa_protocol.station_config.NodeConfig"
+    )
 
 
 # ------------------------------------------------------------------ audio

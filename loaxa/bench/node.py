@@ -1,12 +1,13 @@
 """``loaxa bench node``: the station agent's idle footprint, as a Pi would run it.
 
-A real ``loaxa node`` process (simulated relay and player, connected to a private
-Mosquitto) is left idle and measured with psutil; a bare interpreter measured the same
-way in the same run is the baseline.
+A real ``loaxa-node`` process (``python -m node_firmware``, as a Pi runs it; simulated
+relay and player, connected to a private Mosquitto) is left idle and measured with
+psutil; a bare interpreter measured the same way in the same run is the baseline.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,11 +21,14 @@ from loaxa.broker import start_broker
 from loaxa_protocol import SigningKey
 
 
-def _measure(argv: list[str], settle_s: float, seconds: float) -> tuple[float, float]:
+def _measure(
+    argv: list[str], settle_s: float, seconds: float, env: dict[str, str]
+) -> tuple[float, float]:
     """(RSS in MiB, % of one core) of a process left alone for ``seconds``."""
     process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+    )  # fmt: skip
     try:
         time.sleep(settle_s)
         probe = psutil.Process(process.pid)
@@ -38,7 +42,8 @@ def _measure(argv: list[str], settle_s: float, seconds: float) -> tuple[float, f
         process.wait(10)
 
 
-def bench_node(seconds: float = 60.0) -> dict[str, float]:
+def bench_node(seconds: float = 60.0, python: str = sys.executable) -> dict[str, float]:
+    """``python`` is the interpreter whose ``node_firmware`` runs, e.g. a station's venv."""
     workdir = Path(tempfile.mkdtemp(prefix="loaxa-bench-node-"))
     broker = start_broker(workdir=workdir / "broker")
     try:
@@ -55,10 +60,13 @@ def bench_node(seconds: float = 60.0) -> dict[str, float]:
         }
         config_file = workdir / "station.yaml"
         config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-        node = [sys.executable, "-m", "loaxa", "node", "--config", str(config_file)]
-        bare = [sys.executable, "-c", "import time; time.sleep(3600)"]
-        rss, cpu = _measure(node, settle_s=10, seconds=seconds)
-        base_rss, _ = _measure(bare, settle_s=1, seconds=1)
+        node = [python, "-m", "node_firmware", "--config", str(config_file)]
+        bare = [python, "-c", "import time; time.sleep(3600)"]
+        env = dict(os.environ)
+        if python != sys.executable:  # the install itself, not a checkout on PYTHONPATH
+            env.pop("PYTHONPATH", None)
+        rss, cpu = _measure(node, settle_s=10, seconds=seconds, env=env)
+        base_rss, _ = _measure(bare, settle_s=1, seconds=1, env=env)
     finally:
         broker.stop()
     return {

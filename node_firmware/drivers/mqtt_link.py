@@ -114,6 +114,12 @@ class MqttLink:
         return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
     @property
+    def running(self) -> bool:
+        """Whether paho's network thread (which connects, reconnects and reads) is alive."""
+        thread = self._client._thread  # paho keeps no public handle on it
+        return thread is not None and thread.is_alive()
+
+    @property
     def connected(self) -> bool:
         return self._client.is_connected()
 

@@ -118,6 +118,9 @@ class Player(Protocol):
     def close(self) -> None:
         """Stop everything and release the audio device."""
 
+    def answers(self, timeout_s: float) -> bool:
+        """Whether the player can take an order within ``timeout_s`` (not deadlocked)."""
+
 
 @dataclass(frozen=True)
 class StreamSegment:
@@ -303,6 +306,13 @@ class _ThreadedPlayer:
                 raise ValueError(f"item {item_id} is already scheduled on this player")
             self._active[item_id] = (playback, thread)
         thread.start()
+
+    def answers(self, timeout_s: float) -> bool:
+        # Every order goes through this lock: a thread stuck while holding it wedges them all.
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        self._lock.release()
+        return True
 
     def stop(self, item_id: str) -> None:
         with self._lock:

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
-import psutil
-
 from loaxa_protocol.errors import RelayError
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.clock_probe import ntp_synchronised
@@ -26,6 +24,7 @@ from node_firmware.drivers.relay import Relay, StatusValue
 log = logging.getLogger(__name__)
 
 THERMAL_ROOT = Path("/sys/class/thermal")
+MEMINFO = Path("/proc/meminfo")
 # Zone types that mean "the SoC/CPU" on a Raspberry Pi, other ARM boards and x86.
 _CPU_ZONE_TYPES = ("cpu-thermal", "cpu_thermal", "soc_thermal", "x86_pkg_temp")
 
@@ -51,7 +50,7 @@ def system_health(cache: AudioCache, thermal_root: Path = THERMAL_ROOT) -> dict[
         "disk_total_bytes": disk.total if disk else None,
         "cpu_temp_c": _guarded("cpu_temp_c", lambda: cpu_temp_c(thermal_root)),
         "load_1m": load[0] if load else None,
-        "mem_used_pct": _guarded("mem_used_pct", lambda: float(psutil.virtual_memory().percent)),
+        "mem_used_pct": _guarded("mem_used_pct", mem_used_pct),
         "ntp_synced": _guarded("ntp_synced", ntp_synchronised),
     }
 
@@ -81,11 +80,24 @@ def system_uptime_s() -> float:
     """Seconds since boot, so a power cut shows as a reset, not as agent churn.
 
     ``CLOCK_BOOTTIME`` does not jump when NTP corrects the wall clock, which a Pi
-    without an RTC does right after every boot; psutil's boot time is wall-clock based.
+    without an RTC does right after every boot (Linux only, as stations are).
     """
-    if hasattr(time, "CLOCK_BOOTTIME"):
-        return time.clock_gettime(time.CLOCK_BOOTTIME)
-    return max(0.0, time.time() - float(psutil.boot_time()))
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def mem_used_pct(meminfo: Path = MEMINFO) -> float:
+    """Memory in use, as ``free`` and psutil count it: (MemTotal - MemAvailable) / MemTotal.
+
+    Read from ``/proc`` rather than through psutil, which would cost the idle agent a
+    native library and over a MiB of RSS for this one figure.
+    """
+    fields: dict[str, int] = {}
+    for line in meminfo.read_text(encoding="ascii").splitlines():
+        name, _, value = line.partition(":")
+        if value.split():
+            fields[name] = int(value.split()[0])
+    total = fields["MemTotal"]
+    return round((total - fields["MemAvailable"]) / total * 100, 1)
 
 
 def cpu_temp_c(thermal_root: Path = THERMAL_ROOT) -> float | None:

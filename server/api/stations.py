@@ -9,7 +9,12 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from node_firmware.config import MqttConfig, NodeConfig, RelayConfig, TrustedKeyConfig
+from loaxa_protocol.station_config import (
+    MqttConfig,
+    NodeConfig,
+    RelayConfig,
+    TrustedKeyConfig,
+)
 from server.api.deps import ContextDep, SessionDep
 from server.areas import ancestry
 from server.audit.log import record_audit

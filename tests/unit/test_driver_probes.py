@@ -12,9 +12,10 @@ import psutil
 import pytest
 
 from loaxa_protocol import Health
+from node_firmware.drivers import probes
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.clock_probe import Runner, ntp_synchronised
-from node_firmware.drivers.probes import amp_readback, cpu_temp_c, system_health
+from node_firmware.drivers.probes import amp_readback, cpu_temp_c, mem_used_pct, system_health
 from node_firmware.drivers.relay import Ch340Relay, LineRelay, NullRelay
 from node_firmware.drivers.relay_sim import SimulatedRelayBoard
 
@@ -81,6 +82,16 @@ def test_system_health_on_this_machine_is_sane(tmp_path: Path) -> None:
     assert health.disk_total_bytes == total
 
 
+def test_memory_in_use_is_read_from_proc_as_psutil_counts_it(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(
+        "MemTotal:        4000000 kB\nMemFree:          500000 kB\n"
+        "MemAvailable:    3000000 kB\nHugePages_Total:       0\n"
+    )
+    assert mem_used_pct(meminfo) == 25.0
+    assert abs(mem_used_pct() - psutil.virtual_memory().percent) < 2  # this machine, now
+
+
 def test_a_failing_probe_gives_none_and_warns_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -89,7 +100,7 @@ def test_a_failing_probe_gives_none_and_warns_once(
     def broken() -> float:
         raise RuntimeError("sensor on fire")
 
-    monkeypatch.setattr(psutil, "virtual_memory", broken)
+    monkeypatch.setattr(probes, "mem_used_pct", broken)
     with caplog.at_level(logging.WARNING, logger="node_firmware.drivers.probes"):
         first = system_health(cache, thermal_root=tmp_path / "none")
         second = system_health(cache, thermal_root=tmp_path / "none")

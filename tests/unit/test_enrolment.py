@@ -62,11 +62,11 @@ def test_only_the_stations_key_opens_its_sealed_config() -> None:
     station, other = new_station_key(), new_station_key()
     secret = json.dumps({"mqtt": {"password": "rất-bí-mật"}}).encode()
     box = seal(public_key_text(station), secret)
-    assert b"password" not in box.ciphertext.encode()
+    assert b"password" not in box.sealed.encode()
     assert open_box(station, box) == secret
     with pytest.raises(EnrolmentError, match="does not open"):
         open_box(other, box)
-    tampered = box.model_copy(update={"ciphertext": box.ciphertext[:-2] + "AA"})
+    tampered = box.model_copy(update={"sealed": box.sealed[:-2] + "AA"})
     with pytest.raises(EnrolmentError):
         open_box(station, tampered)
 
