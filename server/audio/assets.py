@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from server.audio.pipeline import ProcessedAudio
 from server.models import AudioAsset
+
+
+def display_name(filename: str) -> str:
+    """The client's file name as a label only: control characters dropped (PostgreSQL
+    refuses a NUL in text, and a name is never a path here), at most 255 characters."""
+    return "".join(c for c in filename if unicodedata.category(c) != "Cc")[:255]
 
 
 def asset_for(processed: ProcessedAudio, source_sha256: str, filename: str) -> AudioAsset:
@@ -16,7 +24,7 @@ def asset_for(processed: ProcessedAudio, source_sha256: str, filename: str) -> A
         duration_ms=processed.duration_ms,
         codec=processed.codec,
         mime_type=processed.mime_type,
-        original_filename=filename[:255],
+        original_filename=display_name(filename),
         lufs_before=processed.lufs_before,
         lufs_after=processed.lufs_after,
         true_peak_before_dbtp=processed.true_peak_before_dbtp,
