@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -21,7 +21,12 @@ from server.api.audit import EXPORT_BATCH
 from server.app import create_app
 from server.audit.export import BOM, CSV_COLUMNS, entry_from_csv
 from server.audit.log import entry_hash, first_break, record_audit
-from server.audit.models import APPEND_ONLY_MESSAGE, SQLITE_NO_UPDATE_TRIGGER, AuditEntry
+from server.audit.models import (
+    APPEND_ONLY_MESSAGE,
+    POSTGRES_TRIGGER,
+    SQLITE_NO_UPDATE_TRIGGER,
+    AuditEntry,
+)
 from server.auth.actor import SYSTEM, Actor, Grant
 from server.auth.permissions import Role
 from server.settings import Settings
@@ -219,15 +224,20 @@ def test_verify_reports_an_intact_chain_then_the_tampered_entry(
     assert report["ok"] is True and report["entries"] == len(history)
     assert report["first_bad_id"] is None and len(report["head_hash"]) == 64
 
-    db_path = context_of(client).settings.data_dir / "loaxa.db"
-    with sqlite3.connect(db_path) as db:
-        with pytest.raises(sqlite3.IntegrityError, match=APPEND_ONLY_MESSAGE):
-            db.execute("UPDATE auditentry SET after = '{}' WHERE id = ?", (history[1],))
-        db.execute(f"DROP TRIGGER {SQLITE_NO_UPDATE_TRIGGER}")
-        db.execute(
-            "UPDATE auditentry SET after = ? WHERE id = ?",
-            ('{"title":"Tiêm phòng dại","station_ids":["cb-st-002"]}', history[1]),
-        )
+    # Someone with the database's own credentials: refused by the trigger, then the
+    # trigger dropped (SQLite or PostgreSQL, whichever this run uses) and the row rewritten.
+    engine = context_of(client).engine
+    rewrite = sa.text("UPDATE auditentry SET after = :after WHERE id = :id")
+    with pytest.raises(sa.exc.DBAPIError, match=APPEND_ONLY_MESSAGE), engine.begin() as db:
+        db.execute(rewrite, {"after": "{}", "id": history[1]})
+    if engine.dialect.name == "sqlite":
+        drop = f"DROP TRIGGER {SQLITE_NO_UPDATE_TRIGGER}"
+    else:
+        drop = f"DROP TRIGGER {POSTGRES_TRIGGER} ON auditentry"
+    with engine.begin() as db:
+        db.execute(sa.text(drop))
+        after = '{"title":"Tiêm phòng dại","station_ids":["cb-st-002"]}'
+        db.execute(rewrite, {"after": after, "id": history[1]})
 
     report = client.get("/api/v1/audit/verify").json()
     assert (report["ok"], report["first_bad_id"]) == (False, history[1])
