@@ -548,6 +548,7 @@ def _asrun_step(console: Console, stack: LocalStack, since: datetime, played: in
         "Lỗi",
         "Bỏ lỡ",
         "Khẩn cấp",
+        "Diễn tập",
         "Phát / yêu cầu",
         "%",
     )
@@ -564,6 +565,7 @@ def _asrun_step(console: Console, stack: LocalStack, since: datetime, played: in
             str(row["failed"]),
             str(row["missed"]),
             f"{row['emergency_played']}/{row['emergency']}",
+            f"{row['drills_played']}/{row['drills']}",
             f"{row['played_ms'] / 1000:.1f} / {row['requested_ms'] / 1000:.1f} s",
             "—" if pct is None else f"{pct:.0f}",
         )
@@ -576,14 +578,16 @@ def _asrun_step(console: Console, stack: LocalStack, since: datetime, played: in
         r["played"] == played
         and r["interrupted"] == 1
         and r["failed"] == r["missed"] == r["pending"] == 0
-        and r["emergency"] == r["emergency_played"] == 1
+        and r["drills"] == r["drills_played"] == 1  # the drill, counted apart
+        and r["emergency"] == 0
         for r in report["stations"]
     )
     totals = report["totals"]
     summary = (
         f"{totals['played']} mục đã phát, {totals['interrupted']} bị ngắt, "
         f"{totals['failed'] + totals['missed']} lỗi/bỏ lỡ, "
-        f"khẩn cấp {totals['emergency_played']}/{totals['emergency']}"
+        f"khẩn cấp {totals['emergency_played']}/{totals['emergency']}, "
+        f"diễn tập {totals['drills_played']}/{totals['drills']}"
     )
     return Step("Báo cáo phát sóng", ok, summary)
 

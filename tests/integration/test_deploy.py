@@ -121,6 +121,7 @@ def test_doctor_names_each_problem_with_its_fix(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", mqtt_host="127.0.0.1", mqtt_port=1,  # nothing listens
         public_url="http://127.0.0.1:1",
+        database_url=f"sqlite:///{tmp_path / 'data' / 'loaxa.db'}",  # made legacy below
     )  # fmt: skip
     engine = make_engine(settings.db_url)
     settings.data_dir.mkdir(parents=True)

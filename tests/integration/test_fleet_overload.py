@@ -56,7 +56,12 @@ def played(n: int) -> bytes:
 
 @pytest.fixture
 def server(tmp_path: Path, mosquitto: MosquittoBroker) -> Iterator[TestClient]:
-    settings = settings_for(tmp_path, mosquitto, fleet_queue_max=LIMIT, health_rate_limit=10_000)
+    # SQLite on purpose, whatever the run's database: the test stalls the ingest with
+    # SQLite's write lock (a stuck PostgreSQL would need a lock of another kind).
+    settings = settings_for(
+        tmp_path, mosquitto, fleet_queue_max=LIMIT, health_rate_limit=10_000,
+        database_url=f"sqlite:///{tmp_path / 'loaxa.db'}",
+    )  # fmt: skip
     with running_server(settings) as client:
         register_and_schedule(client)
         yield client
