@@ -80,7 +80,10 @@ def server(tmp_path: Path) -> Iterator[RunningServer]:
                 pass
             assert time.monotonic() < deadline, "the server did not start within 60 s"
             time.sleep(0.2)
-        engine = create_engine(f"sqlite:///{data_dir / 'loaxa.db'}")
+        # The server's own database, whichever this run uses (SQLite or PostgreSQL).
+        engine = create_engine(
+            os.environ.get("LOAXA_DATABASE_URL") or f"sqlite:///{data_dir / 'loaxa.db'}"
+        )
         token = make_token(engine, "province-admin", (Role.PROVINCE_ADMIN, PROVINCE))
         engine.dispose()
         yield RunningServer(url, psutil.Process(proc.pid), token)
