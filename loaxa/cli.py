@@ -229,6 +229,30 @@ def bench_alert_cmd(
         print(json.dumps(result.as_dict()))
 
 
+@bench.command("database")
+def bench_database_cmd(
+    stations: Annotated[int, typer.Option(help="stations in the generated database")] = 1000,
+    days: Annotated[int, typer.Option(help="days of planned items and events per station")] = 365,
+    json_out: Annotated[bool, typer.Option("--json", help="last line: figures as JSON")] = False,
+) -> None:
+    """Upgrade, backup and restore times on a generated province-sized database."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from loaxa.bench.database import bench_database
+
+    result = bench_database(stations, days)
+    table = Table(title="loaxa bench database (upgrade from the 2026-11-25 schema, backup, restore)")
+    for key in result:
+        table.add_column(key)
+    table.add_row(*(str(v) for v in result.values()))
+    Console().print(table)
+    if json_out:
+        print(json.dumps(result))
+
+
 @bench.command("reconnect")
 def bench_reconnect_cmd(
     nodes: Annotated[int, typer.Option(min=1, help="stations (the agent's own MQTT link)")],
