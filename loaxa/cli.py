@@ -244,7 +244,7 @@ def bench_database_cmd(
     from loaxa.bench.database import bench_database
 
     result = bench_database(stations, days)
-    table = Table(title="loaxa bench database (upgrade from the 2026-11-25 schema, backup, restore)")
+    table = Table(title="loaxa bench database (upgrade from 2026-11-25, backup, restore)")
     for key in result:
         table.add_column(key)
     table.add_row(*(str(v) for v in result.values()))
