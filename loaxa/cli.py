@@ -93,6 +93,18 @@ def node(
         raise typer.Exit(status)
 
 
+def _print_figures(title: str, result: dict[str, object]) -> None:
+    """One row of named figures, as every simple ``loaxa bench`` prints them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key in result:
+        table.add_column(key)
+    table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in result.values()))
+    Console().print(table)
+
+
 @bench.command("node")
 def bench_node_cmd(
     seconds: Annotated[float, typer.Option(help="how long the idle agent is watched")] = 60.0,
@@ -101,17 +113,10 @@ def bench_node_cmd(
     ] = sys.executable,
 ) -> None:
     """The station agent's idle RSS and CPU, against a bare Python interpreter."""
-    from rich.console import Console
-    from rich.table import Table
-
     from loaxa.bench.node import bench_node
 
     result = bench_node(seconds, python)
-    table = Table(title="loaxa bench node (targets: ≤ 40 MiB RSS, ≤ 1 % of a core)")
-    for key in result:
-        table.add_column(key)
-    table.add_row(*(str(v) for v in result.values()))
-    Console().print(table)
+    _print_figures("loaxa bench node (targets: ≤ 40 MiB RSS, ≤ 1 % of a core)", result)
 
 
 @bench.command("audio")
@@ -120,17 +125,10 @@ def bench_audio_cmd(
     runs: Annotated[int, typer.Option(help="repetitions")] = 3,
 ) -> None:
     """Audio ingest speed: decode, loudness-normalise and encode, as × real time."""
-    from rich.console import Console
-    from rich.table import Table
-
     from server.audio.pipeline import bench_audio
 
     result = bench_audio(seconds=seconds, runs=runs)
-    table = Table(title="loaxa bench audio")
-    for key in result:
-        table.add_column(key)
-    table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in result.values()))
-    Console().print(table)
+    _print_figures("loaxa bench audio", result)
 
 
 @bench.command("health")
@@ -238,17 +236,10 @@ def bench_database_cmd(
     """Upgrade, backup and restore times on a generated province-sized database."""
     import json
 
-    from rich.console import Console
-    from rich.table import Table
-
     from loaxa.bench.database import bench_database
 
     result = bench_database(stations, days)
-    table = Table(title="loaxa bench database (upgrade from 2026-11-25, backup, restore)")
-    for key in result:
-        table.add_column(key)
-    table.add_row(*(str(v) for v in result.values()))
-    Console().print(table)
+    _print_figures("loaxa bench database (upgrade from 2026-11-25, backup, restore)", result)
     if json_out:
         print(json.dumps(result))
 
