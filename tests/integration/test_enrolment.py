@@ -114,7 +114,8 @@ def test_a_new_station_enrols_itself_and_plays_a_bulletin(
 
         config = wait_until(enrolled, 30, "the station to write its config")
         assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
-        assert not key_file.exists()
+        # The key is removed just after the config is written: wait for that step too.
+        wait_until(lambda: not key_file.exists(), 10, "the station to drop its enrolment key")
         station_id = config["station_id"]
         assert config["mqtt"]["password"] and config["mqtt"]["username"] == station_id
         assert config["trusted_keys"] and config["areas"][0] == COMMUNE

@@ -63,7 +63,8 @@ def _installed(venv: Path) -> set[str]:
         [venv / "bin" / "python", "-c",
          "import importlib.metadata as m\n"
          "for d in m.distributions(): print(d.metadata['Name'])"],
-        check=True, capture_output=True, text=True, env=_clean_env(),
+        # cwd: the venv, not the checkout, whose loaxa.egg-info would count as installed.
+        check=True, capture_output=True, text=True, env=_clean_env(), cwd=venv,
     ).stdout  # fmt: skip
     return {name.strip().lower().replace("_", "-") for name in names.split()}
 
