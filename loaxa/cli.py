@@ -105,6 +105,25 @@ def _print_figures(title: str, result: dict[str, object]) -> None:
     Console().print(table)
 
 
+def _print_what_and_figure(
+    title: str, rows: list[tuple[str, str]], as_json: dict[str, object] | None
+) -> None:
+    """A two-column table of named figures, then (``--json``) one JSON line of them all."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    for what, figure in rows:
+        table.add_row(what, figure)
+    Console().print(table)
+    if as_json is not None:
+        print(json.dumps(as_json))
+
+
 @bench.command("node")
 def bench_node_cmd(
     seconds: Annotated[float, typer.Option(help="how long the idle agent is watched")] = 60.0,
@@ -149,11 +168,6 @@ def bench_health_cmd(
     ] = False,
 ) -> None:
     """Health ingestion: reports/s stored with none lost, API latency, raw broker floor."""
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
     from loaxa.bench.health import result_rows, run_health_bench
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -161,14 +175,9 @@ def bench_health_cmd(
     result = run_health_bench(
         nodes, seconds=seconds, interval_ms=interval_ms, workers=workers, api_pause_s=api_pause_s
     )
-    table = Table(title="loaxa bench health")
-    table.add_column("what")
-    table.add_column("figure", justify="right")
-    for what, figure in result_rows(result):
-        table.add_row(what, figure)
-    Console().print(table)
-    if json_out:
-        print(json.dumps(result.as_dict()))
+    _print_what_and_figure(
+        "loaxa bench health", result_rows(result), result.as_dict() if json_out else None
+    )
 
 
 @bench.command("alert")
@@ -254,24 +263,16 @@ def bench_reconnect_cmd(
     ] = False,
 ) -> None:
     """Broker restart: how fast N stations come back (p50/p99) and the peak connects/s."""
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
     from loaxa.bench.reconnect import result_rows, run_reconnect_bench
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("loaxa.bench.reconnect").setLevel(logging.INFO)
     result = run_reconnect_bench(nodes, outage_s=outage_s, workers=workers)
-    table = Table(title=f"loaxa bench reconnect — {nodes:,} stations")
-    table.add_column("what")
-    table.add_column("figure", justify="right")
-    for what, figure in result_rows(result):
-        table.add_row(what, figure)
-    Console().print(table)
-    if json_out:
-        print(json.dumps(result.as_dict()))
+    _print_what_and_figure(
+        f"loaxa bench reconnect — {nodes:,} stations",
+        result_rows(result),
+        result.as_dict() if json_out else None,
+    )
 
 
 @broker.command("config")
