@@ -7,13 +7,12 @@ from collections import Counter
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import Session, col, select
 
-from loaxa_protocol import Priority
 from server.api.deps import ClockDep, DbId, PublisherDep, SessionDep
 from server.areas import subtree_codes
 from server.audit.log import record_audit
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, visible_areas
-from server.auth.permissions import Action
+from server.auth.permissions import CREATE_ACTION, Action
 from server.models import (
     Area,
     AudioAsset,
@@ -64,15 +63,6 @@ def resolve_targets(session: Session, station_ids: list[str], area_codes: list[s
             f"area_codes: no station is registered in area(s) {_quoted(wanted_areas)}"
         )
     return found
-
-
-# Priority and live bulletins speak for the province; emergencies are alerts.
-CREATE_ACTION = {
-    Priority.LIVE: Action.BROADCAST_CREATE_PRIORITY,
-    Priority.PRIORITY: Action.BROADCAST_CREATE_PRIORITY,
-    Priority.NORMAL: Action.BROADCAST_CREATE,
-    Priority.BACKGROUND: Action.BROADCAST_CREATE,
-}
 
 
 def station_areas(session: Session, station_ids: set[str]) -> set[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 
+from loaxa_protocol import Priority
 from server.auth.actor import Grant
 
 
@@ -51,6 +52,16 @@ class Action(enum.StrEnum):
     AUDIT_READ = "audit.read"
     SYSTEM_READ = "system.read"
     KEYS_MANAGE = "keys.manage"
+
+
+CREATE_ACTION = {
+    Priority.LIVE: Action.BROADCAST_CREATE_PRIORITY,
+    Priority.PRIORITY: Action.BROADCAST_CREATE_PRIORITY,
+    Priority.NORMAL: Action.BROADCAST_CREATE,
+    Priority.BACKGROUND: Action.BROADCAST_CREATE,
+}
+"""The action scheduling at each priority needs: priority and live bulletins speak for the
+province; emergencies are alerts (no entry: they go through the alert API)."""
 
 
 READS = frozenset({Action.AREA_READ, Action.STATION_READ, Action.AUDIO_READ, Action.BROADCAST_READ})

@@ -62,6 +62,17 @@ class Programme(SQLModel, table=True):
     created_at: datetime = _utc(default_factory=utcnow)
     updated_at: datetime = _utc(default_factory=utcnow)
     state_at: datetime = _utc(default_factory=utcnow)
+    approved_spec: dict[str, Any] | None = Field(
+        default=None,
+        sa_column=Column(JSON, nullable=True),
+        description="the spec as last approved, so the next approver sees what changed",
+    )
+    approved_stations: list[str] | None = Field(
+        default=None,
+        sa_column=Column(JSON, nullable=True),
+        description="the stations it reached when last approved",
+    )
+    approved_at: datetime | None = _utc(default=None, nullable=True)
 
 
 class ProgrammeStation(SQLModel, table=True):

@@ -20,11 +20,24 @@ from server.web import (
     listen,
     programmes,
     reports,
+    review,
 )
 from server.web.common import STATIC_FILES, use_request_language
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(use_request_language)])
-PAGES = (auth, dashboard, fleet, enrolment, audio, programmes, reports, listen, alerts, admin)
+PAGES = (
+    auth,
+    dashboard,
+    fleet,
+    enrolment,
+    audio,
+    review,
+    programmes,
+    reports,
+    listen,
+    alerts,
+    admin,
+)
 for module in PAGES:
     router.include_router(module.router)
 

@@ -22,7 +22,6 @@ from pydantic import ValidationError
 from sqlmodel import Session, col, func, select
 
 from loaxa_protocol.messages import Priority
-from server.api import programmes as programmes_api
 from server.api.broadcasts import create_broadcast
 from server.api.deps import ContextDep, SessionDep
 from server.auth.actor import Actor
@@ -31,7 +30,10 @@ from server.auth.permissions import Action
 from server.context import ServerContext
 from server.i18n import N_, gettext
 from server.models import AudioAsset, Broadcast, BroadcastCreate, BroadcastTarget, Station
-from server.programmes.models import Programme, RejectBody, StationGroup
+from server.programmes import editing, views
+from server.programmes.access import may_approve, visible_programme
+from server.programmes.approval import ApprovalAction, ApprovalError
+from server.programmes.models import Programme, StationGroup
 from server.programmes.recurrence import RecurrenceError
 from server.programmes.service import ProgrammeError, timing_of
 from server.programmes.spec import ProgrammeSpec
@@ -49,8 +51,9 @@ from server.web.programme_form import (
     owner_area,
     spec_of,
 )
-from server.web.recurrence_words import WEEKDAY_NAMES, describe
+from server.web.recurrence_words import WEEKDAY_NAMES
 from server.web.refusals import explain
+from server.web.review import review, when_words
 
 router = APIRouter(route_class=PageRoute)
 
@@ -62,6 +65,7 @@ PROGRAMME_STATES = {
     "rejected": N_("Rejected"),
     "archived": N_("Archived"),
 }
+PLAYED_LABEL = N_("Approved: played, it will not play again")
 CALENDAR_STATES = ("draft", "submitted", "approved")
 STATIONS_SHOWN = 500
 
@@ -132,7 +136,7 @@ def week_programmes(
 ) -> list[CalendarItem]:
     """Each occurrence in [start, end) of every programme the reader sees and that may air."""
     items = []
-    for programme in programmes_api.read_programmes(session, actor, limit=500):
+    for programme in views.list_programmes(session, actor, limit=500):
         if str(programme.state) not in CALENDAR_STATES or programme.proposal:
             continue
         spec = ProgrammeSpec.model_validate(programme.spec)
@@ -195,17 +199,11 @@ def calendar_page(
         "can_create": may_somewhere(actor, Action.BROADCAST_CREATE),
         "programmes": [
             _programme_row(p)
-            for p in programmes_api.read_programmes(session, actor, limit=100)
+            for p in views.list_programmes(session, actor, limit=100)
             if str(p.state) != "archived"
         ],
     }
     return render(request, "programmes.html", values)
-
-
-def when_words(spec: ProgrammeSpec) -> str:
-    """The timing in plain words (Thứ 2 đến Thứ 7, 05:00); a one-off names its day too."""
-    fmt = "%H:%M" if spec.rrule else "%d/%m/%Y %H:%M"
-    return describe(spec.rrule, spec.start.strftime(fmt), gettext)
 
 
 def _programme_row(programme: Programme) -> dict[str, Any]:
@@ -425,18 +423,19 @@ def _submit(
         )
         if programme is None:
             key = f"web-{checked.start_local:%Y%m%d-%H%M}-{secrets.token_hex(3)}"
-            saved = programmes_api.create_programme(
-                spec_of(form, checked, key, area), session, context, actor
-            )
+            saved = editing.create(session, context, actor, spec_of(form, checked, key, area))
         else:
             assert programme.id is not None
-            saved = programmes_api.update_programme(
-                programme.id, spec_of(form, checked, programme.key, area), session, context, actor
+            saved = editing.update(
+                session, context, actor, programme.id, spec_of(form, checked, programme.key, area)
             )
     except (HTTPException, ProgrammeError, RecurrenceError, TtsError) as exc:
         session.rollback()
         code = exc.status_code if isinstance(exc, HTTPException) else getattr(exc, "status", 422)
         return _form_page(request, session, actor, form, _refusal(exc), code, programme_id)
+    except ApprovalError as exc:
+        session.rollback()
+        return _form_page(request, session, actor, form, _refusal(exc), 409, programme_id)
     except ValidationError as exc:
         session.rollback()
         return _form_page(request, session, actor, form, _invalid(exc), 422, programme_id)
@@ -448,7 +447,8 @@ def _submit(
 
 def _refusal(exc: Exception) -> dict[str, str]:
     """The server's refusal in the reader's words, under the field it is about."""
-    if isinstance(exc, HTTPException) and exc.status_code == status.HTTP_403_FORBIDDEN:
+    code = exc.status_code if isinstance(exc, HTTPException) else getattr(exc, "status", 0)
+    if code == status.HTTP_403_FORBIDDEN:
         refusal = explain(exc)
         if refusal.field == "form" and "outside your area" not in str(exc.detail):
             return {"targets": gettext("Your account may not schedule this there.")}
@@ -482,9 +482,10 @@ def create_bulletin(
 
 
 def _programme_or_404(session: Session, actor: Actor, programme_id: int) -> Programme:
-    programme = programmes_api._get(session, programme_id)
-    programmes_api._visible(session, actor, programme)
-    return programme
+    try:
+        return visible_programme(session, actor, programme_id)
+    except ProgrammeError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
 
 
 def _form_of(programme: Programme) -> ProgrammeForm | None:
@@ -501,26 +502,35 @@ def programme_page(
     actor: PageActorDep,
     error: str = "",
     warned: str = "",
+    done: str = "",
 ) -> HTMLResponse:
+    """One programme as an approver must see it: every item with a player, the stations
+    by name, the timing in words with the next times, who submitted it and what changed
+    since it was last approved."""
     programme = _programme_or_404(session, actor, programme_id)
-    detail = programmes_api.detail(session, programme, context.clock())
+    now = context.clock()
+    detail = views.detail(session, programme, now)
     spec = ProgrammeSpec.model_validate(programme.spec)
     state = str(programme.state)
-    approver = programmes_api.approver_area(session, programme.area_code)
+    played = views.played_out(programme, now)
     values: dict[str, Any] = {
         "actor": actor,
         "programme": programme,
         "state": state,
-        "state_label": PROGRAMME_STATES[state],
+        "state_label": PLAYED_LABEL if played is not None else PROGRAMME_STATES[state],
+        "played_at": played,
         "when": when_words(spec),
         "first": spec.start,
         "next": detail.next_occurrences,
         "stations": detail.stations,
         "editable": _form_of(programme) is not None and state != "archived",
         "can_edit": programme.area_code in visible_areas(actor, Action.PROGRAMME_EDIT, session),
-        "can_approve": approver in visible_areas(actor, Action.PROGRAMME_APPROVE, session),
+        "can_approve": may_approve(session, actor, programme),
         "error": error,
         "warned": warned == "stream",
+        "done": done if done in DONE_NOTICES else "",
+        "DONE_NOTICES": DONE_NOTICES,
+        **review(session, programme, spec),
     }
     return render(request, "programme.html", values)
 
@@ -550,6 +560,20 @@ def save_programme(
     return _submit(request, session, context, actor, form, op, programme)
 
 
+MOVES = {
+    "submit": ApprovalAction.SUBMIT,
+    "approve": ApprovalAction.APPROVE,
+    "reject": ApprovalAction.REJECT,
+    "archive": ApprovalAction.ARCHIVE,
+}
+DONE_NOTICES = {
+    "submit": N_("Sent for approval. It plays once an approver approves it."),
+    "approve": N_("Approved. It is on the air: its loudspeakers have the new schedule."),
+    "reject": N_("Rejected. The writer sees your reason."),
+    "archive": N_("Archived. It will not play again."),
+}
+
+
 @router.post("/programmes/p/{programme_id}/{action}")
 def move_programme(
     programme_id: int,
@@ -559,27 +583,29 @@ def move_programme(
     actor: PageActorDep,
     reason: Annotated[str, Form()] = "",
 ) -> RedirectResponse:
-    """Submit for approval, approve, reject (with a reason) or archive."""
+    """Submit for approval, approve, reject (with a reason) or archive; the page then says
+    what was done."""
     back = f"/programmes/p/{programme_id}"
+    move = MOVES.get(action)
+    if move is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no action {action!r}")
+    why = reason.strip()[:500]
+    if move == ApprovalAction.REJECT and len(why) < 3:
+        return RedirectResponse(f"{back}?error=reason", status.HTTP_303_SEE_OTHER)
     try:
-        if action == "submit":
-            programmes_api.submit_programme(programme_id, session, context, actor)
-        elif action == "approve":
-            programmes_api.approve_programme(programme_id, session, context, actor)
-        elif action == "reject":
-            if len(reason.strip()) < 3:
-                return RedirectResponse(f"{back}?error=reason", status.HTTP_303_SEE_OTHER)
-            programmes_api.reject_programme(
-                programme_id, RejectBody(reason=reason.strip()), session, context, actor
-            )
-        elif action == "archive":
-            programmes_api.archive_programme(programme_id, session, context, actor)
-        else:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no action {action!r}")
-    except HTTPException as exc:
+        editing.move(
+            session,
+            context,
+            actor,
+            programme_id,
+            move,
+            why if move == ApprovalAction.REJECT else None,
+        )
+    except (ProgrammeError, RecurrenceError, ApprovalError) as exc:
         session.rollback()
-        if exc.status_code == status.HTTP_404_NOT_FOUND:
-            raise
-        code = "denied" if exc.status_code == status.HTTP_403_FORBIDDEN else "state"
-        return RedirectResponse(f"{back}?error={code}", status.HTTP_303_SEE_OTHER)
-    return RedirectResponse(back, status.HTTP_303_SEE_OTHER)
+        code = exc.status if isinstance(exc, ProgrammeError) else 409
+        if code == status.HTTP_404_NOT_FOUND:
+            raise HTTPException(code, str(exc)) from exc
+        error = "denied" if code == status.HTTP_403_FORBIDDEN else "state"
+        return RedirectResponse(f"{back}?error={error}", status.HTTP_303_SEE_OTHER)
+    return RedirectResponse(f"{back}?done={action}", status.HTTP_303_SEE_OTHER)
