@@ -6,6 +6,7 @@ What the API answers and the pages show comes from here, so both say the same.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlmodel import Session, col, select
@@ -160,6 +161,26 @@ def played_out(programme: Programme, now: datetime) -> datetime | None:
         return None  # still to come, or playing now
     aired = [t for t in timing.between(programme.created_at, now, 1000) if t + length <= now]
     return aired[-1] if aired else None
+
+
+@dataclass(frozen=True)
+class LastAiring:
+    """The last occurrence of a programme that will not play again, and what stations said."""
+
+    at: datetime
+    outcomes: dict[str, int]
+
+    @property
+    def played(self) -> bool:
+        return self.outcomes.get("played", 0) > 0
+
+
+def last_airing(session: Session, programme: Programme, now: datetime) -> LastAiring | None:
+    """See :func:`played_out`; with the stations' reports of that occurrence."""
+    at = played_out(programme, now)
+    if at is None or programme.id is None:
+        return None
+    return LastAiring(at, occurrence_outcomes(session, programme.id, [at]).get(at, {}))
 
 
 def since_creation(programme: Programme, starts: Iterable[datetime]) -> list[datetime]:

@@ -38,19 +38,28 @@
       total ? Math.round((100 * n) / total) : 0;
   }
 
+  // The bars count the rows: a station that received the alert stays counted after a
+  // cancel (its state becomes "cancelled", its received time stays).
+  var REACHED = ["received", "playing", "finished"];
+  function count(attr) {
+    return root.querySelectorAll("tr[data-" + attr + '="1"]').length;
+  }
+
   function update(data) {
-    var c = data.counts || {};
-    setBar("received", (c.received || 0) + (c.playing || 0) + (c.finished || 0));
-    setBar("finished", c.finished || 0);
     (data.stations || []).forEach(function (s) {
       var row = root.querySelector('tr[data-station="' + CSS.escape(s.station_id) + '"]');
       if (!row) return;
+      var reached = s.received_at || s.playing_at || REACHED.indexOf(s.state) >= 0;
+      row.dataset.reached = reached ? "1" : "0";
+      row.dataset.finished = s.state === "finished" ? "1" : "0";
       var cell = row.querySelector('[data-field="state"]');
       cell.textContent = (words.delivery[s.state] || s.state) + (s.reason ? " (" + s.reason + ")" : "");
       cell.className = "d-" + s.state;
       row.querySelector('[data-field="received_at"]').textContent = local(s.received_at);
       row.querySelector('[data-field="finished_at"]').textContent = local(s.finished_at);
     });
+    setBar("received", count("reached"));
+    setBar("finished", count("finished"));
     var state = document.getElementById("alert-state");
     if (data.state && state.dataset.state !== data.state) {
       state.dataset.state = data.state;

@@ -11,6 +11,7 @@ done; the same page cancels it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from loaxa_protocol.messages import AlertSeverity
 from server.alerts import canned as library
-from server.alerts.models import AlertCreate, AlertRecord
+from server.alerts.models import AlertCreate, AlertRecord, AlertStationPublic
 from server.api import alerts as api
 from server.api.deps import ContextDep, SessionDep
 from server.auth.actor import Actor
@@ -330,6 +331,25 @@ def submit_alert(
     return RedirectResponse(f"/alerts/{created.id}", status.HTTP_303_SEE_OTHER)
 
 
+REACHED = frozenset({"received", "playing", "finished"})
+
+
+def reached(row: AlertStationPublic) -> bool:
+    """The station has the alert (it said so, or it played it)."""
+    return row.received_at is not None or row.playing_at is not None or str(row.state) in REACHED
+
+
+def delivery_counts(stations: Iterable[AlertStationPublic]) -> dict[str, int]:
+    """The progress bars' counts, from the rows themselves: a station that received the
+    alert keeps counting as received after a cancel or a failure (its state moves on, its
+    received time stays), and only a station that played it to the end counts as such."""
+    rows = list(stations)
+    return {
+        "reached": sum(1 for s in rows if reached(s)),
+        "played": sum(1 for s in rows if str(s.state) == "finished"),
+    }
+
+
 @router.get("/alerts/{alert_pk}", response_class=HTMLResponse)
 def alert_page(
     request: Request, alert_pk: int, session: SessionDep, actor: PageActorDep
@@ -349,6 +369,8 @@ def alert_page(
         "actor": actor,
         "alert": detail,
         "total": len(detail.stations),
+        **delivery_counts(detail.stations),
+        "has_alert": reached,
         "link": {sid: fleet_state(s) for sid, s in stations.items()},
         "FLEET_LABELS": FLEET_LABELS,
         "is_open": is_open,

@@ -1,7 +1,8 @@
 """The overview a clerk opens first, and one broadcast station by station.
 
 Overview = what will sound today in my area, which loudspeakers are silent, which
-alarms are open, and any alert on the air right now.
+alarms are open, any alert on the air right now, and (for an approver) how many
+programmes wait for approval.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from server.web.alerts import live_alerts
 from server.web.common import LOCAL_TZ, PageActorDep, PageRoute, area_names, may_somewhere, render
 from server.web.fleet import FLEET_STATES, alarm_rows, fleet_state
 from server.web.programmes import calendar_items
+from server.web.review import approval_queue
 
 router = APIRouter(route_class=PageRoute)
 
@@ -54,11 +56,13 @@ def index_page(
         "today": start,
         "station_count": len(stations),
         "counts": counts,
-        "today_items": calendar_items(session, actor, start, end),
+        "today_items": calendar_items(session, actor, start, end, now),
         "alarms": alarms[:OPEN_ALARMS_SHOWN],
         "alarm_count": len(alarms),
         "alerts": live_alerts(session, actor),
         "areas": area_names(session, set(scope)),
+        "can_approve": may_somewhere(actor, Action.PROGRAMME_APPROVE),
+        "approval_count": len(approval_queue(session, actor)),
     }
     return render(request, "index.html", values)
 

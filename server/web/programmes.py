@@ -66,6 +66,9 @@ PROGRAMME_STATES = {
     "archived": N_("Archived"),
 }
 PLAYED_LABEL = N_("Approved: played, it will not play again")
+PASSED_LABEL = N_("Approved: its time has passed, no station reported playing it")
+OCCURRENCE_PLAYED = N_("Played")
+OCCURRENCE_UNREPORTED = N_("Time passed, no station reported playing it")
 CALENDAR_STATES = ("draft", "submitted", "approved")
 STATIONS_SHOWN = 500
 
@@ -132,23 +135,36 @@ def week_broadcasts(
 
 
 def week_programmes(
-    session: Session, actor: Actor, start: datetime, end: datetime
+    session: Session, actor: Actor, start: datetime, end: datetime, now: datetime
 ) -> list[CalendarItem]:
-    """Each occurrence in [start, end) of every programme the reader sees and that may air."""
+    """Each occurrence in [start, end) of every programme the reader sees and that may air.
+
+    Occurrences before a programme was written never existed and are left out; an
+    approved one whose time has passed says whether a station reported playing it.
+    """
     items = []
     for programme in views.list_programmes(session, actor, limit=500):
         if str(programme.state) not in CALENDAR_STATES or programme.proposal:
             continue
+        assert programme.id is not None
         spec = ProgrammeSpec.model_validate(programme.spec)
         label = gettext(PROGRAMME_STATES[str(programme.state)])
-        for at in timing_of(spec).between(start, end, 100):
+        length = timedelta(milliseconds=programme.duration_ms)
+        starts = views.since_creation(programme, timing_of(spec).between(start, end, 100))
+        past = [t for t in starts if t + length <= now and str(programme.state) == "approved"]
+        outcomes = views.occurrence_outcomes(session, programme.id, past) if past else {}
+        for at in starts:
+            detail = label
+            if at in past:
+                heard = outcomes.get(at, {}).get("played", 0) > 0
+                detail = gettext(OCCURRENCE_PLAYED if heard else OCCURRENCE_UNREPORTED)
             items.append(
                 CalendarItem(
                     at=at,
                     title=programme.title,
                     href=f"/programmes/p/{programme.id}",
                     kind="programme",
-                    detail=label,
+                    detail=detail,
                     state=str(programme.state),
                 )
             )
@@ -156,12 +172,12 @@ def week_programmes(
 
 
 def calendar_items(
-    session: Session, actor: Actor, start: datetime, end: datetime
+    session: Session, actor: Actor, start: datetime, end: datetime, now: datetime
 ) -> list[CalendarItem]:
     if not may_somewhere(actor, Action.BROADCAST_READ):
         return []
     items = week_broadcasts(session, actor, start, end) + week_programmes(
-        session, actor, start, end
+        session, actor, start, end, now
     )
     return sorted(items, key=lambda item: item.at)
 
@@ -175,7 +191,8 @@ def calendar_page(
     week: str | None = None,
 ) -> HTMLResponse:
     """The week containing ``week`` (any date, ``YYYY-MM-DD``), this week by default."""
-    today = context.clock().astimezone(LOCAL_TZ).date()
+    now = context.clock()
+    today = now.astimezone(LOCAL_TZ).date()
     try:
         chosen = date.fromisoformat(week) if week else today
     except ValueError:
@@ -186,7 +203,7 @@ def calendar_page(
         Day(monday + timedelta(days=i), WEEKDAYS[i], today=monday + timedelta(days=i) == today)
         for i in range(7)
     ]
-    for item in calendar_items(session, actor, start, start + timedelta(days=7)):
+    for item in calendar_items(session, actor, start, start + timedelta(days=7), now):
         days[item.at.astimezone(LOCAL_TZ).weekday()].items.append(item)
     values: dict[str, Any] = {
         "actor": actor,
@@ -198,7 +215,7 @@ def calendar_page(
         "this_week": week_start(today).isoformat(),
         "can_create": may_somewhere(actor, Action.BROADCAST_CREATE),
         "programmes": [
-            _programme_row(p)
+            _programme_row(session, p, now)
             for p in views.list_programmes(session, actor, limit=100)
             if str(p.state) != "archived"
         ],
@@ -206,14 +223,25 @@ def calendar_page(
     return render(request, "programmes.html", values)
 
 
-def _programme_row(programme: Programme) -> dict[str, Any]:
+def state_label(session: Session, programme: Programme, now: datetime) -> tuple[str, Any]:
+    """The state in words, true to what happened: an approved one-off (or ended series)
+    whose time has passed says it played, or that no station reported playing it.
+    Returns the msgid and the last airing (None unless it will not play again)."""
+    airing = views.last_airing(session, programme, now)
+    if airing is None:
+        return PROGRAMME_STATES[str(programme.state)], None
+    return (PLAYED_LABEL if airing.played else PASSED_LABEL), airing
+
+
+def _programme_row(session: Session, programme: Programme, now: datetime) -> dict[str, Any]:
     spec = ProgrammeSpec.model_validate(programme.spec)
+    label, _airing = state_label(session, programme, now)
     return {
         "id": programme.id,
         "title": programme.title,
         "when": when_words(spec),
         "state": str(programme.state),
-        "state_label": PROGRAMME_STATES[str(programme.state)],
+        "state_label": label,
     }
 
 
@@ -512,13 +540,13 @@ def programme_page(
     detail = views.detail(session, programme, now)
     spec = ProgrammeSpec.model_validate(programme.spec)
     state = str(programme.state)
-    played = views.played_out(programme, now)
+    label, airing = state_label(session, programme, now)
     values: dict[str, Any] = {
         "actor": actor,
         "programme": programme,
         "state": state,
-        "state_label": PLAYED_LABEL if played is not None else PROGRAMME_STATES[state],
-        "played_at": played,
+        "state_label": label,
+        "airing": airing,
         "when": when_words(spec),
         "first": spec.start,
         "next": detail.next_occurrences,

@@ -123,7 +123,9 @@ def test_a_weekly_programme_in_plain_words_clashes_and_approval(app: TestClient)
     assert denied.headers["location"].endswith("?error=denied")
     approver = make_token(context_of(app).engine, "duyet-xa", (Role.APPROVER, COMMUNE))
     approved = app.post(f"{page_url}/approve", headers=bearer(approver), follow_redirects=False)
-    assert approved.headers["location"] == page_url
+    assert approved.headers["location"] == f"{page_url}?done=approve"  # says it is done
+    confirmed = app.get(approved.headers["location"], headers=bearer(approver)).text
+    assert '<p class="notice" role="status" id="done">Đã duyệt.' in confirmed
     assert "Đã duyệt: đang phát theo lịch" in app.get(page_url, headers=bearer(approver)).text
 
 
