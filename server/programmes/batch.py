@@ -209,15 +209,15 @@ def _write(
     hold_schedule(session)
     affected: set[str] = set()
     group_outcomes: list[BatchGroupOutcome] = []
-    for work in plan.groups:
-        group = work.spec
-        row = work.stored or StationGroup(
+    for group_work in plan.groups:
+        group, stored = group_work.spec, group_work.stored
+        row = stored or StationGroup(
             name=group.name, title=group.title, area_code=group.area, created_at=now
         )
-        if work.changed:
+        if group_work.changed:
             row.title = group.title or row.title
             write_group(session, actor, row, group.stations, now, settle=False)
-        action = "created" if work.stored is None else ("updated" if work.changed else "unchanged")
+        action = "created" if stored is None else ("updated" if group_work.changed else "unchanged")
         group_outcomes.append(BatchGroupOutcome(name=group.name, action=action, id=row.id))
     # The stored version of a programme the batch changes further down must not count.
     pending = {

@@ -478,7 +478,8 @@ def _refusal(exc: Exception) -> dict[str, str]:
     code = exc.status_code if isinstance(exc, HTTPException) else getattr(exc, "status", 0)
     if code == status.HTTP_403_FORBIDDEN:
         refusal = explain(exc)
-        if refusal.field == "form" and "outside your area" not in str(exc.detail):
+        words = str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
+        if refusal.field == "form" and "outside your area" not in words:
             return {"targets": gettext("Your account may not schedule this there.")}
         return refusal.as_errors()
     return explain(exc).as_errors()

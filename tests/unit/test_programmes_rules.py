@@ -178,6 +178,7 @@ def test_the_pure_modules_import_without_web_or_database() -> None:
         "import sys\n"
         "import server.programmes.recurrence, server.programmes.timeline\n"
         "import server.programmes.conflicts, server.programmes.approval, server.programmes.spec\n"
+        "import server.programmes.changes\n"
         "import server.planning.compiler, server.planning.rolling\n"
         "bad = {'fastapi', 'sqlmodel', 'sqlalchemy', 'paho', 'apscheduler'} & set(sys.modules)\n"
         "assert not bad, bad\n"
