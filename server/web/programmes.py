@@ -216,7 +216,11 @@ def calendar_page(
         "can_create": may_somewhere(actor, Action.BROADCAST_CREATE),
         "programmes": [
             _programme_row(session, p, now)
-            for p in views.list_programmes(session, actor, limit=100)
+            for p in (
+                views.list_programmes(session, actor, limit=100)
+                if may_somewhere(actor, Action.BROADCAST_READ)
+                else []
+            )
             if str(p.state) != "archived"
         ],
     }
