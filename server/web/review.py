@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import Session, col, select
 
 from server.api.deps import SessionDep
+from server.audit.models import AuditEntry
 from server.auth.actor import Actor
 from server.auth.permissions import Action
 from server.i18n import N_, gettext
@@ -150,6 +151,8 @@ def review(session: Session, programme: Programme, spec: ProgrammeSpec) -> dict[
         "changes": None,
     }
     if programme.approved_spec is None:
+        # Approved before copies were kept (migration 0008): say so rather than "new".
+        values["approved_without_copy"] = approved_before(session, programme.id)
         return values
     approved = ProgrammeSpec.model_validate(programme.approved_spec)
     changes: Changes = compare(approved, programme.approved_stations or [], spec, stations)
@@ -168,6 +171,18 @@ def review(session: Session, programme: Programme, spec: ProgrammeSpec) -> dict[
         "stations_removed": [names.get(s, s) for s in changes.stations_removed],
     }
     return values
+
+
+def approved_before(session: Session, programme_id: int) -> bool:
+    """Whether the audit log records an approval of this programme."""
+    found = session.exec(
+        select(AuditEntry.id)
+        .where(AuditEntry.object_type == "programme")
+        .where(AuditEntry.object_id == str(programme_id))
+        .where(AuditEntry.action == "programme.approve")
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def approval_queue(session: Session, actor: Actor) -> list[Programme]:

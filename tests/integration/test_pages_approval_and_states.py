@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
 from loaxa_protocol import Event, EventKind, topics
 from server.app import create_app
 from server.auth.permissions import Role
+from server.programmes.models import Programme
 from tests.audio_samples import make_audio
 from tests.integration.auth_helpers import authenticate, bearer, context_of, make_token
 from tests.integration.test_alerts_api import (
@@ -175,6 +177,23 @@ def test_a_programme_approved_again_unchanged_says_nothing_changed(app: TestClie
     assert app.put(f"{API}/programmes/{pid}", json=spec(), headers=operator).status_code == 200
     page = app.get(f"/programmes/p/{pid}", headers=operator).text
     assert "Không có: chương trình giống hệt bản đã duyệt." in page
+
+
+def test_a_programme_approved_before_copies_were_kept_is_not_called_new(app: TestClient) -> None:
+    pid = approved(app, spec())
+    with Session(context_of(app).engine) as session:  # as a programme approved before 0008
+        row = session.get(Programme, pid)
+        assert row is not None and row.approved_spec is not None
+        row.approved_spec, row.approved_stations = None, None
+        session.add(row)
+        session.commit()
+    operator = headers(app, "van-thu", Role.COMMUNE_OPERATOR)
+    other = spec(title="Tin sáng mới")
+    assert app.put(f"{API}/programmes/{pid}", json=other, headers=operator).status_code == 200
+    assert app.post(f"{API}/programmes/{pid}/submit", headers=operator).status_code == 200
+    page = app.get(f"/programmes/p/{pid}", headers=operator).text
+    assert "Chưa được duyệt lần nào" not in page
+    assert "Đã được duyệt trước đây nhưng không lưu bản đã duyệt" in page
 
 
 # ------------------------------------------------------------------ true states
