@@ -151,7 +151,7 @@ def review(session: Session, programme: Programme, spec: ProgrammeSpec) -> dict[
         "changes": None,
     }
     if programme.approved_spec is None:
-        # Approved before copies were kept (migration 0008): say so rather than "new".
+        # Approved before copies were kept (migration 0005): say so rather than "new".
         values["approved_without_copy"] = approved_before(session, programme.id)
         return values
     approved = ProgrammeSpec.model_validate(programme.approved_spec)

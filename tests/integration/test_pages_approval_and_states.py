@@ -181,7 +181,7 @@ def test_a_programme_approved_again_unchanged_says_nothing_changed(app: TestClie
 
 def test_a_programme_approved_before_copies_were_kept_is_not_called_new(app: TestClient) -> None:
     pid = approved(app, spec())
-    with Session(context_of(app).engine) as session:  # as a programme approved before 0008
+    with Session(context_of(app).engine) as session:  # as a programme approved before 0005
         row = session.get(Programme, pid)
         assert row is not None and row.approved_spec is not None
         row.approved_spec, row.approved_stations = None, None

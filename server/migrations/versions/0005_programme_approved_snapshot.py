@@ -5,7 +5,7 @@ Approving keeps a copy of the spec and of the stations it reached, so the approv
 can show the next approver what changed since. Existing programmes have no copy: their
 page says they were approved before copies were kept.
 
-Revision ID: 0008
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-07 08:20:00
 """
@@ -17,7 +17,7 @@ from alembic import op
 
 import server.db
 
-revision = "0008"
+revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
