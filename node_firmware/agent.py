@@ -359,6 +359,7 @@ class NodeAgent:
         try:
             self.fetcher.fetch(action.ref)
         except DownloadError as exc:
+            log.warning("download of %s failed: %s", sha[:12], exc)
             self.inputs.put(AudioFetchFailed(sha, str(exc), str(exc.reason)))
         except FetchError as exc:
             self.inputs.put(AudioFetchFailed(sha, str(exc)))
