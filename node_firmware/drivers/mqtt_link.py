@@ -11,7 +11,9 @@ a broker restart is not answered by thousands of stations in the same second), a
 :meth:`MqttLink.network_returned` (called by the network watcher) cuts the current wait
 to a few seconds of jitter. Every attempt is bounded: the TCP connect and TLS handshake
 by paho's ``connect_timeout``, the wait for the broker's CONNACK by the keepalive; the
-loop survives any error, so no state is one the station never leaves.
+loop survives any error, so no state is one the station never leaves. With several
+broker addresses (``mqtt.fallbacks``) each ended attempt moves to the next one
+(:class:`~node_firmware.core.brokers.BrokerRotation`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from loaxa_protocol import Status, StatusState, topics
 from node_firmware.config import MqttConfig
 from node_firmware.core.backoff import ReconnectBackoff
+from node_firmware.core.brokers import BrokerRotation
 from node_firmware.core.events import (
     AlertReceived,
     BrokerConnected,
@@ -99,6 +102,9 @@ class MqttLink:
         self._network_back = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"mqtt-{station_id}", daemon=True)
         self._peer: tuple[str, int] | None = None
+        self._rotation = BrokerRotation(
+            ((cfg.host, cfg.port), *((b.host, b.port) for b in cfg.fallbacks))
+        )
         self._was_connected = False
 
     def _status(self, state: StatusState) -> bytes:
@@ -181,10 +187,12 @@ class MqttLink:
     def _session(self) -> None:
         """One attempt and, if it succeeds, the connection's whole life."""
         self._network_back.clear()  # a return noticed before this attempt is spent
+        host, port = self._rotation.current
+        self._rotation = self._rotation.attempt_ended()  # whatever happens, the next's turn
         try:
-            self._client.connect(self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s)
+            self._client.connect(host, port, keepalive=self._cfg.keepalive_s)
         except (OSError, ValueError) as exc:  # refused, unreachable, timed out, TLS, DNS
-            log.info("broker connection attempt failed: %s", exc)
+            log.info("broker connection attempt to %s:%s failed: %s", host, port, exc)
             return
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
         while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stopping.is_set():

@@ -1,24 +1,25 @@
 """Watch the station's network and say when it came back (the decision is in the core).
 
 Once a second it reads what the kernel shows this process's network namespace —
-``/sys/class/net/*/{operstate,carrier}``, the addresses (psutil), the default routes
-(``/proc/net/route``, ``/proc/net/ipv6_route``) and whether a route to the broker exists
-(a UDP ``connect``, which looks the route up and sends nothing) — and hands the
+``/sys/class/net/*/{operstate,carrier}``, the addresses (an ``ioctl`` for IPv4,
+``/proc/net/if_inet6``), the default routes (``/proc/net/route``,
+``/proc/net/ipv6_route``) and whether a route to the broker exists (a UDP ``connect``,
+which looks the route up and sends nothing) — and hands the
 snapshots to :func:`node_firmware.core.network.network_returned`. A poll costs a few
 small file reads; polling, unlike a netlink socket, also sees a modem's PPP link that
-is replaced rather than changed.
+is replaced rather than changed. No psutil: the station distribution does without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-
-import psutil
 
 from node_firmware.core.network import NetworkSnapshot, network_returned
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 SYS_NET = Path("/sys/class/net")
 _DOWN_STATES = {"down", "lowerlayerdown", "notpresent", "dormant"}
+_SIOCGIFADDR = 0x8915
 
 
 def _read(path: Path) -> str:
@@ -48,12 +50,19 @@ def _links_up() -> frozenset[str]:
 
 
 def _addresses(links: frozenset[str]) -> frozenset[str]:
+    """``interface/address`` on the links that are up: the primary IPv4 address, all IPv6."""
     found = set()
-    for name, addrs in psutil.net_if_addrs().items():
-        if name in links:
-            for addr in addrs:
-                if addr.family in (socket.AF_INET, socket.AF_INET6):
-                    found.add(f"{name}/{addr.address}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for name in links:
+            request = struct.pack("256s", name.encode()[:15])
+            with contextlib.suppress(OSError):  # EADDRNOTAVAIL: no IPv4 address
+                reply = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
+                found.add(f"{name}/{socket.inet_ntoa(reply[20:24])}")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/if_inet6").read_text().splitlines():
+            fields = line.split()
+            if len(fields) == 6 and fields[5] in links:
+                found.add(f"{fields[5]}/{fields[0]}")
     return frozenset(found)
 
 
