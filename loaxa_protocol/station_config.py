@@ -21,9 +21,20 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BrokerAddress(_Section):
+    host: str = Field(description="broker host name or address")
+    port: int = Field(ge=1, le=65535, description="broker port")
+
+
 class MqttConfig(_Section):
     host: str = Field(default="127.0.0.1", description="broker host name or address")
     port: int = Field(default=1883, ge=1, le=65535, description="broker port")
+    fallbacks: list[BrokerAddress] = Field(
+        default_factory=list,
+        description="further addresses of the same broker service (the nodes of a broker "
+        "cluster), tried in turn after host:port when one cannot be reached; same account, "
+        "TLS setting and CA",
+    )
     username: str | None = Field(default=None, description="this station's broker user")
     password: str | None = Field(default=None, description="this station's broker password")
     tls: bool = Field(default=False, description="connect with TLS")

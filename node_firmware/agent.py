@@ -68,6 +68,7 @@ from node_firmware.drivers.fetcher import AudioFetcher, DownloadError
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
+from node_firmware.drivers.netwatch import NetworkWatcher
 from node_firmware.drivers.player import Player, open_player
 from node_firmware.drivers.probes import ReportingRelay, amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
@@ -197,6 +198,9 @@ class NodeAgent:
             on_acked=self.courier.acked,
         )
         self.courier.use(self.link)
+        # When the station's own link returns, try the broker within seconds instead of
+        # sitting out a back-off drawn while cut off (issue 11: an alert within 10 s).
+        self.netwatch = NetworkWatcher(self.link.network_returned, lambda: self.link.broker_address)
         self._downloads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         # Probes can block for seconds (a silent modem, a hung timedatectl); off the loop
         # they cannot delay a cue.
@@ -233,6 +237,7 @@ class NodeAgent:
             # core before it knows what it remembered (seen alerts, rotated keys).
             self._step(Boot(plan_raw, replay, self.cache.hashes()))
             self.link.start()
+            self.netwatch.start()
             notify("READY=1")
             if self._watchdog is not None:
                 self._watchdog.start()
@@ -300,6 +305,7 @@ class NodeAgent:
             self.modem.close()
         if self.modem_sim is not None:
             self.modem_sim.close()
+        self.netwatch.stop()
         self.link.stop()
         self._downloads.shutdown(wait=False, cancel_futures=True)
         self._verifier.shutdown(wait=False, cancel_futures=True)
@@ -316,8 +322,8 @@ class NodeAgent:
                 self.link.publish(topic, payload, qos, retain)
             case SaveState(plan_raw=raw, memory=replay):
                 self.store.save(raw, replay)
-            case PinAudio(sha256s=needed):
-                self.cache.pin(needed)
+            case PinAudio(sha256s=needed, keep=keep):
+                self.cache.pin(needed, dict(keep))
             case FetchAudio():
                 self._downloads.submit(self._fetch, action)
             case VerifyAudio(sha256=sha):
@@ -353,6 +359,7 @@ class NodeAgent:
         try:
             self.fetcher.fetch(action.ref)
         except DownloadError as exc:
+            log.warning("download of %s failed: %s", sha[:12], exc)
             self.inputs.put(AudioFetchFailed(sha, str(exc), str(exc.reason)))
         except FetchError as exc:
             self.inputs.put(AudioFetchFailed(sha, str(exc)))

@@ -11,6 +11,12 @@ The attempt count resets only after a connection has *held* for ``stable_s``: a 
 that accepts and then drops connections (overloaded, restarting in a loop) keeps the
 stations backing off instead of hammering it at the base rate.
 
+The one other reset: the station's own network came back (a link up, an address, a
+route; :mod:`node_firmware.core.network`). The wait drawn while it was cut off is then
+stale, so the next attempt comes within ``quick_s`` (full jitter again, but over a few
+seconds: a tower's worth of stations whose link returns together still spread out), and
+a further failure backs off from the base.
+
 Pure: the caller passes the random draw in ``[0, 1)`` and the monotonic time.
 """
 
@@ -26,6 +32,8 @@ class ReconnectBackoff:
     base_s: float = 1.0
     cap_s: float = 60.0
     stable_s: float = 30.0
+    quick_s: float = 3.0
+    """the jitter window of the attempt after the station's network came back"""
     attempt: int = 0
     """failed or short-lived connections since the last stable one"""
     connected_at_s: float | None = None
@@ -41,6 +49,13 @@ class ReconnectBackoff:
             raise ValueError(f"draw must be in [0, 1), got {draw}")
         wait = draw * self.window_s()
         return wait, replace(self, attempt=min(self.attempt + 1, 32))
+
+    def network_returned(self, draw: float) -> tuple[float, ReconnectBackoff]:
+        """The wait before the next attempt now that the station's network is back, and
+        the state after it: the back-off starts over from the base."""
+        if not 0.0 <= draw < 1.0:
+            raise ValueError(f"draw must be in [0, 1), got {draw}")
+        return draw * self.quick_s, replace(self, attempt=0)
 
     def connected(self, now_s: float) -> ReconnectBackoff:
         return replace(self, connected_at_s=now_s)

@@ -188,9 +188,14 @@ class VerifyAudio:
 
 @dataclass(frozen=True)
 class PinAudio:
-    """The complete set of hashes the plan needs; the cache must never evict them."""
+    """The complete set of hashes the plan needs; the cache must never evict them.
+
+    ``keep`` (hash → size) is the canned alert library among them: the cache holds room
+    for any of it not yet on disk, which no ordinary download may take.
+    """
 
     sha256s: frozenset[str]
+    keep: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

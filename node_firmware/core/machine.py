@@ -434,16 +434,17 @@ class NodeCore:
             self._progress[item_id] = previous[item_id]
         self.asrun.keep_only({item.item_id for item in plan.items})
         self._drop_removed(previous, now, out)
-        self._needed = {}
+        # The library first: its downloads are asked for (and start) before any
+        # programme item's, and the cache holds its room against them (PinAudio.keep).
+        self._needed = {ref.sha256: ref for ref in plan.keep}
         for item in self._live_items():
             for ref in item.needed_audio:
                 self._needed.setdefault(ref.sha256, ref)
-        for ref in plan.keep:
-            self._needed.setdefault(ref.sha256, ref)
         pinned = frozenset(self._needed)
         if self.settings.test_tone is not None:
             pinned |= {self.settings.test_tone.sha256}
-        out.append(PinAudio(pinned))
+        keep = tuple(sorted({(ref.sha256, ref.size_bytes) for ref in plan.keep}))
+        out.append(PinAudio(pinned, keep))
         self._fetch_due = {s: due for s, due in self._fetch_due.items() if s in self._needed}
         for ref in self._needed.values():
             self._ensure_fetch(ref, out)

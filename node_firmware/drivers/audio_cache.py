@@ -10,6 +10,10 @@ Eviction is least-recently-used by mtime: ``path()`` touches the file, because t
 agent asks for the path exactly when it schedules playback. (atime is unreliable on
 ``noatime``/``relatime`` SD cards.) Audio the current plan needs is pinned and is
 never evicted, whatever the disk says.
+
+The canned alert library (the plan's keep list) comes before everything else: room for
+any of it not yet on disk is held back from every other download, so a programme item
+that arrives first, or a big one, can be refused but can never crowd the library out.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class AudioCache:
         self.reserve_bytes = reserve_bytes
         self._lock = threading.Lock()
         self._pinned: frozenset[str] = frozenset()
+        self._keep: dict[str, int] = {}
 
     def has(self, sha: str) -> bool:
         return self._final(sha).is_file()
@@ -114,12 +119,31 @@ class AudioCache:
         log.error("cached audio %s changed on disk (now %s): discarded", sha, digest)
         return f"hash_mismatch: its bytes now hash to {digest}"
 
-    def pin(self, shas: frozenset[str]) -> None:
-        """Replace the pinned set with the complete set the plan needs."""
-        for sha in shas:
+    def pin(self, shas: frozenset[str], keep: dict[str, int] | None = None) -> None:
+        """Replace the pinned set with the complete set the plan needs; ``keep`` (hash →
+        size) is the alert library among it, whose missing files' room is held."""
+        for sha in [*shas, *(keep or {})]:
             _checked(sha)
         with self._lock:
             self._pinned = frozenset(shas)
+            self._keep = dict(keep or {})
+
+    def _held_for_library(self, for_sha: str | None) -> tuple[int, int]:
+        """(bytes, files) of the library not yet on disk, beyond ``for_sha`` itself.
+
+        A library file's partial download already occupies its share of the disk.
+        """
+        held, files = 0, 0
+        for sha, size in self._keep.items():
+            if sha == for_sha or self._final(sha).is_file():
+                continue
+            try:
+                have = (self._partial_dir / sha).stat().st_size
+            except FileNotFoundError:
+                have = 0
+            held += max(0, size - have)
+            files += 1
+        return held, files
 
     def used_bytes(self) -> int:
         """Bytes of complete and partial files (both occupy the budget)."""
@@ -152,13 +176,19 @@ class AudioCache:
                 ),
             )
             evictable = sum(size for _, _, size, _ in candidates)
-            over_budget = used + needed_bytes - self.max_bytes
-            short_on_disk = self.reserve_bytes + needed_bytes - free
+            held, held_files = (0, 0) if for_sha in self._keep else self._held_for_library(for_sha)
+            over_budget = used + held + needed_bytes - self.max_bytes
+            short_on_disk = self.reserve_bytes + held + needed_bytes - free
             if max(over_budget, short_on_disk) > evictable:
+                library = (
+                    f", {held} bytes held for {held_files} alert library files not yet on disk"
+                    if held
+                    else ""
+                )
                 raise FetchError(
                     f"disk full: need {needed_bytes} bytes; cache uses {used} of "
-                    f"{self.max_bytes}, disk has {free} free (reserve {self.reserve_bytes}), "
-                    f"only {evictable} bytes are evictable"
+                    f"{self.max_bytes}, disk has {free} free (reserve {self.reserve_bytes}"
+                    f"{library}), only {evictable} bytes are evictable"
                 )
             evicted: list[str] = []
             for _, sha, size, folder in candidates:

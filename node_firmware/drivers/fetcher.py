@@ -79,30 +79,41 @@ class AudioFetcher:
             if self._cache.has(ref.sha256):
                 return self._cache.path(ref.sha256)
             partial = self._cache.partial_path(ref.sha256)
-            for attempt in range(1, self._max_attempts + 1):
-                have = _usable_size(partial, ref.size_bytes)
-                if have == ref.size_bytes:  # complete before a crash: only verify it
-                    return self._commit(ref, partial)
-                try:
-                    self._cache.make_room(ref.size_bytes - have, for_sha=ref.sha256)
-                except FetchError as exc:
-                    raise DownloadError(FetchFailure.DISK_FULL, str(exc)) from exc
-                try:
-                    self._download(ref, partial, have)
-                except _StartOver:
-                    continue
-                except DownloadError as exc:
-                    progressed = _usable_size(partial, ref.size_bytes) > have
-                    last = attempt == self._max_attempts
-                    if exc.reason != FetchFailure.NETWORK or not progressed or last:
-                        raise
-                    log.info("connection lost fetching %s; resuming: %s", ref.sha256[:12], exc)
-                    continue
+            try:
+                return self._fetch(ref, partial)
+            except DownloadError as exc:
+                if exc.reason == FetchFailure.DISK_FULL:
+                    # A download refused for space must not keep the space it took: its
+                    # partial would crowd out the next file (the alert library above all).
+                    partial.unlink(missing_ok=True)
+                raise
+
+    def _fetch(self, ref: AudioRef, partial: Path) -> Path:
+        """The attempts (a cut that made progress resumes at once, a few times)."""
+        for attempt in range(1, self._max_attempts + 1):
+            have = _usable_size(partial, ref.size_bytes)
+            if have == ref.size_bytes:  # complete before a crash: only verify it
                 return self._commit(ref, partial)
-            raise DownloadError(
-                FetchFailure.HTTP_STATUS,
-                f"{_where(ref)} refused to resume {self._max_attempts} times",
-            )
+            try:
+                self._cache.make_room(ref.size_bytes - have, for_sha=ref.sha256)
+            except FetchError as exc:
+                raise DownloadError(FetchFailure.DISK_FULL, str(exc)) from exc
+            try:
+                self._download(ref, partial, have)
+            except _StartOver:
+                continue
+            except DownloadError as exc:
+                progressed = _usable_size(partial, ref.size_bytes) > have
+                last = attempt == self._max_attempts
+                if exc.reason != FetchFailure.NETWORK or not progressed or last:
+                    raise
+                log.info("connection lost fetching %s; resuming: %s", ref.sha256[:12], exc)
+                continue
+            return self._commit(ref, partial)
+        raise DownloadError(
+            FetchFailure.HTTP_STATUS,
+            f"{_where(ref)} refused to resume {self._max_attempts} times",
+        )
 
     def _download(self, ref: AudioRef, partial: Path, have: int) -> None:
         headers = {"Range": f"bytes={have}-"} if have else {}

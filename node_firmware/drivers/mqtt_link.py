@@ -1,11 +1,19 @@
 """The station's MQTT link (paho-mqtt 2): turns broker callbacks into core inputs.
 
 Availability follows the device convention: a retained ``offline`` last will, a
-retained ``online`` on every connect and ``stopped`` on a clean stop. Reconnection
-follows :class:`~node_firmware.core.backoff.ReconnectBackoff` (exponential, full
-jitter): paho's own doubling is overridden before every wait, so a broker restart is
-not answered by thousands of stations in the same second, and none sleeps a minute
-after the broker is back.
+retained ``online`` on every connect and ``stopped`` on a clean stop.
+
+The link owns its reconnect loop (one thread running paho's ``loop()``), rather than
+paho's ``loop_start``: paho's wait between attempts cannot be cut short, and a station
+whose own network comes back must not sit out a wait drawn while it was cut off. Waits
+follow :class:`~node_firmware.core.backoff.ReconnectBackoff` (exponential, full jitter:
+a broker restart is not answered by thousands of stations in the same second), and
+:meth:`MqttLink.network_returned` (called by the network watcher) cuts the current wait
+to a few seconds of jitter. Every attempt is bounded: the TCP connect and TLS handshake
+by paho's ``connect_timeout``, the wait for the broker's CONNACK by the keepalive; the
+loop survives any error, so no state is one the station never leaves. With several
+broker addresses (``mqtt.fallbacks``) each ended attempt moves to the next one
+(:class:`~node_firmware.core.brokers.BrokerRotation`).
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from loaxa_protocol import Status, StatusState, topics
 from node_firmware.config import MqttConfig
 from node_firmware.core.backoff import ReconnectBackoff
+from node_firmware.core.brokers import BrokerRotation
 from node_firmware.core.events import (
     AlertReceived,
     BrokerConnected,
@@ -37,6 +46,9 @@ from node_firmware.core.events import (
 )
 
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+"""TCP connect plus TLS handshake: a slow 4G uplink needs seconds, a dead one never ends."""
 
 
 class MqttLink:
@@ -64,7 +76,9 @@ class MqttLink:
             CallbackAPIVersion.VERSION2,
             client_id=f"loaxa-node-{station_id}",
             clean_session=True,
+            reconnect_on_failure=False,  # our loop reconnects (see the module docstring)
         )
+        self._client.connect_timeout = CONNECT_TIMEOUT_S
         if cfg.username:
             self._client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
@@ -78,13 +92,20 @@ class MqttLink:
         self._backoff_lock = threading.Lock()
         self._random = random.Random()
         self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         if on_acked is not None:
             # paho calls this with its own lock held: the callee may only note the id.
             self._client.on_publish = lambda _c, _u, mid, _r, _p: on_acked(mid)
         self._cfg = cfg
+        self._stopping = threading.Event()
+        self._network_back = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{station_id}", daemon=True)
+        self._peer: tuple[str, int] | None = None
+        self._rotation = BrokerRotation(
+            ((cfg.host, cfg.port), *((b.host, b.port) for b in cfg.fallbacks))
+        )
+        self._was_connected = False
 
     def _status(self, state: StatusState) -> bytes:
         at = None if state is StatusState.OFFLINE else datetime.now(UTC)
@@ -93,17 +114,95 @@ class MqttLink:
 
     def start(self) -> None:
         """Connect in the background; an unreachable broker is retried, never fatal."""
-        self._client.connect_async(self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s)
-        self._client.loop_start()
+        # paho wakes its network thread on a publish from another thread only if it
+        # knows that thread (as after loop_start); it keeps no public setter for it.
+        self._client._thread = self._thread
+        self._thread.start()
 
     def stop(self) -> None:
         if self._client.is_connected():
             info = self._client.publish(
                 topics.status(self._station_id), self._status(StatusState.STOPPED), 1, True
             )
-            info.wait_for_publish(timeout=2)
+            with contextlib.suppress(RuntimeError):
+                info.wait_for_publish(timeout=2)
+        self._stopping.set()
+        self._network_back.set()  # ends a wait between attempts at once
         self._client.disconnect()
-        self._client.loop_stop()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(CONNECT_TIMEOUT_S + 5)
+
+    def network_returned(self, reason: str) -> None:
+        """The station's network came back: cut the current wait to a few seconds.
+
+        Ignored while connected (a new address next to a working one changes nothing).
+        """
+        if not self._client.is_connected():
+            log.info("network back (%s): next broker attempt within seconds", reason)
+            self._network_back.set()
+
+    @property
+    def broker_address(self) -> tuple[str, int] | None:
+        """The broker's address as last connected (for the network watcher's route check)."""
+        return self._peer
+
+    # ------------------------------------------------------------ the reconnect loop
+
+    def _run(self) -> None:
+        wait_s = 0.0  # the first attempt at once
+        while not self._stopping.is_set():
+            self._wait(wait_s)
+            if self._stopping.is_set():
+                break
+            try:
+                self._session()
+            except Exception:  # a bug here must not leave the station off the air for good
+                log.exception("broker session failed unexpectedly")
+            if self._stopping.is_set():
+                break
+            with self._backoff_lock:
+                if self._was_connected:
+                    self._backoff = self._backoff.disconnected(time.monotonic())
+                wait_s, self._backoff = self._backoff.next_wait(self._random.random())
+            self._was_connected = False
+            log.info("next broker connection attempt in %.1f s", wait_s)
+
+    def _wait(self, wait_s: float) -> None:
+        """Sleep ``wait_s``, cut short to a few seconds' jitter if the network returns."""
+        deadline = time.monotonic() + wait_s
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._network_back.wait(remaining):
+                self._network_back.clear()
+                if self._stopping.is_set():
+                    return
+                with self._backoff_lock:
+                    quick_s, self._backoff = self._backoff.network_returned(self._random.random())
+                if time.monotonic() + quick_s < deadline:
+                    deadline = time.monotonic() + quick_s
+                    log.info("next broker connection attempt in %.1f s", quick_s)
+
+    def _session(self) -> None:
+        """One attempt and, if it succeeds, the connection's whole life."""
+        self._network_back.clear()  # a return noticed before this attempt is spent
+        host, port = self._rotation.current
+        self._rotation = self._rotation.attempt_ended()  # whatever happens, the next's turn
+        try:
+            self._client.connect(host, port, keepalive=self._cfg.keepalive_s)
+        except (OSError, ValueError) as exc:  # refused, unreachable, timed out, TLS, DNS
+            log.info("broker connection attempt to %s:%s failed: %s", host, port, exc)
+            return
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stopping.is_set():
+            # paho closes a connection whose CONNACK or PINGRESP is a keepalive late.
+            rc = self._client.loop(timeout=1.0)
+        if self._stopping.is_set():
+            # Let paho send the DISCONNECT that stop() queued.
+            for _ in range(10):
+                if self._client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
 
     @property
     def sends_at_once(self) -> bool:
@@ -115,9 +214,8 @@ class MqttLink:
 
     @property
     def running(self) -> bool:
-        """Whether paho's network thread (which connects, reconnects and reads) is alive."""
-        thread = self._client._thread  # paho keeps no public handle on it
-        return thread is not None and thread.is_alive()
+        """Whether the link's network thread (which connects, reconnects and reads) is alive."""
+        return self._thread.is_alive()
 
     @property
     def connected(self) -> bool:
@@ -139,6 +237,11 @@ class MqttLink:
             return
         with self._backoff_lock:
             self._backoff = self._backoff.connected(time.monotonic())
+        self._was_connected = True
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                self._peer = sock.getpeername()[:2]
         _no_delay(client)
         # trust first: after a key rotation the update must precede plans signed anew
         client.subscribe(
@@ -156,21 +259,7 @@ class MqttLink:
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object
     ) -> None:
         log.info("broker connection lost: %s", reason)
-        with self._backoff_lock:
-            self._backoff = self._backoff.disconnected(time.monotonic())
-        self._plan_next_wait()
         self._deliver(BrokerDisconnected())
-
-    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
-        self._plan_next_wait()
-
-    def _plan_next_wait(self) -> None:
-        """Set paho's next reconnect wait to our draw (paho then waits exactly that long)."""
-        with self._backoff_lock:
-            wait_s, self._backoff = self._backoff.next_wait(self._random.random())
-        log.info("next broker connection attempt in %.1f s", wait_s)
-        # paho types the delays as int but computes with them as numbers.
-        self._client.reconnect_delay_set(min_delay=wait_s, max_delay=wait_s)  # type: ignore[arg-type]
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if message.topic in self._alert_topic_set:  # first: every millisecond counts here

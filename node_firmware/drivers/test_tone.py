@@ -13,7 +13,9 @@ from loaxa_protocol import AudioRef
 from loaxa_protocol.durable import write_atomically
 from node_firmware.drivers.audio_cache import AudioCache
 
-RATE_HZ = 48_000
+RATE_HZ = 16_000
+"""Ample for a 1 kHz tone, and a third of the disk of 48 kHz: on a nearly full data
+disk this file competes with the alert library."""
 DURATION_MS = 5_000
 FREQUENCY_HZ = 1_000.0
 LEVEL_DBFS = -12.0

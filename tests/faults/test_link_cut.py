@@ -76,7 +76,7 @@ def test_item_due_during_a_cut_plays_on_time_and_the_alert_plays_soon_after_the_
     client = f"loaxa-node-{sid}"
     wait_until(
         lambda: client in installation.broker.clients_connected_since(offset),
-        70,  # the back-off cap (60 s) and a few seconds
+        70,  # fail on the promise below, with the figures, rather than here
         "the station to reconnect",
     )
     back_at = datetime.now(UTC)
@@ -95,12 +95,9 @@ def test_item_due_during_a_cut_plays_on_time_and_the_alert_plays_soon_after_the_
     late_s = (playing_at - restored_at).total_seconds()
     print(f"link back → reconnected {(back_at - restored_at).total_seconds():.1f} s, "
           f"→ alert playing {late_s:.1f} s")  # fmt: skip
-    if late_s > ALERT_WITHIN_S:
-        pytest.xfail(
-            f"alert played {late_s:.1f} s after the link returned (promise: "
-            f"{ALERT_WITHIN_S:g} s): the station waited out its reconnect back-off window; "
-            "needs branch node to retry at once when its link comes back"
-        )
+    # The station notices its link return and tries within seconds (not the minute its
+    # reconnect back-off may have drawn while it was cut off).
+    assert late_s <= ALERT_WITHIN_S, (late_s, station.log_text()[-3000:])
 
 
 def _alert_played(view: dict, station_id: str) -> dict | None:

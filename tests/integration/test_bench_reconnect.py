@@ -11,7 +11,7 @@ import pytest
 
 from tests.bench_runs import run_bench
 
-KEYS = {"nodes", "back", "not_back", "p50_s", "p99_s", "peak_connects_per_s"}
+KEYS = {"nodes", "back", "not_back", "p50_s", "p99_s", "peak_connects_per_s", "before_ready"}
 
 
 @pytest.mark.timeout(300)
@@ -21,8 +21,10 @@ def test_small_run_times_every_station_back_after_the_broker_restart() -> None:
         timeout=240,
     )  # fmt: skip
     assert figures["nodes"] == 12
-    assert figures["back"] + figures["not_back"] == 12
-    assert figures["back"] >= 11, figures  # the bench itself works; see docs for the strays
+    # Every station: one that got in while the broker's start-up check was still
+    # running is back too (it was once counted as never back).
+    assert figures["back"] == 12 and figures["not_back_ids"] == [], figures
+    assert 0 <= figures["before_ready"] <= figures["back"]
     assert 0 < figures["p50_s"] <= figures["p99_s"] <= figures["max_s"] <= 150
     assert 1 <= figures["peak_connects_per_s"] <= figures["back"]
     assert figures["within_30_s"] <= figures["back"]

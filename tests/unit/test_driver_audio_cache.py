@@ -141,3 +141,21 @@ def test_a_file_whose_bytes_changed_is_named_and_discarded_at_once(tmp_path: Pat
     assert problem is not None and problem.startswith("hash_mismatch")
     assert not cache.has(sha)
     assert cache.verify(sha) == "missing: the file is gone from the cache"
+
+
+def test_room_for_the_library_not_yet_on_disk_is_held_back_from_other_audio(
+    tmp_path: Path,
+) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=500, reserve_bytes=0)
+    put(cache, A, 100, age_s=100)  # a library file already here
+    put(cache, B, 30, age_s=50, partial=True)  # another one, 30 of its 120 bytes fetched
+    cache.pin(frozenset({A, B, C}), keep={A: 100, B: 120, C: 150})
+    # Held: B's missing 90 and C's 150. A 200-byte bulletin would fit the 370 bytes left
+    # in the budget alone but would leave the library short: refused, saying why.
+    with pytest.raises(FetchError, match="240 bytes held for 2 alert library files"):
+        cache.make_room(200, for_sha=D)
+    assert cache.make_room(130, for_sha=D) == []  # what the library leaves is usable
+    # The library itself is not held back from itself.
+    assert cache.make_room(150, for_sha=C) == []
+    cache.pin(frozenset({D}))  # a plan without a library holds nothing back
+    assert cache.make_room(370, for_sha=D) == []

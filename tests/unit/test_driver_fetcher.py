@@ -208,3 +208,22 @@ def test_unreachable_server_is_a_network_error(cache: AudioCache) -> None:
         fetcher.fetch(ref_for("http://127.0.0.1:9/a.ogg"))  # discard port: refused
     fetcher.close()
     assert failure.value.reason == FetchFailure.NETWORK
+
+
+def test_a_download_refused_for_space_gives_back_the_space_its_partial_took(
+    server: AudioServer, tmp_path: Path
+) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=len(AUDIO), reserve_bytes=0)
+    server.cut_next = 1
+    with pytest.raises(DownloadError, match="network"):
+        AudioFetcher(cache, timeout_s=5, max_attempts=1).fetch(ref_for(server.url("/a.ogg")))
+    assert cache.partial_path(SHA).stat().st_size == len(AUDIO) // 2
+    # The plan now names a library file that needs the room: the rest of the bulletin
+    # no longer fits, and its half must not stay to crowd the library out.
+    library = "e" * 64
+    cache.pin(frozenset({SHA, library}), keep={library: len(AUDIO) // 2 + 1})
+    with pytest.raises(DownloadError, match="held for 1 alert library file") as failure:
+        AudioFetcher(cache, timeout_s=5).fetch(ref_for(server.url("/a.ogg")))
+    assert failure.value.reason == FetchFailure.DISK_FULL
+    assert not cache.partial_path(SHA).exists()
+    assert cache.used_bytes() == 0

@@ -57,3 +57,23 @@ def test_a_thousand_stations_do_not_come_back_in_the_same_second() -> None:
     per_second = Counter(int(t) for t in reconnected_at)
     assert max(reconnected_at) - back_at_s <= 60
     assert max(per_second.values()) <= 100, per_second.most_common(3)  # ≤ 10 % in any second
+
+
+def test_the_network_coming_back_cuts_the_wait_to_seconds_and_restarts_from_the_base() -> None:
+    policy = ReconnectBackoff(quick_s=3.0)
+    for _ in range(8):  # cut off for minutes: the window is at the cap
+        _, policy = policy.next_wait(0.5)
+    assert policy.window_s() == 60
+    wait, back = policy.network_returned(0.999999)
+    assert wait < 3.0  # within the quick window whatever the draw…
+    assert policy.network_returned(0.0)[0] == 0.0  # …and jittered over it
+    assert back.window_s() == 1  # a failure after that backs off from the base again
+    assert [round(w) for w in waits(back, [0.999999] * 3)] == [1, 2, 4]
+
+
+def test_a_fleet_whose_link_returns_together_spreads_over_the_quick_window() -> None:
+    rng = random.Random(11)
+    firsts = [ReconnectBackoff(quick_s=3.0).network_returned(rng.random())[0] for _ in range(3000)]
+    per_second = Counter(int(w) for w in firsts)
+    assert sorted(per_second) == [0, 1, 2]
+    assert max(per_second.values()) < 1.1 * 1000  # about a third in each second
