@@ -149,7 +149,9 @@ class FleetLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue a message; paho sends it from its own buffer (even after a reconnect)."""
-        if self._watch is not None:
+        if self._watch is not None and parse_down_topic(topic) is not None:
+            # Only what the watch hears back: live frames (many a second) would crowd out
+            # the plans whose echoes it is owed.
             self._watch.published(topic, payload, retain=retain)
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
