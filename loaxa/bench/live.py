@@ -13,6 +13,7 @@ dropout: a concealed or silent stretch between two played frames.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -46,6 +47,13 @@ def speech_like(frame_index: int, rng: random.Random) -> bytes:
     return bytes(out)
 
 
+@functools.cache
+def speech_loop() -> tuple[bytes, ...]:
+    """3 s of speech-like PCM, looped by the sender (made once: it takes a while)."""
+    rng = random.Random(16)
+    return tuple(speech_like(i, rng) for i in range(50))
+
+
 @dataclass
 class Sent:
     frames: int = 0
@@ -65,8 +73,7 @@ class LiveSender:
         from websockets.sync.client import connect
 
         encoder = OpusEncoder(BITRATE)
-        rng = random.Random(16)
-        pcm = [speech_like(i, rng) for i in range(50)]  # 3 s, looped: encoding stays cheap
+        pcm = speech_loop()
         sent = Sent()
         with connect(self.url, open_timeout=10) as socket:
             started = time.time()
