@@ -104,6 +104,7 @@ def test_an_operator_goes_live_and_three_real_stations_play_it(on_air) -> None:
         assert asset is not None and 3000 <= asset.duration_ms <= 5000
         row = session.get(LiveSession, body["id"])
         assert row is not None and row.created_by.startswith("op")
+    assert stack.context.ingestor.intrusions == 0  # our own starts, stops and frames
 
 
 def test_only_an_operator_of_the_area_may_go_live(on_air) -> None:
