@@ -16,7 +16,8 @@ from server.api.deps import ContextDep, SessionDep
 from server.auth.deps import authorize, visible_areas
 from server.auth.permissions import Action
 from server.live.models import LiveSession
-from server.models import Station, StationGroup
+from server.models import Station
+from server.programmes.models import StationGroup
 from server.web.common import PageActorDep, PageRoute, area_names, render
 
 router = APIRouter(route_class=PageRoute)

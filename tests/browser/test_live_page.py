@@ -76,7 +76,14 @@ def test_an_operator_goes_live_from_a_phone_and_three_stations_play_it(
         page.wait_for_url(f"{stack.base_url}/")
         page.goto("/live")
         page.get_by_role("button", name="Phát trực tiếp").click()
-        page.wait_for_function("window.loaxaLive && window.loaxaLive.frames > 60", timeout=20_000)
+        deadline = time.monotonic() + 20
+        frames = 0
+        while frames <= 60 and time.monotonic() < deadline:  # wait_for_function needs eval
+            frames = page.evaluate("() => window.loaxaLive ? window.loaxaLive.frames : -1")
+            error = page.locator("#live-error")
+            assert not error.is_visible(), error.inner_text()
+            time.sleep(0.2)
+        assert frames > 60, f"the page sent {frames} frames"
         assert "ĐANG PHÁT" in page.locator("#live-status").inner_text()
         screenshot(page, "web-live-phone.png")
         page.get_by_role("button", name="Dừng").click()
