@@ -9,8 +9,9 @@ Two pure parts, no clock and no I/O:
   matches the session's key and its sequence is new.
 - :class:`JitterBuffer` — the playout decision the live output asks once per frame
   period: play this frame, conceal a lost one (Opus packet-loss concealment), or wait.
-  It adapts: an underrun raises the target depth one frame (up to ``max_ms``); a depth
-  that stayed above target for ``SHRINK_AFTER_S`` drops one frame to win back latency.
+  It adapts: an underrun raises the target depth one frame (up to ``max_ms``); each
+  ``RELAX_AFTER_S`` without one lowers it a frame (down to ``min_ms``); a depth that
+  stayed above target for ``SHRINK_AFTER_S`` drops one frame to win back latency.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ class RefusalCounter:
 
 T = TypeVar("T")
 
-SHRINK_AFTER_S = 5.0
+SHRINK_AFTER_S = 2.0
+RELAX_AFTER_S = 3.0
+"""No underrun for this long: the target depth comes down one frame (to ``min_ms``)."""
 REBUFFER_AFTER = 5
 """Concealed periods in a row with nothing buffered: stop concealing and buffer again."""
 
@@ -161,6 +164,7 @@ class JitterBuffer(Generic[T]):
     _playing: bool = False
     _empty_runs: int = 0
     _above_since: float | None = None
+    _calm_since: float | None = None
     concealed: int = 0
     late: int = 0
     rebuffered: int = 0
@@ -190,10 +194,12 @@ class JitterBuffer(Generic[T]):
         frame = self._frames.pop(seq, None)
         if frame is not None:
             self._empty_runs = 0
+            self._relax(now_s)
             self._adapt_down(now_s)
             return Playout.PLAY, frame
         self.concealed += 1
         if not self._frames:
+            self._calm_since = now_s
             self._empty_runs += 1
             self.target_ms = min(self.max_ms, self.target_ms + self.frame_ms)
             if self._empty_runs >= REBUFFER_AFTER:
@@ -201,6 +207,14 @@ class JitterBuffer(Generic[T]):
                 self.rebuffered += 1
                 return Playout.WAIT, None
         return Playout.CONCEAL, None
+
+    def _relax(self, now_s: float) -> None:
+        """A burst of congestion raised the target; calm since then lowers it again."""
+        if self._calm_since is None:
+            self._calm_since = now_s
+        elif now_s - self._calm_since >= RELAX_AFTER_S and self.target_ms > self.min_ms:
+            self.target_ms = max(self.min_ms, self.target_ms - self.frame_ms)
+            self._calm_since = now_s
 
     def _adapt_down(self, now_s: float) -> None:
         """Depth well above target for a while: skip one frame, win back its latency."""

@@ -126,6 +126,39 @@ class AlsaLiveSink:
             self._player.reset_aplay()
 
 
+class _Stats:
+    """What one session sounded like here, for the station's log (and the netns test)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.concealed = 0
+        self.gaps = 0
+        self._in_gap = False
+        self._latency_ms: list[float] = []
+
+    def played(self, frame: Frame) -> None:
+        if self._in_gap:
+            self.gaps += 1
+        self._in_gap = False
+        self.frames += 1
+        self._latency_ms.append(time.time() * 1000 - frame.capture_ms)
+
+    def missing(self, *, concealed: bool) -> None:
+        self.concealed += concealed
+        self._in_gap = self.frames > 0
+
+    def summary(self) -> str:
+        ordered = sorted(self._latency_ms) or [float("nan")]
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+        return (
+            f"played {self.frames} frames, concealed {self.concealed}, gaps {self.gaps}, "
+            f"capture to output p50 {pct(50):.0f} ms p95 {pct(95):.0f} ms"
+        )
+
+
 class _Session:
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
@@ -195,6 +228,13 @@ class LiveOutput:
             decoder.close()
 
     def _play(self, session: _Session, decoder: OpusDecoder) -> None:
+        stats = _Stats()
+        try:
+            self._loop(session, decoder, stats)
+        finally:
+            log.info("live output %s: %s", session.session_id, stats.summary())
+
+    def _loop(self, session: _Session, decoder: OpusDecoder, stats: _Stats) -> None:
         tick = time.monotonic()
         while not session.cancel.is_set():
             with session.lock:
@@ -204,10 +244,13 @@ class LiveOutput:
             if what is Playout.PLAY:
                 assert frame is not None
                 self.sink.play(session.session_id, decoder.decode(frame.opus, frame.samples), frame)
+                stats.played(frame)
             elif what is Playout.CONCEAL:
                 self.sink.play(session.session_id, decoder.decode(None, samples), None)
+                stats.missing(concealed=True)
             else:
                 self.sink.pause(samples)
+                stats.missing(concealed=False)
             tick += period_s
             delay = tick - time.monotonic()
             if delay < -period_s:  # the thread was starved: do not race to catch up

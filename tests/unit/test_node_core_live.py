@@ -245,3 +245,18 @@ def test_jitter_buffer_waits_plays_conceals_and_adapts() -> None:
     for n in range(5):
         jb.pop(0.36 + n * 0.06)
     assert jb.rebuffered == 1
+
+
+def test_jitter_buffer_wins_latency_back_after_congestion() -> None:
+    jb: JitterBuffer[int] = JitterBuffer(frame_ms=60, target_ms=120, min_ms=120)
+    for seq in range(12):  # a burst: 12 frames (720 ms) queued behind a download
+        jb.push(seq, seq)
+    jb.target_ms = 600  # raised by the underruns the congestion caused
+    now, seq = 0.0, 12
+    for _ in range(1000):  # 60 s of steady arrivals, one frame a period
+        jb.push(seq, seq)
+        seq += 1
+        jb.pop(now)
+        now += 0.06
+    assert jb.target_ms == 120 and jb.depth_ms() <= 120 + 2 * 60
+    assert jb.shrunk >= 5 and jb.concealed == 0
