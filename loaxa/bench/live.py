@@ -156,6 +156,7 @@ def run_live_bench(stations: int, seconds: float) -> dict[str, Any]:
             "seconds": seconds,
             "frames_sent": sent.frames,
             "frames_expected": sent.frames * stations,
+            "warmup_ms": body["warmup_ms"],
             **result,
             "kbit_s_per_station": round(kbit_s, 1),
         }
