@@ -966,17 +966,22 @@ class NodeCore:
             session_id in self._live_ended
         ):
             return  # the retained copy again (a reconnect): nothing new
-        if self.guard.check(verdict) is Freshness.NEW:
+        fresh = self.guard.check(verdict) is Freshness.NEW
+        if fresh:
             self.guard.record(verdict)
             out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
-        # else: the retained start of a session still on air, after a reboot: rejoin it
         if now >= message.ends_by:
             log.info("live session %s is past its maximum length; not joined", session_id)
             return
         if self.live is not None:
             self._live_end(now, out, "superseded", f"by live session {session_id}")
         self.live = LiveRun.of(message, now)
-        self._live_begin(self.live, now, out)
+        if fresh:
+            self._live_begin(self.live, now, out)
+        else:
+            # The retained start of a session seen before a reboot: rejoin it quietly, and
+            # sound when its frames come (the server that sent it may be gone).
+            self.live.last_frame_at = now - SILENCE_AFTER
 
     def _live_begin(self, run: LiveRun, now: datetime, out: list[Action]) -> None:
         """Sound the session now, unless an alert or an emergency item has the air."""
