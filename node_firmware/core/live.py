@@ -136,8 +136,8 @@ class RefusalCounter:
 
 T = TypeVar("T")
 
-SHRINK_AFTER_S = 2.0
-RELAX_AFTER_S = 3.0
+SHRINK_AFTER_S = 5.0
+RELAX_AFTER_S = 10.0
 """No underrun for this long: the target depth comes down one frame (to ``min_ms``)."""
 REBUFFER_AFTER = 5
 """Concealed periods in a row with nothing buffered: stop concealing and buffer again."""
