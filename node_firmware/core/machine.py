@@ -96,6 +96,7 @@ Transitions (each row: input, condition → what the core emits, in order)::
                                              StartLive(chime, warm-up = amp_lead), live_started
                         (during an alert or an emergency item: it waits, frames dropped)
     LiveReceived        start seen before  → nothing (retained copy); after a reboot: rejoin
+                                             quietly, sounding when frames come
     LiveReceived        genuine frame      → PlayLiveFrame (silent session: begins again first)
     LiveReceived        forged, replayed,  → rejected(live_bad_tag|live_replayed|
                         unknown session      live_unknown_session), at most once per 10 s
