@@ -236,6 +236,25 @@ def bench_alert_cmd(
         print(json.dumps(result.as_dict()))
 
 
+@bench.command("live")
+def bench_live_cmd(
+    stations: Annotated[int, typer.Option(min=1, help="real station agents")] = 3,
+    seconds: Annotated[float, typer.Option(min=1, help="how long the capture side speaks")] = 10.0,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """Live: capture → station output latency (p50, p95) and audible gaps, bar p95 ≤ 1,500 ms."""
+    from loaxa.bench.live import run_live_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    result = run_live_bench(stations, seconds)
+    rows = [(key, str(value)) for key, value in result.items()]
+    _print_what_and_figure(
+        f"loaxa bench live — {stations} stations", rows, result if json_out else None
+    )
+
+
 @bench.command("database")
 def bench_database_cmd(
     stations: Annotated[int, typer.Option(help="stations in the generated database")] = 1000,

@@ -26,6 +26,8 @@ from loaxa_protocol.messages import (
     AlertCancel,
     Command,
     KeyEntry,
+    LiveStart,
+    LiveStop,
     Plan,
     SignedMessage,
     TrustUpdate,
@@ -34,7 +36,7 @@ from loaxa_protocol.messages import (
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-AnySigned = Plan | Command | TrustUpdate | Alert | AlertCancel
+AnySigned = Plan | Command | TrustUpdate | Alert | AlertCancel | LiveStart | LiveStop
 
 MAX_ENVELOPE_BYTES = 1024 * 1024
 CLOCK_TOLERANCE = timedelta(minutes=5)

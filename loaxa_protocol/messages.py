@@ -228,8 +228,38 @@ class AlertCancel(SignedHeader):
     alert_id: str = Field(pattern=ALERT_ID_PATTERN)
 
 
+LIVE_SESSION_PATTERN = r"^[0-9a-f]{16}$"
+
+
+class LiveStart(SignedHeader):
+    """A live broadcast begins for this station (docs/live.md).
+
+    ``frame_key`` authenticates every audio frame of the session on this station: it is
+    derived by the server for this station alone, so no station can forge frames for
+    another. It travels only on the station's own ``live`` topic, which the broker ACL
+    lets no one else read. Retained, so a station that (re)connects mid-session joins.
+    """
+
+    type: Literal["live_start"] = "live_start"
+    session_id: str = Field(pattern=LIVE_SESSION_PATTERN)
+    frame_key: str = Field(min_length=43, max_length=43, description="32 bytes, base64url")
+    ends_by: UtcDatetime = Field(description="the session's maximum length: silence after it")
+    chime: AudioRef | None = Field(
+        default=None, description="attention chime played while the amplifier warms up"
+    )
+    title: str = Field(default="", max_length=200)
+
+
+class LiveStop(SignedHeader):
+    """The live session ``session_id`` is over on this station."""
+
+    type: Literal["live_stop"] = "live_stop"
+    session_id: str = Field(pattern=LIVE_SESSION_PATTERN)
+
+
 SignedMessage = Annotated[
-    Plan | Command | TrustUpdate | Alert | AlertCancel, Field(discriminator="type")
+    Plan | Command | TrustUpdate | Alert | AlertCancel | LiveStart | LiveStop,
+    Field(discriminator="type"),
 ]
 
 
@@ -255,6 +285,10 @@ class EventKind(enum.StrEnum):
     """a file of the canned alert library (the plan's ``keep``) could not be stored"""
     AUDIO_CORRUPT = "audio_corrupt"
     """a cached file no longer matches its sha256: discarded, fetched again"""
+    LIVE_STARTED = "live_started"
+    """a live session sounds on this station (``item_id`` ``live-<session>``)"""
+    LIVE_ENDED = "live_ended"
+    """a live session stopped sounding; ``reason`` says why, ``detail`` counts frames"""
 
 
 class Event(Strict):

@@ -67,6 +67,7 @@ STATUS = Topic("status", Direction.UP, "status")
 EVENT = Topic("event", Direction.UP, "event")
 HEALTH = Topic("health", Direction.UP, "health")
 REPLY = Topic("reply", Direction.UP, "reply")
+LIVE = Topic("live", Direction.DOWN, "live")
 AREA_ALERT = Topic("alert", Direction.AREA, "area_alert")
 
 TOPICS: tuple[Topic, ...] = (
@@ -74,6 +75,7 @@ TOPICS: tuple[Topic, ...] = (
     COMMAND,
     TRUST,
     ALERT,
+    LIVE,
     EVENT,
     HEALTH,
     STATUS,
@@ -125,6 +127,12 @@ def reply(station_id: str) -> str:
 def alert(station_id: str) -> str:
     """Signed alerts and cancels for one station (re-sends, station targets), QoS 1."""
     return ALERT.of(station_id)
+
+
+def live(station_id: str) -> str:
+    """A live session to one station: its signed start and stop (QoS 1, retained) and
+    its authenticated audio frames (QoS 0), on one topic so they arrive in order."""
+    return LIVE.of(station_id)
 
 
 def area_alert(area_code: str) -> str:

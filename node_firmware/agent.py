@@ -41,6 +41,7 @@ from node_firmware.core.events import (
     PlaybackFailed,
     PlaybackFinished,
     PlaybackStarted,
+    PlayLiveFrame,
     Publish,
     ReadAmplifier,
     RelayFailed,
@@ -53,7 +54,9 @@ from node_firmware.core.events import (
     SendLog,
     SetRelay,
     SetVolume,
+    StartLive,
     StartPlayback,
+    StopLive,
     StopPlayback,
     StoreAudio,
     StreamUnreachable,
@@ -65,11 +68,17 @@ from node_firmware.core.machine import CoreSettings, NodeCore
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.courier import Courier
 from node_firmware.drivers.fetcher import AudioFetcher, DownloadError
+from node_firmware.drivers.live_output import (
+    AlsaLiveSink,
+    LiveOutput,
+    LiveSink,
+    SimulatedLiveSink,
+)
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
 from node_firmware.drivers.netwatch import NetworkWatcher
-from node_firmware.drivers.player import Player, open_player
+from node_firmware.drivers.player import AlsaPlayer, Player, open_player
 from node_firmware.drivers.probes import ReportingRelay, amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
 from node_firmware.drivers.state_store import StateStore
@@ -175,6 +184,10 @@ class NodeAgent:
             relay, self.board = open_relay(config.relay)
         self.relay = relay
         self.player = player or open_player(config.player)
+        sink: LiveSink = SimulatedLiveSink()
+        if isinstance(self.player, AlsaPlayer):
+            sink = AlsaLiveSink(self.player)
+        self.live = LiveOutput(sink)
         self.core = NodeCore(
             core_settings(
                 config,
@@ -293,6 +306,7 @@ class NodeAgent:
 
     def _shutdown(self) -> None:
         self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link
+        self.live.close()
         self.player.close()
         try:
             self.relay.set(False)
@@ -351,6 +365,15 @@ class NodeAgent:
             case Restart():
                 self.restart_requested = True
                 self.stop()
+            case PlayLiveFrame(session_id=session_id, frame=frame):
+                self.live.push(session_id, frame)
+            case StartLive(session_id=session_id, chime_sha256=chime, warmup_ms=warmup_ms):
+                chime_path = None
+                if chime is not None and self.cache.has(chime) and self._verify(chime):
+                    chime_path = self.cache.path(chime)
+                self.live.start(session_id, chime_path, warmup_ms)
+            case StopLive(session_id=session_id):
+                self.live.stop(session_id)
             case _:
                 raise TypeError(f"unknown action {action!r}")
 

@@ -13,16 +13,17 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from loaxa_protocol import CommandReply, Event, Keyring
+from loaxa_protocol import AudioRef, CommandReply, Event, Keyring
 from server.alerts import models as alert_models  # noqa: F401  (registers the alert tables)
-from server.alerts.canned import LIBRARY_DIR, seed_library
+from server.alerts.canned import LIBRARY_DIR, TONE, library_assets, seed_library
 from server.alerts.service import AlertService
 from server.api import alarms as alarm_routes
 from server.api import alerts as alert_routes
@@ -31,17 +32,19 @@ from server.api import commands as command_routes
 from server.api import enrolment as enrolment_routes
 from server.api import health as health_routes
 from server.api import keys as key_routes
+from server.api import live as live_routes
 from server.api import programmes as programme_routes
 from server.api import reports as report_routes
 from server.api import tts as tts_routes
 from server.api.alerts import CAP_MAX_BYTES
+from server.api.audio import ingest_upload
 from server.api.audit import router as audit_router
 from server.api.errors import install_error_handlers
 from server.api.limits import MULTIPART_SLACK_BYTES
 from server.areas import seed_areas
 from server.audio.store import AudioStore
 from server.auth import models as auth_models  # noqa: F401  (registers the account tables)
-from server.auth.actor import SYSTEM
+from server.auth.actor import SYSTEM, Actor
 from server.auth.ratelimit import LoginRateLimiter
 from server.auth.service import ensure_bootstrap_admin
 from server.commands.service import CommandService
@@ -58,6 +61,7 @@ from server.fleet.watch import IntrusionWatch
 from server.health.ingest import record_clock_offset
 from server.health.service import HealthService
 from server.keys import ServerKeys
+from server.live.service import LiveService
 from server.pages import STATIC_FILES
 from server.pages import router as pages_router
 from server.planning.publisher import PlanPublisher
@@ -119,7 +123,37 @@ def build_context(
     with Session(engine) as session:  # before any plan goes out: plans list the library
         seed_library(session, store, settings.alert_library_dir or LIBRARY_DIR)
     alerts = AlertService(engine, settings, keys, bus or NullBus(), store, clock)
-    return ServerContext(
+
+    def chime(now: datetime) -> AudioRef | None:
+        """The library's attention tone: it covers the amplifier's warm-up."""
+        with Session(engine) as session:
+            tone = library_assets(session).get(TONE)
+        if tone is None or tone.id is None:
+            return None
+        ttl = timedelta(minutes=settings.live_max_minutes + 10)
+        return AudioRef(
+            sha256=tone.sha256,
+            size_bytes=tone.size_bytes,
+            duration_ms=tone.duration_ms,
+            codec=tone.codec,
+            url=keys.urls.sign_url(tone.id, ttl, now),
+        )
+
+    def archive(path: Path, name: str, actor: Actor) -> int | None:
+        asset, _created = ingest_upload(context, path, name, actor)
+        return asset.id
+
+    live = LiveService(
+        engine,
+        keys,
+        bus or NullBus(),
+        clock,
+        settings.data_dir / "live",
+        timedelta(minutes=settings.live_max_minutes),
+        chime,
+        archive,
+    )
+    context = ServerContext(
         settings=settings,
         engine=engine,
         keys=keys,
@@ -133,7 +167,9 @@ def build_context(
         tts=service_from_settings(settings, store),
         alerts=alerts,
         link=link,
+        live=live,
     )
+    return context
 
 
 async def _every(every_s: float, job: Callable[[], object], what: str) -> None:
@@ -177,6 +213,7 @@ def create_app(
         if settings.clock_sync_min > 0:
             job = partial(context.commands.sync_clocks, SYSTEM)
             periodic.append(_every(settings.clock_sync_min * 60, job, "clock sync"))
+        periodic.append(_every(5, context.live.stop_expired, "live session expiry"))
         tasks = [asyncio.create_task(coroutine) for coroutine in periodic]
         log.info("Loaxa server ready; data in %s", settings.data_dir)
         try:
@@ -186,6 +223,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await run_in_threadpool(context.live.stop_all)  # before the link goes
             if context.link is not None:
                 await run_in_threadpool(context.link.stop)
             await run_in_threadpool(context.health.stop)  # after the link: it feeds health
@@ -207,6 +245,7 @@ def create_app(
     api.include_router(report_routes.router)
     api.include_router(programme_routes.router)
     api.include_router(enrolment_routes.router)
+    api.include_router(live_routes.router)
     app.include_router(api)
     app.include_router(pages_router)
     app.mount("/static", STATIC_FILES, name="static")

@@ -17,6 +17,7 @@ from server.fleet.ingest import Ingestor
 from server.fleet.link import FleetLink
 from server.health.service import HealthService
 from server.keys import ServerKeys
+from server.live.service import LiveService
 from server.planning.publisher import PlanPublisher
 from server.programmes.planner import ProgrammePlanner
 from server.settings import Settings
@@ -37,6 +38,7 @@ class ServerContext:
     clock: Callable[[], datetime]
     tts: TtsService
     alerts: AlertService
+    live: LiveService = field(kw_only=True)
     link: FleetLink | None = None
     planner: ProgrammePlanner | None = None
     media: MediaGate = field(init=False)

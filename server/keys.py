@@ -26,7 +26,7 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY_PURPOSE = "plan"
-KEY_PURPOSES = frozenset({"plan", "command", "trust"})
+KEY_PURPOSES = frozenset({"plan", "command", "trust", "live_start", "live_stop"})
 ALERT_PURPOSES = frozenset({"alert", "alert_cancel"})
 SIGNING_KEY_FILE = "server_ed25519.pem"
 ALERT_KEY_FILE = "province_alert_ed25519.pem"

@@ -336,6 +336,9 @@ class Settings(BaseSettings):
     alert_max_hours: float = Field(
         default=48, gt=0, le=48, description="latest expiry an alert may have, hours ahead"
     )
+    live_max_minutes: float = Field(
+        default=30, gt=0, le=240, description="the longest a live session may last"
+    )
     alert_settle_s: float = Field(
         default=5, ge=0, description="how often alerts past expiry are closed; 0 disables"
     )

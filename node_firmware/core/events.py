@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from loaxa_protocol import AudioRef, StreamRef
+from loaxa_protocol.live import Frame
 
 # ---------------------------------------------------------------- inputs
 
@@ -132,6 +133,13 @@ class BrokerDisconnected:
     pass
 
 
+@dataclass(frozen=True)
+class LiveReceived:
+    """A message on the station's ``live`` topic: a signed start or stop, or a frame."""
+
+    raw: bytes
+
+
 Input = (
     Boot
     | PlanReceived
@@ -151,6 +159,7 @@ Input = (
     | RelayFailed
     | BrokerConnected
     | BrokerDisconnected
+    | LiveReceived
 )
 
 # ---------------------------------------------------------------- actions
@@ -278,6 +287,32 @@ class ReportHealth:
     snapshot: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class StartLive:
+    """Open the live output: the chime (if any) now, live audio from ``warmup_ms`` on."""
+
+    session_id: str
+    chime_sha256: str | None
+    warmup_ms: int
+    volume_pct: int | None = None
+
+
+@dataclass(frozen=True)
+class PlayLiveFrame:
+    """An authenticated frame for the live output's jitter buffer."""
+
+    session_id: str
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class StopLive:
+    """Silence the live output at once."""
+
+    session_id: str
+    reason: str
+
+
 Action = (
     Publish
     | SaveState
@@ -295,4 +330,7 @@ Action = (
     | ReadAmplifier
     | SendLog
     | Restart
+    | StartLive
+    | PlayLiveFrame
+    | StopLive
 )

@@ -27,6 +27,10 @@ started; ``finished_at`` is the cut) or ``failed`` (``reason``: ``busy``, ``late
 ``audio_missing``, ``audio_unverified``, ``player``, ``player_hung``, ``station_down``,
 ``preempted``, ``alert``, ``cancelled``).
 
+A *live session* (``core/live.py``) sits between emergency and priority: its signed
+start carries a per-station frame key, every frame is checked against it and a sequence
+window, and the live output (a driver with an adaptive jitter buffer) plays what passes.
+
 Concerns with their own modules behind this facade: what each item did, remembered
 across a reboot so the boot can report what it missed (``asrun``); which cached files
 are verified since boot and when each is due again (``integrity``); the outbox that
@@ -88,6 +92,20 @@ Transitions (each row: input, condition → what the core emits, in order)::
                                              before_arrival|already_over|already_cancelled),
                                              SaveState (unless already remembered)
     any, alert over     a stream was cut   → StartPlayback(stream, rest of the window)
+    LiveReceived        signed start       → [StopPlayback, interrupted(preempted)], SetRelay(True),
+                                             StartLive(chime, warm-up = amp_lead), live_started
+                        (during an alert or an emergency item: it waits, frames dropped)
+    LiveReceived        start seen before  → nothing (retained copy); after a reboot: rejoin
+                                             quietly, sounding when frames come
+    LiveReceived        genuine frame      → PlayLiveFrame (silent session: begins again first)
+    LiveReceived        forged, replayed,  → rejected(live_bad_tag|live_replayed|
+                        unknown session      live_unknown_session), at most once per 10 s
+    LiveReceived        signed stop        → StopLive, live_ended(stopped)
+    AlertReceived       live sounding      → StopLive, live_ended(alert); live resumes after it
+    Tick                3 s without frames → StopLive, live_ended(silent), amplifier off after tail
+    Tick                ends_by passed     → StopLive, live_ended(max_length)
+    Tick                emergency item due → StopLive, live_ended(preempted); lower items fail
+                        while live sounds      busy after LATE_GRACE, streams wait
 
 Whether the amplifier should be on is recomputed from state on every input, never
 toggled by individual transitions, so a relay fault or a missed wake-up heals on the
@@ -98,6 +116,7 @@ next input. The core never reads a clock and never touches I/O; it returns a
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -112,6 +131,8 @@ from loaxa_protocol import (
     Freshness,
     KeyEntry,
     Keyring,
+    LiveStart,
+    LiveStop,
     Plan,
     PlanItem,
     Priority,
@@ -154,11 +175,13 @@ from node_firmware.core.events import (
     CommandReceived,
     FetchAudio,
     Input,
+    LiveReceived,
     PinAudio,
     PlanReceived,
     PlaybackFailed,
     PlaybackFinished,
     PlaybackStarted,
+    PlayLiveFrame,
     Publish,
     ReadAmplifier,
     RelayFailed,
@@ -171,7 +194,9 @@ from node_firmware.core.events import (
     SendLog,
     SetRelay,
     SetVolume,
+    StartLive,
     StartPlayback,
+    StopLive,
     StopPlayback,
     StoreAudio,
     StreamUnreachable,
@@ -181,6 +206,15 @@ from node_firmware.core.events import (
     WakeAt,
 )
 from node_firmware.core.integrity import AudioChecks
+from node_firmware.core.live import (
+    REMEMBERED_SESSIONS,
+    SILENCE_AFTER,
+    Late,
+    LiveRun,
+    RefusalCounter,
+    Refused,
+    check_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +299,11 @@ class NodeCore:
     _amp_override: tuple[bool, datetime] | None = None
     _next_readback: datetime | None = None
     _reported: tuple[object, ...] | None = None
+    live: LiveRun | None = None
+    """the live session this station takes part in (sounding or not)"""
+    _live_ended: OrderedDict[str, LiveRun] = field(default_factory=OrderedDict)
+    """recent sessions: their late frames are dropped quietly, their replays refused"""
+    _live_refusals: RefusalCounter = field(default_factory=RefusalCounter)
     volume_pct: int | None = None
     amp_fault: str | None = None
     amp_current_ma: float | None = None
@@ -328,6 +367,8 @@ class NodeCore:
                 self._next_heartbeat = now
             case BrokerDisconnected():
                 self.connected = False
+            case LiveReceived(raw=raw):
+                self._live_received(raw, now, out)
             case _:
                 raise TypeError(f"not a core input: {event!r}")
         self._advance(now, out)
@@ -336,7 +377,13 @@ class NodeCore:
     # ------------------------------------------------------------ admission
 
     def _admit(
-        self, raw: bytes, kinds: tuple[type[AnySigned], ...], now: datetime, out: list[Action]
+        self,
+        raw: bytes,
+        kinds: tuple[type[AnySigned], ...],
+        now: datetime,
+        out: list[Action],
+        *,
+        duplicates: bool = False,
     ) -> Verified | None:
         """The verified, fresh message of one of ``kinds``, or None (refusal reported).
 
@@ -366,6 +413,8 @@ class NodeCore:
         if freshness is Freshness.REPLAYED:
             detail = f"sequence {message.seq} is not newer than {self.guard.last_seq(verdict)}"
             self._reject(RejectReason.REPLAYED, detail, message.seq, now, out)
+        if freshness is Freshness.DUPLICATE and duplicates:
+            return verdict  # the caller judges a repeat (a retained live start)
         return verdict if freshness is Freshness.NEW else None
 
     # ------------------------------------------------------------ plan intake
@@ -702,7 +751,10 @@ class NodeCore:
         self._cue_alert_part(run, now, out)
 
     def _silence_for(self, alert: Alert, now: datetime, out: list[Action]) -> None:
-        """Stop the alert or the item that plays, and report it, for ``alert``."""
+        """Stop the alert, the live session or the item that plays, and report it."""
+        if self._live_sounding():
+            what = "drill" if alert.drill else "alert"
+            self._live_silence(now, out, "alert", f"{what} {alert.alert_id}")
         running = self.alert
         if running is not None:
             if running.cue_at is None:
@@ -866,6 +918,182 @@ class NodeCore:
             out,
         )
 
+    # ------------------------------------------------------------ live sessions
+
+    def _live_sounding(self) -> bool:
+        return self.live is not None and self.live.sounding_since is not None
+
+    def _live_received(self, raw: bytes, now: datetime, out: list[Action]) -> None:
+        if not raw:
+            return  # the server cleared the retained start of a finished session
+        if raw[:1] == b"{":
+            self._live_control(raw, now, out)
+            return
+        verdict = check_frame(raw, self.live, self._live_ended)
+        if isinstance(verdict, Late):
+            return
+        if isinstance(verdict, Refused):
+            count = self._live_refusals.report(verdict, now)
+            if count is not None:
+                more = f" ({count} refused since the last report)" if count > 1 else ""
+                self._reject(verdict.reason, verdict.detail + more, None, now, out)
+            return
+        run = self.live
+        assert run is not None  # check_frame returns a Frame only for the current session
+        run.last_frame_at = now
+        if run.sounding_since is None:
+            self._live_begin(run, now, out)
+        if run.sounding_since is not None:
+            run.played += 1
+            out.append(PlayLiveFrame(run.session_id, verdict))
+        else:
+            run.dropped += 1
+
+    def _live_control(self, raw: bytes, now: datetime, out: list[Action]) -> None:
+        verdict = self._admit(raw, (LiveStart, LiveStop), now, out, duplicates=True)
+        if verdict is None:
+            return
+        message = verdict.message
+        if isinstance(message, LiveStop):
+            if self.guard.check(verdict) is Freshness.NEW:
+                self.guard.record(verdict)
+                out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
+            run = self.live
+            if run is not None and run.session_id == message.session_id:
+                self._live_end(now, out, "stopped", "the operator stopped the session")
+            return
+        assert isinstance(message, LiveStart)
+        session_id = message.session_id
+        if (self.live is not None and self.live.session_id == session_id) or (
+            session_id in self._live_ended
+        ):
+            return  # the retained copy again (a reconnect): nothing new
+        fresh = self.guard.check(verdict) is Freshness.NEW
+        if fresh:
+            self.guard.record(verdict)
+            out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
+        if now >= message.ends_by:
+            log.info("live session %s is past its maximum length; not joined", session_id)
+            return
+        if self.live is not None:
+            self._live_end(now, out, "superseded", f"by live session {session_id}")
+        self.live = LiveRun.of(message, now)
+        if fresh:
+            self._live_begin(self.live, now, out)
+        else:
+            # The retained start of a session seen before a reboot: rejoin it quietly, and
+            # sound when its frames come (the server that sent it may be gone).
+            self.live.last_frame_at = now - SILENCE_AFTER
+
+    def _live_begin(self, run: LiveRun, now: datetime, out: list[Action]) -> None:
+        """Sound the session now, unless an alert or an emergency item has the air."""
+        current = self._item(self.current)
+        if self.alert is not None or (
+            current is not None and current.priority.rank > Priority.LIVE.rank
+        ):
+            return
+        if current is not None:
+            out.append(StopPlayback(current.item_id, f"live session {run.session_id}"))
+            progress = self._progress[current.item_id]
+            detail = f"pre-empted by live session {run.session_id}"
+            self._close(current.item_id, progress, now, out, "preempted", detail)
+            if current.stream is not None and progress.started_at is not None:
+                self._resume = current.item_id
+            self.current = None
+        warm = self.relay_on is not True
+        if warm and self._relay_retry_at is None:
+            out.append(SetRelay(True))
+            self.relay_on = True
+        warmup = self.settings.amp_lead if warm else timedelta(0)
+        chime = run.start.chime
+        chime_sha = None  # the driver hashes it before it plays (as an alert's file)
+        if warm and chime is not None and chime.sha256 in self.cached:
+            chime_sha = chime.sha256
+        run.sounding_since = now + warmup
+        run.rounds += 1
+        out.append(StartLive(run.session_id, chime_sha, warmup // MS, self.volume_pct))
+        self._live_event(EventKind.LIVE_STARTED, now, out, run, started_at=run.sounding_since)
+
+    def _live_silence(self, now: datetime, out: list[Action], reason: str, detail: str) -> None:
+        """Stop sounding the session (it stays open: frames may bring it back)."""
+        run = self.live
+        assert run is not None and run.sounding_since is not None
+        out.append(StopLive(run.session_id, reason))
+        started, run.sounding_since = run.sounding_since, None
+        self._amp_hold_until = now + self.settings.amp_tail
+        counts = f"{run.played} frames played, {run.dropped} dropped"
+        self._live_event(
+            EventKind.LIVE_ENDED,
+            now,
+            out,
+            run,
+            reason=reason,
+            detail=f"{detail}; {counts}",
+            started_at=min(started, now),
+            finished_at=now,
+        )
+
+    def _live_end(self, now: datetime, out: list[Action], reason: str, detail: str) -> None:
+        """The session is over here: silence it and remember it (its late frames)."""
+        run = self.live
+        assert run is not None
+        if run.sounding_since is not None:
+            self._live_silence(now, out, reason, detail)
+        elif run.rounds == 0:  # its as-run record: it never sounded here
+            self._live_event(
+                EventKind.LIVE_ENDED, now, out, run, reason="busy", detail=f"never on air: {detail}"
+            )
+        self.live = None
+        self._live_ended[run.session_id] = run
+        while len(self._live_ended) > REMEMBERED_SESSIONS:
+            self._live_ended.popitem(last=False)
+
+    def _advance_live(self, now: datetime, out: list[Action], wakes: list[datetime]) -> None:
+        run = self.live
+        if run is None:
+            return
+        if now >= run.start.ends_by:
+            self._live_end(now, out, "max_length", "the session reached its maximum length")
+            return
+        wakes.append(run.start.ends_by)
+        quiet_at = run.last_frame_at + SILENCE_AFTER
+        if run.sounding_since is not None:
+            if now >= quiet_at:
+                detail = f"no frame for {SILENCE_AFTER.total_seconds():g} s"
+                self._live_silence(now, out, "silent", detail)
+            else:
+                wakes.append(quiet_at)
+        elif now < quiet_at:
+            self._live_begin(run, now, out)  # an alert or emergency item is over
+            if run.sounding_since is None:
+                wakes.append(quiet_at)
+
+    def _live_event(
+        self,
+        kind: EventKind,
+        now: datetime,
+        out: list[Action],
+        run: LiveRun,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        started_at: datetime | None = None,
+        finished_at: datetime | None = None,
+    ) -> None:
+        self._publish_event(
+            Event(
+                station_id=self.settings.station_id,
+                kind=kind,
+                at=now,
+                item_id=run.item_id,
+                reason=reason,
+                detail=detail[:500] if detail else None,
+                started_at=started_at,
+                finished_at=finished_at,
+            ),
+            out,
+        )
+
     # ------------------------------------------------------------ amplifier readback
 
     def _sounding(self) -> str | None:
@@ -873,6 +1101,8 @@ class NodeCore:
         if self.alert is not None:
             run = self.alert
             return run.item_id if run.started_at is not None and run.cue_at is None else None
+        if self.live is not None and self._live_sounding():
+            return self.live.item_id
         if self.current is not None and self._progress[self.current].started_at is not None:
             return self.current
         return None
@@ -1150,7 +1380,8 @@ class NodeCore:
 
         self._schedule_checks(now, out, wakes)
         self._advance_alert(now, out, wakes)
-        if self._resume is not None and self.alert is None:
+        self._advance_live(now, out, wakes)
+        if self._resume is not None and self.alert is None and not self._live_sounding():
             self._resume_stream(self._resume, now, out)
         self._check_player(now, out, wakes)
         live = self._live_items()  # once per input: a station runs this on every one
@@ -1203,6 +1434,15 @@ class NodeCore:
             detail = f"{self._alert_label()} was playing"
             self._fail(item, progress, now, out, "busy", detail)
             return []
+        if self.live is not None and self._live_sounding():
+            if item.priority.rank > Priority.LIVE.rank:
+                self._live_silence(now, out, "preempted", f"pre-empted by {item.item_id}")
+            elif now < deadline:
+                return [deadline]  # the session may end within the grace
+            else:
+                detail = f"live session {self.live.session_id} was on air"
+                self._fail(item, progress, now, out, "busy", detail)
+                return []
         if now >= deadline:
             detail = f"could not start within {LATE_GRACE.total_seconds():g} s"
             self._fail(item, progress, now, out, "late", detail)
@@ -1225,8 +1465,8 @@ class NodeCore:
             else:
                 self._fail(item, progress, now, out, "late", "its window ended before it began")
             return []
-        if self.alert is not None:
-            return [item.end_at]  # relays the rest of its window once the alert is over
+        if self.alert is not None or self._live_sounding():
+            return [item.end_at]  # relays the rest of its window once it is over
         if self._ends_by(item.start_at):
             return [item.end_at]  # back to back: cued when the player reports the end
         if self._make_way(item, progress, now, out):
@@ -1340,6 +1580,7 @@ class NodeCore:
         wanted = (
             self.current is not None
             or self.alert is not None
+            or self._live_sounding()
             or (self._amp_hold_until is not None and now < self._amp_hold_until)
         )
         if not wanted:
@@ -1460,11 +1701,18 @@ class NodeCore:
             "plan_seq": self.plan.seq if self.plan else None,
             "plan_items": len(self.plan.items) if self.plan else 0,
             "cached_audio": len(self.cached),
-            "playing_item": self.alert.item_id if self.alert is not None else self.current,
+            "playing_item": self._playing_item(),
         }
+
+    def _playing_item(self) -> str | None:
+        if self.alert is not None:
+            return self.alert.item_id
+        if self.live is not None and self._live_sounding():
+            return self.live.item_id
+        return self.current
 
     def _state_key(self) -> tuple[object, ...]:
         """What, when it changes, is worth a heartbeat before the next one is due."""
         plan_seq = self.plan.seq if self.plan else None
-        playing = self.alert.item_id if self.alert is not None else self.current
+        playing = self._playing_item()
         return (self.relay_on, self.relay_ok, self.amp_fault, playing, plan_seq)

@@ -41,6 +41,7 @@ from node_firmware.core.events import (
     BrokerDisconnected,
     CommandReceived,
     Input,
+    LiveReceived,
     PlanReceived,
     TrustReceived,
 )
@@ -70,6 +71,7 @@ class MqttLink:
     ) -> None:
         self._station_id = station_id
         self._deliver = deliver
+        self._live_topic = topics.live(station_id)
         self._alert_topics = [topics.alert(station_id), *(topics.area_alert(a) for a in areas)]
         self._alert_topic_set = frozenset(self._alert_topics)
         self._client = mqtt.Client(
@@ -250,6 +252,7 @@ class MqttLink:
                 *((topic, 1) for topic in self._alert_topics),
                 (topics.plan(self._station_id), 1),
                 (topics.command(self._station_id), 1),
+                (topics.live(self._station_id), 1),
             ]
         )
         client.publish(topics.status(self._station_id), self._status(StatusState.ONLINE), 1, True)
@@ -264,6 +267,8 @@ class MqttLink:
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         if message.topic in self._alert_topic_set:  # first: every millisecond counts here
             self._deliver(AlertReceived(bytes(message.payload)))
+        elif message.topic == self._live_topic:
+            self._deliver(LiveReceived(bytes(message.payload)))
         elif message.topic == topics.plan(self._station_id):
             self._deliver(PlanReceived(bytes(message.payload)))
         elif message.topic == topics.trust(self._station_id):

@@ -45,6 +45,7 @@ class Action(enum.StrEnum):
     ALERT_SEND = "alert.send"
     ALERT_CANCEL = "alert.cancel"
     ALERT_CONFIRM = "alert.confirm"
+    LIVE_BROADCAST = "live.broadcast"
     PROGRAMME_EDIT = "programme.edit"
     PROGRAMME_APPROVE = "programme.approve"
     USER_MANAGE = "user.manage"
@@ -73,9 +74,18 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.PROVINCE_ADMIN: frozenset(Action),
     # Priority and live bulletins are the province authority's voice, not a commune's;
     # the officer records or uploads what they say.
-    Role.ALERT_OFFICER: READS | ALERTS | {Action.AUDIO_UPLOAD, Action.BROADCAST_CREATE_PRIORITY},
+    # Going live is a commune operator's in their own commune (the subtree rule); the
+    # province speaks live to wider areas.
+    Role.ALERT_OFFICER: READS
+    | ALERTS
+    | {Action.AUDIO_UPLOAD, Action.BROADCAST_CREATE_PRIORITY, Action.LIVE_BROADCAST},
     Role.COMMUNE_OPERATOR: READS
-    | {Action.AUDIO_UPLOAD, Action.BROADCAST_CREATE, Action.PROGRAMME_EDIT},
+    | {
+        Action.AUDIO_UPLOAD,
+        Action.BROADCAST_CREATE,
+        Action.PROGRAMME_EDIT,
+        Action.LIVE_BROADCAST,
+    },
     Role.APPROVER: READS | {Action.PROGRAMME_APPROVE},
     # Alarms are the technician's work list; a viewer (e.g. the district office) may
     # follow them, but only someone who can go and fix the station acknowledges one.

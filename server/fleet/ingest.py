@@ -52,6 +52,9 @@ from server.programmes.timeline import programme_item_of
 
 log = logging.getLogger(__name__)
 
+LIVE_REFUSAL = "live_"
+"""Reason prefix of a station's refusal of a live frame (``node_firmware.core.live``)."""
+LIVE_KINDS = frozenset({EventKind.LIVE_STARTED, EventKind.LIVE_ENDED})
 INTRUSION_KIND = "intrusion"
 """``StationEvent.kind`` of an intrusion; not an EventKind, since no station sends it."""
 
@@ -143,6 +146,7 @@ class Ingestor:
         self._on_online = on_online
         self._clock = clock
         self._watch = watch
+        self.live_intrusions = 0
         self._health = health
         self.stats = IngestStats()
         handlers: dict[str, Callable[[Session, Any], None]] = {
@@ -155,8 +159,9 @@ class Ingestor:
 
     @property
     def intrusions(self) -> int:
-        """Intrusions the watch has found since start-up."""
-        return self._watch.intrusions if self._watch is not None else 0
+        """Intrusions the watch has found since start-up, and live frames stations refused."""
+        found = self._watch.intrusions if self._watch is not None else 0
+        return found + self.live_intrusions
 
     def handle(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Validate and apply a batch of raw (topic, payload) messages; never raises."""
@@ -337,7 +342,9 @@ class Ingestor:
         if message.alert_id is not None:
             session.info.setdefault(ALERT_EVENTS, []).append(message)
             return
-        if message.kind is EventKind.REJECTED:
+        if message.kind is EventKind.REJECTED and (message.reason or "").startswith(LIVE_REFUSAL):
+            self._live_intrusion(session, message)
+        elif message.kind is EventKind.REJECTED:
             record_audit(
                 session,
                 SYSTEM,
@@ -353,6 +360,8 @@ class Ingestor:
             )
         if message.kind in FAULTS:
             note_fault(session, message)
+        if message.kind in LIVE_KINDS:
+            return  # its record is the stored event (server.live.service.as_run)
         if message.kind not in EVENT_STATE:
             log.warning(
                 "station %s reported %s: %s %s",
@@ -365,6 +374,45 @@ class Ingestor:
         for target in self._targets(session, message):
             apply_event(target, message, now)
             session.add(target)
+
+    def _live_intrusion(self, session: Session, message: Event) -> None:
+        """A station refused a live frame (forged, replayed, for no session): someone wrote
+        on its ``live`` topic who is not this server. Same records as the intrusion watch."""
+        self.live_intrusions += 1
+        log.warning(
+            "INTRUSION on %s's live topic: %s (%s)",
+            message.station_id,
+            message.reason,
+            message.detail,
+        )
+        session.info.setdefault(EVENT_LOG, []).append(
+            dict(
+                station_id=message.station_id,
+                kind=INTRUSION_KIND,
+                item_id=message.item_id,
+                plan_seq=None,
+                reason=message.reason,
+                detail=f"{topics.live(message.station_id)}: {message.detail or ''}"[:500],
+                at=message.at,
+                started_at=None,
+                finished_at=None,
+                alert_id=None,
+                received_at=self._clock(),
+            )
+        )
+        record_audit(
+            session,
+            SYSTEM,
+            "intrusion.detected",
+            "station",
+            message.station_id,
+            after={
+                "topic": topics.live(message.station_id),
+                "reason": message.reason,
+                "detail": message.detail,
+                "at": message.at,
+            },
+        )
 
     def _targets(self, session: Session, event: Event) -> list[BroadcastTarget]:
         if event.item_id is not None:

@@ -37,7 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from loaxa_protocol import topics
 from server.fleet.backlog import Backlog, SpillFile
-from server.fleet.watch import DOWN_SUBSCRIPTIONS, IntrusionWatch, parse_down_topic
+from server.fleet.watch import DOWN_SUBSCRIPTIONS, IntrusionWatch, parse_down_topic, watched
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,9 @@ class FleetLink:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Queue a message; paho sends it from its own buffer (even after a reconnect)."""
-        if self._watch is not None:
+        if self._watch is not None and watched(topic, payload):
+            # Not live frames (many a second): they would crowd out the plans whose
+            # echoes the watch is owed.
             self._watch.published(topic, payload, retain=retain)
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
@@ -195,6 +197,8 @@ class FleetLink:
             log.warning("lost broker connection: %s", reason_code)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not watched(msg.topic, msg.payload):
+            return  # the echo of one of our live frames: nothing to ingest or judge
         self._queue.put((msg.topic, msg.payload))
 
     # ------------------------------------------------------------- threads

@@ -63,13 +63,18 @@ STATION_DOWN_TYPES: dict[str, str] = {
     "cmd": "command",
     "trust": "trust",
     "alert": "alert",
+    "live": "live_start",
 }
-# A station's alert topic also carries the cancel of an alert re-sent to that station.
-STATION_ALSO_CARRIES: dict[str, frozenset[str]] = {"alert": frozenset({"alert_cancel"})}
+# A station's alert topic also carries the cancel of an alert re-sent to that station; its
+# live topic carries the stop of a session.
+STATION_ALSO_CARRIES: dict[str, frozenset[str]] = {
+    "alert": frozenset({"alert_cancel"}),
+    "live": frozenset({"live_stop"}),
+}
 
 REPLACING_LEAVES = frozenset({"plan", "trust"})
 """Station down-topics whose every message replaces the previous one (retained)."""
-ONE_SHOT_TYPES = frozenset({"alert", "alert_cancel", "command"})
+ONE_SHOT_TYPES = frozenset({"alert", "alert_cancel", "command", "live_start", "live_stop"})
 """Message types the server sends once and never again once they have expired."""
 
 DOWN_SUBSCRIPTIONS: tuple[str, ...] = (
@@ -98,6 +103,15 @@ def parse_down_topic(topic: str) -> DownTopic | None:
     if parts[2] == "area":
         return DownTopic("area", parts[3], "/".join(parts[4:]))
     return None
+
+
+def watched(topic: str, payload: bytes) -> bool:
+    """Whether the watch judges this message: not a live audio frame nor the empty message
+    that clears a live topic's retained start. Frames carry no signature of ours but a
+    tag only the addressed station can check (it refuses a bad one, and that refusal is
+    the alarm: ``server.fleet.ingest``); there are many a second, so the watch neither
+    remembers them nor judges their echoes."""
+    return not (topics.leaf_of(topic) == topics.LIVE.leaf and payload[:1] != b"{")
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,8 @@ class IntrusionWatch:
         target = parse_down_topic(topic)
         if target is None:
             raise ValueError(f"{topic} is not a down-topic")  # the caller routed it wrongly
+        if not watched(topic, payload):
+            return None
         digest = hashlib.sha256(payload).hexdigest()
         with self._lock:
             sent = self._published.get((topic, digest))

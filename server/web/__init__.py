@@ -18,6 +18,7 @@ from server.web import (
     enrolment,
     fleet,
     listen,
+    live,
     programmes,
     reports,
     review,
@@ -36,6 +37,7 @@ PAGES = (
     reports,
     listen,
     alerts,
+    live,
     admin,
 )
 for module in PAGES:

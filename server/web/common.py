@@ -145,6 +145,12 @@ JS_MESSAGES = {
     "cmd_fetch_log": N_("Fetch the log"),
     "confirm_cancel_alert": N_("Cancel this alert on every station?"),
     "stream_lost": N_("Live updates interrupted; reconnecting…"),
+    "live_unsupported": N_("This browser cannot speak live; use a recent Chrome."),
+    "live_refused": N_("The server refused: %(why)s"),
+    "live_failed": N_("Live broadcast failed: %(why)s"),
+    "live_warming": N_("Chime: the amplifiers warm up for %(n)s s. Speak after it."),
+    "live_on_air": N_("ON AIR on %(n)s stations. Press Stop when done."),
+    "live_stopped": N_("Off air."),
 }
 """Words the scripts show, translated into the page as JSON (scripts hold no text)."""
 
@@ -260,6 +266,8 @@ def menu(actor: Actor) -> list[tuple[str, str]]:
     if may_somewhere(actor, Action.BROADCAST_READ):
         items.append(("/programmes", N_("Programme")))
         items.append(("/reports", N_("Reports")))
+    if may_somewhere(actor, Action.LIVE_BROADCAST):
+        items.append(("/live", N_("Speak live")))
     if may_somewhere(actor, Action.ALERT_SEND):
         items.append(("/alerts", N_("Alerts")))
     items.append(("/alarms", N_("Alarms")))

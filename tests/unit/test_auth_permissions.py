@@ -33,8 +33,10 @@ EXPECTED: dict[str, set[str]] = {
         "alert.confirm",
         "audio.upload",
         "broadcast.create_priority",
+        "live.broadcast",
     },
-    "commune_operator": READS | {"audio.upload", "broadcast.create", "programme.edit"},
+    "commune_operator": READS
+    | {"audio.upload", "broadcast.create", "programme.edit", "live.broadcast"},
     "approver": READS | {"programme.approve"},
     "technician": READS
     | {"station.register", "station.command", "system.read", "alarm.read", "alarm.ack"},

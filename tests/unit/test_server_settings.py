@@ -69,7 +69,9 @@ def test_keys_are_generated_once_private_and_reloaded(tmp_path: Path) -> None:
     first = ServerKeys.load(settings)
     second = ServerKeys.load(settings)
     assert first.signing_key.kid == second.signing_key.kid
-    assert first.signing_key.purposes == frozenset({"plan", "command", "trust"})
+    assert first.signing_key.purposes == frozenset(
+        {"plan", "command", "trust", "live_start", "live_stop"}
+    )
     assert first.urls.secret == second.urls.secret
     for path in settings.keys_dir.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

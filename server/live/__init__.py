@@ -1,0 +1,1 @@
+"""Live broadcasts from a microphone: sessions, signing, fan-out to stations, archive."""
