@@ -21,6 +21,7 @@ from server.planning.publisher import PlanPublisher
 from server.programmes.planner import ProgrammePlanner
 from server.settings import Settings
 from server.tts.service import TtsService
+from server.updates.service import UpdateService
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ServerContext:
     clock: Callable[[], datetime]
     tts: TtsService
     alerts: AlertService
+    updates: UpdateService
     link: FleetLink | None = None
     planner: ProgrammePlanner | None = None
     media: MediaGate = field(init=False)

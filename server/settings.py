@@ -115,6 +115,14 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="base URL stations use to reach this server (audio downloads)",
     )
+    release_public_key: str | None = Field(
+        default=None,
+        description="the release key's raw Ed25519 public key (base64url, `loaxa release "
+        "keygen` prints it): stations trust it for releases only; unset, no release is accepted",
+    )
+    update_tick_s: float = Field(
+        default=10, ge=0, description="how often rollouts move on (send, promote); 0: never"
+    )
     url_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key for signed audio URLs; generated into <data_dir>/keys if unset",
