@@ -275,6 +275,26 @@ def bench_reconnect_cmd(
     )
 
 
+@bench.command("rollout")
+def bench_rollout_cmd(
+    stations: Annotated[int, typer.Option(min=1, help="real station agents, each its own venv")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """A good release reaches every station; a broken one rolls back on every one by itself."""
+    from loaxa.bench.rollout import result_rows, run_rollout_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("loaxa.bench.rollout").setLevel(logging.INFO)
+    result = run_rollout_bench(stations)
+    _print_what_and_figure(
+        f"loaxa bench rollout — {stations} stations",
+        result_rows(result),
+        result.as_dict() if json_out else None,
+    )
+
+
 @broker.command("config")
 def broker_config_cmd(
     out: Annotated[Path, typer.Option("--out", help="directory to write (created if missing)")],

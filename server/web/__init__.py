@@ -20,11 +20,14 @@ from server.web import (
     listen,
     programmes,
     reports,
+    updates,
 )
 from server.web.common import STATIC_FILES, use_request_language
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(use_request_language)])
-PAGES = (auth, dashboard, fleet, enrolment, audio, programmes, reports, listen, alerts, admin)
+PAGES = (
+    auth, dashboard, fleet, enrolment, updates, audio, programmes, reports, listen, alerts, admin,
+)  # fmt: skip
 for module in PAGES:
     router.include_router(module.router)
 
