@@ -70,14 +70,19 @@ def sign_folder(folder: Path, key: SigningKey) -> str:
 
 
 def build_station(
-    folder: Path, version: str, source: Path = REPO, env: dict[str, str] | None = None
+    folder: Path,
+    version: str,
+    source: Path = REPO,
+    pip_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> None:
-    """``./scripts/build-station folder`` with the release's version stamped in."""
+    """``./scripts/build-station folder`` with the release's version stamped in;
+    ``pip_args`` go to its ``pip download`` (e.g. ``--no-index --find-links DIR``)."""
     run_env = {**(env if env is not None else os.environ), "LOAXA_NODE_VERSION": version,
                "LOAXA_NODE_SOURCE": str(source)}  # fmt: skip
     run_env.pop("PYTHONPATH", None)
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [str(REPO / "scripts" / "build-station"), str(folder)], check=True, env=run_env,
+        [str(REPO / "scripts" / "build-station"), str(folder), *pip_args], check=True, env=run_env,
         cwd=folder.parent, stdout=subprocess.DEVNULL,
     )  # fmt: skip
