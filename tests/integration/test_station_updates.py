@@ -141,7 +141,7 @@ def test_a_good_release_reaches_every_station_and_a_broken_canary_goes_back_by_i
             lambda: all(s["status"] == "online" for s in stack.api("GET", "/api/v1/stations")),
             30, "both online",
         )  # fmt: skip
-        assert [e["actor_name"] for e in audit(stack, "rollout.start")] == ["admin", "admin"]
+        assert [e["actor_kind"] for e in audit(stack, "rollout.start")] == ["token", "token"]
         (stopped,) = audit(stack, "rollout.failed")
         assert (
             stopped["actor_name"] == "system" and canary["station_id"] in stopped["after"]["detail"]
