@@ -149,6 +149,7 @@ def read_release_file(version: str, name: str, context: ContextDep) -> FileRespo
 
 @router.get("/rollouts", response_model=list[RolloutPublic])
 def read_rollouts(session: SessionDep, actor: ActorDep) -> list[RolloutPublic]:
+    authorize(actor, Action.STATION_READ, None, session)
     areas = visible_areas(actor, Action.STATION_READ, session)
     rows = session.exec(
         select(Rollout).where(col(Rollout.area_code).in_(areas)).order_by(col(Rollout.id).desc())
