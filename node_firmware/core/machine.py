@@ -27,6 +27,9 @@ started; ``finished_at`` is the cut) or ``failed`` (``reason``: ``busy``, ``late
 ``audio_missing``, ``audio_unverified``, ``player``, ``player_hung``, ``station_down``,
 ``preempted``, ``alert``, ``cancelled``).
 
+Signed A/B updates (``update``): an ``update`` command's release is fetched and
+installed by the drivers and switched to only at an idle moment; a release on trial
+commits once connected or rolls back at its deadline (its own transition table).
 Concerns with their own modules behind this facade: what each item did, remembered
 across a reboot so the boot can report what it missed (``asrun``); which cached files
 are verified since boot and when each is due again (``integrity``); the outbox that
