@@ -85,6 +85,16 @@ def break_release(source: Path) -> None:
     link.write_text(bad)
 
 
+def hang_release(source: Path) -> None:
+    """A release whose agent hangs as it starts (before READY and before its link)."""
+    agent = source / "node_firmware" / "agent.py"
+    text = agent.read_text()
+    line = "        plan_raw, replay = self.store.load()\n"
+    if line not in text:
+        raise RuntimeError("cannot make a hanging release: NodeAgent.run changed")
+    agent.write_text(text.replace(line, "        time.sleep(10**6)\n" + line, 1))
+
+
 def _source_copy(folder: Path) -> Path:
     for part in ("node_firmware", "loaxa_protocol"):
         shutil.copytree(REPO / part, folder / part, ignore=shutil.ignore_patterns("__pycache__"))

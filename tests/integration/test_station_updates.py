@@ -6,7 +6,8 @@ systemd's restart, on the generated production Mosquitto config, with the real s
 A good release, signed by the release key, is rolled out canary first and reaches both
 stations; a broken one (its agent starts but never reaches the broker) is taken by the
 canary, which goes back by itself, and the failed canary stops the rollout before the
-other station hears of it.
+other station hears of it. A release that hangs as it starts is killed by the launcher's
+alarm, and the next start goes back to the release before it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
-from loaxa.bench.rollout import Supervised, _source_copy, break_release, install_station
+from loaxa.bench.rollout import (
+    Supervised,
+    _source_copy,
+    break_release,
+    hang_release,
+    install_station,
+)
 from loaxa.release import build_station, sign_folder
 from loaxa.stack import LocalStack
 from loaxa_protocol import SigningKey
@@ -31,7 +38,7 @@ from tests.node_process import wait_until
 pytestmark = pytest.mark.timeout(900)
 
 COMMUNE = "01273"
-GOOD, BROKEN = "0.1.0.post1", "0.1.0.post2"
+GOOD, BROKEN, HANGS = "0.1.0.post1", "0.1.0.post2", "0.1.0.post3"
 RELEASE_KEY = SigningKey.generate("release", frozenset({"release"}))
 
 
@@ -39,14 +46,17 @@ RELEASE_KEY = SigningKey.generate("release", frozenset({"release"}))
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The factory install's wheels and two signed releases, a good and a broken one."""
     root = tmp_path_factory.mktemp("builds")
-    folders = {name: root / name for name in ("factory", GOOD, BROKEN)}
+    folders = {name: root / name for name in ("factory", GOOD, BROKEN, HANGS)}
     build_station(folders["factory"], "0.1.0")
     offline = ("--no-index", "--find-links", str(folders["factory"]))
     build_station(folders[GOOD], GOOD, pip_args=offline)
     broken = _source_copy(root / "broken-source")
     break_release(broken)
     build_station(folders[BROKEN], BROKEN, source=broken, pip_args=offline)
-    for version in (GOOD, BROKEN):
+    hangs = _source_copy(root / "hanging-source")
+    hang_release(hangs)
+    build_station(folders[HANGS], HANGS, source=hangs, pip_args=offline)
+    for version in (GOOD, BROKEN, HANGS):
         sign_folder(folders[version], RELEASE_KEY)
     return folders
 
@@ -151,6 +161,44 @@ def test_a_good_release_reaches_every_station_and_a_broken_canary_goes_back_by_i
     finally:
         for one in homes:
             one.stop()
+
+
+def test_a_release_that_hangs_on_trial_is_killed_and_the_launcher_goes_back(
+    stack: LocalStack, builds: dict[str, Path], tmp_path: Path
+) -> None:
+    """The safety net under a release too broken to roll itself back: the launcher's alarm
+    kills it, the service manager (here its stand-in) starts it again, and the launcher
+    finds the trial already used and runs the release before it."""
+    config = stack.register_station("Cụm loa 1", COMMUNE, 22.6, 106.2)
+    home = tmp_path / config.station_id
+    install_station(builds["factory"], home / "venv")
+    raw = config.model_dump(mode="json")
+    raw["data_dir"] = str(home / "data")
+    (home / "station.yaml").write_text(yaml.safe_dump(raw))
+    station = Supervised([str(home / "venv" / "bin" / "python"), "-P", "-m", "node_firmware",
+                          "--config", str(home / "station.yaml")], home)  # fmt: skip
+    try:
+        station.start()
+        wait_until(lambda: versions(stack) == {config.station_id: "0.1.0"}, 90, "on 0.1.0")
+        rollout = stack.api(
+            "POST", "/api/v1/rollouts",
+            json={"release_id": upload(stack, builds[HANGS]), "area_code": COMMUNE,
+                  "canary_pct": 100, "canary_minutes": 0, "health_deadline_s": 5},
+        )  # fmt: skip
+        ended = wait_until(
+            lambda: (r := stack.api("GET", f"/api/v1/rollouts/{rollout['id']}"))["state"]
+            == "failed" and r,
+            240, "the hanging release to be rolled back",
+        )  # fmt: skip
+        (member,) = ended["members"]
+        assert member["state"] == "rolled_back" and member["reason"] == "stopped_on_trial"
+        assert station.restarts >= 1, "the trial process was killed and started again"
+        wait_until(lambda: versions(stack) == {config.station_id: "0.1.0"}, 60, "back on 0.1.0")
+        update = home / "data" / "update"
+        assert not (update / "current").exists(), "back on the factory install"
+        assert not (update / "trial.json").exists() and not (update / "outcome.json").exists()
+    finally:
+        station.stop()
 
 
 def test_a_release_not_signed_by_the_release_key_is_refused(stack: LocalStack) -> None:
