@@ -620,6 +620,8 @@ def make_world(admin: TestClient) -> World:
             )
             assert asked.status_code == 202, asked.text
             world.enrolment[area][use] = asked.json()["request_id"]
+    if context_of(admin).keys.release_key is None:
+        return world  # an app that trusts no release key (the matrix's own app does)
     made = admin.post(f"{API}/releases", **release_upload("9.0.0"))
     assert made.status_code == 201, made.text
     world.release = made.json()["id"]
