@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 from datetime import datetime
@@ -124,8 +123,3 @@ def open_manifest(signed: str, keyring: Keyring) -> ReleaseManifest | str:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return f"manifest invalid at {where}: {first['msg']}"
-
-
-def manifest_digest(signed: str) -> str:
-    """sha256 of the signed manifest text: the release's identity on the wire."""
-    return hashlib.sha256(signed.encode()).hexdigest()

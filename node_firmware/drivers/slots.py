@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from loaxa_protocol import AudioRef
-from loaxa_protocol.durable import write_atomically
+from loaxa_protocol.durable import fsync_dir, write_atomically
 from loaxa_protocol.errors import FetchError, LoaxaError
 from loaxa_protocol.release import ReleaseFile
 from node_firmware.core.events import SlotStatus, TrialBoot, UpdateOutcome
@@ -107,8 +107,6 @@ class Slots:
             temp.unlink(missing_ok=True)
             os.symlink(Path("slots") / slot, temp)
             os.replace(temp, self.link)
-        from loaxa_protocol.durable import fsync_dir
-
         fsync_dir(self.root)
 
     def python(self, slot: str) -> Path:

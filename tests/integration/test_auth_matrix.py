@@ -52,6 +52,8 @@ def release_upload(version: str) -> dict[str, Any]:
         "data": {"manifest": sign_manifest(manifest, RELEASE_KEY)},
         "files": [("files", (name, data))],
     }
+
+
 STATION = {COMMUNE_A: "cb-st-001", COMMUNE_B: "cb-st-002"}
 SMALL_WAV = make_audio("wav", 0.2, rate=8000)
 
