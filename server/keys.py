@@ -7,6 +7,7 @@ seen (replay protection) and fetch audio by URLs signed days earlier.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -73,10 +74,13 @@ def release_entry(public_b64: str | None) -> KeyEntry | None:
     """The trusted-key entry of the release key, from its public half (settings)."""
     if public_b64 is None:
         return None
-    from loaxa_protocol.envelope import _b64d, key_id_for
+    from loaxa_protocol.envelope import key_id_for
     from loaxa_protocol.release import RELEASE_PURPOSE
 
-    raw = _b64d(public_b64)
+    try:
+        raw = base64.urlsafe_b64decode(public_b64 + "=" * (-len(public_b64) % 4))
+    except ValueError as exc:
+        raise ValueError("release_public_key is not base64url") from exc
     if len(raw) != 32:
         raise ValueError("release_public_key is not a raw Ed25519 public key (32 bytes)")
     return KeyEntry(

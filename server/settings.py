@@ -450,6 +450,17 @@ class Settings(BaseSettings):
             raise ValueError(f"public_url must start with http:// or https:// (got {value!r})")
         return value.rstrip("/")
 
+    @field_validator("release_public_key")
+    @classmethod
+    def _release_key(cls, value: str | None) -> str | None:
+        """Refused at start, not at the first upload: a typo here stops every update."""
+        if value is None:
+            return None
+        from server.keys import release_entry
+
+        release_entry(value)  # raises ValueError naming what is wrong
+        return value
+
     @model_validator(mode="after")
     def _bootstrap_pair(self) -> Settings:
         user, password = self.bootstrap_admin_username, self.bootstrap_admin_password

@@ -95,7 +95,7 @@ def hang_release(source: Path) -> None:
     agent.write_text(text.replace(line, "        time.sleep(10**6)\n" + line, 1))
 
 
-def _source_copy(folder: Path) -> Path:
+def source_copy(folder: Path) -> Path:
     for part in ("node_firmware", "loaxa_protocol"):
         shutil.copytree(REPO / part, folder / part, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "stations").mkdir(parents=True)
@@ -209,7 +209,7 @@ def run_rollout_bench(stations: int, timeout_s: float = 900) -> RolloutResult:
     work = Path(tempfile.mkdtemp(prefix="loaxa-bench-rollout-"))
     key = SigningKey.generate(RELEASE_PURPOSE)
     builds = {name: work / "builds" / name for name in ("factory", GOOD, BROKEN)}
-    broken_source = _source_copy(work / "broken-source")
+    broken_source = source_copy(work / "broken-source")
     break_release(broken_source)
     log.info("building the factory install and two releases")
     build_station(builds["factory"], "0.1.0")

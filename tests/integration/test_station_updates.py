@@ -24,10 +24,10 @@ import yaml
 
 from loaxa.bench.rollout import (
     Supervised,
-    _source_copy,
     break_release,
     hang_release,
     install_station,
+    source_copy,
 )
 from loaxa.release import build_station, sign_folder
 from loaxa.stack import LocalStack
@@ -50,10 +50,10 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build_station(folders["factory"], "0.1.0")
     offline = ("--no-index", "--find-links", str(folders["factory"]))
     build_station(folders[GOOD], GOOD, pip_args=offline)
-    broken = _source_copy(root / "broken-source")
+    broken = source_copy(root / "broken-source")
     break_release(broken)
     build_station(folders[BROKEN], BROKEN, source=broken, pip_args=offline)
-    hangs = _source_copy(root / "hanging-source")
+    hangs = source_copy(root / "hanging-source")
     hang_release(hangs)
     build_station(folders[HANGS], HANGS, source=hangs, pip_args=offline)
     for version in (GOOD, BROKEN, HANGS):
