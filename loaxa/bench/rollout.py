@@ -213,9 +213,9 @@ def run_rollout_bench(stations: int, timeout_s: float = 900) -> RolloutResult:
     break_release(broken_source)
     log.info("building the factory install and two releases")
     build_station(builds["factory"], "0.1.0")
-    offline = ("--no-index", "--find-links", str(builds["factory"]))  # the same dependencies
-    build_station(builds[GOOD], GOOD, pip_args=offline)
-    build_station(builds[BROKEN], BROKEN, source=broken_source, pip_args=offline)
+    same_deps = ("--no-index", "--find-links", str(builds["factory"]))
+    build_station(builds[GOOD], GOOD, pip_args=same_deps)
+    build_station(builds[BROKEN], BROKEN, source=broken_source, pip_args=same_deps)
     for version in (GOOD, BROKEN):
         sign_folder(builds[version], key)
     supervised: list[Supervised] = []
