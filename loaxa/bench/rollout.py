@@ -276,8 +276,9 @@ def run_rollout_bench(stations: int, timeout_s: float = 900) -> RolloutResult:
                 time.sleep(3)  # a station that went down after its report would show now
                 statuses = [s for s in http.get("/api/v1/stations").json()
                             if s["area_code"] == COMMUNE]  # fmt: skip
-                offline = sum(s["status"] not in ("online", "degraded") for s in statuses)
-                offline += sum(not one.alive for one in supervised)
+                down = {s["id"] for s in statuses if s["status"] not in ("online", "degraded")}
+                down |= {one.workdir.name for one in supervised if not one.alive}  # its id
+                offline = len(down)
             return RolloutResult(
                 stations=stations,
                 updated_good=updated_good,
