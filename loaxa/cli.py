@@ -294,6 +294,26 @@ def bench_reconnect_cmd(
     )
 
 
+@bench.command("rollout")
+def bench_rollout_cmd(
+    stations: Annotated[int, typer.Option(min=1, help="real station agents, each its own venv")],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """A good release reaches every station; a broken one rolls back on every one by itself."""
+    from loaxa.bench.rollout import result_rows, run_rollout_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("loaxa.bench.rollout").setLevel(logging.INFO)
+    result = run_rollout_bench(stations)
+    _print_what_and_figure(
+        f"loaxa bench rollout — {stations} stations",
+        result_rows(result),
+        result.as_dict() if json_out else None,
+    )
+
+
 @broker.command("config")
 def broker_config_cmd(
     out: Annotated[Path, typer.Option("--out", help="directory to write (created if missing)")],
@@ -445,6 +465,63 @@ def station_claim_codes_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo("\n".join(codes))
+
+
+release_cli = typer.Typer(help="Station releases: the release key, signing, uploading.")
+app.add_typer(release_cli, name="release")
+
+
+@release_cli.command("keygen")
+def release_keygen_cmd(
+    key: Annotated[Path, typer.Option(help="where to keep the private key (mode 0600)")],
+) -> None:
+    """Make the release key (on the build machine, never the server); print its public half."""
+    from loaxa.release import generate_key
+
+    try:
+        made = generate_key(key)
+    except FileExistsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"release key {made.kid} written to {key}")
+    typer.echo(f"LOAXA_RELEASE_PUBLIC_KEY={made.public_b64}")
+
+
+@release_cli.command("sign")
+def release_sign_cmd(
+    folder: Annotated[Path, typer.Argument(help="the wheels of ./scripts/build-station")],
+    key: Annotated[Path, typer.Option(help="the release key (loaxa release keygen)")],
+) -> None:
+    """Write FOLDER/manifest.json: every wheel's sha256 and size, signed by the release key."""
+    from loaxa.release import load_key, manifest_for, sign_folder
+
+    signed = sign_folder(folder, load_key(key))
+    manifest = manifest_for(folder)
+    typer.echo(f"release {manifest.version}: {len(manifest.files)} files signed ({len(signed)} B)")
+
+
+@release_cli.command("upload")
+def release_upload_cmd(
+    folder: Annotated[Path, typer.Argument(help="a signed release folder")],
+    server: Annotated[str, typer.Option(help="the server's address")],
+    token: Annotated[str, typer.Option(envvar="LOAXA_API_TOKEN", help="an API token")],
+) -> None:
+    """Upload a signed release (POST /api/v1/releases); the server checks every file."""
+    import httpx
+
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(folder.glob("*.whl"))]
+    manifest = (folder / "manifest.json").read_text()
+    response = httpx.post(
+        f"{server.rstrip('/')}/api/v1/releases",
+        data={"manifest": manifest},
+        files=files,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=300,
+    )
+    if response.is_error:
+        typer.echo(f"error: {response.status_code} {response.text}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"release {response.json()['version']} stored as id {response.json()['id']}")
 
 
 audit_cli = typer.Typer(help="The tamper-evident audit log.")

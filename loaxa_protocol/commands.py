@@ -43,8 +43,26 @@ class RestartArgs(_Args):
     pass
 
 
+class UpdateArgs(_Args):
+    """Install a signed release (``loaxa_protocol.release``) and switch to it when idle.
+
+    The manifest is checked against the station's release key, whoever sent the command:
+    the command says *when and from where*, only the release key says *what*.
+    """
+
+    rollout_id: int = Field(ge=1)
+    manifest: str = Field(max_length=64 * 1024, description="the signed manifest (JSON text)")
+    base_url: str = Field(
+        pattern=r"^https?://", max_length=500, description="files are fetched from base_url/NAME"
+    )
+    health_deadline_s: int = Field(
+        default=180, ge=5, le=3600, description="the new slot must be healthy within this"
+    )
+
+
 TECHNICIAN_COMMANDS = frozenset({"test_tone", "set_amp", "set_volume", "fetch_log", "restart"})
-"""What a person may send; ``time_sync`` is the server's own clock measurement."""
+"""What a person may send; ``time_sync`` is the server's own clock measurement and
+``update`` is sent by a rollout (``server/updates``), never typed."""
 
 ARGS: dict[str, type[_Args]] = {
     "test_tone": TestToneArgs,
@@ -53,6 +71,7 @@ ARGS: dict[str, type[_Args]] = {
     "fetch_log": FetchLogArgs,
     "time_sync": TimeSyncArgs,
     "restart": RestartArgs,
+    "update": UpdateArgs,
 }
 
 

@@ -289,6 +289,18 @@ class EventKind(enum.StrEnum):
     """a live session sounds on this station (``item_id`` ``live-<session>``)"""
     LIVE_ENDED = "live_ended"
     """a live session stopped sounding; ``reason`` says why, ``detail`` counts frames"""
+    UPDATE_DOWNLOADING = "update_downloading"
+    """an update command was accepted: the release is being fetched (``version``)"""
+    UPDATE_INSTALLED = "update_installed"
+    """the release is verified and installed beside the running one; waiting to be idle"""
+    UPDATE_SWITCHING = "update_switching"
+    """idle: restarting into the new release, on trial until it reports healthy"""
+    UPDATE_COMMITTED = "update_committed"
+    """the new release started healthy within its deadline: it stays"""
+    UPDATE_ROLLED_BACK = "update_rolled_back"
+    """the new release was not healthy in time: the station went back by itself"""
+    UPDATE_FAILED = "update_failed"
+    """the release could not be fetched, verified or installed; the old one runs on"""
 
 
 class Event(Strict):
@@ -306,6 +318,10 @@ class Event(Strict):
     detail: str | None = Field(default=None, max_length=500)
     alert_id: str | None = Field(default=None, description="set on every alert_* event")
     drill: bool | None = Field(default=None, description="set on every alert_* event")
+    version: str | None = Field(
+        default=None, max_length=64, description="the release, on every update_* event"
+    )
+    rollout_id: int | None = Field(default=None, description="on every update_* event")
 
 
 class StatusState(enum.StrEnum):

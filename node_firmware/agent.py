@@ -16,6 +16,8 @@ runs on its own worker thread, one file at a time.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -35,8 +37,12 @@ from node_firmware.core.events import (
     AudioVerified,
     Boot,
     BrokerConnected,
+    CommitRelease,
     FetchAudio,
+    FetchRelease,
+    ForgetUpdateOutcome,
     Input,
+    InstallRelease,
     PinAudio,
     PlaybackFailed,
     PlaybackFinished,
@@ -47,9 +53,13 @@ from node_firmware.core.events import (
     RelayFailed,
     RelayReadback,
     RelaySwitched,
+    ReleaseFailed,
+    ReleaseFetched,
+    ReleaseInstalled,
     ReportHealth,
     Restart,
     RestartPlayer,
+    RollBackRelease,
     SaveState,
     SendLog,
     SetRelay,
@@ -60,6 +70,7 @@ from node_firmware.core.events import (
     StopPlayback,
     StoreAudio,
     StreamUnreachable,
+    SwitchRelease,
     Tick,
     VerifyAudio,
     WakeAt,
@@ -81,6 +92,7 @@ from node_firmware.drivers.netwatch import NetworkWatcher
 from node_firmware.drivers.player import AlsaPlayer, Player, open_player
 from node_firmware.drivers.probes import ReportingRelay, amp_readback, system_health
 from node_firmware.drivers.relay import Relay, open_relay
+from node_firmware.drivers.slots import ENV_LAUNCHER, Slots, UpdateError
 from node_firmware.drivers.state_store import StateStore
 from node_firmware.drivers.systemd import ServiceWatchdog, notify, watchdog_period
 from node_firmware.drivers.test_tone import ensure_test_tone
@@ -161,6 +173,7 @@ def core_settings(config: NodeConfig, test_tone: AudioRef, amp_readback: bool) -
         heartbeat=timedelta(seconds=config.heartbeat_s),
         test_tone=test_tone,
         amp_readback=amp_readback,
+        agent_version=AGENT_VERSION,
     )
 
 
@@ -198,6 +211,9 @@ class NodeAgent:
         self.modem, self.modem_sim = self._open_modem()
         self.recent_log = RecentLog()
         self.restart_requested = False
+        self.relaunch_requested = False
+        """an update switched slots: restart through the launcher, not in place"""
+        self.slots = Slots(data_dir)
         self._started_monotonic = time.monotonic()
         self.inputs = Inbox()
         self.courier = Courier(
@@ -220,6 +236,8 @@ class NodeAgent:
         self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes")
         # One file at a time: re-reading the library must not starve playback of the disk.
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
+        # Fetching and installing a release (minutes of pip on a Pi): never on the loop.
+        self._updates = ThreadPoolExecutor(max_workers=1, thread_name_prefix="update")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
         self._turns = 0
@@ -248,7 +266,8 @@ class NodeAgent:
         try:
             # Before the link starts: no message (an alert least of all) may reach the
             # core before it knows what it remembered (seen alerts, rotated keys).
-            self._step(Boot(plan_raw, replay, self.cache.hashes()))
+            slots = self.slots.status(AGENT_VERSION)
+            self._step(Boot(plan_raw, replay, self.cache.hashes(), slots))
             self.link.start()
             self.netwatch.start()
             notify("READY=1")
@@ -323,6 +342,7 @@ class NodeAgent:
         self.link.stop()
         self._downloads.shutdown(wait=False, cancel_futures=True)
         self._verifier.shutdown(wait=False, cancel_futures=True)
+        self._updates.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ actions
 
@@ -374,6 +394,23 @@ class NodeAgent:
                 self.live.start(session_id, chime_path, warmup_ms)
             case StopLive(session_id=session_id):
                 self.live.stop(session_id)
+            case FetchRelease():
+                self._updates.submit(self._fetch_release, action)
+            case InstallRelease(version=version):
+                self._updates.submit(self._install_release, version)
+            case SwitchRelease(version=v, slot=slot, rollout_id=rollout, deadline_s=deadline):
+                self.slots.switch(v, slot, rollout, deadline, AGENT_VERSION)
+                self.relaunch_requested = True
+                self.stop()
+            case CommitRelease(version=version):
+                self.slots.commit()
+                log.info("release %s committed", version)
+            case RollBackRelease(version=version, reason=reason):
+                self.slots.roll_back(version, reason)
+                self.relaunch_requested = True
+                self.stop()
+            case ForgetUpdateOutcome():
+                self.slots.write_outcome(None)
             case _:
                 raise TypeError(f"unknown action {action!r}")
 
@@ -391,6 +428,28 @@ class NodeAgent:
             self.inputs.put(AudioFetchFailed(sha, f"internal error: {exc}"))
         else:
             self.inputs.put(AudioFetched(sha))
+
+    def _fetch_release(self, action: FetchRelease) -> None:
+        try:
+            self.slots.fetch(action.version, action.files, action.base_url)
+        except Exception as exc:  # UpdateError, or a bug: the core must hear either
+            log.warning("release %s not fetched: %s", action.version, exc)
+            self.inputs.put(ReleaseFailed(action.version, "fetch", str(exc)))
+        else:
+            self.inputs.put(ReleaseFetched(action.version))
+
+    def _install_release(self, version: str) -> None:
+        launcher = os.environ.get(ENV_LAUNCHER, sys.executable)
+        try:
+            slot = self.slots.install(version, launcher)
+        except UpdateError as exc:
+            log.warning("release %s not installed: %s", version, exc)
+            self.inputs.put(ReleaseFailed(version, "install", str(exc)))
+        except Exception as exc:
+            log.exception("installing release %s crashed", version)
+            self.inputs.put(ReleaseFailed(version, "install", f"internal error: {exc}"))
+        else:
+            self.inputs.put(ReleaseInstalled(version, slot))
 
     def _verify(self, sha: str) -> bool:
         """Re-hash one cached file (a worker thread, or the loop for an alert); tell the core."""

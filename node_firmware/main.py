@@ -28,6 +28,7 @@ def run_agent(
     """
     from node_firmware.agent import NodeAgent
     from node_firmware.config import load_node_config
+    from node_firmware.drivers.slots import launch, relaunch
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -41,7 +42,10 @@ def run_agent(
             from node_firmware.enrol import enrol as enrol_station
 
             enrol_station(enrol, claim, config)
-        agent = NodeAgent(load_node_config(config))
+        node_config = load_node_config(config)
+        # The launcher: an installed release runs from its slot (exec, no return).
+        launch(Path(node_config.data_dir), config, verbose)
+        agent = NodeAgent(node_config)
     except LoaxaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -51,6 +55,8 @@ def run_agent(
     except KeyboardInterrupt:
         agent.stop()
         return 0
+    if agent.relaunch_requested:  # an update switched slots: the launcher picks again
+        relaunch(config, verbose)
     if restart:  # a technician's restart command: a fresh process, same command line
         os.execv(sys.executable, sys.orig_argv)
     return 0

@@ -36,6 +36,7 @@ from server.api import live as live_routes
 from server.api import programmes as programme_routes
 from server.api import reports as report_routes
 from server.api import tts as tts_routes
+from server.api import updates as update_routes
 from server.api.alerts import CAP_MAX_BYTES
 from server.api.audio import ingest_upload
 from server.api.audit import router as audit_router
@@ -68,6 +69,7 @@ from server.planning.publisher import PlanPublisher
 from server.programmes.planner import ProgrammePlanner
 from server.settings import Settings
 from server.tts.service import service_from_settings
+from server.updates.service import UpdateService
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ def build_context(
     def on_online(session: Session, station_id: str) -> None:
         alerts.on_online(session, station_id)
 
+    def on_update_events(session: Session, events: Sequence[Event]) -> None:
+        updates.on_update_events(session, events)
+
     health = HealthService(engine, settings, clock)
     ingestor = Ingestor(
         engine,
@@ -107,6 +112,7 @@ def build_context(
         health=health,
         on_alert_events=on_alert_events,
         on_online=on_online,
+        on_update_events=on_update_events,
     )
 
     link: FleetLink | None = None
@@ -153,6 +159,7 @@ def build_context(
         chime,
         archive,
     )
+    updates = UpdateService(engine, settings, keys, commands, clock)
     context = ServerContext(
         settings=settings,
         engine=engine,
@@ -166,6 +173,7 @@ def build_context(
         clock=clock,
         tts=service_from_settings(settings, store),
         alerts=alerts,
+        updates=updates,
         link=link,
         live=live,
     )
@@ -210,6 +218,9 @@ def create_app(
         if settings.alert_settle_s > 0:
             job = context.alerts.settle  # close alerts that are over or past expiry
             periodic.append(_every(settings.alert_settle_s, job, "alert settle"))
+        if settings.update_tick_s > 0:
+            job = context.updates.tick  # send, resend, promote or stop rollouts
+            periodic.append(_every(settings.update_tick_s, job, "rollout tick"))
         if settings.clock_sync_min > 0:
             job = partial(context.commands.sync_clocks, SYSTEM)
             periodic.append(_every(settings.clock_sync_min * 60, job, "clock sync"))
@@ -246,6 +257,7 @@ def create_app(
     api.include_router(programme_routes.router)
     api.include_router(enrolment_routes.router)
     api.include_router(live_routes.router)
+    api.include_router(update_routes.router)
     app.include_router(api)
     app.include_router(pages_router)
     app.mount("/static", STATIC_FILES, name="static")
@@ -277,4 +289,5 @@ def body_limits(settings: Settings) -> list[BodyLimit]:
         BodyLimit("POST", f"{API_PREFIX}/audio/?", upload, why, stated_bytes=file_bytes),
         BodyLimit("POST", "/audio/upload", upload, why, page_field="file", stated_bytes=file_bytes),
         BodyLimit("POST", f"{API_PREFIX}/alerts/cap", CAP_MAX_BYTES, "the limit of a CAP message"),
+        BodyLimit("POST", f"{API_PREFIX}/releases/?", upload, why, stated_bytes=file_bytes),
     ]

@@ -22,6 +22,7 @@ from server.planning.publisher import PlanPublisher
 from server.programmes.planner import ProgrammePlanner
 from server.settings import Settings
 from server.tts.service import TtsService
+from server.updates.service import UpdateService
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ServerContext:
     clock: Callable[[], datetime]
     tts: TtsService
     alerts: AlertService
+    updates: UpdateService
     live: LiveService = field(kw_only=True)
     link: FleetLink | None = None
     planner: ProgrammePlanner | None = None

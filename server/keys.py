@@ -7,6 +7,7 @@ seen (replay protection) and fetch audio by URLs signed days earlier.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -66,6 +67,24 @@ def _entry(key: SigningKey, valid_until: datetime | None = None) -> KeyEntry:
         public_key=key.public_b64,
         purposes=sorted(key.purposes),
         valid_until=valid_until,
+    )
+
+
+def release_entry(public_b64: str | None) -> KeyEntry | None:
+    """The trusted-key entry of the release key, from its public half (settings)."""
+    if public_b64 is None:
+        return None
+    from loaxa_protocol.envelope import key_id_for
+    from loaxa_protocol.release import RELEASE_PURPOSE
+
+    try:
+        raw = base64.urlsafe_b64decode(public_b64 + "=" * (-len(public_b64) % 4))
+    except ValueError as exc:
+        raise ValueError("release_public_key is not base64url") from exc
+    if len(raw) != 32:
+        raise ValueError("release_public_key is not a raw Ed25519 public key (32 bytes)")
+    return KeyEntry(
+        kid=key_id_for(raw, RELEASE_PURPOSE), public_key=public_b64, purposes=[RELEASE_PURPOSE]
     )
 
 
@@ -159,12 +178,15 @@ class ServerKeys:
         alert_key: SigningKey,
         sequence: Sequence,
         urls: UrlSigner,
+        release_key: KeyEntry | None = None,
     ) -> None:
         self._dir = keys_dir
         self._signing_key = signing_key
         self.alert_key = alert_key
         self.sequence = sequence
         self.urls = urls
+        self.release_key = release_key
+        """the public half of the release key (its private half never lives here)"""
         self._retired = load_retired(keys_dir)
         self._lock = threading.Lock()
 
@@ -180,6 +202,7 @@ class ServerKeys:
             alert_key=load_signing_key(keys_dir, ALERT_KEY_FILE, "alert", ALERT_PURPOSES),
             sequence=Sequence(keys_dir / SEQUENCE_FILE),
             urls=UrlSigner(load_url_secret(settings), settings.public_url),
+            release_key=release_entry(settings.release_public_key),
         )
 
     @property
@@ -194,7 +217,8 @@ class ServerKeys:
         """Every key a station should trust now: what configs and trust updates carry."""
         with self._lock:
             retired = [k for k in self._retired if k.valid_until and k.valid_until > now]
-            return [_entry(self._signing_key), _entry(self.alert_key), *retired]
+            entries = [_entry(self._signing_key), _entry(self.alert_key), *retired]
+        return entries if self.release_key is None else [*entries, self.release_key]
 
     def rotate_signing_key(self, now: datetime, grace: timedelta) -> tuple[SigningKey, SigningKey]:
         """Replace the plan key; the old one stays trusted for ``grace``. Returns (old, new).

@@ -115,6 +115,14 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="base URL stations use to reach this server (audio downloads)",
     )
+    release_public_key: str | None = Field(
+        default=None,
+        description="the release key's raw Ed25519 public key (base64url, `loaxa release "
+        "keygen` prints it): stations trust it for releases only; unset, no release is accepted",
+    )
+    update_tick_s: float = Field(
+        default=10, ge=0, description="how often rollouts move on (send, promote); 0: never"
+    )
     url_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key for signed audio URLs; generated into <data_dir>/keys if unset",
@@ -444,6 +452,17 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"public_url must start with http:// or https:// (got {value!r})")
         return value.rstrip("/")
+
+    @field_validator("release_public_key")
+    @classmethod
+    def _release_key(cls, value: str | None) -> str | None:
+        """Refused at start, not at the first upload: a typo here stops every update."""
+        if value is None:
+            return None
+        from server.keys import release_entry
+
+        release_entry(value)  # raises ValueError naming what is wrong
+        return value
 
     @model_validator(mode="after")
     def _bootstrap_pair(self) -> Settings:

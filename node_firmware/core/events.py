@@ -12,8 +12,37 @@ from typing import Any
 
 from loaxa_protocol import AudioRef, StreamRef
 from loaxa_protocol.live import Frame
+from loaxa_protocol.release import ReleaseFile
 
 # ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class TrialBoot:
+    """This process is a new release on trial: healthy by ``deadline_at`` or back it goes."""
+
+    version: str
+    rollout_id: int | None
+    deadline_at: datetime
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    """What the launcher did to an update while no agent ran (a rollback), to report."""
+
+    version: str
+    rollout_id: int | None
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """The release slots as the disk and the launcher left them (``drivers/slots.py``)."""
+
+    running_version: str
+    trial: TrialBoot | None = None
+    outcome: UpdateOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -23,6 +52,7 @@ class Boot:
     stored_plan: bytes | None
     memory: dict[str, Any] = field(default_factory=dict)
     cached_audio: frozenset[str] = frozenset()
+    slots: SlotStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +170,30 @@ class LiveReceived:
     raw: bytes
 
 
+@dataclass(frozen=True)
+class ReleaseFetched:
+    """Every file of the release is on disk with its manifest's sha256 and size."""
+
+    version: str
+
+
+@dataclass(frozen=True)
+class ReleaseInstalled:
+    """The release is installed in ``slot`` and its agent imports and says its version."""
+
+    version: str
+    slot: str
+
+
+@dataclass(frozen=True)
+class ReleaseFailed:
+    """Fetching (``stage`` "fetch") or installing ("install") the release failed."""
+
+    version: str
+    stage: str
+    reason: str
+
+
 Input = (
     Boot
     | PlanReceived
@@ -160,6 +214,9 @@ Input = (
     | BrokerConnected
     | BrokerDisconnected
     | LiveReceived
+    | ReleaseFetched
+    | ReleaseInstalled
+    | ReleaseFailed
 )
 
 # ---------------------------------------------------------------- actions
@@ -313,6 +370,53 @@ class StopLive:
     reason: str
 
 
+@dataclass(frozen=True)
+class FetchRelease:
+    """Download the release's files (HTTP Range resume) and check each sha256 and size."""
+
+    version: str
+    files: tuple[ReleaseFile, ...]
+    base_url: str
+
+
+@dataclass(frozen=True)
+class InstallRelease:
+    """Install the fetched release into the slot the station is not running from."""
+
+    version: str
+    manifest: str
+
+
+@dataclass(frozen=True)
+class SwitchRelease:
+    """Mark ``slot`` on trial, point ``current`` at it and restart through the launcher."""
+
+    version: str
+    slot: str
+    rollout_id: int
+    deadline_s: int
+
+
+@dataclass(frozen=True)
+class CommitRelease:
+    """The release on trial is healthy: clear the trial mark, it stays."""
+
+    version: str
+
+
+@dataclass(frozen=True)
+class RollBackRelease:
+    """Point ``current`` back at the previous slot and restart through the launcher."""
+
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ForgetUpdateOutcome:
+    """The launcher's outcome has been reported (durably): remove its note."""
+
+
 Action = (
     Publish
     | SaveState
@@ -333,4 +437,10 @@ Action = (
     | StartLive
     | PlayLiveFrame
     | StopLive
+    | FetchRelease
+    | InstallRelease
+    | SwitchRelease
+    | CommitRelease
+    | RollBackRelease
+    | ForgetUpdateOutcome
 )

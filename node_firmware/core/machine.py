@@ -31,6 +31,9 @@ A *live session* (``core/live.py``) sits between emergency and priority: its sig
 start carries a per-station frame key, every frame is checked against it and a sequence
 window, and the live output (a driver with an adaptive jitter buffer) plays what passes.
 
+Signed A/B updates (``update``): an ``update`` command's release is fetched and
+installed by the drivers and switched to only at an idle moment; a release on trial
+commits once connected or rolls back at its deadline (its own transition table).
 Concerns with their own modules behind this facade: what each item did, remembered
 across a reboot so the boot can report what it missed (``asrun``); which cached files
 are verified since boot and when each is due again (``integrity``); the outbox that
@@ -151,6 +154,7 @@ from loaxa_protocol.commands import (
     SetVolumeArgs,
     TestToneArgs,
     TimeSyncArgs,
+    UpdateArgs,
     parse_args,
 )
 from loaxa_protocol.envelope import AnySigned
@@ -187,6 +191,9 @@ from node_firmware.core.events import (
     RelayFailed,
     RelayReadback,
     RelaySwitched,
+    ReleaseFailed,
+    ReleaseFetched,
+    ReleaseInstalled,
     ReportHealth,
     Restart,
     RestartPlayer,
@@ -215,6 +222,7 @@ from node_firmware.core.live import (
     Refused,
     check_frame,
 )
+from node_firmware.core.update import QUIET, Activity, Updater
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +251,10 @@ class CoreSettings:
     """the station's own tone file, already in its cache (command ``test_tone``)"""
     amp_readback: bool = False
     """the relay board reports amplifier current: check it while playing"""
+    agent_version: str = "unknown"
+    """the release this process runs (``node_firmware.AGENT_VERSION``)"""
+    update_quiet: timedelta = QUIET
+    """a release switch needs this long with nothing due (``core/update.py``)"""
 
 
 @dataclass
@@ -314,6 +326,9 @@ class NodeCore:
         self._accept_to = frozenset({self.settings.station_id}) | {
             f"area:{a}" for a in self.settings.areas
         }
+        self.updates = Updater(
+            self._update_event, self.settings.agent_version, self.settings.update_quiet
+        )
 
     # ------------------------------------------------------------ entry point
 
@@ -365,6 +380,13 @@ class NodeCore:
             case BrokerConnected():
                 self.connected = True
                 self._next_heartbeat = now
+                self.updates.connected(now, out)
+            case ReleaseFetched():
+                self.updates.fetched(event, out)
+            case ReleaseInstalled():
+                self.updates.installed(event, now, out)
+            case ReleaseFailed():
+                self.updates.failed(event, now, out)
             case BrokerDisconnected():
                 self.connected = False
             case LiveReceived(raw=raw):
@@ -428,6 +450,7 @@ class NodeCore:
             self.keyring, self._keyring_updated = Keyring.from_entries(entries), True
         self.cached = set(boot.cached_audio)
         self._next_heartbeat = now
+        self.updates.boot(boot.slots, now, out)
         if boot.stored_plan is None:
             return
         verdict = open_envelope(
@@ -610,6 +633,9 @@ class NodeCore:
             case RestartArgs():
                 self._reply(command, now, out, ok=True, detail="restarting")
                 out.append(Restart())
+            case UpdateArgs():
+                ok, detail = self.updates.command(args, self.keyring, now, out)
+                self._reply(command, now, out, ok=ok, detail=detail)
 
     def _test_tone(self, command: Command, now: datetime, out: list[Action]) -> None:
         tone = self.settings.test_tone
@@ -1391,6 +1417,7 @@ class NodeCore:
         self._drive_amplifier(now, out, wakes, live)
         self._schedule_readback(now, out, wakes)
         self._finish_commanded_items(now, out)
+        self.updates.advance(self._activity(now, live), now, out, wakes)
 
         if self._asrun_changed:
             out.append(SaveState(plan_raw=self._plan_raw, memory=self._memory()))
@@ -1609,6 +1636,52 @@ class NodeCore:
         if self.relay_on is not wanted:
             out.append(SetRelay(wanted))
             self.relay_on = wanted
+
+    # ------------------------------------------------------------ updates
+
+    def _activity(self, now: datetime, live: list[PlanItem]) -> Activity:
+        """What may keep a release switch waiting (``update.switch_blocker``)."""
+        lead = self.settings.amp_lead
+        due = [
+            i.start_at - lead
+            for i in live
+            if not self._progress[i.item_id].cued and self._progress[i.item_id].outcome is None
+        ]
+        held = (self._amp_hold_until is not None and now < self._amp_hold_until) or (
+            self._amp_override is not None and self._amp_override[0]
+        )
+        return Activity(
+            alert=self.alert is not None,
+            # A live session on air is a broadcast too: never restart under the speaker.
+            playing=self.current is not None or bool(self._commanded) or self.live is not None,
+            amp_held=held,
+            next_due=min(due, default=None),
+        )
+
+    def _update_event(
+        self,
+        kind: EventKind,
+        now: datetime,
+        out: list[Action],
+        *,
+        version: str | None = None,
+        rollout_id: int | None = None,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        log.info("update %s: %s %s %s", kind.value, version, reason or "", detail or "")
+        self._publish_event(
+            Event(
+                station_id=self.settings.station_id,
+                kind=kind,
+                at=now,
+                version=version,
+                rollout_id=rollout_id,
+                reason=reason,
+                detail=detail,
+            ),
+            out,
+        )
 
     # ------------------------------------------------------------ helpers
 

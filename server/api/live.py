@@ -156,7 +156,8 @@ async def live_socket(websocket: WebSocket, session_id: str, token: str = "") ->
 def stop_session(
     session_id: str, session: SessionDep, context: ContextDep, actor: ActorDep
 ) -> LivePublic:
-    row = _read(session, session_id, actor)
+    # Stopping is going on air's other half: the same right over every station it reaches.
+    row = _read(session, session_id, actor, Action.LIVE_BROADCAST)
     context.live.stop(session_id, "stopped", actor)
     session.refresh(row)
     return _public(row, context, session)
@@ -192,10 +193,13 @@ def _visible(session: SessionDep, row: LiveSession, actor: ActorDep) -> bool:
     return True
 
 
-def _read(session: SessionDep, session_id: str, actor: ActorDep) -> LiveSession:
+def _read(
+    session: SessionDep, session_id: str, actor: ActorDep, action: Action = Action.STATION_READ
+) -> LiveSession:
     row = session.get(LiveSession, session_id)
-    if row is None or not _visible(session, row, actor):
+    if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"live session {session_id} not found")
+    authorize(actor, action, _areas(session, row) or None, session)
     return row
 
 

@@ -35,6 +35,7 @@ class Action(enum.StrEnum):
     STATION_READ = "station.read"
     STATION_REGISTER = "station.register"
     STATION_COMMAND = "station.command"
+    STATION_UPDATE = "station.update"
     ALARM_READ = "alarm.read"
     ALARM_ACK = "alarm.ack"
     AUDIO_READ = "audio.read"

@@ -85,6 +85,9 @@ EVENT_LOG = "loaxa.event_log"
 """``Session.info`` key: the batch's ``StationEvent`` rows, inserted together."""
 KNOWN = "loaxa.known_stations"
 ALERT_EVENTS = "loaxa.alert_events"
+UPDATE_EVENTS = "loaxa.update_events"
+"""``Session.info`` key: the batch's ``update_*`` events, for the rollouts they report on."""
+UPDATE_KINDS = frozenset(k for k in EventKind if k.value.startswith("update_"))
 """``Session.info`` key: ids of the batch's stations that are registered."""
 
 
@@ -140,8 +143,10 @@ class Ingestor:
         health: HealthService | None = None,
         on_alert_events: Callable[[Session, Sequence[Event]], None] | None = None,
         on_online: Callable[[Session, str], None] | None = None,
+        on_update_events: Callable[[Session, Sequence[Event]], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_update_events = on_update_events
         self._on_alert_events = on_alert_events
         self._on_online = on_online
         self._clock = clock
@@ -308,6 +313,9 @@ class Ingestor:
             if alert_events and self._on_alert_events is not None:
                 # The whole batch at once: a few statements, not three round trips an ack.
                 self._on_alert_events(session, alert_events)
+            update_events = session.info.pop(UPDATE_EVENTS, None)
+            if update_events and self._on_update_events is not None:
+                self._on_update_events(session, update_events)
         self.stats.applied += len(inbound)
 
     def _station(self, session: Session, message: StationMessage) -> Station | None:
@@ -362,6 +370,9 @@ class Ingestor:
             note_fault(session, message)
         if message.kind in LIVE_KINDS:
             return  # its record is the stored event (server.live.service.as_run)
+        if message.kind in UPDATE_KINDS:
+            session.info.setdefault(UPDATE_EVENTS, []).append(message)
+            return
         if message.kind not in EVENT_STATE:
             log.warning(
                 "station %s reported %s: %s %s",

@@ -22,6 +22,7 @@ from server.web import (
     programmes,
     reports,
     review,
+    updates,
 )
 from server.web.common import STATIC_FILES, use_request_language
 
@@ -31,6 +32,7 @@ PAGES = (
     dashboard,
     fleet,
     enrolment,
+    updates,
     audio,
     review,
     programmes,

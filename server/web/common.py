@@ -261,6 +261,8 @@ def menu(actor: Actor) -> list[tuple[str, str]]:
     items = [("/", N_("Overview")), ("/fleet", N_("Stations"))]
     if may_somewhere(actor, Action.STATION_REGISTER):
         items.append(("/enrolment", N_("Waiting stations")))
+    if may_somewhere(actor, Action.STATION_UPDATE):
+        items.append(("/updates", N_("Updates")))
     if may_somewhere(actor, Action.AUDIO_READ):
         items.append(("/audio", N_("Audio")))
     if may_somewhere(actor, Action.BROADCAST_READ):

@@ -90,6 +90,7 @@ def test_every_api_route_needs_credentials_except_sign_in_and_station_downloads(
         ("GET", f"{API}/audio/{{audio_id}}/content"),
         ("POST", f"{API}/enrolment/requests"),  # a new station: its claim code is its proof
         ("POST", f"{API}/enrolment/poll"),
+        ("GET", f"{API}/releases/{{version}}/files/{{name}}"),  # signed station software
     }
     seen = set()
     for route in iter_route_contexts(client.app.routes):  # type: ignore[attr-defined]

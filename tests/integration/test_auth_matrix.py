@@ -11,6 +11,7 @@ each endpoint asks the check the right question. A route missing from CASES fail
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,9 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from loaxa_protocol import SigningKey
 from loaxa_protocol.enrolment import new_station_key, public_key_text
+from loaxa_protocol.release import ReleaseFile, ReleaseManifest, sign_manifest
 from server.app import create_app
 from server.auth.models import ApiToken
 from server.auth.permissions import ROLE_ACTIONS, Action, Role
@@ -33,6 +36,24 @@ from tests.integration.auth_helpers import authenticate, bearer, context_of, mak
 from tests.integration.test_server_api import RecordingBus, make_settings
 
 COMMUNE_A, COMMUNE_B = "01273", "01279"
+RELEASE_KEY = SigningKey.generate("release", frozenset({"release"}))
+
+
+def release_upload(version: str) -> dict[str, Any]:
+    """A signed release of one tiny file (the server checks signatures and hashes only)."""
+    data = f"wheel {version}".encode()
+    name = f"loaxa_node-{version}-py3-none-any.whl"
+    manifest = ReleaseManifest(
+        version=version, created_at=datetime.now(UTC),
+        files=[ReleaseFile(name=name, sha256=hashlib.sha256(data).hexdigest(),
+                           size_bytes=len(data))],
+    )  # fmt: skip
+    return {
+        "data": {"manifest": sign_manifest(manifest, RELEASE_KEY)},
+        "files": [("files", (name, data))],
+    }
+
+
 STATION = {COMMUNE_A: "cb-st-001", COMMUNE_B: "cb-st-002"}
 SMALL_WAV = make_audio("wav", 0.2, rate=8000)
 
@@ -51,6 +72,9 @@ class World:
     alert: dict[str, dict[str, int]] = field(default_factory=dict)  # area → use → alert id
     programme: dict[str, dict[str, Any]] = field(default_factory=dict)  # area → use → id / body
     enrolment: dict[str, dict[str, int]] = field(default_factory=dict)  # area → use → request
+    release: int = 0  # a stored release (its upload is a case too)
+    rollout: dict[str, int] = field(default_factory=dict)  # area → a running rollout there
+    live: dict[str, str] = field(default_factory=dict)  # area → a live session on air there
 
 
 Request = tuple[str, str, dict[str, Any]]
@@ -79,6 +103,10 @@ def broadcast_body(world: World, area: str, priority: str) -> dict[str, Any]:
         "station_ids": [STATION[area]],
         "priority": priority,
     }
+
+
+def live_body(area: str) -> dict[str, Any]:
+    return {"title": "Thông báo họp", "targets": {"stations": [STATION[area]]}}
 
 
 def alert_body(area: str) -> dict[str, Any]:
@@ -474,7 +502,48 @@ CASES = [
     enrolment_case("/reject"),
 ]
 
+CASES += [
+    Case("GET", f"{API}/live/sessions", Action.STATION_READ, get(f"{API}/live/sessions"),
+         scoped=False),
+    Case(
+        "GET", f"{API}/live/sessions/{{session_id}}", Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/live/sessions/{w.live[area]}", {}),
+    ),
+    # Stopped before the next case goes live again on the same station.
+    Case(
+        "POST", f"{API}/live/sessions/{{session_id}}/stop", Action.LIVE_BROADCAST,
+        lambda w, area: ("POST", f"{API}/live/sessions/{w.live[area]}/stop", {}),
+    ),
+    Case(
+        "POST", f"{API}/live/sessions", Action.LIVE_BROADCAST,
+        lambda w, area: ("POST", f"{API}/live/sessions", {"json": live_body(area)}),
+    ),
+]  # fmt: skip
+
 # Routes every signed-in party may use about itself, and routes with no account at all.
+CASES += [
+    Case("GET", f"{API}/releases", Action.STATION_READ, get(f"{API}/releases"), scoped=False),
+    Case(
+        "POST", f"{API}/releases", Action.STATION_UPDATE,
+        lambda w, area: ("POST", f"{API}/releases", release_upload("9.0.1")), scoped=False,
+    ),
+    Case("GET", f"{API}/rollouts", Action.STATION_READ, get(f"{API}/rollouts"), scoped=False),
+    Case(
+        "GET", f"{API}/rollouts/{{rollout_id}}", Action.STATION_READ,
+        lambda w, area: ("GET", f"{API}/rollouts/{w.rollout[area]}", {}),
+    ),
+    # Stopped before the next case starts a new one on the same stations.
+    Case(
+        "POST", f"{API}/rollouts/{{rollout_id}}/stop", Action.STATION_UPDATE,
+        lambda w, area: ("POST", f"{API}/rollouts/{w.rollout[area]}/stop", {"json": {}}),
+    ),
+    Case(
+        "POST", f"{API}/rollouts", Action.STATION_UPDATE,
+        lambda w, area: ("POST", f"{API}/rollouts",
+                         {"json": {"release_id": w.release, "area_code": area}}),
+    ),
+]  # fmt: skip
+
 SELF_SERVICE = {
     ("POST", f"{API}/auth/logout"),
     ("GET", f"{API}/auth/me"),
@@ -487,6 +556,8 @@ PUBLIC = {
     ("POST", f"{API}/enrolment/poll"),
     ("GET", f"{API}/audio/{{audio_id}}/content"),
     ("HEAD", f"{API}/audio/{{audio_id}}/content"),
+    ("GET", f"{API}/releases/{{version}}/files/{{name}}"),  # signed software, for stations
+    ("HEAD", f"{API}/releases/{{version}}/files/{{name}}"),
 }
 
 
@@ -503,7 +574,8 @@ def api_routes(client: TestClient) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def admin(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(tmp_path), bus=RecordingBus())) as client:
+    settings = make_settings(tmp_path, release_public_key=RELEASE_KEY.public_b64)
+    with TestClient(create_app(settings, bus=RecordingBus())) as client:
         yield authenticate(client)
 
 
@@ -563,6 +635,10 @@ def make_world(admin: TestClient) -> World:
         world.alert[area] = made
     make_programmes(admin, world)
     for area in STATION:
+        on_air = admin.post(f"{API}/live/sessions", json=live_body(area))
+        assert on_air.status_code == 201, on_air.text
+        world.live[area] = on_air.json()["id"]
+    for area in STATION:
         codes = admin.post(f"{API}/enrolment/claim-codes", json={"area_code": area, "count": 2})
         assert codes.status_code == 201, codes.text
         world.enrolment[area] = {}
@@ -573,6 +649,16 @@ def make_world(admin: TestClient) -> World:
             )
             assert asked.status_code == 202, asked.text
             world.enrolment[area][use] = asked.json()["request_id"]
+    if context_of(admin).keys.release_key is None:
+        return world  # an app that trusts no release key (the matrix's own app does)
+    made = admin.post(f"{API}/releases", **release_upload("9.0.0"))
+    assert made.status_code == 201, made.text
+    world.release = made.json()["id"]
+    for area in STATION:
+        body = {"release_id": world.release, "area_code": area}
+        started = admin.post(f"{API}/rollouts", json=body)
+        assert started.status_code == 201, started.text
+        world.rollout[area] = started.json()["id"]
     return world
 
 

@@ -106,6 +106,7 @@ def page_families(world: World) -> list[str]:
         "/users",
         "/audit",
         "/enrolment",
+        "/updates",
         "/reports",
         "/nghe",
         f"/nghe/{COMMUNE_A}",

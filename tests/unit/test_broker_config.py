@@ -65,6 +65,7 @@ def test_a_station_reads_its_down_topics_and_its_areas_and_writes_its_up_topics_
         "topic read loaxa/v1/station/cb-st-001/cmd",
         "topic read loaxa/v1/station/cb-st-001/trust",
         "topic read loaxa/v1/station/cb-st-001/alert",
+        "topic read loaxa/v1/station/cb-st-001/live",
         "topic read loaxa/v1/area/01273/alert",
         "topic read loaxa/v1/area/04/alert",
         "topic write loaxa/v1/station/cb-st-001/event",
