@@ -203,6 +203,7 @@ class NodeAgent:
         self._probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probes")
         # One file at a time: re-reading the library must not starve playback of the disk.
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
+        self._pinned: frozenset[str] = frozenset()
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
         self._turns = 0
@@ -318,6 +319,8 @@ class NodeAgent:
                 self.store.save(raw, replay)
             case PinAudio(sha256s=needed):
                 self.cache.pin(needed)
+                self._pinned = needed
+                self._keep_ready()
             case FetchAudio():
                 self._downloads.submit(self._fetch, action)
             case VerifyAudio(sha256=sha):
@@ -361,6 +364,13 @@ class NodeAgent:
             self.inputs.put(AudioFetchFailed(sha, f"internal error: {exc}"))
         else:
             self.inputs.put(AudioFetched(sha))
+            if sha in self._pinned:
+                self._keep_ready()
+
+    def _keep_ready(self) -> None:
+        """The player holds the short pinned files (the alert tone) ready to sound at once."""
+        cached = [self.cache.path(sha) for sha in sorted(self._pinned) if self.cache.has(sha)]
+        self.player.keep_ready(cached)
 
     def _verify(self, sha: str) -> bool:
         """Re-hash one cached file (a worker thread, or the loop for an alert); tell the core."""
