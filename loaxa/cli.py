@@ -138,6 +138,31 @@ def bench_node_cmd(
     _print_figures("loaxa bench node (targets: ≤ 40 MiB RSS, ≤ 1 % of a core)", result)
 
 
+@bench.command("sound")
+def bench_sound_cmd(
+    alerts: Annotated[int, typer.Option(help="alerts timed, one after another")] = 20,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="also print the figures as JSON")
+    ] = False,
+) -> None:
+    """An alert's arrival at a real station agent → its first sample on a real ALSA device.
+
+    Needs pulseaudio and libasound2-plugins (a null sink stands in for the sound card).
+    """
+    from loaxa.bench.sound import SoundBenchUnavailable, result_rows, run_sound_bench
+
+    try:
+        result = run_sound_bench(alerts)
+    except SoundBenchUnavailable as exc:
+        typer.echo(f"loaxa bench sound: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _print_what_and_figure(
+        "loaxa bench sound — alert to sound (target: p95 < 150 ms)",
+        result_rows(result),
+        result.as_dict() if json_out else None,
+    )
+
+
 @bench.command("audio")
 def bench_audio_cmd(
     seconds: Annotated[float, typer.Option(help="length of the test signal")] = 60.0,

@@ -163,6 +163,7 @@ class NodeAgent:
         *,
         relay: Relay | None = None,
         player: Player | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.config = config
         data_dir = Path(config.data_dir)
@@ -185,7 +186,7 @@ class NodeAgent:
         self.recent_log = RecentLog()
         self.restart_requested = False
         self._started_monotonic = time.monotonic()
-        self.inputs = Inbox()
+        self.inputs = inbox if inbox is not None else Inbox()  # a bench may stamp arrivals
         self.courier = Courier(
             data_dir / "outbox", topics.health(config.station_id), lambda: self.inputs.put(Tick())
         )

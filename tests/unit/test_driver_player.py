@@ -265,3 +265,34 @@ def test_alsa_player_fails_an_undecodable_file_with_ffmpegs_reason(tmp_path: Pat
     finally:
         player.close()
     assert calls.started == [] and "cannot decode junk.ogg" in calls.failed[0], calls.failed
+
+
+@pytest.mark.skipif(
+    ALSA_NULL_UNUSABLE is not None, reason=f"ALSA null device: {ALSA_NULL_UNUSABLE}"
+)
+def test_alsa_player_holds_short_files_decoded_and_plays_them_without_a_decoder(
+    short_opus: Path, tmp_path: Path
+) -> None:
+    """The alert tone path: decoded ahead at the station's volume, no ffmpeg when it plays."""
+    six_seconds = make_opus(tmp_path / "six.ogg", 6.0)
+    player = AlsaPlayer("null")
+    try:
+        player.keep_ready([six_seconds, short_opus, tmp_path / "not-cached-yet.ogg"])
+        wait_for(lambda: player.ready_files() == [short_opus], 10)  # too long, missing: left
+        player.set_volume(40)
+        assert player.ready_files() == []  # held at 100 %: decoded again at 40 %
+        wait_for(lambda: player.ready_files() == [short_opus], 10)
+
+        player._ffmpeg = str(tmp_path / "no-ffmpeg-here")  # no decoder can start from now
+        at = datetime.now(UTC)
+        ready = play(player, "alert:a#0", short_opus, at)
+        other = play(player, "b-1", six_seconds, soon(0.5))
+        assert ready.done.wait(3) and other.done.wait(3)
+    finally:
+        player.close()
+    assert ready.failed == [] and ready.finished
+    assert [item for item, _ in player.first_samples] == ["alert:a#0"]
+    late_ms = (ready.started[0] - at).total_seconds() * 1000
+    print(f"ready file due now: first sample {late_ms:.1f} ms after its cue")
+    assert late_ms < 50
+    assert other.started == [] and "no-ffmpeg-here" in other.failed[0]
