@@ -65,6 +65,7 @@ from node_firmware.core.machine import CoreSettings, NodeCore
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.courier import Courier
 from node_firmware.drivers.fetcher import AudioFetcher, DownloadError
+from node_firmware.drivers.memory import trim_heap
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
@@ -85,6 +86,9 @@ def _now() -> datetime:
 MAX_REPLY_BYTES = 60 * 1024
 PLAYER_ANSWER_S = 1.0
 """How long the service watchdog waits for the player's bookkeeping to answer."""
+
+TRIM_AFTER_CONNECT_S = 5.0
+"""Start-up is over (config, stored plan, first connection, retained messages) by then."""
 
 _OVERTAKEN_BY_ALERTS = (AudioFetched, AudioFetchFailed, RelayReadback, StreamUnreachable, Tick)
 """Driver news whose order does not matter: an alert may go ahead of it."""
@@ -205,6 +209,7 @@ class NodeAgent:
         # One file at a time: re-reading the library must not starve playback of the disk.
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._pinned: frozenset[str] = frozenset()
+        self._trim_at: float | None = None
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
         self._turns = 0
@@ -287,6 +292,14 @@ class NodeAgent:
                 log.exception("action %s failed", type(action).__name__)
         if isinstance(event, BrokerConnected):
             self.courier.connected()
+            if self._trim_at is None:
+                self._trim_at = time.monotonic() + TRIM_AFTER_CONNECT_S
+                waker = threading.Timer(TRIM_AFTER_CONNECT_S, self.inputs.put, (Tick(),))
+                waker.daemon = True
+                waker.start()
+        elif self._trim_at is not None and time.monotonic() >= self._trim_at:
+            self._trim_at = float("inf")  # once: what start-up freed goes back to the system
+            trim_heap()
 
     def _shutdown(self) -> None:
         self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link

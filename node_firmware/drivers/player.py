@@ -34,7 +34,6 @@ from typing import IO, Protocol
 
 from loaxa_protocol.errors import AudioError
 from node_firmware.config import PlayerConfig
-from node_firmware.drivers.alsa_pcm import AlsaPcm
 from node_firmware.drivers.ogg import audio_duration_ms
 from node_firmware.drivers.stream import (
     PRECONNECT_S,
@@ -68,8 +67,9 @@ DECODE_LEAD_S = 5.0
 """Start the decoder this long before the instant at the earliest (the core cues later)."""
 PRIME_MS = 100
 """PCM read before the instant, so the first write is not waiting on the decoder."""
-READY_MAX_MS = 5_000
-"""Files at most this long are kept decoded in memory when asked (the tone is 3 s: 288 KB)."""
+READY_MAX_MS = 4_000
+"""Files at most this long are kept decoded in memory when asked: the alert tone (3 s,
+288 KB of PCM), not the station's own 5 s test tone."""
 READY_MAX_FILES = 4
 DEVICE_HANDOVER_S = 1.0
 """How long an item waits for the previous one (just stopped or ending) to free the device."""
@@ -543,6 +543,8 @@ class AlsaPlayer(_ThreadedPlayer):
     """
 
     def __init__(self, device: str = "default") -> None:
+        from node_firmware.drivers.alsa_pcm import AlsaPcm  # ctypes: only a station with sound
+
         super().__init__()
         self._ffmpeg = find_ffmpeg()
         self._pcm = AlsaPcm(device, PCM_RATE_HZ)
