@@ -168,6 +168,7 @@ class NodeAgent:
         relay: Relay | None = None,
         player: Player | None = None,
         inbox: Inbox | None = None,
+        trim_after_start: bool = False,
     ) -> None:
         self.config = config
         data_dir = Path(config.data_dir)
@@ -209,7 +210,10 @@ class NodeAgent:
         # One file at a time: re-reading the library must not starve playback of the disk.
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._pinned: frozenset[str] = frozenset()
-        self._trim_at: float | None = None
+        # Only in the station's own process (main.run_agent): in a process that also runs
+        # a server or many agents (tests, `loaxa stack`) the trim of a large heap would
+        # hold the allocator for a moment and return little.
+        self._trim_at: float | None = None if trim_after_start else float("inf")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
         self._turns = 0

@@ -41,7 +41,7 @@ def run_agent(
             from node_firmware.enrol import enrol as enrol_station
 
             enrol_station(enrol, claim, config)
-        agent = NodeAgent(load_node_config(config))
+        agent = NodeAgent(load_node_config(config), trim_after_start=True)
     except LoaxaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
