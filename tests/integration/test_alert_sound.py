@@ -29,7 +29,7 @@ from loaxa.bench.sound import (
 from loaxa_protocol import topics
 from tests.brokers import ProductionMosquitto, admit_station
 
-ALERTS = 10
+ALERTS = 20  # p95 of 20 is the second worst: one scheduling hiccup on a busy CI machine is not the figure
 
 
 @pytest.fixture
