@@ -528,6 +528,30 @@ def write_broker_dir(
     return report
 
 
+def sync_accounts(out_dir: Path, accounts: Sequence[StationAccount]) -> bool:
+    """Rewrite only ``passwd`` and ``acl`` of a directory ``write_broker_dir`` made.
+
+    True when either changed (the broker must then reload: SIGHUP); the config, TLS
+    material and the server's account are left as they are. Refuses a directory without
+    ``server.env``: run ``loaxa broker config`` first.
+    """
+    out_dir = out_dir.expanduser().resolve()
+    _check_accounts(accounts)
+    if not (out_dir / SERVER_ENV_FILE).exists():
+        raise ConfigError(f"{out_dir} has no {SERVER_ENV_FILE}: run `loaxa broker config` first")
+    server, _ = _server_credentials(out_dir)
+    changed = False
+    for name, text in (
+        (PASSWD_FILE, passwd_text(accounts, server)),
+        (ACL_FILE, acl_text(accounts, server.username)),
+    ):
+        path = out_dir / name
+        if not path.exists() or path.read_text() != text:
+            _write(path, text, 0o640)
+            changed = True
+    return changed
+
+
 def load_station_accounts(database_url: str) -> list[StationAccount]:
     """Every registered station with its stored hash and its area ancestry."""
     from sqlalchemy import inspect, make_url

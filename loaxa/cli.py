@@ -138,6 +138,31 @@ def bench_node_cmd(
     _print_figures("loaxa bench node (targets: ≤ 40 MiB RSS, ≤ 1 % of a core)", result)
 
 
+@bench.command("sound")
+def bench_sound_cmd(
+    alerts: Annotated[int, typer.Option(help="alerts timed, one after another")] = 20,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="also print the figures as JSON")
+    ] = False,
+) -> None:
+    """An alert's arrival at a real station agent → its first sample on a real ALSA device.
+
+    Needs pulseaudio and libasound2-plugins (a null sink stands in for the sound card).
+    """
+    from loaxa.bench.sound import SoundBenchUnavailable, result_rows, run_sound_bench
+
+    try:
+        result = run_sound_bench(alerts)
+    except SoundBenchUnavailable as exc:
+        typer.echo(f"loaxa bench sound: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _print_what_and_figure(
+        "loaxa bench sound — alert to sound (target: p95 < 150 ms)",
+        result_rows(result),
+        result.as_dict() if json_out else None,
+    )
+
+
 @bench.command("audio")
 def bench_audio_cmd(
     seconds: Annotated[float, typer.Option(help="length of the test signal")] = 60.0,
@@ -352,6 +377,53 @@ def broker_config_cmd(
         typer.echo(f"kept:    {', '.join(report.kept)}")
     typer.echo(f"start:   mosquitto -c {where / 'mosquitto.conf'}")
     typer.echo(f"server:  LOAXA_MQTT_USERNAME/PASSWORD are in {where / 'server.env'}")
+
+
+@broker.command("sync")
+def broker_sync_cmd(
+    out: Annotated[Path, typer.Option("--out", help="the directory `loaxa broker config` wrote")],
+    database_url: Annotated[
+        str | None, typer.Option(help="server database; default from LOAXA_* settings")
+    ] = None,
+    pid_file: Annotated[
+        Path | None, typer.Option(help="mosquitto's pid file: SIGHUP it when accounts changed")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="keep running: sync whenever the server registers")
+    ] = False,
+    stamp: Annotated[
+        Path | None,
+        typer.Option(
+            help="the server's stamp file; default <LOAXA_DATA_DIR>/broker-accounts.changed"
+        ),
+    ] = None,
+) -> None:
+    """Rewrite the broker's passwd and acl from the database and reload it (no restart)."""
+    import logging
+
+    from loaxa.broker_sync import sync_once
+    from loaxa.broker_sync import watch as watch_accounts
+    from server.broker_accounts import stamp_path
+    from server.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = Settings() if database_url is None or stamp is None else None
+    url = database_url or (settings.db_url if settings else "")
+    if watch:
+        watched = stamp or stamp_path(settings.data_dir if settings else Path("."))
+        typer.echo(f"watching {watched} for new station accounts")
+        watch_accounts(out, url, pid_file, watched)
+        return
+    try:
+        changed = sync_once(out, url, pid_file)
+    except (LoaxaError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        "accounts rewritten" + (" and mosquitto reloaded" if changed and pid_file else "")
+        if changed
+        else "accounts already up to date"
+    )
 
 
 user_cli = typer.Typer(help="Accounts: people and service accounts, with roles in areas.")

@@ -118,6 +118,8 @@ class PlanItem(Strict):
 class SignedHeader(Strict):
     """Fields every signed message carries inside the signed bytes."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
     v: Literal[1] = 1
     sender: str = Field(min_length=1, max_length=64, description="whose sequence this is")
     seq: int = Field(ge=0, description="per-sender, strictly increasing")
@@ -375,6 +377,8 @@ class Health(Strict):
 
 class CommandReply(Strict):
     """A station's answer to a :class:`Command`, on its ``reply`` topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     type: Literal["reply"] = "reply"
     station_id: str

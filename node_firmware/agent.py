@@ -85,6 +85,7 @@ from node_firmware.drivers.live_output import (
     LiveSink,
     SimulatedLiveSink,
 )
+from node_firmware.drivers.memory import trim_heap
 from node_firmware.drivers.modem import Modem, ModemError, health_fields
 from node_firmware.drivers.modem_sim import SimulatedModem
 from node_firmware.drivers.mqtt_link import MqttLink
@@ -107,6 +108,9 @@ def _now() -> datetime:
 MAX_REPLY_BYTES = 60 * 1024
 PLAYER_ANSWER_S = 1.0
 """How long the service watchdog waits for the player's bookkeeping to answer."""
+
+TRIM_AFTER_CONNECT_S = 5.0
+"""Start-up is over (config, stored plan, first connection, retained messages) by then."""
 
 _OVERTAKEN_BY_ALERTS = (AudioFetched, AudioFetchFailed, RelayReadback, StreamUnreachable, Tick)
 """Driver news whose order does not matter: an alert may go ahead of it."""
@@ -186,6 +190,8 @@ class NodeAgent:
         *,
         relay: Relay | None = None,
         player: Player | None = None,
+        inbox: Inbox | None = None,
+        trim_after_start: bool = False,
     ) -> None:
         self.config = config
         data_dir = Path(config.data_dir)
@@ -215,7 +221,7 @@ class NodeAgent:
         """an update switched slots: restart through the launcher, not in place"""
         self.slots = Slots(data_dir)
         self._started_monotonic = time.monotonic()
-        self.inputs = Inbox()
+        self.inputs = inbox if inbox is not None else Inbox()  # a bench may stamp arrivals
         self.courier = Courier(
             data_dir / "outbox", topics.health(config.station_id), lambda: self.inputs.put(Tick())
         )
@@ -238,6 +244,11 @@ class NodeAgent:
         self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         # Fetching and installing a release (minutes of pip on a Pi): never on the loop.
         self._updates = ThreadPoolExecutor(max_workers=1, thread_name_prefix="update")
+        self._pinned: frozenset[str] = frozenset()
+        # Only in the station's own process (main.run_agent): in a process that also runs
+        # a server or many agents (tests, `loaxa stack`) the trim of a large heap would
+        # hold the allocator for a moment and return little.
+        self._trim_at: float | None = None if trim_after_start else float("inf")
         self._stopping = threading.Event()
         self._wake_at: datetime | None = None
         self._turns = 0
@@ -322,6 +333,14 @@ class NodeAgent:
                 log.exception("action %s failed", type(action).__name__)
         if isinstance(event, BrokerConnected):
             self.courier.connected()
+            if self._trim_at is None:
+                self._trim_at = time.monotonic() + TRIM_AFTER_CONNECT_S
+                waker = threading.Timer(TRIM_AFTER_CONNECT_S, self.inputs.put, (Tick(),))
+                waker.daemon = True
+                waker.start()
+        elif self._trim_at is not None and time.monotonic() >= self._trim_at:
+            self._trim_at = float("inf")  # once: what start-up freed goes back to the system
+            trim_heap()
 
     def _shutdown(self) -> None:
         self._probes.shutdown(wait=True, cancel_futures=True)  # it uses the modem and link
@@ -358,6 +377,8 @@ class NodeAgent:
                 self.store.save(raw, replay)
             case PinAudio(sha256s=needed, keep=keep):
                 self.cache.pin(needed, dict(keep))
+                self._pinned = needed
+                self._keep_ready()
             case FetchAudio():
                 self._downloads.submit(self._fetch, action)
             case VerifyAudio(sha256=sha):
@@ -428,6 +449,13 @@ class NodeAgent:
             self.inputs.put(AudioFetchFailed(sha, f"internal error: {exc}"))
         else:
             self.inputs.put(AudioFetched(sha))
+            if sha in self._pinned:
+                self._keep_ready()
+
+    def _keep_ready(self) -> None:
+        """The player holds the short pinned files (the alert tone) ready to sound at once."""
+        cached = [self.cache.path(sha) for sha in sorted(self._pinned) if self.cache.has(sha)]
+        self.player.keep_ready(cached)
 
     def _fetch_release(self, action: FetchRelease) -> None:
         try:

@@ -45,7 +45,7 @@ def run_agent(
         node_config = load_node_config(config)
         # The launcher: an installed release runs from its slot (exec, no return).
         launch(Path(node_config.data_dir), config, verbose)
-        agent = NodeAgent(node_config)
+        agent = NodeAgent(node_config, trim_after_start=True)
     except LoaxaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

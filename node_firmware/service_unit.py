@@ -16,6 +16,9 @@ from loaxa_protocol.durable import write_atomically
 UNIT_NAME = "loaxa-node.service"
 WATCHDOG_S = 30
 """Three missed checks (one every 10 s) before systemd restarts a hung agent."""
+SERVICE_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2"}
+"""The agent's environment under systemd (``loaxa bench node`` measures it the same way):
+unbuffered logs for journald, and two malloc arenas, not eight per core, for its threads."""
 
 
 def render_unit(python: Path, config: Path, user: str = "root") -> str:
@@ -48,7 +51,7 @@ RestartMaxDelaySec=60
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=loaxa-node
-Environment=PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=2
+Environment={" ".join(f"{k}={v}" for k, v in SERVICE_ENVIRONMENT.items())}
 Nice=-5
 
 [Install]

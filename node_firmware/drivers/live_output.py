@@ -9,7 +9,7 @@ the agent's loop thread (``push``); the buffer is shared under a lock.
 
 Sinks: :class:`SimulatedLiveSink` records when each frame "sounded" (the benchmark and
 the tests measure capture → output latency and gaps from it); :class:`AlsaLiveSink`
-writes the PCM into the player's warm ``aplay``.
+writes the PCM onto the player's open ALSA device.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class SimulatedLiveSink:
 
 
 class AlsaLiveSink:
-    """PCM into the player's warm aplay; the chime decoded by ffmpeg first."""
+    """PCM onto the player's open ALSA device; the chime decoded by ffmpeg first."""
 
     def __init__(self, player: AlsaPlayer) -> None:
         self._player = player
@@ -122,8 +122,8 @@ class AlsaLiveSink:
         try:
             self._player.write_pcm(pcm)
         except OSError as exc:
-            log.warning("aplay failed while playing live: %s", exc)
-            self._player.reset_aplay()
+            log.warning("the ALSA device failed while playing live: %s", exc)
+            self._player.reset_device()
 
 
 class _Stats:

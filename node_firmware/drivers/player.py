@@ -67,6 +67,10 @@ DECODE_LEAD_S = 5.0
 """Start the decoder this long before the instant at the earliest (the core cues later)."""
 PRIME_MS = 100
 """PCM read before the instant, so the first write is not waiting on the decoder."""
+READY_MAX_MS = 4_000
+"""Files at most this long are kept decoded in memory when asked: the alert tone (3 s,
+288 KB of PCM), not the station's own 5 s test tone."""
+READY_MAX_FILES = 4
 DEVICE_HANDOVER_S = 1.0
 """How long an item waits for the previous one (just stopped or ending) to free the device."""
 
@@ -111,6 +115,9 @@ class Player(Protocol):
 
     def set_volume(self, percent: int) -> None:
         """Output level for items started from now on (0-100)."""
+
+    def keep_ready(self, paths: list[Path]) -> None:
+        """Hold these cached files ready to sound at once (an alert's tone); returns at once."""
 
     def restart(self) -> None:
         """Abandon every item, however stuck, and be ready for the next (after a hang)."""
@@ -287,6 +294,9 @@ class _ThreadedPlayer:
         )  # fmt: skip
         log.debug("scheduled relay %s of %s at %s", item_id, where(url), start_at.isoformat())
         self._schedule(playback)
+
+    def keep_ready(self, paths: list[Path]) -> None:
+        """Nothing to prepare: a player without a device has no start-up to hide."""
 
     def _volume_for(self, volume_pct: int | None) -> int:
         if volume_pct is None:
@@ -515,58 +525,141 @@ def find_ffmpeg() -> str:
 
 
 class AlsaPlayer(_ThreadedPlayer):
-    """Real sound through ALSA: PCM decoded just ahead of the instant into a warm ``aplay``.
+    """Real sound through ALSA: the device kept open, short files kept decoded in memory.
 
-    A cold ``aplay`` (or ffmpeg) needs tens of milliseconds to open the device; here
-    one aplay process sits waiting on its stdin, and ffmpeg starts decoding the file
-    to 48 kHz mono PCM into a pipe as soon as the item is cued (the core cues 300 ms
-    ahead; an alert is cued for *now*). The first ``PRIME_MS`` of PCM are read before
-    the instant, so the first sample is written on it; the rest follows from the pipe
-    (ffmpeg decodes Opus at well over 100x real time, on a Pi too). Decoding the whole
-    file first would start a two-minute bulletin, or an alert, late by the decode time.
-    aplay starts the device once its buffer is full. A stop kills aplay (dropping
-    buffered audio at once) and a fresh one is started for the next item.
+    The PCM is opened once when the agent starts (:class:`AlsaPcm`, libasound itself)
+    and stays prepared between items, so no process starts and no device opens on the
+    way to the first sample. Files the agent asks to keep ready (:meth:`keep_ready`:
+    the short files of its library, of which the attention tone that opens every alert)
+    are decoded into memory ahead, at the station's volume: an alert cued for *now*
+    writes its first period to the device straight from memory. Any other file is
+    decoded by ffmpeg as it plays, started when the item is cued (the core cues 300 ms
+    ahead); the first ``PRIME_MS`` of PCM are read before the instant, and the rest
+    follows from the pipe (ffmpeg decodes Opus at well over 100x real time, on a Pi
+    too). A stop drops what the device holds at once.
+
+    ``first_samples`` records, per item, the monotonic instant its first frames were on
+    the device (``loaxa bench sound`` measures the alert path with it).
     """
 
     def __init__(self, device: str = "default") -> None:
+        from node_firmware.drivers.alsa_pcm import AlsaPcm  # ctypes: only a station with sound
+
         super().__init__()
-        aplay = shutil.which("aplay")
-        if aplay is None:
-            raise AudioError("aplay not found; install alsa-utils")
-        self._aplay_cmd = [
-            aplay, "-q", "-D", device, "-t", "raw", "-f", "S16_LE",
-            "-r", str(PCM_RATE_HZ), "-c", "1",
-        ]  # fmt: skip
         self._ffmpeg = find_ffmpeg()
+        self._pcm = AlsaPcm(device, PCM_RATE_HZ)
+        # The device starts once one period is written: the first write is at least that.
+        self._first_bytes = max(PCM_CHUNK_BYTES, self._pcm.period_frames * 2)
         self._device_lock = threading.Lock()  # one item at a time on the device
-        self._proc_lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._last_stderr = ""
-        self._ensure_aplay()
-
-    def close(self) -> None:
-        super().close()
-        self._kill_aplay()
-
-    def restart(self) -> None:
-        """Also kill aplay: a write blocked on a stuck device fails, and its thread ends."""
-        super().restart()
-        self._kill_aplay()
+        self.first_samples: deque[tuple[str, float]] = deque(maxlen=100)
+        self._ready: dict[Path, tuple[int, bytes]] = {}  # path -> (volume, PCM)
+        self._ready_wanted: list[Path] = []
+        self._ready_change = threading.Condition()
+        self._ready_closed = False
+        self._ready_thread = threading.Thread(
+            target=self._keep_ready_loop, name="pcm-ready", daemon=True
+        )
+        self._ready_thread.start()
 
     @property
     def ffmpeg(self) -> str:
         return self._ffmpeg
 
-    def write_pcm(self, data: bytes) -> None:
-        """Into the warm aplay; blocks at the device's pace once its buffer is full."""
-        self._ensure_aplay().write(data)
+    def keep_ready(self, paths: list[Path]) -> None:
+        """Hold the short ones among ``paths`` decoded in memory (a worker does it)."""
+        with self._ready_change:
+            self._ready_wanted = list(paths)
+            self._ready_change.notify()
 
-    def reset_aplay(self) -> None:
-        self._kill_aplay()
+    def set_volume(self, percent: int) -> None:
+        super().set_volume(percent)
+        with self._ready_change:  # decode the ready files again at the new level
+            self._ready_change.notify()
+
+    def ready_files(self) -> list[Path]:
+        """The files now held decoded at the station's volume."""
+        with self._ready_change:
+            return [p for p, (vol, _) in self._ready.items() if vol == self.volume_pct]
+
+    def close(self) -> None:
+        super().close()
+        with self._ready_change:
+            self._ready_closed = True
+            self._ready_change.notify()
+        if self._device_lock.acquire(timeout=2):
+            try:
+                self._pcm.close()
+            finally:
+                self._device_lock.release()
+
+    def write_pcm(self, data: bytes) -> None:
+        """Onto the device; blocks at the device's pace once its buffer is full."""
+        self._pcm.write(data)
+
+    def reset_device(self) -> None:
+        """Drop what the device holds (the sound stops) and make it ready again."""
+        try:
+            self._pcm.reset()
+        except AudioError as exc:
+            log.warning("cannot reset the ALSA device: %s", exc)
+
+    # ------------------------------------------------------------ ready files
+
+    def _keep_ready_loop(self) -> None:
+        """Decode what ``keep_ready`` named (and drop the rest) whenever it changes."""
+        while True:
+            with self._ready_change:
+                self._ready_change.wait()
+                if self._ready_closed:
+                    return
+                wanted, volume = list(self._ready_wanted), self.volume_pct
+            try:
+                self._sync_ready(wanted, volume)
+            except Exception:  # the next change tries again; plays fall back to ffmpeg
+                log.exception("keeping audio ready failed")
+
+    def _sync_ready(self, wanted: list[Path], volume: int) -> None:
+        short: list[tuple[int, Path]] = []
+        for path in dict.fromkeys(wanted):
+            try:
+                duration_ms = audio_duration_ms(path)
+            except (OSError, ValueError):
+                continue  # not cached yet, or damaged: the player decodes it when it plays
+            if duration_ms <= READY_MAX_MS:
+                short.append((duration_ms, path))
+        keep = [path for _, path in sorted(short)[:READY_MAX_FILES]]
+        with self._ready_change:
+            for path in list(self._ready):
+                if path not in keep:
+                    del self._ready[path]
+            todo = [p for p in keep if self._ready.get(p, (None,))[0] != volume]
+        for path in todo:
+            pcm = _decode_all(self._ffmpeg, path, volume)
+            if pcm is None:
+                continue
+            with self._ready_change:
+                if self.volume_pct == volume and path in self._ready_wanted:
+                    self._ready[path] = (volume, pcm)
+            log.debug("%s kept ready: %d ms of PCM", path.name, len(pcm) // PCM_BYTES_PER_MS)
+
+    def _ready_pcm(self, path: Path, volume: int) -> bytes | None:
+        with self._ready_change:
+            entry = self._ready.get(path)
+        return entry[1] if entry is not None and entry[0] == volume else None
+
+    # ------------------------------------------------------------ playing
 
     def _run(self, playback: _Playback) -> None:
         if not playback.path.is_file():
             playback.failed(f"cannot read {playback.path.name}: no such file")
+            return
+        ready = self._ready_pcm(playback.path, playback.volume_pct)
+        if ready is not None:
+            if wait_until(playback.start_s, playback.cancel) and self._acquire_device(playback):
+                try:
+                    self._play(playback, ready, None)
+                finally:
+                    self._device_lock.release()
             return
         # Not when scheduled hours ahead: a decoder would sit on a full pipe meanwhile.
         if not wait_until(playback.start_s - DECODE_LEAD_S, playback.cancel):
@@ -598,7 +691,7 @@ class AlsaPlayer(_ThreadedPlayer):
         return False
 
     def _run_stream(self, playback: _Playback, stream: _Stream) -> None:
-        """ffmpeg reads and decodes the stream; its PCM goes to the warm aplay."""
+        """ffmpeg reads and decodes the stream; its PCM goes to the device."""
         fallback = _usable_fallback(playback, stream)
         if not wait_until(playback.start_s - PRECONNECT_S, playback.cancel):
             return
@@ -613,75 +706,61 @@ class AlsaPlayer(_ThreadedPlayer):
                 sink,
                 [],
             )
-            # The pipe and aplay's buffer still hold up to a second of sound: the
-            # window ends now, so drop it, and warm a fresh aplay for the next item.
-            outcome.finished_s = time.time()  # the sound stops with the kill
-            self._kill_aplay()
-            try:
-                self._ensure_aplay()
-            except OSError as exc:
-                log.warning("cannot restart aplay: %s", exc)
+            # The device still holds a moment of sound: the window ends now, so drop it.
+            outcome.finished_s = time.time()
+            self.reset_device()
         finally:
             sink.close()
             self._device_lock.release()
         _report(playback, outcome)
 
-    def _play(self, playback: _Playback, first: bytes, decoder: _Decoder) -> None:
-        written = 0
+    def _play(self, playback: _Playback, first: bytes, decoder: _Decoder | None) -> None:
+        """``first`` is the PCM at hand (all of it for a ready file), then the decoder's."""
+        cancel = playback.cancel
         try:
-            stdin = self._ensure_aplay()
             started = time.time()
-            stdin.write(first)
-            written += len(first)
+            written = self._pcm.write(first[: self._first_bytes], cancel)
+            self.first_samples.append((playback.item_id, time.monotonic()))
             playback.started(started)
-            while not playback.cancel.is_set() and (chunk := decoder.read(PCM_CHUNK_BYTES)):
-                stdin.write(chunk)  # blocks at the device's pace once its buffer is full
-                written += len(chunk)
-        except OSError as exc:
-            self._kill_aplay()
-            playback.failed(f"aplay failed: {exc} {self._last_stderr}".strip())
+            written += self._pcm.write(first[self._first_bytes :], cancel)
+            while decoder is not None and not cancel.is_set():
+                chunk = decoder.read(PCM_CHUNK_BYTES)
+                if not chunk:
+                    break
+                written += self._pcm.write(chunk[: len(chunk) - len(chunk) % 2], cancel)
+        except AudioError as exc:
+            self.reset_device()
+            playback.failed(str(exc))
             return
-        # The pipe and the device buffer still hold audio: sound ends at start + duration.
+        # The device still holds audio: sound ends at start + duration.
         duration_ms = written // PCM_BYTES_PER_MS
-        if playback.cancel.wait(max(0.0, started + duration_ms / 1000 - time.time())):
-            self._kill_aplay()
-            try:
-                self._ensure_aplay()  # warm again for the next item
-            except OSError as exc:
-                log.warning("cannot restart aplay: %s", exc)
+        if cancel.wait(max(0.0, started + duration_ms / 1000 - time.time())):
+            self.reset_device()
             return
         playback.finished(time.time())
+        self._pcm.settle(cancel)  # the tail a late device still holds, then a clean start
+        self.reset_device()
 
-    def _ensure_aplay(self) -> IO[bytes]:
-        with self._proc_lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = subprocess.Popen(
-                    self._aplay_cmd,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    bufsize=0,
-                )
-                threading.Thread(
-                    target=self._drain_stderr, args=(self._proc,), name="aplay-stderr", daemon=True
-                ).start()
-            assert self._proc.stdin is not None
-            return self._proc.stdin
 
-    def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
-        # Without a reader, aplay's underrun messages would fill the pipe and block it.
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            self._last_stderr = raw.decode(errors="replace").strip()
-            log.debug("aplay: %s", self._last_stderr)
-
-    def _kill_aplay(self) -> None:
-        with self._proc_lock:
-            proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=2)
+def _decode_all(ffmpeg: str, path: Path, volume_pct: int) -> bytes | None:
+    """The whole of a short file as PCM, or None (logged) if ffmpeg cannot decode it."""
+    try:
+        done = subprocess.run(
+            decode_command(ffmpeg, path, "pipe:1", volume_pct),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("cannot decode %s ahead: %s", path.name, exc)
+        return None
+    if done.returncode != 0 or not done.stdout:
+        log.warning(
+            "cannot decode %s ahead: %s", path.name, done.stderr.decode(errors="replace")[-200:]
+        )
+        return None
+    return done.stdout[: len(done.stdout) - len(done.stdout) % 2]
 
 
 def decode_command(
@@ -758,7 +837,7 @@ class _Decoder:
 
 
 class _AlsaSink:
-    """Stream PCM and the (looped) fallback into the player's warm aplay, frame-aligned."""
+    """Stream PCM and the (looped) fallback onto the player's device, frame-aligned."""
 
     def __init__(self, player: AlsaPlayer, fallback: Path | None, volume_pct: int) -> None:
         self._player = player
@@ -786,7 +865,7 @@ class _AlsaSink:
                 bufsize=0,
             )
         assert self._decoder.stdout is not None
-        # Writes block at the device's pace once aplay's buffer is full.
+        # Writes block at the device's pace once its buffer is full.
         while not cancel.is_set() and time.time() < until_s:
             pcm = self._decoder.stdout.read(PCM_CHUNK_BYTES)
             if not pcm:
@@ -815,9 +894,9 @@ class _AlsaSink:
         data, self._carry = data[:cut], data[cut:]
         try:
             self._player.write_pcm(data)
-        except OSError as exc:
-            log.warning("aplay failed while relaying: %s", exc)
-            self._player.reset_aplay()
+        except AudioError as exc:
+            log.warning("the ALSA device failed while relaying: %s", exc)
+            self._player.reset_device()
 
 
 def open_player(cfg: PlayerConfig) -> Player:

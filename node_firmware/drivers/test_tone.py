@@ -7,7 +7,6 @@ import io
 import math
 import struct
 import wave
-from functools import cache
 
 from loaxa_protocol import AudioRef
 from loaxa_protocol.durable import write_atomically
@@ -22,9 +21,12 @@ LEVEL_DBFS = -12.0
 FADE_S = 0.05
 
 
-@cache
 def tone_wav() -> bytes:
-    """5 s of 1 kHz at −12 dBFS with short fades (no click on the loudspeakers)."""
+    """5 s of 1 kHz at −12 dBFS with short fades (no click on the loudspeakers).
+
+    Made afresh at each start and not kept: its 480 KB would stay in the agent's memory
+    for its whole life only to be hashed once.
+    """
     amplitude = 32767 * 10 ** (LEVEL_DBFS / 20)
     frames = RATE_HZ * DURATION_MS // 1000
     fade = int(RATE_HZ * FADE_S)

@@ -21,6 +21,7 @@ from server.audit.log import record_audit
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, visible_areas
 from server.auth.permissions import Action
+from server.broker_accounts import accounts_changed
 from server.context import ServerContext
 from server.models import (
     Area,
@@ -154,6 +155,8 @@ def register_station(
             status.HTTP_409_CONFLICT, f"station {station_id!r} already exists"
         ) from exc
     session.refresh(station)
+    # The broker's account sync (`loaxa broker sync --watch`) adds it to passwd and acl.
+    accounts_changed(context.settings.data_dir)
     # Programmes whose area or group targets reach it take it in (or hold on a clash).
     reach_new_station(session, station_id, context.clock(), actor)
     # Its first plan waits retained on the broker, carrying the canned alert library, so

@@ -25,6 +25,7 @@ import yaml
 
 from loaxa.stack import LocalStack
 from loaxa_protocol.enrolment import key_fingerprint, new_station_key, public_key_text
+from server.broker_accounts import STAMP_FILE
 from tests.audio_samples import make_audio
 from tests.integration.test_broker_security import wait_until
 
@@ -67,8 +68,34 @@ def fresh_key() -> str:
     return public_key_text(new_station_key())
 
 
+@pytest.fixture
+def broker_sync(stack: LocalStack, production_mosquitto: Any, tmp_path: Path) -> Iterator[Path]:
+    """``loaxa broker sync --watch`` beside the broker, as its systemd service runs it.
+
+    It rewrites the broker's passwd and acl when the server marks a new account and
+    SIGHUPs Mosquitto through its pid file; yields the sync's log file.
+    """
+    pid_file = tmp_path / "mosquitto.pid"
+    pid_file.write_text(f"{production_mosquitto.pid}\n")
+    settings = stack.context.settings
+    log_path = tmp_path / "broker-sync.log"
+    with log_path.open("wb") as log_file:
+        sync = subprocess.Popen(
+            [sys.executable, "-m", "loaxa", "broker", "sync", "--watch",
+             "--out", str(production_mosquitto.workdir),
+             "--database-url", settings.db_url,
+             "--pid-file", str(pid_file), "--stamp", str(settings.data_dir / STAMP_FILE)],
+            stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield log_path
+    finally:
+        sync.terminate()
+        sync.wait(10)
+
+
 def test_a_new_station_enrols_itself_and_plays_a_bulletin(
-    stack: LocalStack, tmp_path: Path
+    stack: LocalStack, tmp_path: Path, broker_sync: Path, production_mosquitto: Any
 ) -> None:
     (code,) = claim_codes(stack, 1)
     config_path = tmp_path / "pi" / "station.yaml"
@@ -104,9 +131,7 @@ def test_a_new_station_enrols_itself_and_plays_a_bulletin(
             },
         )
         assert stack.api("GET", "/api/v1/enrolment/requests") == []
-        # The broker learns the new account when its config is re-generated and reloaded
-        # (`loaxa broker config` + SIGHUP), as for any registered station.
-        stack.admit_registered()
+        # Nobody touches the broker: the sync service adds the account and reloads it.
 
         def enrolled() -> dict[str, Any] | None:
             data = yaml.safe_load(config_path.read_text())
@@ -141,6 +166,8 @@ def test_a_new_station_enrols_itself_and_plays_a_bulletin(
             30,
             "the enrolled station to come online on the broker",
         )
+        assert "mosquitto (pid" in broker_sync.read_text()  # the sync reloaded it
+        assert "Reloading config" in production_mosquitto.log_text()
         audio = stack.upload(make_audio("mp3", 1.0), "ban-tin.mp3")
         start_at = datetime.now(UTC) + timedelta(seconds=4)
         broadcast = stack.broadcast(audio["id"], start_at, [station_id])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import queue
-import shutil
 import subprocess
 import threading
 import time
@@ -32,6 +31,7 @@ from loaxa.broker import free_port
 from loaxa_protocol import AudioRef, Plan, PlanItem, SigningKey, StreamRef, seal, topics
 from node_firmware.agent import NodeAgent
 from node_firmware.config import NodeConfig, RelayConfig, TrustedKeyConfig
+from node_firmware.drivers.alsa_pcm import why_unusable
 from node_firmware.drivers.audio_cache import AudioCache
 from node_firmware.drivers.ogg import audio_duration_ms
 from node_firmware.drivers.player import AlsaPlayer, PlayRecord, SimulatedPlayer, find_ffmpeg
@@ -456,15 +456,12 @@ def test_stop_ends_the_relay_at_once_and_hangs_up(server: LiveStreamServer) -> N
 # ---------------------------------------------------------------- the ALSA player
 
 
-def _alsa_null_available() -> bool:
-    if shutil.which("aplay") is None:
-        return False
-    listing = subprocess.run(["aplay", "-L"], capture_output=True, text=True, timeout=10)
-    return "null" in listing.stdout.split()
+ALSA_NULL_UNUSABLE = why_unusable("null")
+"""libasound's 'null' device takes samples as fast as they come: the logic, not the timing."""
 
 
 alsa = pytest.mark.skipif(
-    not _alsa_null_available(), reason="aplay with an ALSA 'null' device needed"
+    ALSA_NULL_UNUSABLE is not None, reason=f"ALSA null device: {ALSA_NULL_UNUSABLE}"
 )
 
 

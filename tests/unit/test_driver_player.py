@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from node_firmware.config import PlayerConfig
+from node_firmware.drivers.alsa_pcm import why_unusable
 from node_firmware.drivers.player import (
     AlsaPlayer,
     SimulatedPlayer,
@@ -168,15 +168,14 @@ def test_open_player_defaults_to_the_simulator() -> None:
     player.close()
 
 
-def _alsa_null_available() -> bool:
-    if shutil.which("aplay") is None:
-        return False
-    listing = subprocess.run(["aplay", "-L"], capture_output=True, text=True, timeout=10)
-    return "null" in listing.stdout.split()
+ALSA_NULL_UNUSABLE = why_unusable("null")
+"""libasound's 'null' device takes samples as fast as they come: the logic, not the timing."""
 
 
-@pytest.mark.skipif(not _alsa_null_available(), reason="aplay with an ALSA 'null' device needed")
-def test_alsa_player_plays_through_a_warm_aplay(short_opus: Path, long_opus: Path) -> None:
+@pytest.mark.skipif(
+    ALSA_NULL_UNUSABLE is not None, reason=f"ALSA null device: {ALSA_NULL_UNUSABLE}"
+)
+def test_alsa_player_plays_on_a_device_kept_open(short_opus: Path, long_opus: Path) -> None:
     player = AlsaPlayer("null")
     try:
         start_at = soon(1.0)  # ffmpeg starts decoding meanwhile (slow on a busy machine)
@@ -191,7 +190,7 @@ def test_alsa_player_plays_through_a_warm_aplay(short_opus: Path, long_opus: Pat
         interrupted = play(player, "a-2", long_opus, soon(0.2))
         assert interrupted.started_event.wait(2)
         player.stop("a-2")
-        after_stop = play(player, "a-3", short_opus, soon(0.2))  # aplay was restarted
+        after_stop = play(player, "a-3", short_opus, soon(0.2))  # the device was reset
         assert after_stop.done.wait(3) and after_stop.finished, after_stop.failed
         assert interrupted.finished == [] and interrupted.failed == []
 
@@ -233,7 +232,9 @@ def test_software_gain_scales_the_decoded_samples(long_opus: Path, tmp_path: Pat
     assert peaks[25] / peaks[100] == pytest.approx(0.25, rel=0.03)
 
 
-@pytest.mark.skipif(not _alsa_null_available(), reason="aplay with an ALSA 'null' device needed")
+@pytest.mark.skipif(
+    ALSA_NULL_UNUSABLE is not None, reason=f"ALSA null device: {ALSA_NULL_UNUSABLE}"
+)
 def test_alsa_player_starts_an_item_due_now_while_it_decodes(long_opus: Path) -> None:
     """An alert is cued for *now*: sound must not wait for the whole file to be decoded."""
     player = AlsaPlayer("null")
@@ -251,7 +252,9 @@ def test_alsa_player_starts_an_item_due_now_while_it_decodes(long_opus: Path) ->
     assert 1450 <= played_ms < 1700
 
 
-@pytest.mark.skipif(not _alsa_null_available(), reason="aplay with an ALSA 'null' device needed")
+@pytest.mark.skipif(
+    ALSA_NULL_UNUSABLE is not None, reason=f"ALSA null device: {ALSA_NULL_UNUSABLE}"
+)
 def test_alsa_player_fails_an_undecodable_file_with_ffmpegs_reason(tmp_path: Path) -> None:
     junk = tmp_path / "junk.ogg"
     junk.write_bytes(b"this is not audio" * 100)
@@ -262,3 +265,34 @@ def test_alsa_player_fails_an_undecodable_file_with_ffmpegs_reason(tmp_path: Pat
     finally:
         player.close()
     assert calls.started == [] and "cannot decode junk.ogg" in calls.failed[0], calls.failed
+
+
+@pytest.mark.skipif(
+    ALSA_NULL_UNUSABLE is not None, reason=f"ALSA null device: {ALSA_NULL_UNUSABLE}"
+)
+def test_alsa_player_holds_short_files_decoded_and_plays_them_without_a_decoder(
+    short_opus: Path, tmp_path: Path
+) -> None:
+    """The alert tone path: decoded ahead at the station's volume, no ffmpeg when it plays."""
+    six_seconds = make_opus(tmp_path / "six.ogg", 6.0)
+    player = AlsaPlayer("null")
+    try:
+        player.keep_ready([six_seconds, short_opus, tmp_path / "not-cached-yet.ogg"])
+        wait_for(lambda: player.ready_files() == [short_opus], 10)  # too long, missing: left
+        player.set_volume(40)
+        assert player.ready_files() == []  # held at 100 %: decoded again at 40 %
+        wait_for(lambda: player.ready_files() == [short_opus], 10)
+
+        player._ffmpeg = str(tmp_path / "no-ffmpeg-here")  # no decoder can start from now
+        at = datetime.now(UTC)
+        ready = play(player, "alert:a#0", short_opus, at)
+        other = play(player, "b-1", six_seconds, soon(0.5))
+        assert ready.done.wait(3) and other.done.wait(3)
+    finally:
+        player.close()
+    assert ready.failed == [] and ready.finished
+    assert [item for item, _ in player.first_samples] == ["alert:a#0"]
+    late_ms = (ready.started[0] - at).total_seconds() * 1000
+    print(f"ready file due now: first sample {late_ms:.1f} ms after its cue")
+    assert late_ms < 50
+    assert other.started == [] and "no-ffmpeg-here" in other.failed[0]
