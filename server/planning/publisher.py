@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from loaxa_protocol import AudioRef, Plan, seal, topics
 from loaxa_protocol.envelope import MAX_ENVELOPE_BYTES
+from server.cluster.leader import PUBLISH_LOCK_KEY, held
 from server.db import utcnow
 from server.fleet.bus import Bus
 from server.keys import ServerKeys
@@ -56,7 +57,10 @@ class PlanPublisher:
         self._published: dict[str, Published] = {}
         """station → what its last plan covered (this process; empty after a restart)"""
         # One compile-and-publish at a time: otherwise a plan read from older data could
-        # draw the higher sequence number and be retained over the newer one.
+        # draw the higher sequence number and be retained over the newer one. Across
+        # replicas the same holds through a PostgreSQL advisory lock (``held``): the
+        # sequence comes from the database, and a number drawn by one replica must
+        # reach the broker before any higher number another replica draws.
         self._lock = threading.Lock()
 
     def publish_stations(self, session: Session, station_ids: Iterable[str]) -> dict[str, Plan]:
@@ -69,7 +73,7 @@ class PlanPublisher:
         wanted = sorted(set(station_ids))
         if not wanted:
             return {}
-        with self._lock:
+        with self._lock, held(self._engine, PUBLISH_LOCK_KEY):
             return self._publish(session, wanted)
 
     def _publish(self, session: Session, wanted: list[str]) -> dict[str, Plan]:
