@@ -44,7 +44,7 @@ from server.auth import models as auth_models  # noqa: F401  (registers the acco
 from server.auth.actor import SYSTEM
 from server.auth.ratelimit import DatabaseLoginLimiter
 from server.auth.service import ensure_bootstrap_admin
-from server.cluster.leader import KEYS_LOCK_KEY, Leadership, held
+from server.cluster.leader import STARTUP_LOCK_KEY, Leadership, held
 from server.commands.service import CommandService
 from server.context import ServerContext
 from server.db import create_tables, make_engine, utcnow
@@ -78,10 +78,10 @@ def build_context(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     create_tables(engine)
-    with Session(engine) as session:
+    # Replicas starting together seed, create the first admin and generate keys once.
+    with held(engine, STARTUP_LOCK_KEY), Session(engine) as session:
         seed_areas(session, settings.seed_province_codes)
         ensure_bootstrap_admin(session, settings, clock())
-    with held(engine, KEYS_LOCK_KEY):  # replicas starting together generate keys once
         keys = ServerKeys.load(settings, engine)
     # Everything validly signed by one of our own keys (rotated-out ones included) is ours;
     # anything else on a down-topic is an intrusion.
@@ -118,7 +118,8 @@ def build_context(
     publisher = PlanPublisher(engine, settings, keys, bus or NullBus(), clock)
     commands = CommandService(engine, keys, bus or NullBus(), clock, record_clock_offset)
     store = AudioStore(settings.audio_dir)
-    with Session(engine) as session:  # before any plan goes out: plans list the library
+    # Before any plan goes out: plans list the library.
+    with held(engine, STARTUP_LOCK_KEY), Session(engine) as session:
         seed_library(session, store, settings.alert_library_dir or LIBRARY_DIR)
     alerts = AlertService(engine, settings, keys, bus or NullBus(), store, clock)
     return ServerContext(

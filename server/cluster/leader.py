@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 
 LEADER_LOCK_KEY = 0x4C4F4158_00000002
 """The leader's advisory-lock key ("LOAX" + 2)."""
-KEYS_LOCK_KEY = 0x4C4F4158_00000003
-"""Held while a replica reads or first generates the keys, so two never both generate."""
+STARTUP_LOCK_KEY = 0x4C4F4158_00000003
+"""Held while a replica seeds areas, the first admin, the keys and the alert library, so
+replicas starting together never both generate keys or insert the same rows."""
 PUBLISH_LOCK_KEY = 0x4C4F4158_00000004
 """Held from drawing a plan's sequence to publishing it (see ``PlanPublisher``)."""
+SCHEMA_LOCK_KEY = 0x4C4F4158_00000005
+"""Held while a replica checks or migrates the schema (``server.db.create_tables``)."""
 
 
 def shared(engine: Engine) -> bool:

@@ -88,6 +88,8 @@ class ProgrammePlanner:
         self._clock = clock
         self.key = str(settings.data_dir.resolve())
         self._scheduler: BackgroundScheduler | None = None
+        self.rolls = 0
+        """roll-forward runs in this process (``/api/v1/system``: which replica rolls)"""
 
     @property
     def scheduler(self) -> BackgroundScheduler | None:
@@ -150,6 +152,7 @@ class ProgrammePlanner:
     def roll_forward(self) -> int:
         """Republish the stations whose 9-day window gained an item since their last
         plan, or whose plan is due for renewal; returns how many."""
+        self.rolls += 1
         return len(self._publisher.roll_forward())
 
     def republish(self, session: Session, station_ids: Iterable[str]) -> None:
