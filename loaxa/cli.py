@@ -236,6 +236,29 @@ def bench_alert_cmd(
         print(json.dumps(result.as_dict()))
 
 
+@bench.command("plan")
+def bench_plan_cmd(
+    stations: Annotated[
+        int, typer.Option(min=1, help="real station agents (simulated drivers)")
+    ] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="broadcasts, one after the other")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, help="uncounted rounds first")] = 2,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """A broadcast: POST /api/v1/broadcasts → each station's delivered_at (median ≤ 10 ms)."""
+    from loaxa.bench.plan import run_plan_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("server").setLevel(logging.ERROR)
+    result = run_plan_bench(stations, rounds, warmup).as_dict()
+    rows = [(key, f"{value}") for key, value in result.items()]
+    _print_what_and_figure(
+        f"loaxa bench plan — {stations} stations (ms)", rows, result if json_out else None
+    )
+
+
 @bench.command("database")
 def bench_database_cmd(
     stations: Annotated[int, typer.Option(help="stations in the generated database")] = 1000,
