@@ -196,6 +196,15 @@ def bench_alert_cmd(
     health: Annotated[
         bool, typer.Option(help="stations publish their heartbeats, as a Pi does")
     ] = True,
+    replicas: Annotated[
+        int, typer.Option(min=1, help="server processes on a fresh PostgreSQL database (>1)")
+    ] = 1,
+    kill_replica: Annotated[
+        bool, typer.Option(help="SIGKILL the leader right after it took the middle round's alert")
+    ] = False,
+    database_url: Annotated[
+        str, typer.Option(help="PostgreSQL server for --replicas (a database is made and dropped)")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
     json_out: Annotated[
         bool, typer.Option("--json", help="end with one JSON line of every figure")
     ] = False,
@@ -222,6 +231,9 @@ def bench_alert_cmd(
         workers=workers,
         health=health,
         warmup=warmup,
+        replicas=replicas,
+        kill_replica=kill_replica,
+        admin_database_url=database_url,
     )
     table = Table(title=f"loaxa bench alert — {nodes:,} stations, {payload} (ms)")
     for column in ("what", "p50", "p95", "p99", "max", "n"):
