@@ -20,7 +20,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ class Leadership:
         check_s: float = 1.0,
     ) -> None:
         self._engine = engine
+        # The lock's connection is its own, outside the application's pool: it is held
+        # for as long as this replica leads, and its checks are no request's statements.
+        self._lock_engine = (
+            create_engine(engine.url, poolclass=NullPool) if shared(engine) else None
+        )
         self._on_gain = on_gain
         self._on_lose = on_lose
         self._check_s = check_s
@@ -98,6 +104,8 @@ class Leadership:
         if self._leading:
             self._lose()
         self._drop_connection()
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
 
     def _run(self) -> None:
         while not self._stopping.wait(self._check_s):
@@ -106,7 +114,8 @@ class Leadership:
     def _try(self) -> None:
         try:
             if self._connection is None:
-                connection = self._engine.connect()
+                assert self._lock_engine is not None
+                connection = self._lock_engine.connect()
                 self._connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             if self._leading:
                 self._connection.execute(text("SELECT 1")).scalar_one()
