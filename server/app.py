@@ -186,7 +186,9 @@ def create_app(
         context.planner = ProgrammePlanner(
             context.engine, settings, context.publisher, context.store, lambda: context.tts, clock
         )
-        context.planner.start(leading=False)
+        # Its job store creates its table on first start: one replica at a time.
+        with held(context.engine, STARTUP_LOCK_KEY):
+            context.planner.start(leading=False)
         planner = context.planner
 
         def lead() -> None:
