@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import AudioRef, Plan, seal, topics
@@ -91,7 +92,7 @@ class PlanPublisher:
         # Columns, not ORM objects: this read is on the way of every plan to its station.
         target_table = BroadcastTarget.__table__  # type: ignore[attr-defined]
         rows = session.execute(
-            select(
+            sa_select(
                 col(BroadcastTarget.station_id),
                 col(BroadcastTarget.first_plan_seq),
                 col(Broadcast.id),
