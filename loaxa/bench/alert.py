@@ -31,9 +31,19 @@ One run, everything on this machine:
    Times are ``CLOCK_MONOTONIC`` (system-wide): the parent's at the call, the swarm's in
    the client callback and right after the core returned the ack.
 
-The server runs in this process, so it has one GIL's worth of CPU, sharing two cores with
-Mosquitto and the swarm's processes. Rounds start only once the server's ingest backlog is
-empty, so each alert meets a quiet server, as a real one would between alerts.
+With ``replicas`` > 1 the server is that many real ``loaxa serve`` processes on a fresh
+PostgreSQL database (:mod:`loaxa.bench.replicas`); the bench reaches them through HTTP and
+the database only. With ``kill_replica`` the middle round's alert goes to the leader,
+which is killed with SIGKILL as soon as it answered, while the stations are still
+receiving and acking; the cancel and everything after go to a survivor. The JSON line
+then adds ``replicas``, ``killed``, ``takeover_s`` (SIGKILL → another replica leads),
+``rolled_after_kill``, ``duplicates`` (an alert received or played twice at a station)
+and ``plan_refusals``; ``missing`` lists the stations that did not play some round.
+
+Without replicas the server runs in this process, so it has one GIL's worth of CPU,
+sharing two cores with Mosquitto and the swarm's processes. Rounds start only once the
+server's ingest backlog is empty, so each alert meets a quiet server, as a real one would
+between alerts.
 """
 
 from __future__ import annotations
