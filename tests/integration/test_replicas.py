@@ -272,5 +272,8 @@ def test_two_replicas_share_sequence_leader_and_login_throttle(
         _until(last_delivered, 15, "the survivor's plan accepted")
         accepted, refused = _plan_events(url, station_id)
         assert refused == []
+        # The other replica's plans, signed by the shared key, are not intrusions.
+        with other.client() as http:
+            assert http.get("/api/v1/system").json()["intrusions"] == 0
     finally:
         stack.stop()
