@@ -221,6 +221,15 @@ def bench_alert_cmd(
     health: Annotated[
         bool, typer.Option(help="stations publish their heartbeats, as a Pi does")
     ] = True,
+    replicas: Annotated[
+        int, typer.Option(min=1, help="server processes on a fresh PostgreSQL database (>1)")
+    ] = 1,
+    kill_replica: Annotated[
+        bool, typer.Option(help="SIGKILL the leader right after it took the middle round's alert")
+    ] = False,
+    database_url: Annotated[
+        str, typer.Option(help="PostgreSQL server for --replicas (a database is made and dropped)")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
     json_out: Annotated[
         bool, typer.Option("--json", help="end with one JSON line of every figure")
     ] = False,
@@ -247,6 +256,9 @@ def bench_alert_cmd(
         workers=workers,
         health=health,
         warmup=warmup,
+        replicas=replicas,
+        kill_replica=kill_replica,
+        admin_database_url=database_url,
     )
     table = Table(title=f"loaxa bench alert — {nodes:,} stations, {payload} (ms)")
     for column in ("what", "p50", "p95", "p99", "max", "n"):
@@ -259,6 +271,29 @@ def bench_alert_cmd(
         console.print(line)
     if json_out:
         print(json.dumps(result.as_dict()))
+
+
+@bench.command("plan")
+def bench_plan_cmd(
+    stations: Annotated[
+        int, typer.Option(min=1, help="real station agents (simulated drivers)")
+    ] = 3,
+    rounds: Annotated[int, typer.Option(min=1, help="broadcasts, one after the other")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, help="uncounted rounds first")] = 2,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """A broadcast: POST /api/v1/broadcasts → each station's delivered_at (median ≤ 10 ms)."""
+    from loaxa.bench.plan import run_plan_bench
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("server").setLevel(logging.ERROR)
+    result = run_plan_bench(stations, rounds, warmup).as_dict()
+    rows = [(key, f"{value}") for key, value in result.items()]
+    _print_what_and_figure(
+        f"loaxa bench plan — {stations} stations (ms)", rows, result if json_out else None
+    )
 
 
 @bench.command("live")

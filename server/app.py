@@ -46,8 +46,9 @@ from server.areas import seed_areas
 from server.audio.store import AudioStore
 from server.auth import models as auth_models  # noqa: F401  (registers the account tables)
 from server.auth.actor import SYSTEM, Actor
-from server.auth.ratelimit import LoginRateLimiter
+from server.auth.ratelimit import DatabaseLoginLimiter
 from server.auth.service import ensure_bootstrap_admin
+from server.cluster.leader import STARTUP_LOCK_KEY, Leadership, held
 from server.commands.service import CommandService
 from server.context import ServerContext
 from server.db import create_tables, make_engine, utcnow
@@ -83,10 +84,11 @@ def build_context(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.db_url)
     create_tables(engine)
-    with Session(engine) as session:
+    # Replicas starting together seed, create the first admin and generate keys once.
+    with held(engine, STARTUP_LOCK_KEY), Session(engine) as session:
         seed_areas(session, settings.seed_province_codes)
         ensure_bootstrap_admin(session, settings, clock())
-    keys = ServerKeys.load(settings)
+        keys = ServerKeys.load(settings, engine)
     # Everything validly signed by one of our own keys (rotated-out ones included) is ours;
     # anything else on a down-topic is an intrusion.
     watch = IntrusionWatch(lambda: Keyring.from_entries(keys.trusted_entries(clock())), clock)
@@ -126,7 +128,8 @@ def build_context(
     publisher = PlanPublisher(engine, settings, keys, bus or NullBus(), clock)
     commands = CommandService(engine, keys, bus or NullBus(), clock, record_clock_offset)
     store = AudioStore(settings.audio_dir)
-    with Session(engine) as session:  # before any plan goes out: plans list the library
+    # Before any plan goes out: plans list the library.
+    with held(engine, STARTUP_LOCK_KEY), Session(engine) as session:
         seed_library(session, store, settings.alert_library_dir or LIBRARY_DIR)
     alerts = AlertService(engine, settings, keys, bus or NullBus(), store, clock)
 
@@ -180,10 +183,15 @@ def build_context(
     return context
 
 
-async def _every(every_s: float, job: Callable[[], object], what: str) -> None:
-    """Run a blocking job periodically in the thread pool; one failure never ends it."""
+async def _every(
+    every_s: float, job: Callable[[], object], what: str, leadership: Leadership | None = None
+) -> None:
+    """Run a blocking job periodically in the thread pool (only while this replica leads,
+    given its ``leadership``); one failure never ends it."""
     while True:
         await asyncio.sleep(every_s)
+        if leadership is not None and not leadership.leading:
+            continue
         try:
             await run_in_threadpool(job)
         except Exception:  # the next round may succeed
@@ -203,7 +211,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         context = await run_in_threadpool(build_context, settings, bus, clock)
         app.state.context = context
-        context.health.start()
+        app.state.login_limiter = DatabaseLoginLimiter(
+            context.engine,
+            settings.login_max_failures,
+            settings.login_window_minutes * 60,
+            clock,
+        )
+        context.alerts.changes.start()
+        # Fleet-wide periodic work runs on the leader only (server.cluster.leader); every
+        # replica starts it paused and the leader lock resumes it.
+        context.health.start(leading=False)
         if context.link is not None:
             context.link.start()  # republishes every plan on each connect
         else:
@@ -213,17 +230,33 @@ def create_app(
         context.planner = ProgrammePlanner(
             context.engine, settings, context.publisher, context.store, lambda: context.tts, clock
         )
-        context.planner.start()
+        # Its job store creates its table on first start: one replica at a time.
+        with held(context.engine, STARTUP_LOCK_KEY):
+            context.planner.start(leading=False)
+        planner = context.planner
+
+        def lead() -> None:
+            planner.lead()
+            context.health.lead()
+
+        def follow() -> None:
+            planner.follow()
+            context.health.follow()
+
+        leading = Leadership(context.engine, lead, follow, settings.leader_check_s)
+        context.leadership = leading
+        await run_in_threadpool(leading.start)
         periodic = []
         if settings.alert_settle_s > 0:
             job = context.alerts.settle  # close alerts that are over or past expiry
-            periodic.append(_every(settings.alert_settle_s, job, "alert settle"))
+            periodic.append(_every(settings.alert_settle_s, job, "alert settle", leading))
         if settings.update_tick_s > 0:
             job = context.updates.tick  # send, resend, promote or stop rollouts
-            periodic.append(_every(settings.update_tick_s, job, "rollout tick"))
+            periodic.append(_every(settings.update_tick_s, job, "rollout tick", leading))
         if settings.clock_sync_min > 0:
             job = partial(context.commands.sync_clocks, SYSTEM)
-            periodic.append(_every(settings.clock_sync_min * 60, job, "clock sync"))
+            periodic.append(_every(settings.clock_sync_min * 60, job, "clock sync", leading))
+        # Every replica: a live session lives in the process its microphone is connected to.
         periodic.append(_every(5, context.live.stop_expired, "live session expiry"))
         tasks = [asyncio.create_task(coroutine) for coroutine in periodic]
         log.info("Loaxa server ready; data in %s", settings.data_dir)
@@ -235,10 +268,12 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await run_in_threadpool(context.live.stop_all)  # before the link goes
+            await run_in_threadpool(leading.stop)  # another replica takes over now
             if context.link is not None:
                 await run_in_threadpool(context.link.stop)
             await run_in_threadpool(context.health.stop)  # after the link: it feeds health
             await run_in_threadpool(context.planner.stop)
+            await run_in_threadpool(context.alerts.changes.stop)
             context.engine.dispose()
 
     app = FastAPI(
@@ -261,9 +296,6 @@ def create_app(
     app.include_router(api)
     app.include_router(pages_router)
     app.mount("/static", STATIC_FILES, name="static")
-    app.state.login_limiter = LoginRateLimiter(
-        settings.login_max_failures, settings.login_window_minutes * 60
-    )
     # The last added runs first: headers on every answer (refusals included), then the
     # client's true address, then the size gate before any route reads a byte.
     app.add_middleware(

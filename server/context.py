@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from server.alerts.service import AlertService
 from server.audio.gate import MediaGate
 from server.audio.store import AudioStore
+from server.cluster.leader import Leadership
 from server.commands.service import CommandService
 from server.fleet.bus import Bus
 from server.fleet.ingest import Ingestor
@@ -43,6 +44,8 @@ class ServerContext:
     live: LiveService = field(kw_only=True)
     link: FleetLink | None = None
     planner: ProgrammePlanner | None = None
+    leadership: Leadership | None = None
+    """whether this replica runs the fleet-wide periodic jobs (set by the lifespan)"""
     media: MediaGate = field(init=False)
     """bounds concurrent audio conversions (settings ``media_jobs``, ``media_queue``)"""
 

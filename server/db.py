@@ -83,11 +83,14 @@ def create_tables(engine: Engine) -> None:
     """Bring an empty database to this version's schema; refuse one that is not current.
 
     The schema comes from the migrations (``server.schema``), never from the models
-    directly, so a fresh install and an upgraded one are the same database.
+    directly, so a fresh install and an upgraded one are the same database. Replicas
+    starting together on an empty PostgreSQL migrate it one at a time (advisory lock).
     """
+    from server.cluster.leader import SCHEMA_LOCK_KEY, held
     from server.schema import ensure_current  # the migrations import this module
 
-    ensure_current(engine)
+    with held(engine, SCHEMA_LOCK_KEY):
+        ensure_current(engine)
 
 
 @contextmanager

@@ -3,6 +3,11 @@
 All three live under ``<data_dir>/keys`` (mode 0600) and survive restarts, because
 stations pin the public key in their config, refuse any sequence they have already
 seen (replay protection) and fetch audio by URLs signed days earlier.
+
+With several server replicas (PostgreSQL) the keys are read from the shared data dir
+and the sequence is drawn from the database instead of the file
+(``server.cluster.sequence``): a second process with its own file would reuse numbers
+and stations would refuse its plans.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Engine
 
 from loaxa_protocol import KeyEntry, SigningKey
 from loaxa_protocol.durable import write_atomically
@@ -108,6 +116,22 @@ def load_url_secret(settings: Settings) -> bytes:
     return secret
 
 
+class SequenceSource(Protocol):
+    """Hands out the server's strictly increasing message sequence numbers."""
+
+    def next(self, now_ms: int | None = None) -> int: ...
+
+
+def file_ceiling(path: Path) -> int:
+    """The highest number a file sequence may have used (0 without a file)."""
+    if not path.exists():
+        return 0
+    try:
+        return int(json.loads(path.read_text())["ceiling"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"{path}: unreadable sequence state: {exc}") from exc
+
+
 class Sequence:
     """Per-sender monotonic sequence: ``max(last + 1, now in unix ms)``.
 
@@ -122,12 +146,7 @@ class Sequence:
         self._path = path
         self._lease = lease
         self._lock = threading.Lock()
-        self._last = 0
-        if path.exists():
-            try:
-                self._last = int(json.loads(path.read_text())["ceiling"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise StorageError(f"{path}: unreadable sequence state: {exc}") from exc
+        self._last = file_ceiling(path)
         self._ceiling = self._last
 
     def next(self, now_ms: int | None = None) -> int:
@@ -140,6 +159,15 @@ class Sequence:
                 self._ceiling = ceiling
             self._last = value
             return value
+
+
+def _sequence(path: Path, engine: Engine | None) -> SequenceSource:
+    if engine is None or engine.dialect.name == "sqlite":
+        return Sequence(path)  # one process: the file lease, no database write per message
+    from server.cluster.sequence import DatabaseSequence
+
+    # Seeded above anything the file sequence of a single-process past handed out.
+    return DatabaseSequence(engine, floor=file_ceiling(path))
 
 
 @dataclass(frozen=True)
@@ -176,7 +204,7 @@ class ServerKeys:
         keys_dir: Path,
         signing_key: SigningKey,
         alert_key: SigningKey,
-        sequence: Sequence,
+        sequence: SequenceSource,
         urls: UrlSigner,
         release_key: KeyEntry | None = None,
     ) -> None:
@@ -191,7 +219,8 @@ class ServerKeys:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, settings: Settings) -> ServerKeys:
+    def load(cls, settings: Settings, engine: Engine | None = None) -> ServerKeys:
+        """The keys from the data dir; the sequence from ``engine`` when it is PostgreSQL."""
         keys_dir = settings.keys_dir
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return cls(
@@ -200,7 +229,7 @@ class ServerKeys:
             # The province's alert key. It lives here until provinces run their own
             # signer; stations trust it for alerts only, whatever else it is used for.
             alert_key=load_signing_key(keys_dir, ALERT_KEY_FILE, "alert", ALERT_PURPOSES),
-            sequence=Sequence(keys_dir / SEQUENCE_FILE),
+            sequence=_sequence(keys_dir / SEQUENCE_FILE, engine),
             urls=UrlSigner(load_url_secret(settings), settings.public_url),
             release_key=release_entry(settings.release_public_key),
         )

@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default sqlite:///<data_dir>/loaxa.db, "
         "postgresql+psycopg://... in production",
     )
+    leader_check_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="with several replicas on PostgreSQL: how often a replica tries to become "
+        "the leader (runs the planner's roll, alarm checks and retention); the jobs move to "
+        "another replica about this long after the leader dies",
+    )
     mqtt_enabled: bool = Field(
         default=True, description="start the MQTT fleet link; off for API-only tests"
     )

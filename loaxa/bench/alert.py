@@ -31,9 +31,19 @@ One run, everything on this machine:
    Times are ``CLOCK_MONOTONIC`` (system-wide): the parent's at the call, the swarm's in
    the client callback and right after the core returned the ack.
 
-The server runs in this process, so it has one GIL's worth of CPU, sharing two cores with
-Mosquitto and the swarm's processes. Rounds start only once the server's ingest backlog is
-empty, so each alert meets a quiet server, as a real one would between alerts.
+With ``replicas`` > 1 the server is that many real ``loaxa serve`` processes on a fresh
+PostgreSQL database (:mod:`loaxa.bench.replicas`); the bench reaches them through HTTP and
+the database only. With ``kill_replica`` the middle round's alert goes to the leader,
+which is killed with SIGKILL as soon as it answered, while the stations are still
+receiving and acking; the cancel and everything after go to a survivor. The JSON line
+then adds ``replicas``, ``killed``, ``takeover_s`` (SIGKILL → another replica leads),
+``rolled_after_kill``, ``duplicates`` (an alert received or played twice at a station)
+and ``plan_refusals``; ``missing`` lists the stations that did not play some round.
+
+Without replicas the server runs in this process, so it has one GIL's worth of CPU,
+sharing two cores with Mosquitto and the swarm's processes. Rounds start only once the
+server's ingest backlog is empty, so each alert meets a quiet server, as a real one would
+between alerts.
 """
 
 from __future__ import annotations
@@ -42,15 +52,19 @@ import logging
 import os
 import secrets
 import statistics
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from loaxa.bench.alert_swarm import (
@@ -63,12 +77,18 @@ from loaxa.bench.alert_swarm import (
     floor_payload,
     trusted_key_dicts,
 )
-from loaxa.bench.common import require_connected, secured_stack
+from loaxa.bench.common import SecuredBroker, require_connected, secured_stack
+from loaxa.bench.replicas import DEFAULT_ADMIN_URL, ReplicaSet, fresh_postgres
 from loaxa.bench.swarm import percentile
+from loaxa.broker_config import load_station_accounts
 from loaxa.stack import LocalStack
+from loaxa_protocol import KeyEntry
 from server.areas import ancestry
+from server.db import make_engine, utcnow
+from server.keys import ServerKeys
 from server.models import Area, AudioAsset, Station
 from server.passwords import hash_password, new_password
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +98,9 @@ COMMUNES_MAX = 20
 INLINE_SECONDS = 12.0
 """Length of the custom message for ``--payload inline`` (speech-like, encoded by the server)."""
 ROUND_TIMEOUT_S = 60.0
+TAKEOVER_TIMEOUT_S = 30.0
+ROLL_TIMEOUT_S = 30.0
+REPLICA_PLAN_REFRESH_MIN = 0.05
 API_TIMEOUT_S = 300.0
 """The cancel call waits behind the server's ingest of every ack (see docs/performance.md)."""
 COLLECT_EVERY_S = 0.25
@@ -158,6 +181,18 @@ class AlertBenchResult:
     """``os.getloadavg()`` at the end of the run (other sessions share this machine)"""
     missing: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    replicas: int = 1
+    """server processes (``--replicas``); 1: the server runs in the bench's process"""
+    killed: str | None = None
+    """the replica killed mid-round (``--kill-replica``): the leader, which took the call"""
+    takeover_s: float | None = None
+    """SIGKILL → another replica leads"""
+    rolled_after_kill: bool | None = None
+    """the new leader's planner rolled the plans after the takeover"""
+    duplicates: int = 0
+    """a station received or played one alert twice (must be 0: exactly once)"""
+    plan_refusals: list[str] = field(default_factory=list)
+    """plans a station refused (``station: reason``; must be empty: no sequence reused)"""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -182,14 +217,48 @@ class AlertBenchResult:
 # ------------------------------------------------------------------ set-up
 
 
-def register_bulk(stack: LocalStack, nodes: int) -> list[SimStation]:
+@dataclass
+class BenchServer:
+    """What the bench needs of the server: its database, its keys, and where to call it.
+
+    One in-process server (:class:`LocalStack`), or replicas (:class:`ReplicaSet`), in
+    which case the bench reads keys from their shared data dir and calls one replica.
+    """
+
+    engine: Engine
+    base_url: str
+    token: str
+    trusted: Callable[[], list[KeyEntry]]
+    amp_lead_ms: int
+    amp_tail_ms: int
+    clock: Callable[[], datetime] = utcnow
+
+    @classmethod
+    def of_stack(cls, stack: LocalStack) -> BenchServer:
+        context = stack.context
+        assert stack.token is not None
+        return cls(
+            context.engine,
+            stack.base_url,
+            stack.token,
+            lambda: context.keys.trusted_entries(context.clock()),
+            context.settings.amp_lead_ms,
+            context.settings.amp_tail_ms,
+            context.clock,
+        )
+
+    def client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.Client(base_url=self.base_url, timeout=30, headers=headers)
+
+
+def register_bulk(server: BenchServer, nodes: int) -> list[SimStation]:
     """Write ``nodes`` stations into the server's database with its own models.
 
     Same rows as ``POST /api/v1/stations`` (id, name, area, position, broker user and a
     ``$7$`` hash of a fresh random password), in one transaction; no audit entry.
     """
-    context = stack.context
-    with Session(context.engine) as session:
+    with Session(server.engine) as session:
         communes = list(
             session.exec(
                 select(Area.code)
@@ -201,7 +270,7 @@ def register_bulk(stack: LocalStack, nodes: int) -> list[SimStation]:
         if not communes:
             raise RuntimeError(f"the server has no communes under province {PROVINCE}")
         areas_of = {code: tuple(ancestry(session, code)) for code in communes}
-        now = context.clock()
+        now = server.clock()
         stations: list[SimStation] = []
         for number in range(nodes):
             station_id = f"al-{number:05d}"
@@ -224,34 +293,33 @@ def register_bulk(stack: LocalStack, nodes: int) -> list[SimStation]:
     return stations
 
 
-def library_sha256s(stack: LocalStack) -> tuple[str, ...]:
+def library_sha256s(server: BenchServer | LocalStack) -> tuple[str, ...]:
     """The canned library every station keeps cached ahead of need."""
-    with Session(stack.context.engine) as session:
+    engine = server.engine if isinstance(server, BenchServer) else server.context.engine
+    with Session(engine) as session:
         rows = session.exec(
             select(AudioAsset.sha256).where(col(AudioAsset.library).is_not(None))
         ).all()
     return tuple(rows)
 
 
-def node_profile(stack: LocalStack, health: bool = True) -> NodeProfile:
-    context = stack.context
-    settings = context.settings
+def node_profile(server: BenchServer, health: bool = True) -> NodeProfile:
     return NodeProfile(
-        trusted_keys=trusted_key_dicts(context.keys.trusted_entries(context.clock())),
-        cached_audio=library_sha256s(stack),
-        amp_lead_ms=settings.amp_lead_ms,
-        amp_tail_ms=settings.amp_tail_ms,
+        trusted_keys=trusted_key_dicts(server.trusted()),
+        cached_audio=library_sha256s(server),
+        amp_lead_ms=server.amp_lead_ms,
+        amp_tail_ms=server.amp_tail_ms,
         health=health,
     )
 
 
-def second_officer_token(stack: LocalStack) -> str:
+def second_officer_token(server: BenchServer) -> str:
     """An alert officer other than the stack's administrator, to confirm through the API."""
     from server.auth.permissions import Role
     from server.auth.service import add_grant, create_user, find_user, issue_token
 
-    now = stack.context.clock()
-    with Session(stack.context.engine) as session:
+    now = server.clock()
+    with Session(server.engine) as session:
         user = find_user(session, "bench-officer-2") or create_user(
             session, "bench-officer-2", None, now
         )
@@ -340,6 +408,8 @@ class _Round:
     floor_t0: float = 0.0
     floor: dict[str, float] = field(default_factory=dict)
     payload_bytes: int = 0
+    duplicates: int = 0
+    """a second ``alert_received`` / ``alert_playing`` of this alert at one station"""
 
 
 class _Collector:
@@ -349,6 +419,8 @@ class _Collector:
         self.swarm = swarm
         self.topics: dict[str, int] = {}
         self.errors: list[str] = []
+        self.plan_refusals: list[str] = []
+        """stations' refusals of a message naming no alert (plans): ``station: reason``"""
         self._early: list[Mark] = []
 
     def pull(self, current: _Round) -> Collected:
@@ -356,6 +428,8 @@ class _Collector:
         self.topics.update(got.alert_topics)
         self.errors += got.errors
         for mark in [*self._early, *got.marks]:
+            if mark.kind == "rejected" and not mark.alert_id:
+                self.plan_refusals.append(f"{mark.station_id}: {mark.reason}")
             self._sort(current, mark)
         self._early = []
         for probe in got.floor:
@@ -372,6 +446,8 @@ class _Collector:
             "alert_cancelled": current.cancelled,
         }.get(mark.kind)
         if table is not None:
+            if mark.station_id in table and mark.kind in ("alert_received", "alert_playing"):
+                current.duplicates += 1
             table.setdefault(mark.station_id, mark.at)
             if mark.kind in ("alert_received", "alert_playing"):
                 current.work.append(mark)
@@ -432,30 +508,91 @@ def _alert_body(payload: Payload, audio_id: int | None, number: int) -> dict[str
     return body
 
 
+@dataclass
+class Failover:
+    """What ``--kill-replica`` did and saw (replicas only)."""
+
+    killed: str | None = None
+    """the replica killed (the leader, which also took the round's alert call)"""
+    takeover_s: float | None = None
+    """SIGKILL → another replica reports that it leads"""
+    rolled: bool = False
+    """the new leader rolled the plans after the takeover"""
+
+
+def _take_over(replicas: ReplicaSet, failover: Failover, killed_at: float) -> None:
+    """Wait for another replica to lead, then for its planner's next roll."""
+    deadline = killed_at + TAKEOVER_TIMEOUT_S
+    leader = None
+    while leader is None and time.monotonic() < deadline:
+        leader = replicas.leader()
+        if leader is None:
+            time.sleep(0.05)
+    if leader is None:
+        log.error("no replica took the lead within %.0f s", TAKEOVER_TIMEOUT_S)
+        return
+    failover.takeover_s = round(time.monotonic() - killed_at, 2)
+    rolls = replicas.cluster(leader)["planner_rolls"]
+    while time.monotonic() < deadline + ROLL_TIMEOUT_S:
+        if replicas.cluster(leader)["planner_rolls"] > rolls:
+            failover.rolled = True
+            return
+        time.sleep(0.2)
+
+
 def _run_rounds(
-    stack: LocalStack,
+    server: BenchServer,
     swarm: AlertSwarm,
     floor: FloorPublisher,
     nodes: int,
     payload: Payload,
     rounds: int,
     warmup: int,
-) -> tuple[list[_Round], list[str]]:
+    replicas: ReplicaSet | None = None,
+    kill_replica: bool = False,
+) -> tuple[list[_Round], _Collector, Failover]:
+    """The rounds; with ``kill_replica``, the middle round's alert goes to the leader, which
+    is killed as soon as it answered, while the alert is on its way to the stations."""
     collector = _Collector(swarm)
+    failover = Failover()
     done: list[_Round] = []
-    with (
-        stack.client() as http,
-        httpx.Client(
-            base_url=stack.base_url,
-            timeout=30,
-            headers={"Authorization": f"Bearer {second_officer_token(stack)}"},
-        ) as confirmer,
-    ):
+    officer = second_officer_token(server)
+    kill_round = rounds // 2 if kill_replica and replicas is not None else None
+    killed_at = 0.0
+    http = server.client()
+    confirmer = httpx.Client(
+        base_url=server.base_url, timeout=30, headers={"Authorization": f"Bearer {officer}"}
+    )
+    try:
         audio_id = upload_inline_audio(http) if payload == "inline" else None
         for number in range(-warmup, rounds):
-            wait_quiet(http)
+            _wait_all_quiet(http, replicas)
             swarm.collect()  # forget anything noted between rounds
-            alert, t0, api_s = _send_alert(http, confirmer, _alert_body(payload, audio_id, number))
+            body = _alert_body(payload, audio_id, number)
+            if number == kill_round and replicas is not None:
+                victim = replicas.leader()
+                if victim is None:
+                    raise RuntimeError("no replica leads: cannot kill the leader")
+                with (
+                    replicas.client(victim) as to_victim,
+                    replicas.client(victim, officer) as confirm_victim,
+                ):
+                    alert, t0, api_s = _send_alert(to_victim, confirm_victim, body)
+                replicas.kill(victim)
+                killed_at = time.monotonic()
+                failover.killed = victim.name
+                log.info(
+                    "killed replica %s (the leader) %.0f ms after the alert call",
+                    victim.name,
+                    (killed_at - t0) * 1000,
+                )
+                survivor = replicas.alive()[0]
+                http.close()
+                confirmer.close()
+                http = replicas.client(survivor)
+                confirmer = replicas.client(survivor, officer)
+            else:
+                alert, t0, api_s = _send_alert(http, confirmer, body)
             current = _Round(alert["alert_id"], t0, api_s, payload_bytes=alert["payload_bytes"])
             collector.wait(current, current.playing, nodes)
             current.cancel_t0 = time.monotonic()
@@ -464,22 +601,39 @@ def _run_rounds(
             if cancelled.status_code != 200:
                 raise RuntimeError(f"cancel answered {cancelled.status_code}: {cancelled.text}")
             collector.wait(current, current.cancelled, nodes)
-            wait_quiet(http)
+            if number == kill_round and replicas is not None:
+                _take_over(replicas, failover, killed_at)
+            _wait_all_quiet(http, replicas)
             if collector.topics:
                 current.floor_t0 = floor.publish(collector.topics, current.alert_id)
                 collector.wait(current, current.floor, nodes)
+            collector.pull(current)  # late duplicates and plan refusals
             log.info(
-                "round %s: received %s, playing %s, cancelled %s, probe %s of %s",
+                "round %s: received %s, playing %s, cancelled %s, probe %s of %s%s",
                 number + 1 if number >= 0 else "warm-up",
                 len(current.received),
                 len(current.playing),
                 len(current.cancelled),
                 len(current.floor),
                 nodes,
+                " (a replica was killed)" if number == kill_round else "",
             )
             if number >= 0:
                 done.append(current)
-    return done, collector.errors
+    finally:
+        http.close()
+        confirmer.close()
+    return done, collector, failover
+
+
+def _wait_all_quiet(http: httpx.Client, replicas: ReplicaSet | None) -> None:
+    """Every running replica has taken in what the stations sent."""
+    if replicas is None:
+        wait_quiet(http)
+        return
+    for replica in replicas.alive():
+        with replicas.client(replica) as each:
+            wait_quiet(each)
 
 
 def _summarise(
@@ -489,8 +643,10 @@ def _summarise(
     registration_s: float,
     connect_s: float,
     done: list[_Round],
-    errors: list[str],
+    collector: _Collector,
     station_ids: list[str],
+    replicas: int = 1,
+    failover: Failover | None = None,
 ) -> AlertBenchResult:
     deliver, node, accept, acked, e2e, raw = [], [], [], [], [], []
     cancel, cancel_deliver, api, firsts = [], [], [], []
@@ -546,7 +702,13 @@ def _summarise(
         swarm_share=shares,
         load=os.getloadavg(),
         missing=sorted(missing)[:20],
-        errors=errors[:20],
+        errors=collector.errors[:20],
+        replicas=replicas,
+        killed=failover.killed if failover else None,
+        takeover_s=failover.takeover_s if failover else None,
+        rolled_after_kill=failover.rolled if failover and failover.killed else None,
+        duplicates=sum(r.duplicates for r in done),
+        plan_refusals=collector.plan_refusals[:20],
     )
 
 
@@ -581,16 +743,32 @@ def run_alert_bench(
     workers: int | None = None,
     health: bool = True,
     warmup: int = 1,
+    replicas: int = 1,
+    kill_replica: bool = False,
+    admin_database_url: str = DEFAULT_ADMIN_URL,
 ) -> AlertBenchResult:
-    """Run the whole benchmark (see the module doc) and return its figures."""
-    if nodes < 1 or rounds < 1:
-        raise ValueError("nodes and rounds must be positive")
+    """Run the whole benchmark (see the module doc) and return its figures.
+
+    ``replicas`` > 1 runs that many ``loaxa serve`` processes on a fresh PostgreSQL
+    database made next to ``admin_database_url``'s; ``kill_replica`` kills the leader in
+    the middle round (see :func:`_run_rounds`).
+    """
+    if nodes < 1 or rounds < 1 or replicas < 1:
+        raise ValueError("nodes, rounds and replicas must be positive")
+    if kill_replica and replicas < 2:
+        raise ValueError("--kill-replica needs --replicas 2 or more")
+    if replicas > 1:
+        return _run_on_replicas(
+            nodes, payload, rounds, workers, health, warmup, replicas, kill_replica,
+            admin_database_url,
+        )  # fmt: skip
     with secured_stack("loaxa-bench-alert-") as (secured, stack):
+        server = BenchServer.of_stack(stack)
         started = time.monotonic()
-        stations = register_bulk(stack, nodes)
+        stations = register_bulk(server, nodes)
         registration_s = time.monotonic() - started
         secured.grant_registered(stack)
-        profile = node_profile(stack, health=health)
+        profile = node_profile(server, health=health)
         broker = secured.broker
         with AlertSwarm(broker.host, broker.port, stations, profile, workers) as swarm:
             ready = swarm.start()
@@ -599,7 +777,9 @@ def run_alert_bench(
                 broker.host, broker.port, secured.server.username, secured.server.password
             )
             try:
-                done, errors = _run_rounds(stack, swarm, floor, nodes, payload, rounds, warmup)
+                done, collector, _ = _run_rounds(
+                    server, swarm, floor, nodes, payload, rounds, warmup
+                )
             finally:
                 floor.close()
     return _summarise(
@@ -609,8 +789,89 @@ def run_alert_bench(
         registration_s,
         ready.seconds,
         done,
-        errors,
+        collector,
         [s.station_id for s in stations],
+    )
+
+
+def _run_on_replicas(
+    nodes: int,
+    payload: Payload,
+    rounds: int,
+    workers: int | None,
+    health: bool,
+    warmup: int,
+    count: int,
+    kill_replica: bool,
+    admin_database_url: str,
+) -> AlertBenchResult:
+    """The same rounds against ``count`` real server processes on PostgreSQL."""
+    with (
+        tempfile.TemporaryDirectory(prefix="loaxa-bench-alert-replicas-") as tmp,
+        fresh_postgres(admin_database_url) as url,
+    ):
+        secured = SecuredBroker(Path(tmp) / "mosquitto")
+        with secured.broker as broker:
+            env = {
+                "LOAXA_MQTT_HOST": broker.host,
+                "LOAXA_MQTT_PORT": str(broker.port),
+                "LOAXA_MQTT_USERNAME": secured.server.username,
+                "LOAXA_MQTT_PASSWORD": secured.server.password,
+                # A roll every 3 s, so the bench sees the planner keep rolling after a
+                # takeover; the leader check as in production.
+                "LOAXA_PLAN_REFRESH_MIN": str(REPLICA_PLAN_REFRESH_MIN),
+                "LOAXA_CLOCK_SYNC_MIN": "0",
+            }
+            admin = ("admin", f"Bench-{secrets.token_urlsafe(12)}")
+            data_dir = Path(tmp) / "shared"
+            with ReplicaSet(count, data_dir, url, env, admin) as replica_set:
+                first = replica_set.replicas[0]
+                settings = Settings(data_dir=data_dir, database_url=url, mqtt_enabled=False)
+                keys = ServerKeys.load(settings)  # read from the shared data dir
+                engine = make_engine(url)
+                try:
+                    server = BenchServer(
+                        engine,
+                        first.base_url,
+                        replica_set.token,
+                        lambda: keys.trusted_entries(utcnow()),
+                        settings.amp_lead_ms,
+                        settings.amp_tail_ms,
+                    )
+                    started = time.monotonic()
+                    stations = register_bulk(server, nodes)
+                    registration_s = time.monotonic() - started
+                    secured.grant(load_station_accounts(url))
+                    profile = node_profile(server, health=health)
+                    with AlertSwarm(broker.host, broker.port, stations, profile, workers) as swarm:
+                        ready = swarm.start()
+                        require_connected(ready, nodes, log)
+                        floor = FloorPublisher(
+                            broker.host,
+                            broker.port,
+                            secured.server.username,
+                            secured.server.password,
+                        )
+                        try:
+                            done, collector, failover = _run_rounds(
+                                server, swarm, floor, nodes, payload, rounds, warmup,
+                                replica_set, kill_replica,
+                            )  # fmt: skip
+                        finally:
+                            floor.close()
+                finally:
+                    engine.dispose()
+    return _summarise(
+        nodes,
+        payload,
+        swarm.workers,
+        registration_s,
+        ready.seconds,
+        done,
+        collector,
+        [s.station_id for s in stations],
+        count,
+        failover,
     )
 
 
@@ -662,6 +923,20 @@ def summary_lines(result: AlertBenchResult) -> list[str]:
         f"set-up: stations written in {r.registration_s:.1f} s, connected in {r.connect_s:.1f} s;"
         f" load average at the end {r.load[0]:.2f} {r.load[1]:.2f} {r.load[2]:.2f}",
     ]
+    if r.replicas > 1:
+        lines.append(
+            f"{r.replicas} server replicas; killed: {r.killed or 'none'}"
+            + (
+                f" (another led {r.takeover_s} s later; planner rolled after: "
+                f"{r.rolled_after_kill})"
+                if r.killed
+                else ""
+            )
+            + f"; alerts received or played twice: {r.duplicates}; plans refused:"
+            f" {len(r.plan_refusals)}"
+        )
+    if r.plan_refusals:
+        lines.append(f"refused plans: {', '.join(r.plan_refusals[:5])}")
     if r.missing:
         lines.append(f"not playing in some round: {', '.join(r.missing)}")
     if r.errors:

@@ -25,9 +25,8 @@ import base64
 import functools
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, func, insert, update
@@ -71,6 +70,7 @@ from server.alerts.models import (
 from server.audio.store import AudioStore
 from server.audit.log import record_audit
 from server.auth.actor import SYSTEM, Actor
+from server.cluster.feed import ChangeFeed
 from server.db import session_scope
 from server.fleet.bus import Bus
 from server.keys import ServerKeys
@@ -211,22 +211,6 @@ class AlertSpec:
     cap_sent: datetime | None = None
 
 
-@dataclass
-class Changes:
-    """Per-alert change counters the live view waits on (no database polling when idle)."""
-
-    versions: dict[int, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def bump(self, alert_pk: int) -> None:
-        with self.lock:
-            self.versions[alert_pk] = self.versions.get(alert_pk, 0) + 1
-
-    def version(self, alert_pk: int) -> int:
-        with self.lock:
-            return self.versions.get(alert_pk, 0)
-
-
 class AlertService:
     """Sends, re-sends, cancels and tracks alerts; safe to call from any thread."""
 
@@ -245,7 +229,7 @@ class AlertService:
         self._bus = bus
         self._store = store
         self._clock = clock
-        self.changes = Changes()
+        self.changes = ChangeFeed(engine)
 
     # ------------------------------------------------------------ targets
 
@@ -890,7 +874,7 @@ class AlertService:
                     state=AlertState.FINISHED.value,
                     ended_at=now,
                 )
-        self.changes.bump(record.id)
+        self.changes.bump(record.id, session)
 
     def on_online(self, session: Session, station_id: str) -> None:
         """Re-send every live alert this station has not acked (Ingestor hook).
@@ -967,6 +951,6 @@ class AlertService:
                 if not self._claim(session, record, [expected], state=new.value, ended_at=now):
                     continue
                 moved += 1
-                self.changes.bump(record.id)
+                self.changes.bump(record.id, session)
                 log.info("alert %s is %s", record.alert_id, new.value)
         return moved

@@ -25,7 +25,7 @@ from server.auth.deps import (
 )
 from server.auth.errors import LoginFailed
 from server.auth.models import LoginBody, TotpConfirm, TotpEnrollment, User, UserPublic
-from server.auth.ratelimit import LoginRateLimiter
+from server.auth.ratelimit import SignInLimiter
 from server.auth.service import (
     SESSION_COOKIE,
     check_login,
@@ -59,7 +59,7 @@ def sign_in(
     request: Request,
     session: Session,
     context: ServerContext,
-    limiter: LoginRateLimiter,
+    limiter: SignInLimiter,
     body: LoginBody,
 ) -> tuple[User, str]:
     """Check the credentials and open a web session; raises 401/403/429 with a reason.

@@ -157,7 +157,9 @@ def create_broadcast(
             "stations": sorted(station_ids),
         },
     )
-    session.commit()
+    # No commit here: the publisher commits the broadcast together with its plans and
+    # publishes them right after that one commit (issue 17: a broadcast reaches its
+    # stations in milliseconds, so nothing may stand between the commit and the publish).
     publisher.publish_stations(session, station_ids)
     session.refresh(broadcast)
     return broadcast_detail(session, broadcast)

@@ -3,7 +3,8 @@
 ``queues`` shows each bounded queue between a producer and a worker thread: ``queued``
 now (memory and spill), ``max`` (its setting), ``peak``, what it ``dropped`` by kind
 (only health reports and alarm notifications are ever dropped), what spilled to disk,
-and what was ``retried`` one by one or ``failed`` even alone.
+and what was ``retried`` one by one or ``failed`` even alone. ``cluster`` says which
+replica this is (its MQTT client id), whether it leads and how often it rolled the plans.
 """
 
 from __future__ import annotations
@@ -47,4 +48,10 @@ def read_system(context: ContextDep, session: SessionDep, actor: ActorDep) -> di
         "media": context.media.as_dict(),
         "intrusions": context.ingestor.intrusions,
         "signing_key": context.keys.signing_key.kid,
+        "cluster": {
+            "replica": context.settings.mqtt_client_id,
+            "leader": context.leadership.leading if context.leadership is not None else None,
+            "terms": context.leadership.terms if context.leadership is not None else 0,
+            "planner_rolls": context.planner.rolls if context.planner is not None else 0,
+        },
     }

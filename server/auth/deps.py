@@ -39,7 +39,7 @@ from server.auth.permissions import (
     is_read,
     scope_roots,
 )
-from server.auth.ratelimit import LoginRateLimiter
+from server.auth.ratelimit import SignInLimiter
 from server.auth.service import SESSION_COOKIE, session_user, token_user, user_actor
 from server.models import Area
 from server.settings import Settings
@@ -147,12 +147,12 @@ def require_actor(actor: OptionalActorDep) -> Actor:
 ActorDep = Annotated[Actor, Depends(require_actor)]
 
 
-def get_login_limiter(request: Request) -> LoginRateLimiter:
-    limiter: LoginRateLimiter = request.app.state.login_limiter
+def get_login_limiter(request: Request) -> SignInLimiter:
+    limiter: SignInLimiter = request.app.state.login_limiter
     return limiter
 
 
-LimiterDep = Annotated[LoginRateLimiter, Depends(get_login_limiter)]
+LimiterDep = Annotated[SignInLimiter, Depends(get_login_limiter)]
 
 
 # ------------------------------------------------------------ the one check

@@ -155,3 +155,18 @@ class TotpEnrollment(SQLModel):
 
 class TotpConfirm(SQLModel):
     code: str = Field(min_length=6, max_length=12)
+
+
+class LoginFailure(SQLModel, table=True):
+    """One failed sign-in under one throttling key (``user:<name>`` or ``ip:<address>``).
+
+    Kept in the database, not in memory, so every server replica counts the same
+    failures: a guesser spread over replicas by the proxy meets one limit.
+    """
+
+    __tablename__ = "login_failure"
+    __table_args__ = (sa.Index("ix_login_failure_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200)
+    at: datetime = _utc()

@@ -23,10 +23,15 @@ judges each message it sees:
    - it has *expired*: a one-shot message (alert, cancel, command) past ``expires_at``
      is never sent again by this server;
    - it is *not one we remember publishing*, on a topic where we have already seen our
-     own echo since start-up. Ordering makes this safe at start-up: the server
+     own echo since start-up, and it was signed no later than the newest message seen
+     there (our echo's publish time). Ordering makes this safe at start-up: the server
      subscribes before it republishes, and the broker answers a subscription with the
      retained copy before it forwards anything published after it, so a pre-restart
-     retained plan always arrives before our first echo.
+     retained plan always arrives before our first echo. A message signed *after* the
+     newest one seen is new, not a copy: another server replica's (replicas share the
+     key; their plans are serialised by the publish lock, so a peer's plan is signed
+     after ours went out). An attacker has no such message: everything we sign for a
+     topic is published on that topic.
 
    A copy of a live alert we still remember (the broker's QoS 1 redelivery looks the
    same) raises nothing: stations only re-acknowledge it. A replay is reported once per
@@ -138,6 +143,8 @@ class _Sent:
     """publish order across all topics (newer is larger)"""
     owed: int
     """echoes the broker still owes us: one per publish of these bytes"""
+    at: datetime | None = None
+    """when we last published it (after it was signed: its ``issued_at`` is earlier)"""
 
 
 class IntrusionWatch:
@@ -161,10 +168,13 @@ class IntrusionWatch:
         self._orders = itertools.count()
         # (topic, sha256): our own bytes re-sent to another station's topic are not ours.
         self._published: OrderedDict[tuple[str, str], _Sent] = OrderedDict()
-        self._retained: dict[str, tuple[str, int]] = {}
-        """topic → (sha256, order) of the last message we retained there"""
+        self._retained: dict[str, tuple[str, int, datetime]] = {}
+        """topic → (sha256, order, publish time) of the last message we retained there"""
         self._newest_seen: dict[str, int] = {}
         """topic → order of our newest message seen coming back on it"""
+        self._newest_at: dict[str, datetime] = {}
+        """topic → the latest instant a message seen there was ours to send: our newest
+        echo's publish time, or a newer message of a peer replica's ``issued_at``"""
         self._reported: OrderedDict[Hashable, None] = OrderedDict()
         self.intrusions = 0
         """How many intrusions :meth:`inspect` has found (a counter for /system and tests)."""
@@ -174,13 +184,14 @@ class IntrusionWatch:
         key = (topic, hashlib.sha256(payload).hexdigest())
         with self._lock:
             order = next(self._orders)
+            now = self._clock()
             sent = self._published.pop(key, None) or _Sent(order, 0)
-            sent.order, sent.owed = order, sent.owed + 1
+            sent.order, sent.owed, sent.at = order, sent.owed + 1, now
             self._published[key] = sent
             while len(self._published) > self._remember:
                 self._published.popitem(last=False)
             if retain:
-                self._retained[topic] = (key[1], order)
+                self._retained[topic] = (key[1], order, now)
 
     def inspect(
         self,
@@ -206,15 +217,16 @@ class IntrusionWatch:
             sent = self._published.get((topic, digest))
             if sent is not None and sent.owed > 0:
                 sent.owed -= 1
-                self._seen(topic, sent.order)
+                self._seen(topic, sent.order, sent.at)
                 return None
             retained = self._retained.get(topic)
             if retained is not None and retained[0] == digest:
-                self._seen(topic, retained[1])  # re-sent on every (re)subscription
+                self._seen(topic, retained[1], retained[2])  # re-sent on every subscription
                 return None
             if (topic, digest) in self._reported or digest in self._reported:
                 return None  # a retained intrusion re-delivered (a reconnect): one alarm
             after_echo = topic in self._newest_seen
+            newest_at = self._newest_at.get(topic)
             superseded = (
                 sent is not None
                 and target.scope == "station"
@@ -242,8 +254,17 @@ class IntrusionWatch:
             return alarm(
                 "wrong_topic", f"a {message.type} message on a {target.leaf} topic", message.seq
             )
-        why = self._replay_reason(message, superseded, sent is not None, after_echo, cancelled_at)
+        # A message signed after the newest one seen on this topic is new, not a copy: a
+        # peer replica's (several server processes share the key and the sequence).
+        newer = newest_at is None or message.issued_at > newest_at
+        why = self._replay_reason(
+            message, superseded, sent is not None, after_echo and not newer, cancelled_at
+        )
         if why is None:
+            if newer and after_echo and sent is None:
+                # Only once our own echo came back here: before it, a message is what the
+                # topic held when we (re)subscribed, judged by the start-up rule above.
+                self._adopt(topic, digest, message.issued_at)
             return None
         found = Intrusion(
             topic,
@@ -278,10 +299,22 @@ class IntrusionWatch:
             return "though this server did not publish it there: an old message"
         return None
 
-    def _seen(self, topic: str, order: int) -> None:
-        """Our message of publish ``order`` came back on ``topic`` (lock held)."""
+    def _adopt(self, topic: str, digest: str, issued_at: datetime) -> None:
+        """Remember a newer message of ours we did not publish (a peer replica's) as if we
+        had, so that its copies are judged like copies of ours (superseded, expired)."""
+        with self._lock:
+            order = next(self._orders)
+            self._published[(topic, digest)] = _Sent(order, 0, issued_at)
+            while len(self._published) > self._remember:
+                self._published.popitem(last=False)
+            self._seen(topic, order, issued_at)
+
+    def _seen(self, topic: str, order: int, at: datetime | None) -> None:
+        """Our message of publish ``order`` (at ``at``) came back on ``topic`` (lock held)."""
         if order > self._newest_seen.get(topic, -1):
             self._newest_seen[topic] = order
+        if at is not None and (topic not in self._newest_at or at > self._newest_at[topic]):
+            self._newest_at[topic] = at
 
     def _alarm(self, identity: Hashable, intrusion: Intrusion) -> Intrusion | None:
         """Count and return the intrusion, unless this one was already reported."""

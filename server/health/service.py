@@ -9,6 +9,10 @@ current state):
 - ``fleet-check`` every ``health_check_interval_s``: queues the offline check and every
   alarm rule on the health writer (which owns all alarm writes);
 - ``aggregate`` and ``prune`` every ``health_maintenance_min``, on the scheduler's thread.
+
+These jobs concern the whole fleet, so with several server replicas only the leader runs
+them (``server.cluster.leader``): ``start(leading=False)`` keeps them paused until
+``lead``; ``follow`` pauses them again.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ class HealthService:
 
     # ------------------------------------------------------------- lifecycle
 
-    def start(self) -> None:
+    def start(self, leading: bool = True) -> None:
         self.notifier.start()
         self.ingest.start()
         settings = self._settings
@@ -95,8 +99,17 @@ class HealthService:
             coalesce=True,
             max_instances=1,
         )
-        scheduler.start()
+        scheduler.start(paused=not leading)
         self._scheduler = scheduler
+
+    def lead(self) -> None:
+        """This replica leads: run the fleet check and the maintenance here."""
+        if self._scheduler is not None:
+            self._scheduler.resume()
+
+    def follow(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.pause()
 
     def stop(self) -> None:
         """Stop the jobs, write what is queued, then stop notifying."""

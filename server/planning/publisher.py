@@ -15,11 +15,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import AudioRef, Plan, seal, topics
 from loaxa_protocol.envelope import MAX_ENVELOPE_BYTES
+from server.cluster.leader import PUBLISH_LOCK_KEY, held
 from server.db import utcnow
 from server.fleet.bus import Bus
 from server.keys import ServerKeys
@@ -56,7 +58,10 @@ class PlanPublisher:
         self._published: dict[str, Published] = {}
         """station → what its last plan covered (this process; empty after a restart)"""
         # One compile-and-publish at a time: otherwise a plan read from older data could
-        # draw the higher sequence number and be retained over the newer one.
+        # draw the higher sequence number and be retained over the newer one. Across
+        # replicas the same holds through a PostgreSQL advisory lock (``held``): the
+        # sequence comes from the database, and a number drawn by one replica must
+        # reach the broker before any higher number another replica draws.
         self._lock = threading.Lock()
 
     def publish_stations(self, session: Session, station_ids: Iterable[str]) -> dict[str, Plan]:
@@ -64,18 +69,42 @@ class PlanPublisher:
 
         Also records, on each target, the first plan sequence that carried it, so a
         later ``plan_accepted`` can be matched to the items it delivered. The caller's
-        session is committed.
+        session is committed, the caller's own pending change with it, and the plans are
+        published right after that commit.
         """
         wanted = sorted(set(station_ids))
         if not wanted:
+            session.commit()  # the caller's change, which it left for this commit
             return {}
-        with self._lock:
+        with self._lock, held(self._engine, PUBLISH_LOCK_KEY):
             return self._publish(session, wanted)
 
     def _publish(self, session: Session, wanted: list[str]) -> dict[str, Plan]:
         now = self._clock()
-        rows = session.exec(
-            select(BroadcastTarget, Broadcast, AudioAsset)
+        urls: dict[int, str] = {}
+
+        def url(audio_id: int) -> str:
+            # One signature per audio file and publish, not one per item and station.
+            if audio_id not in urls:
+                urls[audio_id] = self._keys.urls.sign_url(audio_id, self._url_ttl, now)
+            return urls[audio_id]
+
+        # Columns, not ORM objects: this read is on the way of every plan to its station.
+        target_table = BroadcastTarget.__table__  # type: ignore[attr-defined]
+        rows = session.execute(
+            sa_select(
+                col(BroadcastTarget.station_id),
+                col(BroadcastTarget.first_plan_seq),
+                col(Broadcast.id),
+                col(Broadcast.title),
+                col(Broadcast.start_at),
+                col(Broadcast.priority),
+                col(AudioAsset.id),
+                col(AudioAsset.sha256),
+                col(AudioAsset.size_bytes),
+                col(AudioAsset.duration_ms),
+                col(AudioAsset.codec),
+            )
             .join(Broadcast, col(Broadcast.id) == col(BroadcastTarget.broadcast_id))
             .join(AudioAsset, col(AudioAsset.id) == col(Broadcast.audio_id))
             .where(col(BroadcastTarget.station_id).in_(wanted))
@@ -84,29 +113,38 @@ class PlanPublisher:
             .where(col(Broadcast.start_at) > now - timedelta(days=1))
         ).all()
         entries: dict[str, list[PlanEntry]] = defaultdict(list)
-        targets: dict[str, list[BroadcastTarget]] = defaultdict(list)
-        for target, broadcast, audio in rows:
-            assert broadcast.id is not None and audio.id is not None
-            entries[target.station_id].append(
+        unsent: dict[str, list[int]] = defaultdict(list)
+        """station → broadcasts of its targets that no plan carried yet"""
+        for (
+            station_id,
+            first_plan_seq,
+            broadcast_id,
+            title,
+            start_at,
+            priority,
+            audio_id,
+            sha256,
+            size_bytes,
+            duration_ms,
+            codec,
+        ) in rows:
+            entries[station_id].append(
                 PlanEntry(
-                    broadcast_id=broadcast.id,
-                    title=broadcast.title,
-                    start_at=broadcast.start_at,
-                    priority=broadcast.priority,
-                    sha256=audio.sha256,
-                    size_bytes=audio.size_bytes,
-                    duration_ms=audio.duration_ms,
-                    codec=audio.codec,
-                    audio_url=self._keys.urls.sign_url(audio.id, self._url_ttl, now),
+                    broadcast_id=broadcast_id,
+                    title=title,
+                    start_at=start_at,
+                    priority=priority,
+                    sha256=sha256,
+                    size_bytes=size_bytes,
+                    duration_ms=duration_ms,
+                    codec=codec,
+                    audio_url=url(audio_id),
                 )
             )
-            targets[target.station_id].append(target)
+            if first_plan_seq is None:
+                unsent[station_id].append(broadcast_id)
         for station_id, programme_items in programme_entries(
-            session,
-            wanted,
-            now,
-            now + self._horizon,
-            lambda audio_id: self._keys.urls.sign_url(audio_id, self._url_ttl, now),
+            session, wanted, now, now + self._horizon, url
         ).items():
             entries[station_id].extend(programme_items)
 
@@ -116,7 +154,7 @@ class PlanPublisher:
                 size_bytes=audio.size_bytes,
                 duration_ms=audio.duration_ms,
                 codec=audio.codec,
-                url=self._keys.urls.sign_url(audio.id, self._url_ttl, now),
+                url=url(audio.id),
             )
             for audio in session.exec(
                 select(AudioAsset)
@@ -127,24 +165,45 @@ class PlanPublisher:
         ]
         plans: dict[str, Plan] = {}
         sealed: dict[str, bytes] = {}
+        first_seqs: list[dict[str, int | str]] = []
         for station_id in wanted:
             plan, sealed[station_id] = self._fitting_plan(
                 station_id, entries.get(station_id, []), now, keep
             )
             carried = {item.item_id for item in plan.items}
-            for target in targets.get(station_id, []):
-                if target.first_plan_seq is None and item_id_for(target.broadcast_id) in carried:
-                    target.first_plan_seq = plan.seq
-                    session.add(target)
+            first_seqs.extend(
+                {"k_broadcast": broadcast_id, "k_station": station_id, "seq": plan.seq}
+                for broadcast_id in unsent.get(station_id, [])
+                if item_id_for(broadcast_id) in carried
+            )
             plans[station_id] = plan
+        if first_seqs:
+            session.execute(
+                update(target_table)
+                .where(
+                    target_table.c.broadcast_id == bindparam("k_broadcast"),
+                    target_table.c.station_id == bindparam("k_station"),
+                )
+                .values(first_plan_seq=bindparam("seq")),
+                first_seqs,
+            )
         published = {s: Published(p.issued_at, p.horizon_until) for s, p in plans.items()}
-        # The as-run report compares what stations played with what their plans carried.
-        record_plans(session, plans.values(), now)
         # Record sequences before publishing: an instant plan_accepted must find them.
+        # This commit also carries the caller's change (a new broadcast): one transaction.
         session.commit()
+        # The plans go out the moment they are committed, before any bookkeeping.
         for station_id, raw in sealed.items():
             self._bus.publish(topics.plan(station_id), raw, qos=1, retain=True)
         self._published.update(published)
+        # The as-run report compares what stations played with what their plans carried;
+        # nothing on a station's path waits for it. Still under the lock: an older plan
+        # never records over a newer one (record_plans also compares sequences).
+        try:
+            record_plans(session, plans.values(), now)
+            session.commit()
+        except Exception:
+            session.rollback()
+            log.exception("as-run bookkeeping of %s plans failed", len(plans))
         log.info("published %s plans", len(plans))
         return plans
 

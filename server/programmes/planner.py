@@ -16,6 +16,11 @@ still there after it. Jobs:
 
 Job functions are module-level (a persistent store keeps a reference, not a closure);
 they find their running planner through ``_PLANNERS`` by the data directory.
+
+With several server replicas every one of them keeps a scheduler on the shared job
+store, but only the leader's runs jobs (``server.cluster.leader``): the others are
+paused, yet still *add* jobs (a follower's failed republish leaves its retry there for
+the leader to run). ``start`` begins paused; ``lead`` and ``follow`` switch.
 """
 
 from __future__ import annotations
@@ -83,12 +88,15 @@ class ProgrammePlanner:
         self._clock = clock
         self.key = str(settings.data_dir.resolve())
         self._scheduler: BackgroundScheduler | None = None
+        self.rolls = 0
+        """roll-forward runs in this process (``/api/v1/system``: which replica rolls)"""
 
     @property
     def scheduler(self) -> BackgroundScheduler | None:
         return self._scheduler
 
-    def start(self) -> None:
+    def start(self, leading: bool = True) -> None:
+        """Add the jobs; run them only when ``leading`` (else until ``lead`` is called)."""
         store = SQLAlchemyJobStore(engine=self._engine, tablename=JOB_TABLE)
         scheduler = BackgroundScheduler(timezone=UTC, jobstores={"default": store})
         _PLANNERS[self.key] = self
@@ -120,8 +128,18 @@ class ProgrammePlanner:
                 max_instances=1,
                 misfire_grace_time=None,
             )
-        scheduler.start()
+        scheduler.start(paused=not leading)
         self._scheduler = scheduler
+
+    def lead(self) -> None:
+        """This replica became the leader: run the jobs that fall due (missed ones too)."""
+        if self._scheduler is not None:
+            self._scheduler.resume()
+
+    def follow(self) -> None:
+        """Another replica leads: stop running jobs here (one already running finishes)."""
+        if self._scheduler is not None:
+            self._scheduler.pause()
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -134,6 +152,7 @@ class ProgrammePlanner:
     def roll_forward(self) -> int:
         """Republish the stations whose 9-day window gained an item since their last
         plan, or whose plan is due for renewal; returns how many."""
+        self.rolls += 1
         return len(self._publisher.roll_forward())
 
     def republish(self, session: Session, station_ids: Iterable[str]) -> None:

@@ -128,3 +128,38 @@ def test_a_copy_of_a_cancelled_alert_is_a_replay_before_it_expires(
     assert found is not None and found.reason == "replayed"
     assert f"cancelled at {(T0 + timedelta(minutes=1)).isoformat()}" in found.detail
     assert watch.inspect(AREA_TOPIC, raw, addressees, cancelled.get) is None  # once
+
+
+def plan_issued(seq: int, issued_at: datetime) -> bytes:
+    from loaxa_protocol import Plan
+    from tests.integration.test_intrusion_watch import OURS
+
+    message = Plan(
+        sender="server",
+        seq=seq,
+        issued_at=issued_at,
+        expires_at=issued_at + timedelta(hours=72),
+        to=STATION,
+        station_id=STATION,
+        horizon_until=issued_at + timedelta(hours=48),
+    )
+    return seal(message, OURS)
+
+
+def test_a_peer_replicas_newer_plan_is_new_but_older_copies_are_replays(
+    watch: IntrusionWatch, clock: list[datetime]
+) -> None:
+    """Replicas share the key: a plan signed after ours went out is another replica's."""
+    clock[0] = T0 + timedelta(seconds=1)
+    publish_and_echo(watch, PLAN_TOPIC, plan_issued(10, T0), retain=True)
+    peer = plan_issued(11, T0 + timedelta(seconds=2))
+    assert watch.inspect(PLAN_TOPIC, peer, addressees) is None
+    assert watch.inspect(PLAN_TOPIC, peer, addressees) is None  # its retained copy again
+    signed_before = plan_issued(9, T0 + timedelta(milliseconds=500))  # never published
+    found = watch.inspect(PLAN_TOPIC, signed_before, addressees)
+    assert found is not None and found.reason == "replayed"
+    clock[0] = T0 + timedelta(seconds=3)
+    publish_and_echo(watch, PLAN_TOPIC, plan_issued(12, clock[0]), retain=True)
+    superseded = watch.inspect(PLAN_TOPIC, peer, addressees)  # the peer's, now old
+    assert superseded is not None and "newer plan of ours replaced it" in superseded.detail
+    assert watch.intrusions == 2
