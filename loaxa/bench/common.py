@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from loaxa.bench.swarm import SwarmStation
 from loaxa.bench.swarm_transport import SwarmReady
 from loaxa.broker import MosquittoBroker, mqtt_ping
 from loaxa.broker_config import (
@@ -38,6 +39,9 @@ from server.passwords import hash_password
 from server.settings import Settings
 
 RELOAD_TIMEOUT_S = 10.0
+BULK_CHUNK = 1000
+"""Stations per ``POST /api/v1/stations/bulk`` (the server takes up to 5,000)."""
+BULK_TIMEOUT_S = 120.0
 LINK_TIMEOUT_S = 15.0
 
 
@@ -133,6 +137,23 @@ def secured_stack(
                 yield secured, stack
             finally:
                 stack.stop()
+
+
+def register_bulk(stack: LocalStack, entries: list[dict[str, Any]]) -> list[SwarmStation]:
+    """Register stations (``StationCreate`` bodies with ids) in bulk; their broker accounts."""
+    stations = []
+    with stack.client() as http:
+        for start in range(0, len(entries), BULK_CHUNK):
+            chunk = entries[start : start + BULK_CHUNK]
+            response = http.post(
+                "/api/v1/stations/bulk", json={"stations": chunk}, timeout=BULK_TIMEOUT_S
+            )
+            response.raise_for_status()
+            stations += [
+                SwarmStation(one["station"]["id"], one["mqtt"]["username"], one["mqtt"]["password"])
+                for one in response.json()
+            ]
+    return stations
 
 
 def require_connected(ready: SwarmReady, nodes: int, log: logging.Logger) -> None:

@@ -8,7 +8,7 @@ One run, everything on this machine, in this order:
    field; reloaded with the stations' accounts after registration
    (:mod:`loaxa.bench.common`, shared with ``loaxa bench alert``).
 2. The real server (:class:`~loaxa.stack.LocalStack`) and N stations registered through
-   the real API (``POST /api/v1/stations``, one keep-alive connection; ~9 ms each).
+   the real API (``POST /api/v1/stations/bulk``, up to 1,000 a request).
 3. The swarm (:mod:`loaxa.bench.swarm`): one authenticated MQTT connection per station,
    schema-valid health every ``interval`` at a spread phase. While it runs, a thread
    reads ``GET /api/v1/stations`` (what a technician's fleet page asks for), pausing
@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from loaxa.bench.common import SecuredBroker, require_connected, secured_stack
+from loaxa.bench.common import SecuredBroker, register_bulk, require_connected, secured_stack
 from loaxa.bench.swarm import CountingSubscriber, Swarm, SwarmRun, SwarmStation, percentile
 from loaxa.stack import LocalStack
 from loaxa_protocol import topics
@@ -175,28 +175,18 @@ class _ApiSampler(threading.Thread):
 
 
 def _register(stack: LocalStack, nodes: int) -> list[SwarmStation]:
-    """Register ``nodes`` stations through the API; return their broker accounts."""
-    stations = []
-    with stack.client() as http:
-        for number in range(nodes):
-            response = http.post(
-                "/api/v1/stations",
-                json={
-                    "id": f"hb-{number:05d}",
-                    "name": f"Cụm loa thử tải {number}",
-                    "area_code": AREAS[number % len(AREAS)],
-                    "latitude": 22.6 + number % 100 / 1000,
-                    "longitude": 106.2 + number // 100 / 1000,
-                },
-            )
-            response.raise_for_status()
-            body = response.json()
-            stations.append(
-                SwarmStation(
-                    body["station"]["id"], body["mqtt"]["username"], body["mqtt"]["password"]
-                )
-            )
-    return stations
+    """Register ``nodes`` stations through the bulk API; return their broker accounts."""
+    body = [
+        {
+            "id": f"hb-{number:05d}",
+            "name": f"Cụm loa thử tải {number}",
+            "area_code": AREAS[number % len(AREAS)],
+            "latitude": 22.6 + number % 100 / 1000,
+            "longitude": 106.2 + number // 100 / 1000,
+        }
+        for number in range(nodes)
+    ]
+    return register_bulk(stack, body)
 
 
 def _wait_stored(http: httpx.Client, base: _Counts, sent: int) -> tuple[_Counts, float]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from loaxa_protocol.station_config import (
     MqttConfig,
@@ -34,11 +35,17 @@ from server.models import (
     TrustedKeyPublic,
 )
 from server.passwords import hash_password, new_password
-from server.programmes.reach import reach_new_station
+from server.programmes.reach import reach_new_station, settle_reach
 
 router = APIRouter(prefix="/stations", tags=["stations"])
 
 EVENT_PAGE_MAX = 1000
+BULK_MAX = 5000
+"""Stations one bulk registration may carry: a province's worth, one transaction."""
+
+
+class StationBulkCreate(SQLModel):
+    stations: list[StationCreate] = Field(min_length=1, max_length=BULK_MAX)
 
 
 def read_station_or_404(session: Session, station_id: str) -> Station:
@@ -166,6 +173,89 @@ def register_station(
         trusted_keys=trusted_keys(context),
         node_config=node_config_for(context, session, station, password),
     )
+
+
+@router.post("/bulk", status_code=status.HTTP_201_CREATED, response_model=list[StationRegistered])
+def create_stations(
+    body: StationBulkCreate, session: SessionDep, context: ContextDep, actor: ActorDep
+) -> list[StationRegistered]:
+    """Register many stations at once (a province's roll-out, the benchmarks): all or none.
+
+    One transaction, one reach settlement and one plan publication for the whole list:
+    registered one by one, 1,000 stations took 21-27 s, almost all of it per-request
+    work (a commit, a reach query and a signed plan each) rather than the rows themselves.
+    Every station needs an explicit ``id``, so a retry after a lost answer is a clean 409.
+    """
+    entries = body.stations
+    ids = [entry.id for entry in entries]
+    if any(station_id is None for station_id in ids):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "stations[].id: every station needs an id"
+        )
+    duplicates = sorted(str(i) for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"stations[].id repeated: {duplicates[:5]}"
+        )
+    codes = sorted({entry.area_code for entry in entries})
+    known = set(session.exec(select(Area.code).where(col(Area.code).in_(codes))).all())
+    unknown = [code for code in codes if code not in known]
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"area_code {unknown[0]!r} is not a known area"
+        )
+    authorize(
+        actor, Action.STATION_REGISTER, codes, session, object_type="station", object_id="(bulk)"
+    )
+    taken = session.exec(select(Station.id).where(col(Station.id).in_(ids))).all()
+    if taken:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"station {sorted(taken)[0]!r} already exists"
+        )
+    now = context.clock()
+    passwords: dict[str, str] = {}
+    stations: list[Station] = []
+    for entry in entries:
+        assert entry.id is not None
+        password = passwords[entry.id] = new_password()
+        station = Station(
+            id=entry.id,
+            name=entry.name,
+            area_code=entry.area_code,
+            latitude=entry.latitude,
+            longitude=entry.longitude,
+            mqtt_username=entry.id,
+            mqtt_password_hash=hash_password(password),
+            created_at=now,
+        )
+        session.add(station)
+        stations.append(station)
+        record_audit(
+            session,
+            actor,
+            "station.register",
+            "station",
+            entry.id,
+            after=entry.model_dump(exclude={"id"}),
+        )
+    try:
+        session.flush()
+        settle_reach(session, now, station_ids=passwords, actor=actor)
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "a station already exists") from exc
+    context.publisher.publish_stations(session, list(passwords))
+    keys = trusted_keys(context)
+    return [
+        StationRegistered(
+            station=StationPublic.model_validate(station),
+            mqtt=MqttCredentials(username=station.mqtt_username, password=passwords[station.id]),
+            trusted_keys=keys,
+            node_config=node_config_for(context, session, station, passwords[station.id]),
+        )
+        for station in stations
+    ]
 
 
 @router.get("", response_model=list[StationPublic])
