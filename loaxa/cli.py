@@ -29,6 +29,8 @@ broker = typer.Typer(help="The Mosquitto broker: generated, locked-down configur
 app.add_typer(broker, name="broker")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(db_app, name="db")
+worker = typer.Typer(help="Processes that take work off the server (ingest).")
+app.add_typer(worker, name="worker")
 
 
 @app.command()
@@ -91,6 +93,24 @@ def node(
     status = run_agent(config, verbose, enrol, claim)
     if status:
         raise typer.Exit(status)
+
+
+@worker.command("ingest")
+def worker_ingest(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="worker processes to run")] = 1,
+    first_index: Annotated[
+        int, typer.Option(min=0, help="index of the first (client ids are host + index)")
+    ] = 0,
+) -> None:
+    """Ingest station health and events in processes of their own (MQTT 5 shared
+    subscriptions); the server needs LOAXA_INGEST_WORKERS=true. Settings from LOAXA_*,
+    the broker account from ``loaxa broker config``'s ingest.env."""
+    from loaxa.ingest_workers import run_ingest_workers
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+    )
+    raise typer.Exit(run_ingest_workers(workers, first_index))
 
 
 def _print_figures(title: str, result: dict[str, object]) -> None:
@@ -313,6 +333,7 @@ def broker_config_cmd(
         typer.echo(f"kept:    {', '.join(report.kept)}")
     typer.echo(f"start:   mosquitto -c {where / 'mosquitto.conf'}")
     typer.echo(f"server:  LOAXA_MQTT_USERNAME/PASSWORD are in {where / 'server.env'}")
+    typer.echo(f"workers: (loaxa worker ingest) theirs are in {where / 'ingest.env'}")
 
 
 user_cli = typer.Typer(help="Accounts: people and service accounts, with roles in areas.")

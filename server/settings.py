@@ -253,6 +253,18 @@ class Settings(BaseSettings):
         "(~0.5 KB each); beyond it the oldest health reports are dropped (counted) and "
         "events, status and replies spill to data_dir/spool, never dropped",
     )
+    ingest_workers: bool = Field(
+        default=False,
+        description="station health and events are ingested by separate `loaxa worker ingest` "
+        "processes (MQTT 5 shared subscriptions); the server then subscribes only to status "
+        "and replies. Off: the server ingests everything itself, as a single process",
+    )
+    ingest_batch_max: int = Field(
+        default=2000,
+        ge=1,
+        le=50_000,
+        description="station events an ingest worker writes (and then acknowledges) at once",
+    )
     health_rate_limit: int = Field(
         default=20,
         ge=1,
