@@ -183,6 +183,13 @@ def bench_health_cmd(
     api_pause_s: Annotated[
         float, typer.Option(min=0, help="pause between two GET /api/v1/stations samples")
     ] = 0.5,
+    ingest_workers: Annotated[
+        int, typer.Option(min=0, help="`loaxa worker ingest` processes (0: the server ingests)")
+    ] = 0,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="an empty database for the run (e.g. PostgreSQL); default SQLite"),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="end with one JSON line of every figure")
     ] = False,
@@ -193,7 +200,13 @@ def bench_health_cmd(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("loaxa.bench.health").setLevel(logging.INFO)
     result = run_health_bench(
-        nodes, seconds=seconds, interval_ms=interval_ms, workers=workers, api_pause_s=api_pause_s
+        nodes,
+        seconds=seconds,
+        interval_ms=interval_ms,
+        workers=workers,
+        api_pause_s=api_pause_s,
+        ingest_workers=ingest_workers,
+        database_url=database_url,
     )
     _print_what_and_figure(
         "loaxa bench health", result_rows(result), result.as_dict() if json_out else None

@@ -27,6 +27,7 @@ from loaxa.bench.swarm import SwarmStation
 from loaxa.bench.swarm_transport import SwarmReady
 from loaxa.broker import MosquittoBroker, mqtt_ping
 from loaxa.broker_config import (
+    INGEST_USERNAME,
     SERVER_USERNAME,
     ServerCredentials,
     StationAccount,
@@ -58,6 +59,9 @@ class SecuredBroker:
         workdir.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(24)
         self.server = ServerCredentials(SERVER_USERNAME, password, hash_password(password))
+        password = secrets.token_urlsafe(24)
+        self.ingest = ServerCredentials(INGEST_USERNAME, password, hash_password(password))
+        """the ingest workers' account (``loaxa worker ingest``), as the generated config has"""
         self._write([])
         self.broker = MosquittoBroker(
             workdir=workdir,
@@ -72,8 +76,9 @@ class SecuredBroker:
         )
 
     def _write(self, accounts: list[StationAccount]) -> None:
-        (self.workdir / "passwd").write_text(passwd_text(accounts, self.server))
-        (self.workdir / "acl").write_text(acl_text(accounts, self.server.username))
+        (self.workdir / "passwd").write_text(passwd_text(accounts, self.server, self.ingest))
+        acl = acl_text(accounts, self.server.username, self.ingest.username)
+        (self.workdir / "acl").write_text(acl)
 
     def grant(self, accounts: list[StationAccount]) -> None:
         """Load the accounts and refuse anonymous clients, as production does (SIGHUP reload).

@@ -69,7 +69,7 @@ GROUP = "loaxa-ingest"
 """The shared-subscription group every ingest worker joins."""
 SESSION_EXPIRY_S = 24 * 3600
 """How long the broker keeps a stopped worker's unacknowledged events for it."""
-REPORT_S = 1.0
+REPORT_S = 0.5
 RETRY_S = 1.0
 _STOP = object()
 
@@ -293,6 +293,7 @@ class IngestWorker:
     def counters(self) -> dict[str, Any]:
         return {
             "connected": self._connected.is_set(),
+            "subscribed": self.subscribed.is_set(),
             "health": {**self.health.stats.as_dict(), "backlog": self.health.backlog()},
             "health_queue": self.health.queue_stats(),
             "events": {
