@@ -18,7 +18,7 @@ from loaxa_protocol.station_config import (
 )
 from server.api.deps import ContextDep, SessionDep
 from server.areas import ancestry
-from server.audit.log import record_audit
+from server.audit.log import record_audit, record_audits
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, visible_areas
 from server.auth.permissions import Action
@@ -74,13 +74,22 @@ def trusted_keys(context: ServerContext) -> list[TrustedKeyPublic]:
 
 
 def node_config_for(
-    context: ServerContext, session: Session, station: Station, password: str
+    context: ServerContext,
+    session: Session,
+    station: Station,
+    password: str,
+    *,
+    areas: list[str] | None = None,
+    keys: list[TrustedKeyPublic] | None = None,
 ) -> dict[str, Any]:
-    """The station's config file, built through the node's own model so it always loads."""
+    """The station's config file, built through the node's own model so it always loads.
+
+    ``areas`` (the station's ancestry) and ``keys`` may be passed when already known.
+    """
     settings = context.settings
     config = NodeConfig(
         station_id=station.id,
-        areas=ancestry(session, station.area_code),
+        areas=areas if areas is not None else ancestry(session, station.area_code),
         server_url=settings.public_url,
         mqtt=MqttConfig(
             host=settings.node_mqtt_host or settings.mqtt_host,
@@ -94,7 +103,7 @@ def node_config_for(
             TrustedKeyConfig(
                 kid=k.kid, public_key=k.public_key, purposes=k.purposes, valid_until=k.valid_until
             )
-            for k in trusted_keys(context)
+            for k in (keys if keys is not None else trusted_keys(context))
         ],
         data_dir=Path(settings.node_data_dir),
         relay=RelayConfig(driver="none"),
@@ -230,16 +239,10 @@ def create_stations(
         )
         session.add(station)
         stations.append(station)
-        record_audit(
-            session,
-            actor,
-            "station.register",
-            "station",
-            entry.id,
-            after=entry.model_dump(exclude={"id"}),
-        )
     try:
         session.flush()
+        changes = [(str(entry.id), entry.model_dump(exclude={"id"})) for entry in entries]
+        record_audits(session, actor, "station.register", "station", changes)
         settle_reach(session, now, station_ids=passwords, actor=actor)
         session.commit()
     except IntegrityError as exc:
@@ -247,12 +250,20 @@ def create_stations(
         raise HTTPException(status.HTTP_409_CONFLICT, "a station already exists") from exc
     context.publisher.publish_stations(session, list(passwords))
     keys = trusted_keys(context)
+    areas = {code: ancestry(session, code) for code in codes}
     return [
         StationRegistered(
             station=StationPublic.model_validate(station),
             mqtt=MqttCredentials(username=station.mqtt_username, password=passwords[station.id]),
             trusted_keys=keys,
-            node_config=node_config_for(context, session, station, passwords[station.id]),
+            node_config=node_config_for(
+                context,
+                session,
+                station,
+                passwords[station.id],
+                areas=areas[station.area_code],
+                keys=keys,
+            ),
         )
         for station in stations
     ]
