@@ -230,15 +230,20 @@ class Settings(BaseSettings):
     )
 
     # ------------------------------------------------------- station health
+    # Big batches are what make 10,000 reports a second affordable: each batch writes
+    # every reporting station's row once, however many reports it carries, so a batch of
+    # 5,000 from 1,000 stations costs about half the CPU per report of one of 1,000
+    # (measured in docs/performance.md). A heartbeat comes every minute; a second's wait
+    # before it is written is invisible.
     health_batch_max: int = Field(
-        default=1000,
+        default=10_000,
         ge=1,
         le=50_000,
         description="health reports written in one transaction at most; a batch is also "
         "closed after health_batch_interval_ms",
     )
     health_batch_interval_ms: float = Field(
-        default=200, gt=0, le=10_000, description="longest a health report waits to be written"
+        default=1000, gt=0, le=10_000, description="longest a health report waits to be written"
     )
     health_queue_max: int = Field(
         default=200_000,
