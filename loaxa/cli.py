@@ -213,6 +213,25 @@ def bench_health_cmd(
     )
 
 
+@bench.command("drivers")
+def bench_drivers_cmd(
+    relay_rounds: Annotated[int, typer.Option(min=2, help="relay switches")] = 200,
+    player_rounds: Annotated[int, typer.Option(min=2, help="items played")] = 10,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """The real relay and player drivers' time: the alert swarm's defaults come from here."""
+    from loaxa.bench.drivers import alsa_null_available, measure_driver_costs
+
+    if not alsa_null_available():
+        typer.echo("error: needs aplay and ALSA's 'null' device (alsa-utils)", err=True)
+        raise typer.Exit(2)
+    result = measure_driver_costs(relay_rounds, player_rounds).as_dict()
+    rows = [(key, str(value)) for key, value in result.items()]
+    _print_what_and_figure("loaxa bench drivers", rows, result if json_out else None)
+
+
 @bench.command("alert")
 def bench_alert_cmd(
     nodes: Annotated[int, typer.Option(min=1, help="simulated stations (node core + MQTT)")],
@@ -229,6 +248,14 @@ def bench_alert_cmd(
     health: Annotated[
         bool, typer.Option(help="stations publish their heartbeats, as a Pi does")
     ] = True,
+    relay_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="relay board answer time (default: measured real driver)"),
+    ] = None,
+    player_start_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="player start of an item due now (default: measured)"),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="end with one JSON line of every figure")
     ] = False,
@@ -255,6 +282,8 @@ def bench_alert_cmd(
         workers=workers,
         health=health,
         warmup=warmup,
+        relay_ms=relay_ms,
+        player_start_ms=player_start_ms,
     )
     table = Table(title=f"loaxa bench alert — {nodes:,} stations, {payload} (ms)")
     for column in ("what", "p50", "p95", "p99", "max", "n"):

@@ -44,7 +44,7 @@ import secrets
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -158,6 +158,10 @@ class AlertBenchResult:
     """``os.getloadavg()`` at the end of the run (other sessions share this machine)"""
     missing: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    relay_ms: float = 0.0
+    """the swarm relay's answer time (inside ``p99_ms``; default: the real driver's)"""
+    player_start_ms: float = 0.0
+    """the swarm player's start-up for an item due now (inside ``p99_ms``)"""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -233,15 +237,27 @@ def library_sha256s(stack: LocalStack) -> tuple[str, ...]:
     return tuple(rows)
 
 
-def node_profile(stack: LocalStack, health: bool = True) -> NodeProfile:
+def node_profile(
+    stack: LocalStack,
+    health: bool = True,
+    relay_ms: float | None = None,
+    player_start_ms: float | None = None,
+) -> NodeProfile:
+    """The swarm's stations; relay and player times default to the measured real drivers."""
     context = stack.context
     settings = context.settings
+    timings = {
+        name: value
+        for name, value in (("relay_ms", relay_ms), ("player_start_ms", player_start_ms))
+        if value is not None
+    }
     return NodeProfile(
         trusted_keys=trusted_key_dicts(context.keys.trusted_entries(context.clock())),
         cached_audio=library_sha256s(stack),
         amp_lead_ms=settings.amp_lead_ms,
         amp_tail_ms=settings.amp_tail_ms,
         health=health,
+        **timings,
     )
 
 
@@ -581,6 +597,8 @@ def run_alert_bench(
     workers: int | None = None,
     health: bool = True,
     warmup: int = 1,
+    relay_ms: float | None = None,
+    player_start_ms: float | None = None,
 ) -> AlertBenchResult:
     """Run the whole benchmark (see the module doc) and return its figures."""
     if nodes < 1 or rounds < 1:
@@ -590,7 +608,7 @@ def run_alert_bench(
         stations = register_bulk(stack, nodes)
         registration_s = time.monotonic() - started
         secured.grant_registered(stack)
-        profile = node_profile(stack, health=health)
+        profile = node_profile(stack, health, relay_ms, player_start_ms)
         broker = secured.broker
         with AlertSwarm(broker.host, broker.port, stations, profile, workers) as swarm:
             ready = swarm.start()
@@ -602,7 +620,7 @@ def run_alert_bench(
                 done, errors = _run_rounds(stack, swarm, floor, nodes, payload, rounds, warmup)
             finally:
                 floor.close()
-    return _summarise(
+    result = _summarise(
         nodes,
         payload,
         swarm.workers,
@@ -612,6 +630,7 @@ def run_alert_bench(
         errors,
         [s.station_id for s in stations],
     )
+    return replace(result, relay_ms=profile.relay_ms, player_start_ms=profile.player_start_ms)
 
 
 def result_rows(result: AlertBenchResult) -> list[tuple[str, str, str, str, str, str]]:
@@ -659,6 +678,8 @@ def summary_lines(result: AlertBenchResult) -> list[str]:
         f"{r.first_arrival_ms:,.1f} ms; POST /alerts answered in p50 {r.api_call.p50:,.1f} ms",
         f"swarm: {r.swarm_cpu_us:,.0f} µs of CPU per station per alert (read → playing, "
         f"all included), {r.swarm_share:.0%} of a core per process meanwhile",
+        f"drivers (in every figure from 'playing'): relay answers after {r.relay_ms:g} ms, "
+        f"player starts an item due now after {r.player_start_ms:g} ms (loaxa bench drivers)",
         f"set-up: stations written in {r.registration_s:.1f} s, connected in {r.connect_s:.1f} s;"
         f" load average at the end {r.load[0]:.2f} {r.load[1]:.2f} {r.load[2]:.2f}",
     ]

@@ -37,7 +37,6 @@ from loaxa.broker_config import (
 )
 from loaxa.stack import LocalStack
 from server.passwords import hash_password
-from server.settings import Settings
 
 RELOAD_TIMEOUT_S = 10.0
 BULK_CHUNK = 1000
@@ -100,8 +99,7 @@ class SecuredBroker:
 
     def grant_registered(self, stack: LocalStack) -> None:
         """:meth:`grant` every station the server has registered (its database's accounts)."""
-        db_url = Settings(data_dir=stack.data_dir / "server").db_url
-        self.grant(load_station_accounts(db_url))
+        self.grant(load_station_accounts(stack.context.settings.db_url))
 
 
 def wait_link(stack: LocalStack, timeout_s: float = LINK_TIMEOUT_S) -> None:

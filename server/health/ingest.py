@@ -156,6 +156,8 @@ class HealthIngest:
             what="health writer queue",
         )
         self._thread: threading.Thread | None = None
+        self._holding = 0
+        """reports taken off the queue and not yet written (one batch, big ones take seconds)"""
         self.stats = HealthStats()
 
     # ------------------------------------------------------------- lifecycle
@@ -175,8 +177,8 @@ class HealthIngest:
         self._thread = None
 
     def backlog(self) -> int:
-        """Reports and jobs queued but not yet handled."""
-        return self._queue.qsize()
+        """Reports and jobs queued, plus the reports of the batch being gathered or written."""
+        return self._queue.qsize() + self._holding
 
     def queue_stats(self) -> dict[str, Any]:
         """The queue's counters for ``/api/v1/system``."""
@@ -241,6 +243,7 @@ class HealthIngest:
                 if not pending:
                     deadline = self._monotonic() + interval
                 pending.append(item)
+                self._holding = len(pending)
                 full = len(pending) >= self._settings.health_batch_max
                 if full or self._monotonic() >= deadline:
                     self._flush(pending)
@@ -273,6 +276,7 @@ class HealthIngest:
                 except Exception:
                     self.stats.failed += 1
                     log.exception("could not store a health report from %s", one.station_id)
+        self._holding = 0
         self._notify(changes)
 
     def _write(self, batch: Sequence[Report]) -> list[AlarmChange]:
