@@ -63,12 +63,10 @@ from loaxa.bench.alert_swarm import (
     floor_payload,
     trusted_key_dicts,
 )
-from loaxa.bench.common import require_connected, secured_stack
+from loaxa.bench.common import BULK_CHUNK, BULK_TIMEOUT_S, require_connected, secured_stack
 from loaxa.bench.swarm import percentile
 from loaxa.stack import LocalStack
-from server.areas import ancestry
-from server.models import Area, AudioAsset, Station
-from server.passwords import hash_password, new_password
+from server.models import Area, AudioAsset
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +185,10 @@ class AlertBenchResult:
 
 
 def register_bulk(stack: LocalStack, nodes: int) -> list[SimStation]:
-    """Write ``nodes`` stations into the server's database with its own models.
+    """Register ``nodes`` stations through ``POST /api/v1/stations/bulk``, as a province does.
 
-    Same rows as ``POST /api/v1/stations`` (id, name, area, position, broker user and a
-    ``$7$`` hash of a fresh random password), in one transaction; no audit entry.
+    Spread over the province's first communes; each station's areas come from the node
+    config the server hands out, and its first plan waits retained on the broker.
     """
     context = stack.context
     with Session(context.engine) as session:
@@ -202,29 +200,34 @@ def register_bulk(stack: LocalStack, nodes: int) -> list[SimStation]:
                 .limit(COMMUNES_MAX)
             ).all()
         )
-        if not communes:
-            raise RuntimeError(f"the server has no communes under province {PROVINCE}")
-        areas_of = {code: tuple(ancestry(session, code)) for code in communes}
-        now = context.clock()
-        stations: list[SimStation] = []
-        for number in range(nodes):
-            station_id = f"al-{number:05d}"
-            area = communes[number % len(communes)]
-            password = new_password()
-            session.add(
-                Station(
-                    id=station_id,
-                    name=f"Cụm loa thử cảnh báo {number}",
-                    area_code=area,
-                    latitude=22.6 + number % 100 / 1000,
-                    longitude=106.2 + number // 100 / 1000,
-                    mqtt_username=station_id,
-                    mqtt_password_hash=hash_password(password),
-                    created_at=now,
-                )
+    if not communes:
+        raise RuntimeError(f"the server has no communes under province {PROVINCE}")
+    stations: list[SimStation] = []
+    with stack.client() as http:
+        for start in range(0, nodes, BULK_CHUNK):
+            body = [
+                {
+                    "id": f"al-{number:05d}",
+                    "name": f"Cụm loa thử cảnh báo {number}",
+                    "area_code": communes[number % len(communes)],
+                    "latitude": 22.6 + number % 100 / 1000,
+                    "longitude": 106.2 + number // 100 / 1000,
+                }
+                for number in range(start, min(nodes, start + BULK_CHUNK))
+            ]
+            response = http.post(
+                "/api/v1/stations/bulk", json={"stations": body}, timeout=BULK_TIMEOUT_S
             )
-            stations.append(SimStation(station_id, station_id, password, areas_of[area]))
-        session.commit()
+            response.raise_for_status()
+            stations += [
+                SimStation(
+                    one["station"]["id"],
+                    one["mqtt"]["username"],
+                    one["mqtt"]["password"],
+                    tuple(one["node_config"]["areas"]),
+                )
+                for one in response.json()
+            ]
     return stations
 
 
@@ -680,7 +683,8 @@ def summary_lines(result: AlertBenchResult) -> list[str]:
         f"all included), {r.swarm_share:.0%} of a core per process meanwhile",
         f"drivers (in every figure from 'playing'): relay answers after {r.relay_ms:g} ms, "
         f"player starts an item due now after {r.player_start_ms:g} ms (loaxa bench drivers)",
-        f"set-up: stations written in {r.registration_s:.1f} s, connected in {r.connect_s:.1f} s;"
+        f"set-up: stations registered (bulk API) in {r.registration_s:.1f} s, "
+        f"connected in {r.connect_s:.1f} s;"
         f" load average at the end {r.load[0]:.2f} {r.load[1]:.2f} {r.load[2]:.2f}",
     ]
     if r.missing:
