@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
@@ -265,7 +266,11 @@ class HealthIngest:
         batch = list(pending)
         pending.clear()
         try:
-            changes = self._write(batch)
+            try:
+                changes = self._write(batch)
+            except OperationalError:  # a lock timeout or deadlock: the batch itself is fine
+                log.warning("batch of %s health reports hit a lock; retrying it", len(batch))
+                changes = self._write(batch)
         except Exception:  # any exception: one bad report must not take the batch down
             log.exception("batch of %s health reports failed; retrying one by one", len(batch))
             self.stats.retried += len(batch)
@@ -565,6 +570,11 @@ def load_heads(connection: Connection, ids: Collection[str]) -> dict[str, Statio
         health["clock_offset_at"],
     ).where(_STATION.c.id.in_(ids))
     heads: dict[str, StationHead] = {}
+    # Several ingest workers write the same stations' rows at once: each batch locks its
+    # rows here, all of them, in id order, so two batches wait for each other instead of
+    # deadlocking (PostgreSQL found one when the locks came with the UPDATEs, in arrival
+    # order). SQLite ignores it: its writers already take turns on the whole file.
+    query = query.order_by(_STATION.c.id).with_for_update(key_share=True)
     for sid, status, status_at, health_at, offset_ms, offset_at in connection.execute(query):
         previous = {"clock_offset_ms": offset_ms, "clock_offset_at": offset_at}
         heads[sid] = StationHead(sid, status, status_at, health_at, previous, status, health_at)
@@ -573,8 +583,11 @@ def load_heads(connection: Connection, ids: Collection[str]) -> dict[str, Statio
 
 def load_liveness(connection: Connection, ids: Collection[str]) -> dict[str, LiveHead]:
     c = _LIVENESS.c
-    query = select(c.station_id, c.last_seen_at, c.fault_kind, c.fault_at, c.fault_detail).where(
-        c.station_id.in_(ids)
+    query = (
+        select(c.station_id, c.last_seen_at, c.fault_kind, c.fault_at, c.fault_detail)
+        .where(c.station_id.in_(ids))
+        .order_by(c.station_id)
+        .with_for_update(key_share=True)  # as load_heads, after it
     )
     return {row[0]: LiveHead(*row, read_seen_at=row[1]) for row in connection.execute(query)}
 
