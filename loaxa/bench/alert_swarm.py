@@ -139,13 +139,13 @@ class SimStation:
 
 
 RELAY_MS = 0.1
-"""Median relay round trip measured by ``loaxa bench drivers`` (2026-12-07, this machine
-under other load): LineRelay ``RELAY 1 ON`` → ``OK`` through a pseudo-terminal board,
-0.05 ms p50 and 3.1 ms p95; rounded up."""
+"""Relay round trip measured by ``loaxa bench drivers`` (2026-12-07, this machine under
+other sessions' load): LineRelay ``RELAY 1 ON`` → ``OK`` through a pseudo-terminal board,
+0.05-0.09 ms p50, 3.1-3.6 ms p95 in two runs; rounded up."""
 PLAYER_START_MS = 250.0
-"""Median start of an item due now on the real AlsaPlayer, measured by ``loaxa bench
-drivers`` (2026-12-07, ALSA null device, this machine under other load): 252 ms p50,
-369 ms p95 (the driver's own test saw 70-200 ms on a quieter machine)."""
+"""Start of an item due now on the real AlsaPlayer, measured by ``loaxa bench drivers``
+(2026-12-07, ALSA null device, load average 8-13): 252 and 302 ms p50, 369 and 457 ms
+p95 in two runs (the driver's own test saw 70-200 ms on a quieter machine)."""
 
 
 @dataclass(frozen=True)
