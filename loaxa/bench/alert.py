@@ -54,6 +54,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from sqlmodel import Session, col, select
 
 from loaxa.bench.alert_swarm import (
+    PLAYER_START_MS,
+    RELAY_MS,
     AlertSwarm,
     Collected,
     FloorMark,
@@ -249,18 +251,14 @@ def node_profile(
     """The swarm's stations; relay and player times default to the measured real drivers."""
     context = stack.context
     settings = context.settings
-    timings = {
-        name: value
-        for name, value in (("relay_ms", relay_ms), ("player_start_ms", player_start_ms))
-        if value is not None
-    }
     return NodeProfile(
         trusted_keys=trusted_key_dicts(context.keys.trusted_entries(context.clock())),
         cached_audio=library_sha256s(stack),
         amp_lead_ms=settings.amp_lead_ms,
         amp_tail_ms=settings.amp_tail_ms,
         health=health,
-        **timings,
+        relay_ms=RELAY_MS if relay_ms is None else relay_ms,
+        player_start_ms=PLAYER_START_MS if player_start_ms is None else player_start_ms,
     )
 
 

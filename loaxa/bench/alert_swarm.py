@@ -460,8 +460,8 @@ class _Worker(LoopWorker[_Station]):
                 self._publish(station, topic, payload, qos, retain)
             case SetRelay(on=on):
                 if self._profile.relay_ms > 0:
-                    at = time.monotonic() + self._profile.relay_ms / 1000
-                    self._push(at, station, "relay", "on" if on else "off", 0)
+                    answer_at = time.monotonic() + self._profile.relay_ms / 1000
+                    self._push(answer_at, station, "relay", "on" if on else "off", 0)
                 else:
                     self._inbox.append((station.index, RelaySwitched(on), 0.0))
             case StoreAudio(sha256=sha, data=data):

@@ -232,14 +232,14 @@ class IngestWorker:
             log.warning("ingest worker %s lost the broker: %s", self.name, reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        topic = msg.topic
+        topic, payload = msg.topic, bytes(msg.payload)
         station_id = topics.station_of(topic)
         if station_id is not None and topics.leaf_of(topic) == HEALTH_LEAF:
-            self.health.submit(station_id, msg.payload)  # never blocks; sheds when full
+            self.health.submit(station_id, payload)  # never blocks; sheds when full
             if msg.qos:
                 client.ack(msg.mid, msg.qos)  # a heartbeat is sheddable: no need to hold it
             return
-        self._events.put(_Pending(topic, msg.payload, msg.mid, msg.qos))
+        self._events.put(_Pending(topic, payload, msg.mid, msg.qos))
 
     # ------------------------------------------------------------- events
 
