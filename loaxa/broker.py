@@ -32,6 +32,7 @@ from typing import Literal, Protocol, Self
 
 from loaxa.broker_config import (
     CA_CERT_FILE,
+    INGEST_ENV_FILE,
     SERVER_ENV_FILE,
     BrokerOptions,
     StationAccount,
@@ -380,6 +381,15 @@ class ProductionMosquitto(MosquittoBroker):
         found = parse_server_env(env.read_text()) if env.exists() else None
         if found is None:
             raise BrokerError(f"{env} has no server account yet: start() the broker first")
+        return found
+
+    @property
+    def ingest_credentials(self) -> tuple[str, str]:
+        """The ingest workers' (username, password) from the generated ``ingest.env``."""
+        env = self.workdir / INGEST_ENV_FILE
+        found = parse_server_env(env.read_text()) if env.exists() else None
+        if found is None:
+            raise BrokerError(f"{env} has no ingest account yet: start() the broker first")
         return found
 
     def _pick_ports(self) -> None:

@@ -29,6 +29,8 @@ broker = typer.Typer(help="The Mosquitto broker: generated, locked-down configur
 app.add_typer(broker, name="broker")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(db_app, name="db")
+worker = typer.Typer(help="Processes that take work off the server (ingest).")
+app.add_typer(worker, name="worker")
 
 
 @app.command()
@@ -91,6 +93,24 @@ def node(
     status = run_agent(config, verbose, enrol, claim)
     if status:
         raise typer.Exit(status)
+
+
+@worker.command("ingest")
+def worker_ingest(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="worker processes to run")] = 1,
+    first_index: Annotated[
+        int, typer.Option(min=0, help="index of the first (client ids are host + index)")
+    ] = 0,
+) -> None:
+    """Ingest station health and events in processes of their own (MQTT 5 shared
+    subscriptions); the server needs LOAXA_INGEST_WORKERS=true. Settings from LOAXA_*,
+    the broker account from ``loaxa broker config``'s ingest.env."""
+    from loaxa.ingest_workers import run_ingest_workers
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+    )
+    raise typer.Exit(run_ingest_workers(workers, first_index))
 
 
 def _print_figures(title: str, result: dict[str, object]) -> None:
@@ -188,6 +208,13 @@ def bench_health_cmd(
     api_pause_s: Annotated[
         float, typer.Option(min=0, help="pause between two GET /api/v1/stations samples")
     ] = 0.5,
+    ingest_workers: Annotated[
+        int, typer.Option(min=0, help="`loaxa worker ingest` processes (0: the server ingests)")
+    ] = 0,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="an empty database for the run (e.g. PostgreSQL); default SQLite"),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="end with one JSON line of every figure")
     ] = False,
@@ -198,11 +225,36 @@ def bench_health_cmd(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("loaxa.bench.health").setLevel(logging.INFO)
     result = run_health_bench(
-        nodes, seconds=seconds, interval_ms=interval_ms, workers=workers, api_pause_s=api_pause_s
+        nodes,
+        seconds=seconds,
+        interval_ms=interval_ms,
+        workers=workers,
+        api_pause_s=api_pause_s,
+        ingest_workers=ingest_workers,
+        database_url=database_url,
     )
     _print_what_and_figure(
         "loaxa bench health", result_rows(result), result.as_dict() if json_out else None
     )
+
+
+@bench.command("drivers")
+def bench_drivers_cmd(
+    relay_rounds: Annotated[int, typer.Option(min=2, help="relay switches")] = 200,
+    player_rounds: Annotated[int, typer.Option(min=2, help="items played")] = 10,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of every figure")
+    ] = False,
+) -> None:
+    """The real relay and player drivers' time: the alert swarm's defaults come from here."""
+    from loaxa.bench.drivers import alsa_null_available, measure_driver_costs
+
+    if not alsa_null_available():
+        typer.echo("error: needs aplay and ALSA's 'null' device (alsa-utils)", err=True)
+        raise typer.Exit(2)
+    result = measure_driver_costs(relay_rounds, player_rounds).as_dict()
+    rows = [(key, str(value)) for key, value in result.items()]
+    _print_what_and_figure("loaxa bench drivers", rows, result if json_out else None)
 
 
 @bench.command("alert")
@@ -230,6 +282,14 @@ def bench_alert_cmd(
     database_url: Annotated[
         str, typer.Option(help="PostgreSQL server for --replicas (a database is made and dropped)")
     ] = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    relay_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="relay board answer time (default: measured real driver)"),
+    ] = None,
+    player_start_ms: Annotated[
+        float | None,
+        typer.Option(min=0, help="player start of an item due now (default: measured)"),
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="end with one JSON line of every figure")
     ] = False,
@@ -259,6 +319,8 @@ def bench_alert_cmd(
         replicas=replicas,
         kill_replica=kill_replica,
         admin_database_url=database_url,
+        relay_ms=relay_ms,
+        player_start_ms=player_start_ms,
     )
     table = Table(title=f"loaxa bench alert — {nodes:,} stations, {payload} (ms)")
     for column in ("what", "p50", "p95", "p99", "max", "n"):
@@ -412,6 +474,7 @@ def broker_config_cmd(
         typer.echo(f"kept:    {', '.join(report.kept)}")
     typer.echo(f"start:   mosquitto -c {where / 'mosquitto.conf'}")
     typer.echo(f"server:  LOAXA_MQTT_USERNAME/PASSWORD are in {where / 'server.env'}")
+    typer.echo(f"workers: (loaxa worker ingest) theirs are in {where / 'ingest.env'}")
 
 
 @broker.command("sync")

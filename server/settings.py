@@ -246,15 +246,20 @@ class Settings(BaseSettings):
     )
 
     # ------------------------------------------------------- station health
+    # Big batches are what make 10,000 reports a second affordable: each batch writes
+    # every reporting station's row once, however many reports it carries, so a batch of
+    # 5,000 from 1,000 stations costs about half the CPU per report of one of 1,000
+    # (measured in docs/performance.md). A heartbeat comes every minute; a second's wait
+    # before it is written is invisible.
     health_batch_max: int = Field(
-        default=1000,
+        default=10_000,
         ge=1,
         le=50_000,
         description="health reports written in one transaction at most; a batch is also "
         "closed after health_batch_interval_ms",
     )
     health_batch_interval_ms: float = Field(
-        default=200, gt=0, le=10_000, description="longest a health report waits to be written"
+        default=1000, gt=0, le=10_000, description="longest a health report waits to be written"
     )
     health_queue_max: int = Field(
         default=200_000,
@@ -268,6 +273,18 @@ class Settings(BaseSettings):
         description="station messages received but not yet ingested, held in memory at most "
         "(~0.5 KB each); beyond it the oldest health reports are dropped (counted) and "
         "events, status and replies spill to data_dir/spool, never dropped",
+    )
+    ingest_workers: bool = Field(
+        default=False,
+        description="station health and events are ingested by separate `loaxa worker ingest` "
+        "processes (MQTT 5 shared subscriptions); the server then subscribes only to status "
+        "and replies. Off: the server ingests everything itself, as a single process",
+    )
+    ingest_batch_max: int = Field(
+        default=2000,
+        ge=1,
+        le=50_000,
+        description="station events an ingest worker writes (and then acknowledges) at once",
     )
     health_rate_limit: int = Field(
         default=20,

@@ -56,7 +56,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +68,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from loaxa.bench.alert_swarm import (
+    PLAYER_START_MS,
+    RELAY_MS,
     AlertSwarm,
     Collected,
     FloorMark,
@@ -77,17 +79,21 @@ from loaxa.bench.alert_swarm import (
     floor_payload,
     trusted_key_dicts,
 )
-from loaxa.bench.common import SecuredBroker, require_connected, secured_stack
+from loaxa.bench.common import (
+    BULK_CHUNK,
+    BULK_TIMEOUT_S,
+    SecuredBroker,
+    require_connected,
+    secured_stack,
+)
 from loaxa.bench.replicas import DEFAULT_ADMIN_URL, ReplicaSet, fresh_postgres
 from loaxa.bench.swarm import percentile
 from loaxa.broker_config import load_station_accounts
 from loaxa.stack import LocalStack
 from loaxa_protocol import KeyEntry
-from server.areas import ancestry
 from server.db import make_engine, utcnow
 from server.keys import ServerKeys
-from server.models import Area, AudioAsset, Station
-from server.passwords import hash_password, new_password
+from server.models import Area, AudioAsset
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -193,6 +199,10 @@ class AlertBenchResult:
     """a station received or played one alert twice (must be 0: exactly once)"""
     plan_refusals: list[str] = field(default_factory=list)
     """plans a station refused (``station: reason``; must be empty: no sequence reused)"""
+    relay_ms: float = 0.0
+    """the swarm relay's answer time (inside ``p99_ms``; default: the real driver's)"""
+    player_start_ms: float = 0.0
+    """the swarm player's start-up for an item due now (inside ``p99_ms``)"""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -253,10 +263,10 @@ class BenchServer:
 
 
 def register_bulk(server: BenchServer, nodes: int) -> list[SimStation]:
-    """Write ``nodes`` stations into the server's database with its own models.
+    """Register ``nodes`` stations through ``POST /api/v1/stations/bulk``, as a province does.
 
-    Same rows as ``POST /api/v1/stations`` (id, name, area, position, broker user and a
-    ``$7$`` hash of a fresh random password), in one transaction; no audit entry.
+    Spread over the province's first communes; each station's areas come from the node
+    config the server hands out, and its first plan waits retained on the broker.
     """
     with Session(server.engine) as session:
         communes = list(
@@ -267,29 +277,34 @@ def register_bulk(server: BenchServer, nodes: int) -> list[SimStation]:
                 .limit(COMMUNES_MAX)
             ).all()
         )
-        if not communes:
-            raise RuntimeError(f"the server has no communes under province {PROVINCE}")
-        areas_of = {code: tuple(ancestry(session, code)) for code in communes}
-        now = server.clock()
-        stations: list[SimStation] = []
-        for number in range(nodes):
-            station_id = f"al-{number:05d}"
-            area = communes[number % len(communes)]
-            password = new_password()
-            session.add(
-                Station(
-                    id=station_id,
-                    name=f"Cụm loa thử cảnh báo {number}",
-                    area_code=area,
-                    latitude=22.6 + number % 100 / 1000,
-                    longitude=106.2 + number // 100 / 1000,
-                    mqtt_username=station_id,
-                    mqtt_password_hash=hash_password(password),
-                    created_at=now,
-                )
+    if not communes:
+        raise RuntimeError(f"the server has no communes under province {PROVINCE}")
+    stations: list[SimStation] = []
+    with server.client() as http:
+        for start in range(0, nodes, BULK_CHUNK):
+            body = [
+                {
+                    "id": f"al-{number:05d}",
+                    "name": f"Cụm loa thử cảnh báo {number}",
+                    "area_code": communes[number % len(communes)],
+                    "latitude": 22.6 + number % 100 / 1000,
+                    "longitude": 106.2 + number // 100 / 1000,
+                }
+                for number in range(start, min(nodes, start + BULK_CHUNK))
+            ]
+            response = http.post(
+                "/api/v1/stations/bulk", json={"stations": body}, timeout=BULK_TIMEOUT_S
             )
-            stations.append(SimStation(station_id, station_id, password, areas_of[area]))
-        session.commit()
+            response.raise_for_status()
+            stations += [
+                SimStation(
+                    one["station"]["id"],
+                    one["mqtt"]["username"],
+                    one["mqtt"]["password"],
+                    tuple(one["node_config"]["areas"]),
+                )
+                for one in response.json()
+            ]
     return stations
 
 
@@ -303,13 +318,21 @@ def library_sha256s(server: BenchServer | LocalStack) -> tuple[str, ...]:
     return tuple(rows)
 
 
-def node_profile(server: BenchServer, health: bool = True) -> NodeProfile:
+def node_profile(
+    server: BenchServer,
+    health: bool = True,
+    relay_ms: float | None = None,
+    player_start_ms: float | None = None,
+) -> NodeProfile:
+    """The swarm's stations; relay and player times default to the measured real drivers."""
     return NodeProfile(
         trusted_keys=trusted_key_dicts(server.trusted()),
         cached_audio=library_sha256s(server),
         amp_lead_ms=server.amp_lead_ms,
         amp_tail_ms=server.amp_tail_ms,
         health=health,
+        relay_ms=RELAY_MS if relay_ms is None else relay_ms,
+        player_start_ms=PLAYER_START_MS if player_start_ms is None else player_start_ms,
     )
 
 
@@ -746,6 +769,8 @@ def run_alert_bench(
     replicas: int = 1,
     kill_replica: bool = False,
     admin_database_url: str = DEFAULT_ADMIN_URL,
+    relay_ms: float | None = None,
+    player_start_ms: float | None = None,
 ) -> AlertBenchResult:
     """Run the whole benchmark (see the module doc) and return its figures.
 
@@ -760,7 +785,7 @@ def run_alert_bench(
     if replicas > 1:
         return _run_on_replicas(
             nodes, payload, rounds, workers, health, warmup, replicas, kill_replica,
-            admin_database_url,
+            admin_database_url, relay_ms, player_start_ms,
         )  # fmt: skip
     with secured_stack("loaxa-bench-alert-") as (secured, stack):
         server = BenchServer.of_stack(stack)
@@ -768,7 +793,7 @@ def run_alert_bench(
         stations = register_bulk(server, nodes)
         registration_s = time.monotonic() - started
         secured.grant_registered(stack)
-        profile = node_profile(server, health=health)
+        profile = node_profile(server, health, relay_ms, player_start_ms)
         broker = secured.broker
         with AlertSwarm(broker.host, broker.port, stations, profile, workers) as swarm:
             ready = swarm.start()
@@ -782,7 +807,7 @@ def run_alert_bench(
                 )
             finally:
                 floor.close()
-    return _summarise(
+    result = _summarise(
         nodes,
         payload,
         swarm.workers,
@@ -792,6 +817,7 @@ def run_alert_bench(
         collector,
         [s.station_id for s in stations],
     )
+    return replace(result, relay_ms=profile.relay_ms, player_start_ms=profile.player_start_ms)
 
 
 def _run_on_replicas(
@@ -804,6 +830,8 @@ def _run_on_replicas(
     count: int,
     kill_replica: bool,
     admin_database_url: str,
+    relay_ms: float | None,
+    player_start_ms: float | None,
 ) -> AlertBenchResult:
     """The same rounds against ``count`` real server processes on PostgreSQL."""
     with (
@@ -842,7 +870,7 @@ def _run_on_replicas(
                     stations = register_bulk(server, nodes)
                     registration_s = time.monotonic() - started
                     secured.grant(load_station_accounts(url))
-                    profile = node_profile(server, health=health)
+                    profile = node_profile(server, health, relay_ms, player_start_ms)
                     with AlertSwarm(broker.host, broker.port, stations, profile, workers) as swarm:
                         ready = swarm.start()
                         require_connected(ready, nodes, log)
@@ -861,7 +889,7 @@ def _run_on_replicas(
                             floor.close()
                 finally:
                     engine.dispose()
-    return _summarise(
+    result = _summarise(
         nodes,
         payload,
         swarm.workers,
@@ -873,6 +901,7 @@ def _run_on_replicas(
         count,
         failover,
     )
+    return replace(result, relay_ms=profile.relay_ms, player_start_ms=profile.player_start_ms)
 
 
 def result_rows(result: AlertBenchResult) -> list[tuple[str, str, str, str, str, str]]:
@@ -920,7 +949,10 @@ def summary_lines(result: AlertBenchResult) -> list[str]:
         f"{r.first_arrival_ms:,.1f} ms; POST /alerts answered in p50 {r.api_call.p50:,.1f} ms",
         f"swarm: {r.swarm_cpu_us:,.0f} µs of CPU per station per alert (read → playing, "
         f"all included), {r.swarm_share:.0%} of a core per process meanwhile",
-        f"set-up: stations written in {r.registration_s:.1f} s, connected in {r.connect_s:.1f} s;"
+        f"drivers (in every figure from 'playing'): relay answers after {r.relay_ms:g} ms, "
+        f"player starts an item due now after {r.player_start_ms:g} ms (loaxa bench drivers)",
+        f"set-up: stations registered (bulk API) in {r.registration_s:.1f} s, "
+        f"connected in {r.connect_s:.1f} s;"
         f" load average at the end {r.load[0]:.2f} {r.load[1]:.2f} {r.load[2]:.2f}",
     ]
     if r.replicas > 1:

@@ -8,9 +8,13 @@ Here every simulated station is what the firmware is minus its devices:
   (:mod:`loaxa_protocol.topics`), publishing ``online`` on connect as the agent does;
 * the real :class:`~node_firmware.core.machine.NodeCore` fed every message it receives,
   so every signature, expiry, addressee and replay check a Pi makes is made here too;
-* light drivers: the relay switches at once (``RelaySwitched``); the player is a timer
-  that reports ``PlaybackStarted`` at ``start_at`` and ``PlaybackFinished`` after the
-  duration; the audio cache is a set of hashes per station over one content-addressed
+* light drivers that take the real drivers' time: the relay answers (``RelaySwitched``)
+  ``relay_ms`` after it was asked; the player is a timer that reports ``PlaybackStarted``
+  at ``start_at`` but never sooner than ``player_start_ms`` after it was cued (what a
+  warm ALSA player needs to write its first sample of an item due now), and
+  ``PlaybackFinished`` after the duration. Both default to medians measured on the real
+  drivers by ``loaxa bench drivers`` (:data:`RELAY_MS`, :data:`PLAYER_START_MS`);
+  the audio cache is a set of hashes per station over one content-addressed
   store per process, which verifies the sha256 of every ``StoreAudio``; downloads
   (``FetchAudio``) go over HTTP once per file and process and are verified too;
   ``WakeAt`` is a timer. ``Publish`` goes out through the station's own connection.
@@ -134,6 +138,16 @@ class SimStation:
     areas: tuple[str, ...] = ()
 
 
+RELAY_MS = 0.1
+"""Relay round trip measured by ``loaxa bench drivers`` (2026-12-07, this machine under
+other sessions' load): LineRelay ``RELAY 1 ON`` → ``OK`` through a pseudo-terminal board,
+0.05-0.09 ms p50, 3.1-3.6 ms p95 in two runs; rounded up."""
+PLAYER_START_MS = 250.0
+"""Start of an item due now on the real AlsaPlayer, measured by ``loaxa bench drivers``
+(2026-12-07, ALSA null device, load average 8-13): 252 and 302 ms p50, 369 and 457 ms
+p95 in two runs (the driver's own test saw 70-200 ms on a quieter machine)."""
+
+
 @dataclass(frozen=True)
 class NodeProfile:
     """What every station of the swarm shares: trusted keys, cached library, timings."""
@@ -148,6 +162,10 @@ class NodeProfile:
     health: bool = True
     """Publish the core's heartbeats (on a change of state and every ``heartbeat_s``)."""
     keepalive_s: int = 60
+    relay_ms: float = RELAY_MS
+    """The relay board's answer comes this long after the switch was asked."""
+    player_start_ms: float = PLAYER_START_MS
+    """The player's first sample comes at least this long after it was cued."""
 
 
 @dataclass(frozen=True)
@@ -441,7 +459,11 @@ class _Worker(LoopWorker[_Station]):
                     self._note(station, payload, emitted)
                 self._publish(station, topic, payload, qos, retain)
             case SetRelay(on=on):
-                self._inbox.append((station.index, RelaySwitched(on), 0.0))
+                if self._profile.relay_ms > 0:
+                    answer_at = time.monotonic() + self._profile.relay_ms / 1000
+                    self._push(answer_at, station, "relay", "on" if on else "off", 0)
+                else:
+                    self._inbox.append((station.index, RelaySwitched(on), 0.0))
             case StoreAudio(sha256=sha, data=data):
                 if self._cache.store(sha, data):
                     station.cached.add(sha)
@@ -516,7 +538,10 @@ class _Worker(LoopWorker[_Station]):
             return
         self._play_gen += 1
         station.playing[action.item_id] = self._play_gen
-        due = time.monotonic() + (action.start_at - _utc()).total_seconds()
+        now = time.monotonic()
+        due = now + (action.start_at - _utc()).total_seconds()
+        # A real player cued late (an alert is cued for now) starts when it can.
+        due = max(due, now + self._profile.player_start_ms / 1000)
         self._push(due, station, "start", action.item_id, self._play_gen)
         # The file's own length, as the real player reads it; the plan's for a stream.
         self._push(
@@ -532,6 +557,10 @@ class _Worker(LoopWorker[_Station]):
                 if station.wake_at is not None and station.wake_at <= now:
                     station.wake_at = None
                     self._feed(station, Tick())
+                continue
+            if kind == "relay":
+                self._feed(station, RelaySwitched(item_id == "on"))
+                now = time.monotonic()
                 continue
             if station.playing.get(item_id) != gen:
                 continue  # stopped: a stop is final, no callback

@@ -23,9 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from loaxa.bench.swarm import SwarmStation
 from loaxa.bench.swarm_transport import SwarmReady
 from loaxa.broker import MosquittoBroker, mqtt_ping
 from loaxa.broker_config import (
+    INGEST_USERNAME,
     SERVER_USERNAME,
     ServerCredentials,
     StationAccount,
@@ -35,9 +37,11 @@ from loaxa.broker_config import (
 )
 from loaxa.stack import LocalStack
 from server.passwords import hash_password
-from server.settings import Settings
 
 RELOAD_TIMEOUT_S = 10.0
+BULK_CHUNK = 1000
+"""Stations per ``POST /api/v1/stations/bulk`` (the server takes up to 5,000)."""
+BULK_TIMEOUT_S = 120.0
 LINK_TIMEOUT_S = 15.0
 
 
@@ -54,6 +58,9 @@ class SecuredBroker:
         workdir.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(24)
         self.server = ServerCredentials(SERVER_USERNAME, password, hash_password(password))
+        password = secrets.token_urlsafe(24)
+        self.ingest = ServerCredentials(INGEST_USERNAME, password, hash_password(password))
+        """the ingest workers' account (``loaxa worker ingest``), as the generated config has"""
         self._write([])
         self.broker = MosquittoBroker(
             workdir=workdir,
@@ -68,8 +75,9 @@ class SecuredBroker:
         )
 
     def _write(self, accounts: list[StationAccount]) -> None:
-        (self.workdir / "passwd").write_text(passwd_text(accounts, self.server))
-        (self.workdir / "acl").write_text(acl_text(accounts, self.server.username))
+        (self.workdir / "passwd").write_text(passwd_text(accounts, self.server, self.ingest))
+        acl = acl_text(accounts, self.server.username, self.ingest.username)
+        (self.workdir / "acl").write_text(acl)
 
     def grant(self, accounts: list[StationAccount]) -> None:
         """Load the accounts and refuse anonymous clients, as production does (SIGHUP reload).
@@ -91,8 +99,7 @@ class SecuredBroker:
 
     def grant_registered(self, stack: LocalStack) -> None:
         """:meth:`grant` every station the server has registered (its database's accounts)."""
-        db_url = Settings(data_dir=stack.data_dir / "server").db_url
-        self.grant(load_station_accounts(db_url))
+        self.grant(load_station_accounts(stack.context.settings.db_url))
 
 
 def wait_link(stack: LocalStack, timeout_s: float = LINK_TIMEOUT_S) -> None:
@@ -133,6 +140,23 @@ def secured_stack(
                 yield secured, stack
             finally:
                 stack.stop()
+
+
+def register_bulk(stack: LocalStack, entries: list[dict[str, Any]]) -> list[SwarmStation]:
+    """Register stations (``StationCreate`` bodies with ids) in bulk; their broker accounts."""
+    stations = []
+    with stack.client() as http:
+        for start in range(0, len(entries), BULK_CHUNK):
+            chunk = entries[start : start + BULK_CHUNK]
+            response = http.post(
+                "/api/v1/stations/bulk", json={"stations": chunk}, timeout=BULK_TIMEOUT_S
+            )
+            response.raise_for_status()
+            stations += [
+                SwarmStation(one["station"]["id"], one["mqtt"]["username"], one["mqtt"]["password"])
+                for one in response.json()
+            ]
+    return stations
 
 
 def require_connected(ready: SwarmReady, nodes: int, log: logging.Logger) -> None:

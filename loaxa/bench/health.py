@@ -8,7 +8,7 @@ One run, everything on this machine, in this order:
    field; reloaded with the stations' accounts after registration
    (:mod:`loaxa.bench.common`, shared with ``loaxa bench alert``).
 2. The real server (:class:`~loaxa.stack.LocalStack`) and N stations registered through
-   the real API (``POST /api/v1/stations``, one keep-alive connection; ~9 ms each).
+   the real API (``POST /api/v1/stations/bulk``, up to 1,000 a request).
 3. The swarm (:mod:`loaxa.bench.swarm`): one authenticated MQTT connection per station,
    schema-valid health every ``interval`` at a spread phase. While it runs, a thread
    reads ``GET /api/v1/stations`` (what a technician's fleet page asks for), pausing
@@ -26,8 +26,13 @@ and the swarm.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -35,7 +40,7 @@ from typing import Any
 
 import httpx
 
-from loaxa.bench.common import SecuredBroker, require_connected, secured_stack
+from loaxa.bench.common import SecuredBroker, register_bulk, require_connected, secured_stack
 from loaxa.bench.swarm import CountingSubscriber, Swarm, SwarmRun, SwarmStation, percentile
 from loaxa.stack import LocalStack
 from loaxa_protocol import topics
@@ -57,6 +62,8 @@ DRAIN_MAX_S = 120.0
 RATE_LIMIT_WINDOW_S = 10.0
 """The server's per-station health rate limit counts reports per this window."""
 RATE_LIMIT_HEADROOM = 2
+WORKERS_READY_S = 60.0
+WORKERS_STOP_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,9 @@ class HealthBenchResult:
     server_over_raw: float
     rate_limit_per_10s: int | None
     counters: str
+    ingest_workers: int
+    """``loaxa worker ingest`` processes (0: the server ingested alone)"""
+    database: str
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +134,9 @@ def _counts(system: dict[str, Any]) -> _Counts:
     ingest = system.get("ingest", {})
     health = system.get("health")
     mqtt_backlog = int(system.get("mqtt", {}).get("backlog", 0))
+    workers = system.get("ingest_workers", {}).get("totals", {}).get("health")
+    if isinstance(health, dict) and workers:  # the workers' sums, plus the server's own
+        health = {key: health.get(key, 0) + workers.get(key, 0) for key in {*health, *workers}}
     if isinstance(health, dict) and "stored" in health:
         return _Counts(
             received=int(health.get("received", 0)),
@@ -132,7 +145,7 @@ def _counts(system: dict[str, Any]) -> _Counts:
             dropped=sum(int(health.get(key, 0)) for key in _HEALTH_DROPS)
             + int(ingest.get("malformed", 0)),
             backlog=mqtt_backlog + int(health.get("backlog", 0)),
-            source="health.stored",
+            source="health.stored" + (" + ingest_workers.totals.health.stored" if workers else ""),
         )
     return _Counts(
         received=int(ingest.get("received", 0)),
@@ -175,28 +188,18 @@ class _ApiSampler(threading.Thread):
 
 
 def _register(stack: LocalStack, nodes: int) -> list[SwarmStation]:
-    """Register ``nodes`` stations through the API; return their broker accounts."""
-    stations = []
-    with stack.client() as http:
-        for number in range(nodes):
-            response = http.post(
-                "/api/v1/stations",
-                json={
-                    "id": f"hb-{number:05d}",
-                    "name": f"Cụm loa thử tải {number}",
-                    "area_code": AREAS[number % len(AREAS)],
-                    "latitude": 22.6 + number % 100 / 1000,
-                    "longitude": 106.2 + number // 100 / 1000,
-                },
-            )
-            response.raise_for_status()
-            body = response.json()
-            stations.append(
-                SwarmStation(
-                    body["station"]["id"], body["mqtt"]["username"], body["mqtt"]["password"]
-                )
-            )
-    return stations
+    """Register ``nodes`` stations through the bulk API; return their broker accounts."""
+    body = [
+        {
+            "id": f"hb-{number:05d}",
+            "name": f"Cụm loa thử tải {number}",
+            "area_code": AREAS[number % len(AREAS)],
+            "latitude": 22.6 + number % 100 / 1000,
+            "longitude": 106.2 + number // 100 / 1000,
+        }
+        for number in range(nodes)
+    ]
+    return register_bulk(stack, body)
 
 
 def _wait_stored(http: httpx.Client, base: _Counts, sent: int) -> tuple[_Counts, float]:
@@ -257,30 +260,97 @@ class _RawPhase:
     received: int
 
 
+class IngestProcesses:
+    """``loaxa worker ingest --workers N`` as a child process, on the bench's broker and data.
+
+    It reads LOAXA_* like any deployment: the server's data dir and database, and the
+    ingest account the secured broker holds (what ``ingest.env`` carries in production).
+    """
+
+    def __init__(self, count: int, stack: LocalStack, secured: SecuredBroker) -> None:
+        self.count = count
+        settings = stack.context.settings
+        broker = secured.broker
+        self._env = {
+            **os.environ,
+            "LOAXA_DATA_DIR": str(settings.data_dir),
+            "LOAXA_DATABASE_URL": settings.db_url,
+            "LOAXA_MQTT_HOST": broker.host,
+            "LOAXA_MQTT_PORT": str(broker.port),
+            "LOAXA_MQTT_USERNAME": secured.ingest.username,
+            "LOAXA_MQTT_PASSWORD": secured.ingest.password,
+            "LOAXA_HEALTH_RATE_LIMIT": str(settings.health_rate_limit),
+        }
+        self._stack = stack
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> IngestProcesses:
+        command = [sys.executable, "-m", "loaxa", "worker", "ingest", "--workers", str(self.count)]
+        self._proc = subprocess.Popen(command, env=self._env, start_new_session=True)
+        deadline = time.monotonic() + WORKERS_READY_S
+        with self._stack.client() as http:
+            while True:
+                listed = http.get("/api/v1/system").json()["ingest_workers"]["workers"]
+                if sum(1 for w in listed if w.get("subscribed")) >= self.count:
+                    return self
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"{self.count} ingest workers did not subscribe")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM: each worker writes what it holds, then exits."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(WORKERS_STOP_S)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
 def run_health_bench(
     nodes: int,
     seconds: float = 10.0,
     interval_ms: float = 1000.0,
     workers: int | None = None,
     api_pause_s: float = API_PAUSE_S,
+    ingest_workers: int = 0,
+    database_url: str | None = None,
 ) -> HealthBenchResult:
-    """Run the whole benchmark (see the module doc) and return its figures."""
+    """Run the whole benchmark (see the module doc) and return its figures.
+
+    ``ingest_workers`` > 0 runs that many ``loaxa worker ingest`` processes (the server
+    then leaves health and events to them); ``database_url`` names an empty database
+    (PostgreSQL) instead of the default SQLite file.
+    """
     if nodes < 1 or seconds <= 0 or interval_ms <= 0:
         raise ValueError("nodes, seconds and interval_ms must be positive")
     interval_s = interval_ms / 1000
     limit = _rate_limit(interval_s)
     overrides: dict[str, Any] = {} if limit is None else {"health_rate_limit": limit}
+    if ingest_workers:
+        overrides["ingest_workers"] = True
+    if database_url:
+        overrides["database_url"] = database_url
     with secured_stack("loaxa-bench-health-", overrides) as (secured, stack):
+        database = stack.context.engine.dialect.name
         started = time.monotonic()
         stations = _register(stack, nodes)
         registration_s = time.monotonic() - started
         log.info("registered %s stations in %.1f s", nodes, registration_s)
         secured.grant_registered(stack)
         broker = secured.broker
+        processes = IngestProcesses(ingest_workers, stack, secured) if ingest_workers else None
         with Swarm(broker.host, broker.port, stations, workers) as swarm:
             ready = swarm.start()
             require_connected(ready, nodes, log)
-            server = _server_phase(stack, swarm, seconds, interval_s, api_pause_s)
+            with processes or contextlib.nullcontext():
+                server = _server_phase(stack, swarm, seconds, interval_s, api_pause_s)
             stack.stop()  # the floor is measured with no server listening
             raw = _raw_phase(secured, swarm, seconds, interval_s)
     stored = server.final.stored - server.base.stored
@@ -316,6 +386,8 @@ def run_health_bench(
         server_over_raw=round(reports_per_s / raw_per_s, 3) if raw_per_s else 0.0,
         rate_limit_per_10s=limit,
         counters=server.counters,
+        ingest_workers=ingest_workers,
+        database=database,
     )
 
 
@@ -370,6 +442,11 @@ def result_rows(result: HealthBenchResult) -> list[tuple[str, str]]:
     r = result
     return [
         ("stations (MQTT connections)", f"{r.nodes} over {r.workers} swarm processes"),
+        (
+            "ingest",
+            f"{r.ingest_workers} worker processes" if r.ingest_workers else "the server alone",
+        ),
+        ("database", r.database),
         ("broker", f"Mosquitto, {r.broker_auth}"),
         ("registration through the API", f"{r.registration_s:.1f} s"),
         ("swarm connect", f"{r.connect_s:.1f} s"),

@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -54,6 +55,8 @@ router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 LIST_MAX = 500
 DEFAULT_TTL = timedelta(hours=2)
+WORKER_POLL_S = 1.0
+"""With ingest workers, how often the live view re-reads an open alert on its own."""
 STREAM_EVERY_S = 0.25
 CAP_MAX_BYTES = 8 * 1024 * 1024
 
@@ -530,14 +533,19 @@ async def stream_alert(
         seen = {s.station_id: s for s in current.stations}
         yield _sse(current.counts, current.stations, current.state)
         version = -1
+        read_at = time.monotonic()
         while current.state in OPEN_STATES:
             await asyncio.sleep(STREAM_EVERY_S)
             if await request.is_disconnected():
                 return
             now_version = context.alerts.changes.version(alert_pk)
-            if now_version == version:
+            # Acks written by ingest worker processes reach this process's feed only through
+            # PostgreSQL's NOTIFY: with workers, the view also re-reads every WORKER_POLL_S.
+            polled = context.settings.ingest_workers and time.monotonic() - read_at >= WORKER_POLL_S
+            if now_version == version and not polled:
                 continue
             version = now_version
+            read_at = time.monotonic()
             current = await run_in_threadpool(snapshot)
             changed = [s for s in current.stations if seen.get(s.station_id) != s]
             seen.update({s.station_id: s for s in changed})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from loaxa_protocol.station_config import (
     MqttConfig,
@@ -17,7 +19,7 @@ from loaxa_protocol.station_config import (
 )
 from server.api.deps import ContextDep, SessionDep
 from server.areas import ancestry
-from server.audit.log import record_audit
+from server.audit.log import record_audit, record_audits
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, visible_areas
 from server.auth.permissions import Action
@@ -35,11 +37,18 @@ from server.models import (
     TrustedKeyPublic,
 )
 from server.passwords import hash_password, new_password
-from server.programmes.reach import reach_new_station
+from server.programmes.reach import reach_new_station, settle_reach
 
 router = APIRouter(prefix="/stations", tags=["stations"])
 
 EVENT_PAGE_MAX = 1000
+HASH_THREADS = 4
+BULK_MAX = 5000
+"""Stations one bulk registration may carry: a province's worth, one transaction."""
+
+
+class StationBulkCreate(SQLModel):
+    stations: list[StationCreate] = Field(min_length=1, max_length=BULK_MAX)
 
 
 def read_station_or_404(session: Session, station_id: str) -> Station:
@@ -68,13 +77,22 @@ def trusted_keys(context: ServerContext) -> list[TrustedKeyPublic]:
 
 
 def node_config_for(
-    context: ServerContext, session: Session, station: Station, password: str
+    context: ServerContext,
+    session: Session,
+    station: Station,
+    password: str,
+    *,
+    areas: list[str] | None = None,
+    keys: list[TrustedKeyPublic] | None = None,
 ) -> dict[str, Any]:
-    """The station's config file, built through the node's own model so it always loads."""
+    """The station's config file, built through the node's own model so it always loads.
+
+    ``areas`` (the station's ancestry) and ``keys`` may be passed when already known.
+    """
     settings = context.settings
     config = NodeConfig(
         station_id=station.id,
-        areas=ancestry(session, station.area_code),
+        areas=areas if areas is not None else ancestry(session, station.area_code),
         server_url=settings.public_url,
         mqtt=MqttConfig(
             host=settings.node_mqtt_host or settings.mqtt_host,
@@ -88,7 +106,7 @@ def node_config_for(
             TrustedKeyConfig(
                 kid=k.kid, public_key=k.public_key, purposes=k.purposes, valid_until=k.valid_until
             )
-            for k in trusted_keys(context)
+            for k in (keys if keys is not None else trusted_keys(context))
         ],
         data_dir=Path(settings.node_data_dir),
         relay=RelayConfig(driver="none"),
@@ -169,6 +187,97 @@ def register_station(
         trusted_keys=trusted_keys(context),
         node_config=node_config_for(context, session, station, password),
     )
+
+
+@router.post("/bulk", status_code=status.HTTP_201_CREATED, response_model=list[StationRegistered])
+def create_stations(
+    body: StationBulkCreate, session: SessionDep, context: ContextDep, actor: ActorDep
+) -> list[StationRegistered]:
+    """Register many stations at once (a province's roll-out, the benchmarks): all or none.
+
+    One transaction, one reach settlement and one plan publication for the whole list:
+    registered one by one, 1,000 stations took 21-27 s, almost all of it per-request
+    work (a commit, a reach query and a signed plan each) rather than the rows themselves.
+    Every station needs an explicit ``id``, so a retry after a lost answer is a clean 409.
+    """
+    entries = body.stations
+    ids = [entry.id for entry in entries]
+    if any(station_id is None for station_id in ids):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "stations[].id: every station needs an id"
+        )
+    duplicates = sorted(str(i) for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"stations[].id repeated: {duplicates[:5]}"
+        )
+    codes = sorted({entry.area_code for entry in entries})
+    known = set(session.exec(select(Area.code).where(col(Area.code).in_(codes))).all())
+    unknown = [code for code in codes if code not in known]
+    if unknown:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"area_code {unknown[0]!r} is not a known area"
+        )
+    authorize(
+        actor, Action.STATION_REGISTER, codes, session, object_type="station", object_id="(bulk)"
+    )
+    taken = session.exec(select(Station.id).where(col(Station.id).in_(ids))).all()
+    if taken:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"station {sorted(taken)[0]!r} already exists"
+        )
+    now = context.clock()
+    passwords = {str(entry.id): new_password() for entry in entries}
+    # PBKDF2 releases the GIL: a few threads hash a thousand passwords on every core.
+    with ThreadPoolExecutor(HASH_THREADS) as pool:
+        hashes = dict(zip(passwords, pool.map(hash_password, passwords.values()), strict=True))
+    stations: list[Station] = []
+    for entry in entries:
+        station_id = str(entry.id)
+        station = Station(
+            id=station_id,
+            name=entry.name,
+            area_code=entry.area_code,
+            latitude=entry.latitude,
+            longitude=entry.longitude,
+            mqtt_username=station_id,
+            mqtt_password_hash=hashes[station_id],
+            created_at=now,
+        )
+        session.add(station)
+        stations.append(station)
+    try:
+        session.flush()
+        publics = [StationPublic.model_validate(station) for station in stations]
+        changes = [(str(entry.id), entry.model_dump(exclude={"id"})) for entry in entries]
+        record_audits(session, actor, "station.register", "station", changes)
+        settle_reach(session, now, station_ids=passwords, actor=actor)
+        # The rows are what we just wrote: reading each back after the commit would
+        # cost one SELECT per station (this session ends with the request).
+        session.expire_on_commit = False
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, "a station already exists") from exc
+    context.publisher.publish_stations(session, list(passwords))
+    keys = trusted_keys(context)
+    areas = {code: ancestry(session, code) for code in codes}
+    return [
+        StationRegistered(
+            station=public,
+            mqtt=MqttCredentials(username=public.mqtt_username, password=passwords[public.id]),
+            trusted_keys=keys,
+            node_config=node_config_for(
+                context,
+                session,
+                station,
+                passwords[public.id],
+                areas=areas[public.area_code],
+                keys=keys,
+            ),
+        )
+        for station, public in zip(stations, publics, strict=True)
+    ]
 
 
 @router.get("", response_model=list[StationPublic])

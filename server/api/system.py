@@ -5,6 +5,8 @@ now (memory and spill), ``max`` (its setting), ``peak``, what it ``dropped`` by 
 (only health reports and alarm notifications are ever dropped), what spilled to disk,
 and what was ``retried`` one by one or ``failed`` even alone. ``cluster`` says which
 replica this is (its MQTT client id), whether it leads and how often it rolled the plans.
+``ingest_workers`` lists the ``loaxa worker ingest`` processes (from their rows in the
+database) and sums their health and event counters.
 """
 
 from __future__ import annotations
@@ -12,10 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from sqlmodel import select
 
 from server.api.deps import ContextDep, SessionDep
 from server.auth.deps import ActorDep, authorize
 from server.auth.permissions import Action
+from server.fleet.models import IngestWorkerState
+from server.fleet.worker import worker_totals
+
+WORKER_FRESH_S = 10.0
+"""An ingest worker that has not reported for this long is shown as not alive."""
 
 router = APIRouter(prefix="/system", tags=["system"])
 
@@ -44,6 +52,14 @@ def read_system(context: ContextDep, session: SessionDep, actor: ActorDep) -> di
             ),
             "health_writer": context.health.ingest.queue_stats(),
             "alarm_notifier": context.health.notifier.queue_stats(),
+        },
+        "ingest_workers": {
+            "enabled": context.settings.ingest_workers,
+            **worker_totals(
+                list(session.exec(select(IngestWorkerState)).all()),
+                context.clock(),
+                WORKER_FRESH_S,
+            ),
         },
         "media": context.media.as_dict(),
         "intrusions": context.ingestor.intrusions,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -187,13 +187,57 @@ def record_audit(
     committed: if the caller rolls back, the change and its entry both vanish. Until the
     caller's transaction ends, other audit writers wait (see the module docstring).
     """
+    _lock_chain(session, 1)
+    entry = _entry(
+        actor, action, object_type, object_id, before, after, source_ip, last_hash(session)
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def record_audits(
+    session: Session,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    changes: Sequence[tuple[str, dict[str, Any] | None]],
+) -> None:
+    """Append one entry per ``(object_id, after)``, chained in order, in one flush.
+
+    What :func:`record_audit` does N times, with the chain locked and its head read
+    once: registering 1,000 stations spent half its time on 3,000 audit round trips.
+    """
+    _lock_chain(session, len(changes))
+    previous = last_hash(session)
+    for object_id, after in changes:
+        entry = _entry(actor, action, object_type, object_id, None, after, None, previous)
+        session.add(entry)
+        previous = entry.hash
+    session.flush()
+
+
+def _lock_chain(session: Session, writes: int) -> None:
     locked = session.exec(
         update(AuditChainLock)
         .where(col(AuditChainLock.id) == 1)
-        .values(writes=col(AuditChainLock.writes) + 1)
+        .values(writes=col(AuditChainLock.writes) + writes)
     )
     if locked.rowcount != 1:
         raise AuditError("the audit chain lock row is missing; was the table created by hand?")
+
+
+def _entry(
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    source_ip: str | None,
+    prev_hash: str,
+) -> AuditEntry:
+    """A hashed entry that follows ``prev_hash``."""
     # Empty means unknown: stored as NULL, so an exported empty cell reads back exactly.
     ip = source_ip or actor.source_ip or None
     entry = AuditEntry(
@@ -208,12 +252,10 @@ def record_audit(
         before=summarise(before),
         after=summarise(after),
         source_ip=column_text(ip, IP_CHARS) if ip is not None else None,
-        prev_hash=last_hash(session),
+        prev_hash=prev_hash,
         hash="",  # computed next, from every other field
     )
     entry.hash = entry_hash(entry)
-    session.add(entry)
-    session.flush()
     return entry
 
 

@@ -43,6 +43,8 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_STATUS, topics.ALL_HEALTH, topics.ALL_REPLIES)
+WORKER_TOPICS = (topics.ALL_EVENTS, topics.ALL_HEALTH)
+"""What ``loaxa worker ingest`` processes take over when ``ingest_workers`` is on."""
 MAX_BATCH = 500
 MIN_BACKOFF_S = 0.25
 SHEDDABLE = frozenset({"health"})
@@ -75,7 +77,10 @@ class FleetLink:
         self._on_messages = on_messages
         self._on_connected = on_connected
         self._watch = watch
-        self._subscriptions = SUBSCRIPTIONS + (DOWN_SUBSCRIPTIONS if watch is not None else ())
+        own = tuple(
+            t for t in SUBSCRIPTIONS if not (settings.ingest_workers and t in WORKER_TOPICS)
+        )
+        self._subscriptions = own + (DOWN_SUBSCRIPTIONS if watch is not None else ())
         self._max_backoff = settings.mqtt_reconnect_max_s
         self._min_backoff = min(MIN_BACKOFF_S, self._max_backoff)
         spill_name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.mqtt_client_id)

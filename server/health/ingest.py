@@ -22,6 +22,7 @@ clock-sync code records offsets with :func:`record_clock_offset`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -33,9 +34,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session
 
@@ -155,6 +157,8 @@ class HealthIngest:
             what="health writer queue",
         )
         self._thread: threading.Thread | None = None
+        self._holding = 0
+        """reports taken off the queue and not yet written (one batch, big ones take seconds)"""
         self.stats = HealthStats()
 
     # ------------------------------------------------------------- lifecycle
@@ -174,8 +178,8 @@ class HealthIngest:
         self._thread = None
 
     def backlog(self) -> int:
-        """Reports and jobs queued but not yet handled."""
-        return self._queue.qsize()
+        """Reports and jobs queued, plus the reports of the batch being gathered or written."""
+        return self._queue.qsize() + self._holding
 
     def queue_stats(self) -> dict[str, Any]:
         """The queue's counters for ``/api/v1/system``."""
@@ -240,6 +244,7 @@ class HealthIngest:
                 if not pending:
                     deadline = self._monotonic() + interval
                 pending.append(item)
+                self._holding = len(pending)
                 full = len(pending) >= self._settings.health_batch_max
                 if full or self._monotonic() >= deadline:
                     self._flush(pending)
@@ -261,7 +266,11 @@ class HealthIngest:
         batch = list(pending)
         pending.clear()
         try:
-            changes = self._write(batch)
+            try:
+                changes = self._write(batch)
+            except OperationalError:  # a lock timeout or deadlock: the batch itself is fine
+                log.warning("batch of %s health reports hit a lock; retrying it", len(batch))
+                changes = self._write(batch)
         except Exception:  # any exception: one bad report must not take the batch down
             log.exception("batch of %s health reports failed; retrying one by one", len(batch))
             self.stats.retried += len(batch)
@@ -272,6 +281,7 @@ class HealthIngest:
                 except Exception:
                     self.stats.failed += 1
                     log.exception("could not store a health report from %s", one.station_id)
+        self._holding = 0
         self._notify(changes)
 
     def _write(self, batch: Sequence[Report]) -> list[AlarmChange]:
@@ -292,24 +302,33 @@ class HealthIngest:
             connection = session.connection()
             stations = load_heads(connection, ids)
             liveness = load_liveness(connection, ids)
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
             latest: dict[str, datetime] = {}
+            newest: dict[str, tuple[Report, Checked]] = {}
             unknown = flagged = 0
             for report, result in checked:
-                head = stations.get(report.station_id)
-                if head is None:
+                sid = report.station_id
+                if sid not in stations:
                     unknown += 1
                     continue
                 rows.append(sample_row(report, result))
                 flagged += bool(result.problems)
-                live = liveness.get(head.id)
+                if sid not in latest or report.received_at > latest[sid]:
+                    latest[sid] = report.received_at
+                best = newest.get(sid)
+                if best is None or _station_time(report, result) > _station_time(*best):
+                    newest[sid] = (report, result)
+            # Only each station's newest report can become its latest health: one
+            # remember_latest per station, not per report (ten of them a batch at 10/s).
+            for sid, (report, result) in newest.items():
+                live = liveness.get(sid)
                 if live is None:
-                    live = liveness[head.id] = LiveHead(head.id, None, None, None, None, fresh=True)
-                remember_latest(head, live, report, result)  # type: ignore[arg-type]
-                latest[head.id] = max(latest.get(head.id, report.received_at), report.received_at)
+                    live = liveness[sid] = LiveHead(sid, None, None, None, None, fresh=True)
+                remember_latest(stations[sid], live, report, result)  # type: ignore[arg-type]
+                if live.last_seen_at is None or latest[sid] > live.last_seen_at:
+                    live.last_seen_at = latest[sid]
             if rows:
-                # Core executemany on the table: the ORM's bulk path costs more than the I/O.
-                connection.execute(insert(HealthSample.__table__), rows)  # type: ignore[attr-defined]
+                insert_samples(connection, rows)
             load_unchanged_health(connection, [stations[i] for i in latest])
             changes = self._after_heartbeats(session, stations, liveness, latest, now)
             write_heads(connection, [stations[i] for i in latest])
@@ -395,17 +414,57 @@ class HealthIngest:
 # ------------------------------------------------------------- row building
 
 
-def sample_row(report: Report, result: Checked) -> dict[str, Any]:
-    """One ``HealthSample`` row as a dict, every column present (one multi-row INSERT)."""
-    row: dict[str, Any] = {
-        "station_id": report.station_id,
-        "at": report.received_at,
-        "node_at": result.node_at,
-        "flags": result.problems or None,
-    }
-    for metric in METRICS:
-        row[metric] = result.values.get(metric)
-    return row
+def _station_time(report: Report, result: Checked) -> datetime:
+    """The order :func:`remember_latest` keeps: the station's clock when plausible."""
+    return result.node_at or report.received_at
+
+
+_SAMPLES = HealthSample.__table__  # type: ignore[attr-defined]
+SAMPLE_COLUMNS = ("station_id", "at", "node_at", "flags", *METRICS)
+
+
+def insert_samples(connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Append :func:`sample_row` rows: COPY on PostgreSQL, one driver executemany elsewhere.
+
+    At 10,000 reports a second SQLAlchemy's per-row parameter processing cost more than
+    the database's work, so values are converted here as the column types would
+    (the two timestamps through their own processors; ``flags`` as the JSON type writes
+    it, None being JSON ``null``) and handed to the driver in one call.
+    """
+    dialect = connection.dialect
+    names = ", ".join(SAMPLE_COLUMNS)
+    if dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {_SAMPLES.name} ({names}) FROM STDIN") as copy:
+            for sid, at, node_at, flags, *metrics in rows:
+                copy.write_row((sid, at, node_at, json.dumps(flags), *metrics))
+        return
+    stamp = _SAMPLES.c.at.type._cached_bind_processor(dialect)
+    dumps = json.dumps
+    values = [
+        (
+            sid,
+            stamp(at),
+            None if node_at is None else stamp(node_at),
+            "null" if flags is None else dumps(flags),
+            *metrics,
+        )
+        for sid, at, node_at, flags, *metrics in rows
+    ]
+    marks = ", ".join("?" for _ in SAMPLE_COLUMNS)
+    connection.exec_driver_sql(f"INSERT INTO {_SAMPLES.name} ({names}) VALUES ({marks})", values)
+
+
+def sample_row(report: Report, result: Checked) -> tuple[Any, ...]:
+    """One ``HealthSample`` row, values in :data:`SAMPLE_COLUMNS` order (COPY, executemany)."""
+    values = result.values
+    return (
+        report.station_id,
+        report.received_at,
+        result.node_at,
+        result.problems or None,
+        *[values.get(metric) for metric in METRICS],
+    )
 
 
 def remember_latest(
@@ -511,6 +570,11 @@ def load_heads(connection: Connection, ids: Collection[str]) -> dict[str, Statio
         health["clock_offset_at"],
     ).where(_STATION.c.id.in_(ids))
     heads: dict[str, StationHead] = {}
+    # Several ingest workers write the same stations' rows at once: each batch locks its
+    # rows here, all of them, in id order, so two batches wait for each other instead of
+    # deadlocking (PostgreSQL found one when the locks came with the UPDATEs, in arrival
+    # order). SQLite ignores it: its writers already take turns on the whole file.
+    query = query.order_by(_STATION.c.id).with_for_update(key_share=True)
     for sid, status, status_at, health_at, offset_ms, offset_at in connection.execute(query):
         previous = {"clock_offset_ms": offset_ms, "clock_offset_at": offset_at}
         heads[sid] = StationHead(sid, status, status_at, health_at, previous, status, health_at)
@@ -519,8 +583,11 @@ def load_heads(connection: Connection, ids: Collection[str]) -> dict[str, Statio
 
 def load_liveness(connection: Connection, ids: Collection[str]) -> dict[str, LiveHead]:
     c = _LIVENESS.c
-    query = select(c.station_id, c.last_seen_at, c.fault_kind, c.fault_at, c.fault_detail).where(
-        c.station_id.in_(ids)
+    query = (
+        select(c.station_id, c.last_seen_at, c.fault_kind, c.fault_at, c.fault_detail)
+        .where(c.station_id.in_(ids))
+        .order_by(c.station_id)
+        .with_for_update(key_share=True)  # as load_heads, after it
     )
     return {row[0]: LiveHead(*row, read_seen_at=row[1]) for row in connection.execute(query)}
 

@@ -546,6 +546,49 @@ def test_the_live_stream_sends_changes_and_ends_with_the_alert(
     assert last[-1]["state"] == "cancelled"
 
 
+def test_with_ingest_workers_the_live_stream_sees_acks_written_by_another_process(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """A worker's AlertService bumps its own counter, not the server's: the view polls."""
+    from server.alerts.service import AlertService
+    from server.fleet.bus import NullBus
+    from server.fleet.ingest import Ingestor
+
+    settings = make_settings(tmp_path, alert_settle_s=0, ingest_workers=True)
+    with TestClient(create_app(settings, bus=RecordingBus(), clock=clock)) as client:
+        context = context_of(client)
+        admin = bearer(make_token(context.engine, "admin", (Role.PROVINCE_ADMIN, PROVINCE)))
+        body = {"id": "a-1", "name": "Loa", "area_code": COMMUNE_A}
+        registered = client.post(
+            "/api/v1/stations", json={**body, "latitude": 22.6, "longitude": 106.2}, headers=admin
+        )
+        assert registered.status_code == 201, registered.text
+        headers = bearer(make_token(context.engine, "o1", (Role.ALERT_OFFICER, PROVINCE)))
+        created = client.post(API, json=alert_body(), headers=headers).json()
+        # What `loaxa worker ingest` builds: its own AlertService, its own counter.
+        elsewhere = AlertService(
+            context.engine, settings, context.keys, NullBus(), context.store, clock
+        )
+        worker = Ingestor(context.engine, clock, on_alert_events=elsewhere.on_alert_events)
+        with client.stream("GET", f"{API}/{created['id']}/stream", headers=headers) as stream:
+            lines = stream.iter_lines()
+            data = (json.loads(line[5:]) for line in lines if line.startswith("data:"))
+            # The opening state, then the first poll (its counter moved from "never read").
+            assert next(data)["counts"].get("playing", 0) == 0
+            assert next(data)["counts"].get("playing", 0) == 0
+            event = Event(
+                station_id="a-1",
+                kind=EventKind.ALERT_PLAYING,
+                at=clock(),
+                alert_id=created["alert_id"],
+                drill=False,
+            )
+            worker.handle([(topics.event("a-1"), event.model_dump_json().encode())])
+            assert context.alerts.changes.version(created["id"]) == 0  # nothing told us
+            assert next(data)["counts"]["playing"] == 1
+            client.post(f"{API}/{created['id']}/cancel", headers=headers)
+
+
 def test_ids_that_do_not_exist_are_404(app_client: TestClient, officer: Officer) -> None:
     for method, url in [("GET", f"{API}/999"), ("POST", f"{API}/999/cancel")]:
         assert app_client.request(method, url, headers=officer("o1")).status_code == 404

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from loaxa.bench.alert_swarm import FLOOR_MARK, floor_payload
+from loaxa.bench.alert_swarm import FLOOR_MARK, PLAYER_START_MS, RELAY_MS, floor_payload
 from tests.bench_runs import run_bench
 
 KEYS = {
@@ -54,6 +54,16 @@ def test_small_run_delivers_every_alert_and_prints_one_json_line() -> None:
     assert 0 < figures["cancel_deliver_p99_ms"] <= figures["cancel_p99_ms"]
     assert figures["cancel_ratio"] > 0
     assert figures["errors"] == []
+
+
+def test_the_swarm_takes_the_real_drivers_time_and_it_is_in_p99() -> None:
+    """Relay and player cost what ``loaxa bench drivers`` measured; an alert is due now,
+    so no station can report playing sooner than its player's start-up."""
+    defaults = bench("--nodes", "10", "--rounds", "1", timeout=120)
+    assert defaults["relay_ms"] == RELAY_MS and defaults["player_start_ms"] == PLAYER_START_MS
+    slow = bench("--nodes", "10", "--rounds", "1", "--player-start-ms", "400", timeout=120)
+    assert slow["player_start_ms"] == 400
+    assert slow["node"]["p50"] >= 400 and slow["p50_ms"] >= 400
 
 
 @pytest.mark.slow

@@ -41,6 +41,18 @@ def test_small_run_stores_every_report_and_prints_one_json_line() -> None:
     assert figures["api_samples"] > 0 and figures["api_p99_ms"] > 0
 
 
+def test_small_run_with_ingest_workers_stores_every_report() -> None:
+    """The same run with two ``loaxa worker ingest`` processes instead of the server."""
+    figures = bench(
+        "--nodes", "20", "--seconds", "3", "--interval-ms", "200", "--ingest-workers", "2",
+        timeout=120,
+    )  # fmt: skip
+    assert figures["ingest_workers"] == 2
+    assert figures["counters"].endswith("ingest_workers.totals.health.stored")
+    assert figures["sent"] > 0 and figures["lost"] == 0
+    assert figures["received"] == figures["sent"]
+
+
 @pytest.mark.slow
 def test_a_thousand_stations_at_the_design_rate_lose_nothing() -> None:
     """The design's row: ≥ 3,000 reports/s offered by 1,000 stations, none lost."""

@@ -15,6 +15,8 @@ import pytest
 from cryptography import x509
 
 from loaxa.broker_config import (
+    INGEST_ENV_FILE,
+    INGEST_USERNAME,
     SERVER_USERNAME,
     BrokerOptions,
     ServerCredentials,
@@ -27,6 +29,7 @@ from loaxa.broker_config import (
     parse_server_env,
     passwd_text,
     server_env_text,
+    write_broker_dir,
 )
 from loaxa_protocol.errors import ConfigError
 from loaxa_protocol.topics import TOPICS, Direction
@@ -195,3 +198,24 @@ def test_a_broker_certificate_is_reissued_for_a_new_name_another_ca_or_near_expi
     assert not broker_cert_still_good(cert, other_ca, ["a.example"], NOW)
     late = cert.not_valid_after_utc - dt.timedelta(days=1)
     assert not broker_cert_still_good(cert, ca_cert, ["a.example"], late)
+
+
+def test_the_ingest_workers_may_only_read_health_and_events() -> None:
+    ingest = ServerCredentials(INGEST_USERNAME, "pw", "$7$101$c2FsdA==$aW5nZXN0")
+    assert rules(acl_text([A, B], SERVER_USERNAME, INGEST_USERNAME))[INGEST_USERNAME] == [
+        "topic read loaxa/v1/station/+/health",
+        "topic read loaxa/v1/station/+/event",
+    ]
+    assert f"{INGEST_USERNAME}:{ingest.password_hash}" in passwd_text([A], SERVER, ingest)
+    with pytest.raises(ConfigError, match="server's own"):
+        acl_text([StationAccount("x-1", INGEST_USERNAME, HASH_A, ())])
+
+
+def test_the_generated_directory_carries_the_ingest_account(tmp_path: Path) -> None:
+    report = write_broker_dir(tmp_path / "broker", [A], BrokerOptions(1883, 8883))
+    assert INGEST_ENV_FILE in report.created
+    found = parse_server_env((tmp_path / "broker" / INGEST_ENV_FILE).read_text())
+    assert found is not None and found[0] == INGEST_USERNAME
+    again = write_broker_dir(tmp_path / "broker", [A], BrokerOptions(1883, 8883))
+    assert INGEST_ENV_FILE in again.kept  # its password survives a re-run
+    assert parse_server_env((tmp_path / "broker" / INGEST_ENV_FILE).read_text()) == found

@@ -42,6 +42,8 @@ def test_a_new_account_rewrites_passwd_and_acl_and_nothing_else(broker_dir: Path
     assert "cb-st-002:" in (broker_dir / PASSWD_FILE).read_text()
     assert "user cb-st-002" in (broker_dir / ACL_FILE).read_text()
     assert "loaxa-server:" in (broker_dir / PASSWD_FILE).read_text()  # the server's kept
+    assert "loaxa-ingest:" in (broker_dir / PASSWD_FILE).read_text()  # and the workers'
+    assert "user loaxa-ingest" in (broker_dir / ACL_FILE).read_text()
     assert (broker_dir / CONF_FILE).read_bytes() == conf
     assert sync_accounts(broker_dir, [A, B]) is False
 
