@@ -6,7 +6,6 @@ language), then created by the same code as ``POST /api/v1/users``.
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
@@ -23,27 +22,15 @@ from server.auth.actor import Actor
 from server.auth.deps import authorize, visible_areas
 from server.auth.models import GrantBody, UserCreate
 from server.auth.permissions import Action, Role
-from server.i18n import N_, gettext
+from server.i18n import gettext
 from server.models import Area
+from server.web.audit_words import FAMILIES, describe
 from server.web.common import LOCAL_TZ, PageActorDep, PageRoute, render
 
 router = APIRouter(route_class=PageRoute)
 
 AUDIT_PAGE = 100
 PASSWORD_MIN = 10
-ACTION_NAMES = {
-    "auth.login": N_("Signed in"),
-    "auth.logout": N_("Signed out"),
-    "auth.login_failed": N_("Failed sign-in"),
-    "audio.upload": N_("Uploaded audio"),
-    "broadcast.create": N_("Scheduled a bulletin"),
-    "user.create": N_("Created a user"),
-    "user.grant": N_("Gave a role"),
-    "user.revoke_grant": N_("Took a role away"),
-    "alert.create": N_("Sent an alert"),
-    "alert.confirm": N_("Confirmed an alert"),
-    "alert.cancel": N_("Cancelled an alert"),
-}
 
 
 def manageable_areas(session: Session, actor: Actor) -> list[Area]:
@@ -171,18 +158,6 @@ def grant_role(
 # ------------------------------------------------------------------ audit log
 
 
-def _summary(text: str | None) -> str:
-    if not text:
-        return ""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items())
-    return str(value)
-
-
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(
     request: Request,
@@ -223,7 +198,9 @@ def audit_page(
         "filters": {"who": who, "action": action, "day": day},
         "errors": errors,
         "chain": verify_chain(session) if verify else None,
-        "summary": _summary,
-        "ACTION_NAMES": ACTION_NAMES,
+        "words": {
+            e.id: describe(e.action, e.object_type, e.object_id, e.before, e.after) for e in entries
+        },
+        "FAMILIES": FAMILIES,
     }
     return render(request, "audit.html", values)

@@ -28,6 +28,7 @@ from server.auth.actor import Actor
 from server.auth.deps import authorize, visible_areas
 from server.auth.permissions import Action
 from server.i18n import N_, current_language, gettext
+from server.i18n.reasons import STATION_REASONS
 from server.models import Area, AudioAsset, Station
 from server.web.common import PageActorDep, PageRoute, may_somewhere, render
 from server.web.fleet import FLEET_LABELS, fleet_state
@@ -361,6 +362,7 @@ def alert_page(
         "DELIVERY_NAMES": DELIVERY_NAMES,
         "DELIVERY_NAMES_T": {k: gettext(v) for k, v in DELIVERY_NAMES.items()},
         "ALERT_STATES_T": {k: gettext(v) for k, v in ALERT_STATE_NAMES.items()},
+        "REASONS_T": {k: gettext(v) for k, v in STATION_REASONS.items()},
     }
     return render(request, "alert.html", values)
 

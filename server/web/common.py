@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session, col, select
 
+from server.alerts import canned
 from server.api.deps import ContextDep, SessionDep
 from server.auth.actor import Actor
 from server.auth.deps import bearer_scheme, cookie_scheme, current_actor, visible_areas
@@ -79,6 +80,22 @@ def seconds(duration_ms: int | None) -> str:
         return "—"
     total = round(duration_ms / 1000)
     return f"{total // 60}:{total % 60:02d}"
+
+
+def audio_name(asset: Any) -> str:
+    """An audio file as a clerk knows it: a canned alert message by its title in the
+    reader's language (``Cảnh báo bão``), never its library key (``alert:typhoon``)."""
+    library = getattr(asset, "library", None)
+    if not library:
+        return str(asset.original_filename)
+    name = library.removeprefix(canned.PREFIX)
+    if name == canned.TONE:
+        return gettext("Attention tone (alert library)")
+    message = canned.BY_NAME.get(name)
+    if message is None:
+        return str(library)
+    title = message.title_en if current_language() == "en" else message.title_vi
+    return gettext("%(title)s (alert library)") % {"title": title}
 
 
 # ------------------------------------------------------------------ words for states
@@ -168,7 +185,7 @@ def make_templates() -> Jinja2Templates:
         gettext, ngettext, newstyle=True, pgettext=pgettext
     )
     env.filters.update(local=local_time, hm=local_hm, local_input=local_input)
-    env.filters.update(decimal=decimal, seconds=seconds)
+    env.filters.update(decimal=decimal, seconds=seconds, audio_name=audio_name)
     env.globals.update(
         STATE_LABELS=STATE_LABELS,
         STATUS_LABELS=STATUS_LABELS,
