@@ -15,12 +15,14 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session, col, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.alerts import canned
 from server.api.deps import ContextDep, SessionDep
@@ -317,3 +319,19 @@ class PageRoute(APIRoute):
                 return render(request, "error.html", values, status_code=exc.status_code)
 
         return page_handler
+
+
+MACHINE_PREFIXES = ("/api/", "/static/", "/docs", "/redoc", "/openapi.json")
+"""Addresses programs ask for: their refusals stay JSON (FastAPI's own answer)."""
+
+
+async def unknown_address(request: Request, exc: Exception) -> Response:
+    """An address no route answers (or a method it does not take): a person gets the
+    error page in their language with the same status, a program FastAPI's JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    if request.url.path.startswith(MACHINE_PREFIXES) or exc.status_code not in (404, 405):
+        return await http_exception_handler(request, exc)
+    set_language(request.cookies.get(LANGUAGE_COOKIE) or "")
+    words = ERROR_WORDS[404] if exc.status_code == 404 else N_("This page cannot do that.")
+    values = {"message": gettext(words), "actor": None}
+    return render(request, "error.html", values, status_code=exc.status_code)
