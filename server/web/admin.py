@@ -25,7 +25,7 @@ from server.auth.permissions import Action, Role
 from server.i18n import gettext
 from server.models import Area
 from server.web.audit_words import FAMILIES, describe
-from server.web.common import LOCAL_TZ, PageActorDep, PageRoute, render
+from server.web.common import LOCAL_TZ, PageActorDep, PageRoute, done, render
 
 router = APIRouter(route_class=PageRoute)
 
@@ -125,7 +125,7 @@ def create_user(
         else:
             raise
         return _users_page(request, session, actor, form, errors, exc.status_code)
-    return RedirectResponse("/users", status.HTTP_303_SEE_OTHER)
+    return done("/users", "user_added")
 
 
 @router.post("/users/{user_id}/revoke")
@@ -137,7 +137,7 @@ def revoke_role(
     area_code: Annotated[str, Form()],
 ) -> RedirectResponse:
     users_api.delete_grant(user_id, role, area_code, session, actor)
-    return RedirectResponse("/users", status.HTTP_303_SEE_OTHER)
+    return done("/users", "role_taken")
 
 
 @router.post("/users/{user_id}/grant")
@@ -152,7 +152,7 @@ def grant_role(
     users_api.create_grant(
         user_id, GrantBody(role=role, area_code=area_code), session, actor, context.clock
     )
-    return RedirectResponse("/users", status.HTTP_303_SEE_OTHER)
+    return done("/users", "role_given")
 
 
 # ------------------------------------------------------------------ audit log

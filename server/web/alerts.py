@@ -30,7 +30,7 @@ from server.auth.permissions import Action
 from server.i18n import N_, current_language, gettext
 from server.i18n.reasons import STATION_REASONS
 from server.models import Area, AudioAsset, Station
-from server.web.common import PageActorDep, PageRoute, may_somewhere, render
+from server.web.common import PageActorDep, PageRoute, done, may_somewhere, render
 from server.web.fleet import FLEET_LABELS, fleet_state
 from server.web.refusals import explain
 
@@ -379,7 +379,9 @@ def _act(
         session.rollback()
         if exc.status_code in (status.HTTP_403_FORBIDDEN, status.HTTP_404_NOT_FOUND):
             raise
-    return RedirectResponse(f"/alerts/{alert_pk}", status.HTTP_303_SEE_OTHER)
+        return RedirectResponse(f"/alerts/{alert_pk}", status.HTTP_303_SEE_OTHER)
+    said = "alert_cancelled" if action == "cancel" else "alert_confirmed"
+    return done(f"/alerts/{alert_pk}", said)
 
 
 @router.post("/alerts/{alert_pk}/cancel")

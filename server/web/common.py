@@ -84,12 +84,18 @@ def seconds(duration_ms: int | None) -> str:
     return f"{total // 60}:{total % 60:02d}"
 
 
+SPEECH_PREFIX = "tts: "
+
+
 def audio_name(asset: Any) -> str:
     """An audio file as a clerk knows it: a canned alert message by its title in the
     reader's language (``Cảnh báo bão``), never its library key (``alert:typhoon``)."""
     library = getattr(asset, "library", None)
     if not library:
-        return str(asset.original_filename)
+        name = str(asset.original_filename)
+        if name.startswith(SPEECH_PREFIX):  # server/tts/service.py names speech so
+            return gettext("Speech: %(text)s") % {"text": name.removeprefix(SPEECH_PREFIX)}
+        return name
     name = library.removeprefix(canned.PREFIX)
     if name == canned.TONE:
         return gettext("Attention tone (alert library)")
@@ -153,6 +159,7 @@ JS_MESSAGES = {
     "uploading": N_("Uploading…"),
     "processing": N_("Processing on the server (measuring loudness)…"),
     "uploaded": N_("Uploaded"),
+    "speech_made": N_("Speech made"),
     "network_error": N_("The network failed; nothing was stored. Please try again."),
     "recording": N_("Recording… press Stop when done"),
     "mic_denied": N_("The browser did not allow the microphone."),
@@ -290,6 +297,34 @@ def menu(actor: Actor) -> list[tuple[str, str]]:
 
 
 templates.env.globals["menu"] = menu
+
+
+FLASH = {
+    "user_added": N_("The user was added."),
+    "role_given": N_("The role was given."),
+    "role_taken": N_("The role was taken away."),
+    "station_approved": N_("The station was approved; it joins when it next asks."),
+    "station_rejected": N_("The station's request was refused."),
+    "alert_cancelled": N_("The alert was cancelled; the stations are being told."),
+    "alert_confirmed": N_("The alert was confirmed and is being sent."),
+}
+"""What a form did, said on the page it leads to (``?done=user_added``): a person sees
+their change took. Only these fixed sentences: the address carries a code, never words."""
+
+
+def flash_message(request: Request) -> str:
+    code = request.query_params.get("done", "")
+    return gettext(FLASH[code]) if code in FLASH else ""
+
+
+def done(path: str, code: str) -> RedirectResponse:
+    """The redirect after a form that worked, with its confirmation."""
+    assert code in FLASH
+    separator = "&" if "?" in path else "?"
+    return RedirectResponse(f"{path}{separator}done={code}", status.HTTP_303_SEE_OTHER)
+
+
+templates.env.globals["flash_message"] = flash_message
 
 
 ERROR_WORDS = {
