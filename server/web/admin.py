@@ -6,7 +6,7 @@ language), then created by the same code as ``POST /api/v1/users``.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
@@ -26,6 +26,7 @@ from server.i18n import gettext
 from server.models import Area
 from server.web.audit_words import FAMILIES, describe
 from server.web.common import LOCAL_TZ, PageActorDep, PageRoute, done, render
+from server.web.programme_form import parse_day
 
 router = APIRouter(route_class=PageRoute)
 
@@ -179,7 +180,7 @@ def audit_page(
         query = query.where(col(AuditEntry.action).startswith(action.strip(), autoescape=True))
     if day:
         try:
-            start = datetime.combine(date.fromisoformat(day), time(0), LOCAL_TZ)
+            start = datetime.combine(parse_day(day), time(0), LOCAL_TZ)
         except ValueError:
             errors["day"] = gettext("Enter the date, e.g. 31/12/2025.")
         else:

@@ -168,3 +168,56 @@ def test_the_province_roles_form_fits_a_phone(
     box = grant.bounding_box()
     assert box is not None and box["x"] + box["width"] <= PHONE["width"], box
     assert overflow(page) <= 0
+
+
+def test_the_programme_form_keeps_the_days_speaks_and_writes_dates_day_first(
+    stack: LocalStack, browser: Any
+) -> None:
+    """An English-language Chromium: the date and time still read 07/12/2026 and 05:30."""
+    context = browser.new_context(
+        viewport=PHONE, base_url=stack.base_url, locale="en-US", timezone_id="UTC"
+    )
+    context.set_default_timeout(30_000)
+    try:
+        page = context.new_page()
+        page.goto("/login")
+        page.get_by_label("Tên đăng nhập").fill(stack.admin_username)
+        page.get_by_label("Mật khẩu").fill(stack.admin_password)
+        page.get_by_role("button", name="Đăng nhập").click()
+        page.wait_for_url(f"{stack.base_url}/")
+        page.goto("/programmes/new")
+        day = page.get_by_label("Ngày (lần đầu)")
+        shown = day.input_value()
+        assert day.get_attribute("type") == "text"
+        assert datetime.strptime(shown, "%d/%m/%Y")  # day first, as the page writes dates
+        day.fill("25/12/2026")
+        page.get_by_label("Giờ (Việt Nam)").fill("05:30")
+        assert page.locator("#recurrence-summary").inner_text() == "Một lần, Thứ 6 25/12/2026 05:30"
+        page.get_by_label("Tiêu đề").fill("Thông báo họp xóm")
+        page.get_by_label("Hằng tuần, vào các ngày:").check()
+        page.get_by_label("Thứ 7").uncheck()
+        page.get_by_label("Chủ nhật").check()
+        # Replace the file row with a text, then add one more row: the days stay ticked.
+        page.get_by_role("button", name="Bỏ mục này").click()
+        page.get_by_role("button", name="+ Văn bản đọc").click()
+        page.get_by_label("Văn bản cần đọc (tiếng Việt)").fill("Tối nay 19h họp xóm.")
+        page.get_by_role("button", name="+ Khoảng lặng").click()
+        ticked = page.locator('input[name="days"]:checked')
+        assert [ticked.nth(i).get_attribute("value") for i in range(ticked.count())] == [
+            "0", "1", "2", "3", "4", "6",
+        ]  # fmt: skip
+        assert page.locator("#recurrence-summary").inner_text() == (
+            "Thứ 2, Thứ 3, Thứ 4, Thứ 5, Thứ 6, Chủ nhật, 05:30"
+        )
+        # The speech can be heard right here, before saving.
+        page.get_by_role("button", name="Xem văn bản sẽ được đọc").click()
+        player = page.locator("#item-1-listen")
+        player.wait_for()
+        duration = player.evaluate(
+            """(a) => new Promise((ok) => { if (a.readyState >= 1) ok(a.duration);
+                 a.preload = "metadata"; a.onloadedmetadata = () => ok(a.duration); a.load(); })"""
+        )
+        assert duration > 1, duration
+        assert overflow(page) <= 0
+    finally:
+        context.close()

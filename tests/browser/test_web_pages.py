@@ -106,7 +106,7 @@ def test_operator_uploads_a_bulletin_and_schedules_it(
     page.wait_for_url("**/programmes/new?audio_id=*")
     start = (stack.context.clock() + timedelta(minutes=3)).astimezone(LOCAL_TZ)
     page.get_by_label("Tiêu đề").fill("Bản tin sáng thôn Nà Rị")
-    page.get_by_label("Ngày (lần đầu)").fill(start.date().isoformat())
+    page.get_by_label("Ngày (lần đầu)").fill(start.strftime("%d/%m/%Y"))  # day first, typed
     page.get_by_label("Giờ (Việt Nam)").fill(start.strftime("%H:%M"))
     # The day is repeated in words, in Vietnamese order, whatever the date input shows.
     said = page.locator("#recurrence-summary").inner_text()
