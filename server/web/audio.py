@@ -77,7 +77,7 @@ def loudness_text(asset: AudioAsset) -> str:
     before = "—" if asset.lufs_before is None else decimal(asset.lufs_before)
     text = f"{before} → {decimal(asset.lufs_after)} LUFS"
     if asset.lufs_after < TARGETS.integrated_lufs - TOLERANCE_LU:
-        text += " · " + gettext("quieter than the target: its peaks were limited as far as allowed")
+        text += " (" + gettext("peaks limited") + ")"
     return text
 
 
