@@ -375,7 +375,7 @@ def _programme_step(console: Console, stack: LocalStack, lead_s: float) -> Step:
     approver_name = approved["approved_by"].split("/")[0]
     console.print(
         f"  nháp → đã gửi duyệt ({submitter}) → "
-        f"[green]{_vi_state(approved['state'])}[/]: đã duyệt bởi [bold]{approver_name}[/]"
+        f"[green]{_vi_state(approved['state'])}[/] (người duyệt: [bold]{approver_name}[/])"
         f" — xem {stack.base_url}/programmes/{programme_id}"
     )
     start_utc = start.astimezone(UTC)

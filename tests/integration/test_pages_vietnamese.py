@@ -133,3 +133,18 @@ def test_an_unknown_address_answers_a_page_but_the_api_stays_json(admin: TestCli
     assert admin.post("/fleet").status_code == 405  # a page's wrong method: a page too
     api = admin.get(f"{API}/khong-co")
     assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+
+
+def test_the_alert_report_downloads_in_the_pages_language(admin: TestClient) -> None:
+    world = busy_world(admin)
+    alert = world.alert[COMMUNE_A]["read"]
+    page = admin.get(f"/alerts/{alert}").text
+    href = f"/api/v1/alerts/{alert}/report.csv?lang=vi"
+    assert f'href="{href}"' in page
+    report = admin.get(href).text.lstrip("\ufeff")
+    assert report.startswith("# CẢNH BÁO THẬT\n") or report.startswith("# DIỄN TẬP")
+    assert "Mã trạm,Trạm,Mã địa bàn,Trạng thái,Nhận lúc (giờ Việt Nam)" in report
+    assert "station_id" not in report and "state " not in report
+    # Without a language the API keeps its machine names for programs that read it.
+    machine = admin.get(f"/api/v1/alerts/{alert}/report.csv").text
+    assert "drill,station_id,name,area_code,state," in machine
