@@ -11,11 +11,14 @@ import csv
 import io
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from server.alerts.models import AlertDetail
 from server.i18n import N_, gettext, language
 from server.i18n.reasons import station_reason
 from server.local_time import LOCAL_TZ
+
+if TYPE_CHECKING:  # the as-run module imports this one and stays free of the ORM
+    from server.alerts.models import AlertDetail
 
 HEADINGS = {
     # as-run report, per station
