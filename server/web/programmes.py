@@ -373,9 +373,7 @@ def posted_form(
 PostedForm = Annotated[ProgrammeForm, Depends(posted_form)]
 
 
-def _preview(
-    context: ServerContext, actor: Actor, form: ProgrammeForm, op: str
-) -> dict[str, str]:
+def _preview(context: ServerContext, actor: Actor, form: ProgrammeForm, op: str) -> dict[str, str]:
     """``preview:N``: what text-to-speech will actually say for item N (numbers, dates
     and abbreviations written out) and a player to hear it, or why it cannot. The speech
     is rendered once and kept: the stations later get this very file."""

@@ -124,9 +124,7 @@ def test_a_bad_upload_is_refused_under_the_field_and_stores_nothing(operator: Te
     )
     assert good.status_code == 201, good.text
     body = good.json()
-    assert (
-        body["duration"] == "0:02" and "LUFS" in body["loudness"] and "," in body["loudness"]
-    )
+    assert body["duration"] == "0:02" and "LUFS" in body["loudness"] and "," in body["loudness"]
     page = operator.get("/audio").text
     assert "bản tin sáng.wav" in page and f'src="/audio/{body["id"]}/listen"' in page
     listen = operator.get(body["listen_url"], follow_redirects=False)
