@@ -37,6 +37,10 @@ from rich.table import Table
 
 from loaxa.broker import start_broker
 from loaxa.stack import ApiError, LocalStack
+from server.i18n import gettext, language
+from server.i18n.reasons import station_reason
+from server.web.audit_words import STATES
+from server.web.refusals import translate_text
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 PROVINCE = "04"  # Cao Bằng
@@ -117,6 +121,23 @@ def _local(text: str | None) -> str:
     if when is None:
         return "—"
     return when.astimezone(LOCAL).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _vi(refusal: str) -> str:
+    """A refusal of the API (English) as the Vietnamese pages would say it."""
+    with language("vi"):
+        return translate_text(refusal)
+
+
+def _vi_state(code: str) -> str:
+    """A programme's or an alert's state code in Vietnamese (the pages' words)."""
+    with language("vi"):
+        return gettext(STATES[code]) if code in STATES else code
+
+
+def _vi_reason(code: str) -> str:
+    with language("vi"):
+        return station_reason(code)
 
 
 def _ms(since: datetime, until: datetime | None) -> str:
@@ -268,7 +289,7 @@ def _programme_table(
             state = progress.get((item["station_id"], item["item_id"]), "pending")
         label = STATE_LABEL.get(state, state)
         if item["reason"] and state in FINAL:
-            label += f" ({item['reason']})"
+            label += f" ({_vi_reason(item['reason'])})"
         table.add_row(
             item["station_id"],
             _item_title(item, title),
@@ -287,7 +308,7 @@ def _programme_step(console: Console, stack: LocalStack, lead_s: float) -> Step:
     stack.create_user(APPROVER, password, [("approver", PROVINCE)], display_name="Cán bộ phê duyệt")
     console.print(
         f"Quản trị tạo người dùng thứ hai qua API: [bold]{APPROVER} / {password}[/] "
-        f"(vai trò approver, tỉnh {PROVINCE})"
+        f"(vai trò người phê duyệt, tỉnh {PROVINCE})"
     )
     jingle = stack.upload(_jingle_wav(), "nhac-hieu.wav")
     items: list[dict[str, Any]] = [
@@ -342,7 +363,7 @@ def _programme_step(console: Console, stack: LocalStack, lead_s: float) -> Step:
         stack.api("POST", f"/api/v1/programmes/{programme_id}/approve")
     except ApiError as exc:
         two_people = exc.status == 403
-        console.print(f"  admin tự duyệt? [yellow]bị từ chối ({exc.status})[/]: {exc.detail}")
+        console.print(f"  admin tự duyệt? [yellow]bị từ chối ({exc.status})[/]: {_vi(exc.detail)}")
     else:
         two_people = False
         console.print(
@@ -354,7 +375,7 @@ def _programme_step(console: Console, stack: LocalStack, lead_s: float) -> Step:
     approver_name = approved["approved_by"].split("/")[0]
     console.print(
         f"  nháp → đã gửi duyệt ({submitter}) → "
-        f"[green]{approved['state']}[/]: đã duyệt bởi [bold]{approver_name}[/]"
+        f"[green]{_vi_state(approved['state'])}[/] (người duyệt: [bold]{approver_name}[/])"
         f" — xem {stack.base_url}/programmes/{programme_id}"
     )
     start_utc = start.astimezone(UTC)
@@ -387,7 +408,7 @@ def _programme_step(console: Console, stack: LocalStack, lead_s: float) -> Step:
         line = f"{title}: {len(played)}/{len(rows)} trạm đã phát"
         reasons = sorted({i["reason"] for i in rows if i["outcome"] != "played" and i["reason"]})
         if reasons:
-            line += f" (lý do: {', '.join(reasons)})"
+            line += f" (lý do: {', '.join(_vi_reason(r) for r in reasons)})"
         if skew is not None:
             line += f", lệch nhau {skew:.3f} ms"
         if late:
@@ -474,8 +495,9 @@ def _alert_step(console: Console, stack: LocalStack, lead_s: float) -> Step:
     alert = stack.api("POST", "/api/v1/alerts", json=body)
     answered_at = datetime.now(UTC)
     console.print(
-        f"Đã gửi cảnh báo #{alert['id']} ({alert['alert_id']}), drill={alert['drill']}, "
-        f"trạng thái {alert['state']}; API trả lời sau {_ms(called_at, answered_at)}"
+        f"Đã gửi cảnh báo #{alert['id']} ({alert['alert_id']}), "
+        f"{'diễn tập' if alert['drill'] else '[red]CẢNH BÁO THẬT[/]'}, "
+        f"trạng thái «{_vi_state(alert['state'])}»; API trả lời sau {_ms(called_at, answered_at)}"
     )
     if not alert["drill"]:  # the demo must never sound a real alert
         raise RuntimeError(f"alert {alert['id']} is not marked as a drill")

@@ -20,6 +20,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loaxa_protocol import AudioRef, CommandReply, Event, Keyring
 from server.alerts import models as alert_models  # noqa: F401  (registers the alert tables)
@@ -71,6 +72,7 @@ from server.programmes.planner import ProgrammePlanner
 from server.settings import Settings
 from server.tts.service import service_from_settings
 from server.updates.service import UpdateService
+from server.web.common import unknown_address
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +311,8 @@ def create_app(
     app.add_middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies)
     app.add_middleware(SecurityHeadersMiddleware, api_prefix=API_PREFIX)
     install_error_handlers(app)
+    # After the API's handlers: an unknown address answers a person with a page.
+    app.add_exception_handler(StarletteHTTPException, unknown_address)
     return app
 
 

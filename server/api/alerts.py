@@ -16,9 +16,9 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session, col, select
@@ -48,8 +48,10 @@ from server.auth.deps import ActorDep, authorize, visible_areas
 from server.auth.permissions import Action
 from server.context import ServerContext
 from server.health.models import StationLiveness
+from server.i18n import language
 from server.local_time import LOCAL_TZ
 from server.models import Station
+from server.reports.csv_words import ALERT_CSV_COLUMNS, alert_report_words
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -572,9 +574,21 @@ def _local(at: datetime | None) -> str:
 
 
 @router.get("/{alert_pk}/report.csv")
-def read_alert_report(alert_pk: DbId, session: SessionDep, actor: ActorDep) -> Response:
+def read_alert_report(
+    alert_pk: DbId,
+    session: SessionDep,
+    actor: ActorDep,
+    lang: Annotated[
+        Literal["vi", "en"] | None,
+        Query(description="the report in this language (the page's); default: machine names"),
+    ] = None,
+) -> Response:
     """The final report: one row per station (times in Vietnam time); a drill says so."""
     detail = visible_detail(session, actor, alert_pk)
+    if lang is not None:
+        with language(lang):
+            text = alert_report_words(detail)
+        return _csv_answer(detail, "\ufeff" + text)
     kind = "DRILL (DIỄN TẬP) - not a real alert" if detail.drill else "REAL ALERT"
     out = io.StringIO()
     out.write(f"# {kind}\n")
@@ -589,21 +603,7 @@ def read_alert_report(alert_pk: DbId, session: SessionDep, actor: ActorDep) -> R
     )
     out.write("# " + ", ".join(f"{k} {v}" for k, v in detail.counts.items()) + "\n")
     writer = csv.writer(out)
-    writer.writerow(
-        [
-            "drill",
-            "station_id",
-            "name",
-            "area_code",
-            "state",
-            "received_at",
-            "playing_at",
-            "finished_at",
-            "reason",
-            "link_status",
-            "last_seen_at",
-        ]
-    )
+    writer.writerow(ALERT_CSV_COLUMNS)
     for s in detail.stations:
         writer.writerow(
             [
@@ -620,9 +620,13 @@ def read_alert_report(alert_pk: DbId, session: SessionDep, actor: ActorDep) -> R
                 _local(s.last_seen_at),
             ]
         )
+    return _csv_answer(detail, out.getvalue())
+
+
+def _csv_answer(detail: AlertDetail, text: str) -> Response:
     name = f"alert-{detail.id}{'-drill' if detail.drill else ''}-report.csv"
     return Response(
-        out.getvalue(),
+        text,
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}"'},
     )

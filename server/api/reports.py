@@ -166,6 +166,10 @@ def read_as_run(
     items: Annotated[
         bool, Query(description="one row per item (JSON: an extra list; CSV: instead)")
     ] = False,
+    lang: Annotated[
+        Literal["vi", "en"] | None,
+        Query(description="CSV column headings in this language; default: machine names"),
+    ] = None,
 ) -> AsRunPublic | Response:
     """Per station: items planned, played, interrupted, failed, missed; emergency items;
     played time against requested time. Only stations in areas you may read."""
@@ -179,7 +183,7 @@ def read_as_run(
         local = from_at.astimezone(LOCAL_TZ).strftime("%Y%m%d-%H%M")
         kind = "items" if items else "stations"
         name = f"as-run-{kind}-{area or 'all'}-{local}.csv"
-        text = items_to_csv(report) if items else to_csv(report)
+        text = items_to_csv(report, lang) if items else to_csv(report, lang)
         return Response(
             "\ufeff" + text,  # BOM: spreadsheet programs then read Vietnamese names
             media_type="text/csv; charset=utf-8",

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from server.local_time import LOCAL_TZ
+from server.reports.csv_words import headings, word
 
 OUTCOMES = {"played": 3, "interrupted": 2, "failed": 1}
 DEFAULT_GRACE = timedelta(minutes=2)
@@ -299,24 +300,26 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _csv_row(row: StationAsRun) -> list[object]:
+def _csv_row(row: StationAsRun, lang: str | None = None) -> list[object]:
     pct = row.played_pct
     return [
-        row.station_id, row.name, row.area_code, row.planned, row.played, row.interrupted,
+        row.station_id, row.name if row.station_id else word(row.name, lang), row.area_code,
+        row.planned, row.played, row.interrupted,
         row.failed, row.missed, row.pending, row.unplanned, row.emergency, row.emergency_played,
         f"{row.requested_ms / 1000:.1f}", f"{row.played_ms / 1000:.1f}",
         "" if pct is None else f"{pct:.1f}", row.drills, row.drills_played,
     ]  # fmt: skip
 
 
-def to_csv(report: AsRunReport) -> str:
-    """One line per station and a final total line; times in seconds (UTF-8, with header)."""
+def to_csv(report: AsRunReport, lang: str | None = None) -> str:
+    """One line per station and a final total line; times in seconds (UTF-8, with header
+    in ``lang``'s words, or the machine names without one)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(headings(CSV_COLUMNS, lang))
     for row in report.stations:
         writer.writerow(_csv_row(row))
-    writer.writerow(_csv_row(report.totals))
+    writer.writerow(_csv_row(report.totals, lang))
     return out.getvalue()
 
 
@@ -330,16 +333,16 @@ def _local(moment: datetime | None) -> str:
     return moment.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
 
 
-def items_to_csv(report: AsRunReport) -> str:
+def items_to_csv(report: AsRunReport, lang: str | None = None) -> str:
     """One line per item, times in Vietnam time: which bulletin played, when, or why not."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(ITEM_CSV_COLUMNS)
+    writer.writerow(headings(ITEM_CSV_COLUMNS, lang))
     for item in report.items:
         writer.writerow(
             [
                 item.station_id, item.item_id, item.title, item.priority, item.source,
-                _local(item.start_at), f"{item.length_ms / 1000:.1f}", item.outcome,
+                _local(item.start_at), f"{item.length_ms / 1000:.1f}", word(item.outcome, lang),
                 _local(item.started_at), _local(item.finished_at),
                 f"{item.played_ms / 1000:.1f}", item.reason or "",
             ]

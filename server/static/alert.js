@@ -53,7 +53,7 @@
       row.dataset.reached = reached ? "1" : "0";
       row.dataset.finished = s.state === "finished" ? "1" : "0";
       var cell = row.querySelector('[data-field="state"]');
-      cell.textContent = (words.delivery[s.state] || s.state) + (s.reason ? " (" + s.reason + ")" : "");
+      cell.textContent = (words.delivery[s.state] || s.state) + (s.reason ? " (" + (words.reasons[s.reason] || s.reason) + ")" : "");
       cell.className = "d-" + s.state;
       row.querySelector('[data-field="received_at"]').textContent = local(s.received_at);
       row.querySelector('[data-field="finished_at"]').textContent = local(s.finished_at);

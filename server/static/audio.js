@@ -1,7 +1,7 @@
 // The audio library's three ways in: a file (XHR, for its upload progress), a typed text
 // (text-to-speech with a preview player) and the microphone (MediaRecorder, then the
 // same upload). The server answers a refusal as {errors: {field: message}} in the
-// reader's language; it is shown under the field. On success the page reloads so the
+// reader's language; it is shown under the field. On success the list is read again so the
 // new file is listed with its measured length and loudness.
 (function () {
   "use strict";
@@ -57,7 +57,18 @@
     xhr.send(form);
   }
 
-  function reloadSoon() { window.setTimeout(function () { window.location.reload(); }, 1200); }
+  // The list of files is read again from the server and swapped in: the new file shows up
+  // without reloading the page (which would lose the status and the speech preview).
+  function refreshList() {
+    var list = document.getElementById("audio-files");
+    if (!list) return;
+    fetch(window.location.pathname, { credentials: "same-origin" })
+      .then(function (response) { return response.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("audio-files");
+        if (fresh) list.replaceWith(fresh);
+      });
+  }
 
   // ------------------------------------------------------------ a chosen file
   var uploadForm = document.getElementById("upload-form");
@@ -74,7 +85,7 @@
       button.disabled = true;
       var file = input.files[0];
       upload(file, file.name, document.getElementById("upload-progress"),
-        document.getElementById("upload-status"), "upload-file-error", reloadSoon);
+        document.getElementById("upload-status"), "upload-file-error", refreshList);
       window.setTimeout(function () { button.disabled = false; }, 1000);
     });
   }
@@ -107,7 +118,8 @@
           var player = document.getElementById("tts-player");
           player.src = answer.body.listen_url;
           document.getElementById("tts-result").hidden = false;
-          status.textContent = T("uploaded") + ": " + answer.body.duration;
+          status.textContent = T("speech_made") + ": " + answer.body.duration;
+          refreshList();
         })
         .catch(function () { status.textContent = ""; showError("tts-text-error", T("network_error")); })
         .finally(function () { button.disabled = false; });
@@ -159,7 +171,7 @@
       var stamp = new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "");
       save.disabled = true;
       upload(recording, "ghi-am-" + stamp + "." + type, document.getElementById("rec-progress"),
-        status, "rec-error", reloadSoon);
+        status, "rec-error", refreshList);
     });
   }
 })();

@@ -31,14 +31,21 @@
     return chosen.map(function (b) { return b.dataset.name; }).join(", ");
   }
 
-  // The date input shows the browser's own format (often 11/26/2026): say the day in
-  // words and in Vietnamese order, so nobody reads the month as the day.
+  // The date is typed day first (31/12/2026; an ISO 2026-12-31 is read too): say it
+  // back with its weekday, so a slip of day and month shows at once.
   function dayInWords() {
-    var value = form.querySelector('input[name="day"]').value;
-    var parts = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
-    if (!parts) return "";
-    var weekday = (new Date(Date.UTC(+parts[1], +parts[2] - 1, +parts[3])).getUTCDay() + 6) % 7;
-    return boxes[weekday].dataset.name + " " + parts[3] + "/" + parts[2] + "/" + parts[1] + " ";
+    var value = form.querySelector('input[name="day"]').value.trim();
+    var iso = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+    var typed = /^(\d{1,2})[\/.-](\d{1,2})[\/.-](\d{4})$/.exec(value);
+    var y, m, d;
+    if (iso) { y = +iso[1]; m = +iso[2]; d = +iso[3]; }
+    else if (typed) { y = +typed[3]; m = +typed[2]; d = +typed[1]; }
+    else return "";
+    var when = new Date(Date.UTC(y, m - 1, d));
+    if (when.getUTCMonth() !== m - 1 || when.getUTCDate() !== d) return "";
+    var weekday = (when.getUTCDay() + 6) % 7;
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return boxes[weekday].dataset.name + " " + two(d) + "/" + two(m) + "/" + y + " ";
   }
 
   function update() {

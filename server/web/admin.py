@@ -6,8 +6,7 @@ language), then created by the same code as ``POST /api/v1/users``.
 
 from __future__ import annotations
 
-import json
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
@@ -23,27 +22,16 @@ from server.auth.actor import Actor
 from server.auth.deps import authorize, visible_areas
 from server.auth.models import GrantBody, UserCreate
 from server.auth.permissions import Action, Role
-from server.i18n import N_, gettext
+from server.i18n import gettext
 from server.models import Area
-from server.web.common import LOCAL_TZ, PageActorDep, PageRoute, render
+from server.web.audit_words import FAMILIES, describe
+from server.web.common import LOCAL_TZ, PageActorDep, PageRoute, done, render
+from server.web.programme_form import parse_day
 
 router = APIRouter(route_class=PageRoute)
 
 AUDIT_PAGE = 100
 PASSWORD_MIN = 10
-ACTION_NAMES = {
-    "auth.login": N_("Signed in"),
-    "auth.logout": N_("Signed out"),
-    "auth.login_failed": N_("Failed sign-in"),
-    "audio.upload": N_("Uploaded audio"),
-    "broadcast.create": N_("Scheduled a bulletin"),
-    "user.create": N_("Created a user"),
-    "user.grant": N_("Gave a role"),
-    "user.revoke_grant": N_("Took a role away"),
-    "alert.create": N_("Sent an alert"),
-    "alert.confirm": N_("Confirmed an alert"),
-    "alert.cancel": N_("Cancelled an alert"),
-}
 
 
 def manageable_areas(session: Session, actor: Actor) -> list[Area]:
@@ -138,7 +126,7 @@ def create_user(
         else:
             raise
         return _users_page(request, session, actor, form, errors, exc.status_code)
-    return RedirectResponse("/users", status.HTTP_303_SEE_OTHER)
+    return done("/users", "user_added")
 
 
 @router.post("/users/{user_id}/revoke")
@@ -150,7 +138,7 @@ def revoke_role(
     area_code: Annotated[str, Form()],
 ) -> RedirectResponse:
     users_api.delete_grant(user_id, role, area_code, session, actor)
-    return RedirectResponse("/users", status.HTTP_303_SEE_OTHER)
+    return done("/users", "role_taken")
 
 
 @router.post("/users/{user_id}/grant")
@@ -165,22 +153,10 @@ def grant_role(
     users_api.create_grant(
         user_id, GrantBody(role=role, area_code=area_code), session, actor, context.clock
     )
-    return RedirectResponse("/users", status.HTTP_303_SEE_OTHER)
+    return done("/users", "role_given")
 
 
 # ------------------------------------------------------------------ audit log
-
-
-def _summary(text: str | None) -> str:
-    if not text:
-        return ""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items())
-    return str(value)
 
 
 @router.get("/audit", response_class=HTMLResponse)
@@ -204,7 +180,7 @@ def audit_page(
         query = query.where(col(AuditEntry.action).startswith(action.strip(), autoescape=True))
     if day:
         try:
-            start = datetime.combine(date.fromisoformat(day), time(0), LOCAL_TZ)
+            start = datetime.combine(parse_day(day), time(0), LOCAL_TZ)
         except ValueError:
             errors["day"] = gettext("Enter the date, e.g. 31/12/2025.")
         else:
@@ -223,7 +199,9 @@ def audit_page(
         "filters": {"who": who, "action": action, "day": day},
         "errors": errors,
         "chain": verify_chain(session) if verify else None,
-        "summary": _summary,
-        "ACTION_NAMES": ACTION_NAMES,
+        "words": {
+            e.id: describe(e.action, e.object_type, e.object_id, e.before, e.after) for e in entries
+        },
+        "FAMILIES": FAMILIES,
     }
     return render(request, "audit.html", values)

@@ -29,8 +29,9 @@ from server.auth.actor import Actor
 from server.auth.deps import authorize, visible_areas
 from server.auth.permissions import Action
 from server.i18n import N_, current_language, gettext
+from server.i18n.reasons import STATION_REASONS
 from server.models import Area, AudioAsset, Station
-from server.web.common import PageActorDep, PageRoute, may_somewhere, render
+from server.web.common import PageActorDep, PageRoute, done, may_somewhere, render
 from server.web.fleet import FLEET_LABELS, fleet_state
 from server.web.refusals import explain
 
@@ -383,6 +384,7 @@ def alert_page(
         "DELIVERY_NAMES": DELIVERY_NAMES,
         "DELIVERY_NAMES_T": {k: gettext(v) for k, v in DELIVERY_NAMES.items()},
         "ALERT_STATES_T": {k: gettext(v) for k, v in ALERT_STATE_NAMES.items()},
+        "REASONS_T": {k: gettext(v) for k, v in STATION_REASONS.items()},
     }
     return render(request, "alert.html", values)
 
@@ -399,7 +401,9 @@ def _act(
         session.rollback()
         if exc.status_code in (status.HTTP_403_FORBIDDEN, status.HTTP_404_NOT_FOUND):
             raise
-    return RedirectResponse(f"/alerts/{alert_pk}", status.HTTP_303_SEE_OTHER)
+        return RedirectResponse(f"/alerts/{alert_pk}", status.HTTP_303_SEE_OTHER)
+    said = "alert_cancelled" if action == "cancel" else "alert_confirmed"
+    return done(f"/alerts/{alert_pk}", said)
 
 
 @router.post("/alerts/{alert_pk}/cancel")

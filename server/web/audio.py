@@ -28,6 +28,7 @@ from server.api.audio import (
 )
 from server.api.deps import ContextDep, SessionDep
 from server.audio.gate import MediaBusy
+from server.audio.pipeline import AudioTargets
 from server.auth.actor import Actor
 from server.auth.deps import authorize
 from server.auth.permissions import Action
@@ -65,10 +66,32 @@ def asset_json(asset: AudioAsset) -> dict[str, Any]:
     }
 
 
+TARGETS = AudioTargets()
+TOLERANCE_LU = 1.0
+"""docs/audio.md: the target is met within ±1 LU unless the peak limiter's budget ran out."""
+
+
 def loudness_text(asset: AudioAsset) -> str:
-    """The loudness as measured and as stored, e.g. ``-23,4 → -16,0 LUFS``."""
+    """The loudness as measured and as stored, e.g. ``-23,4 → -16,0 LUFS``; a file left
+    quieter than the target's tolerance says why (its peaks were limited as far as allowed)."""
     before = "—" if asset.lufs_before is None else decimal(asset.lufs_before)
-    return f"{before} → {decimal(asset.lufs_after)} LUFS"
+    text = f"{before} → {decimal(asset.lufs_after)} LUFS"
+    if asset.lufs_after < TARGETS.integrated_lufs - TOLERANCE_LU:
+        text += " (" + gettext("peaks limited") + ")"
+    return text
+
+
+def loudness_note() -> str:
+    """What the loudness column means, with the target and its tolerance."""
+    return gettext(
+        "Every file is brought to %(target)s LUFS (±%(tolerance)s LU), so all bulletins play "
+        "equally loud. Speech with sharp peaks can stay up to about 2 LU quieter: the peak "
+        "limiter takes at most %(limit)s dB off, so the voice is not distorted on the horns."
+    ) % {
+        "target": decimal(TARGETS.integrated_lufs, 0),
+        "tolerance": decimal(TOLERANCE_LU, 0),
+        "limit": decimal(TARGETS.max_limiter_db, 0),
+    }
 
 
 @router.get("/audio", response_class=HTMLResponse)
@@ -81,6 +104,7 @@ def audio_page(request: Request, session: SessionDep, actor: PageActorDep) -> HT
         "actor": actor,
         "assets": assets,
         "loudness": loudness_text,
+        "loudness_note": loudness_note(),
         "can_upload": may_somewhere(actor, Action.AUDIO_UPLOAD),
         "can_schedule": may_somewhere(actor, Action.BROADCAST_CREATE),
     }

@@ -15,13 +15,16 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlmodel import Session, col, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.alerts import canned
 from server.api.deps import ContextDep, SessionDep
 from server.auth.actor import Actor
 from server.auth.deps import bearer_scheme, cookie_scheme, current_actor, visible_areas
@@ -81,6 +84,28 @@ def seconds(duration_ms: int | None) -> str:
     return f"{total // 60}:{total % 60:02d}"
 
 
+SPEECH_PREFIX = "tts: "
+
+
+def audio_name(asset: Any) -> str:
+    """An audio file as a clerk knows it: a canned alert message by its title in the
+    reader's language (``Cảnh báo bão``), never its library key (``alert:typhoon``)."""
+    library = getattr(asset, "library", None)
+    if not library:
+        name = str(asset.original_filename)
+        if name.startswith(SPEECH_PREFIX):  # server/tts/service.py names speech so
+            return gettext("Speech: %(text)s") % {"text": name.removeprefix(SPEECH_PREFIX)}
+        return name
+    name = library.removeprefix(canned.PREFIX)
+    if name == canned.TONE:
+        return gettext("Attention tone (alert library)")
+    message = canned.BY_NAME.get(name)
+    if message is None:
+        return str(library)
+    title = message.title_en if current_language() == "en" else message.title_vi
+    return gettext("%(title)s (alert library)") % {"title": title}
+
+
 # ------------------------------------------------------------------ words for states
 # msgids in English, marked with N_ so the extractor finds them; templates translate
 # them with _() at render time, in the reader's language.
@@ -134,6 +159,7 @@ JS_MESSAGES = {
     "uploading": N_("Uploading…"),
     "processing": N_("Processing on the server (measuring loudness)…"),
     "uploaded": N_("Uploaded"),
+    "speech_made": N_("Speech made"),
     "network_error": N_("The network failed; nothing was stored. Please try again."),
     "recording": N_("Recording… press Stop when done"),
     "mic_denied": N_("The browser did not allow the microphone."),
@@ -174,7 +200,7 @@ def make_templates() -> Jinja2Templates:
         gettext, ngettext, newstyle=True, pgettext=pgettext
     )
     env.filters.update(local=local_time, hm=local_hm, local_input=local_input)
-    env.filters.update(decimal=decimal, seconds=seconds)
+    env.filters.update(decimal=decimal, seconds=seconds, audio_name=audio_name)
     env.globals.update(
         STATE_LABELS=STATE_LABELS,
         STATUS_LABELS=STATUS_LABELS,
@@ -283,6 +309,34 @@ def menu(actor: Actor) -> list[tuple[str, str]]:
 templates.env.globals["menu"] = menu
 
 
+FLASH = {
+    "user_added": N_("The user was added."),
+    "role_given": N_("The role was given."),
+    "role_taken": N_("The role was taken away."),
+    "station_approved": N_("The station was approved; it joins when it next asks."),
+    "station_rejected": N_("The station's request was refused."),
+    "alert_cancelled": N_("The alert was cancelled; the stations are being told."),
+    "alert_confirmed": N_("The alert was confirmed and is being sent."),
+}
+"""What a form did, said on the page it leads to (``?done=user_added``): a person sees
+their change took. Only these fixed sentences: the address carries a code, never words."""
+
+
+def flash_message(request: Request) -> str:
+    code = request.query_params.get("done", "")
+    return gettext(FLASH[code]) if code in FLASH else ""
+
+
+def done(path: str, code: str) -> RedirectResponse:
+    """The redirect after a form that worked, with its confirmation."""
+    assert code in FLASH
+    separator = "&" if "?" in path else "?"
+    return RedirectResponse(f"{path}{separator}done={code}", status.HTTP_303_SEE_OTHER)
+
+
+templates.env.globals["flash_message"] = flash_message
+
+
 ERROR_WORDS = {
     403: N_("Your account may not open this page."),
     404: N_("This page does not exist, or it is not in your area."),
@@ -310,3 +364,19 @@ class PageRoute(APIRoute):
                 return render(request, "error.html", values, status_code=exc.status_code)
 
         return page_handler
+
+
+MACHINE_PREFIXES = ("/api/", "/static/", "/docs", "/redoc", "/openapi.json")
+"""Addresses programs ask for: their refusals stay JSON (FastAPI's own answer)."""
+
+
+async def unknown_address(request: Request, exc: Exception) -> Response:
+    """An address no route answers (or a method it does not take): a person gets the
+    error page in their language with the same status, a program FastAPI's JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    if request.url.path.startswith(MACHINE_PREFIXES) or exc.status_code not in (404, 405):
+        return await http_exception_handler(request, exc)
+    set_language(request.cookies.get(LANGUAGE_COOKIE) or "")
+    words = ERROR_WORDS[404] if exc.status_code == 404 else N_("This page cannot do that.")
+    values = {"message": gettext(words), "actor": None}
+    return render(request, "error.html", values, status_code=exc.status_code)

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from sqlmodel import Session, col, select
 
 from loaxa_protocol.enrolment import key_fingerprint
@@ -24,7 +24,7 @@ from server.auth.permissions import Action
 from server.enrolment import service
 from server.i18n import N_, gettext
 from server.models import Area, AreaLevel
-from server.web.common import PageActorDep, PageRoute, render
+from server.web.common import PageActorDep, PageRoute, done, render
 
 router = APIRouter(route_class=PageRoute)
 
@@ -147,7 +147,7 @@ def approve(
         }
         return _page(request, session, context, actor, errors=errors, status_code=422)
     session.commit()
-    return RedirectResponse("/enrolment", status_code=303)
+    return done("/enrolment", "station_approved")
 
 
 @router.post("/enrolment/{request_id}/reject")
@@ -160,4 +160,4 @@ def reject(
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from exc
     session.commit()
-    return RedirectResponse("/enrolment", status_code=303)
+    return done("/enrolment", "station_rejected")

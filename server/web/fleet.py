@@ -25,9 +25,11 @@ from server.health.alarms import alarm_history, list_alarms
 from server.health.models import Alarm, AlarmEvent, AlarmState, HealthSample
 from server.i18n import N_, gettext, ngettext
 from server.i18n import gettext as _
+from server.i18n.reasons import station_reason
 from server.models import Station, StationEvent
 from server.settings import Settings
 from server.web.common import PageActorDep, PageRoute, area_names, decimal, may, render, templates
+from server.web.item_names import item_names
 from server.web.refusals import station_words
 
 router = APIRouter(route_class=PageRoute)
@@ -122,6 +124,7 @@ def _worst_first(station: Station) -> tuple[int, str]:
 
 
 templates.env.filters["station_words"] = station_words
+templates.env.filters["station_reason"] = station_reason
 templates.env.globals.update(
     FLEET_STATES=FLEET_STATES,
     FLEET_LABELS=FLEET_LABELS,
@@ -458,6 +461,7 @@ def station_page(
         "probes": probe_rows(_latest_health(session, station), context.settings),
         "area": area_names(session, {station.area_code}).get(station.area_code, ""),
         "events": events,
+        "item_names": item_names(session, station_id, (e.item_id or "" for e in events)),
         "can_command": may(actor, Action.STATION_COMMAND, station.area_code, session),
         "alarms": alarm_rows(session, actor, "open", station.id) if can_read_alarms else [],
         "can_read_alarms": can_read_alarms,

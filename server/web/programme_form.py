@@ -14,6 +14,7 @@ add (``add:tts``), remove (``remove:2``) or preview (``preview:2``) an item.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
@@ -61,6 +62,8 @@ class ItemForm:
     repeat: str = "1"
     spoken: str | None = None
     """the normalised text, once previewed"""
+    listen: str | None = None
+    """where the previewed speech can be heard (the rendering the stations will get)"""
 
 
 @dataclass
@@ -125,6 +128,36 @@ def apply_op(form: ProgrammeForm, op: str) -> bool:
             form.items[n - 1], form.items[n] = form.items[n], form.items[n - 1]
         return True
     return False
+
+
+# ------------------------------------------------------------------ dates as typed
+
+_DAY = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})\s*$")
+_CLOCK = re.compile(r"^\s*(\d{1,2})[:hH.](\d{2})\s*$")
+
+
+def day_text(day: date) -> str:
+    """``31/12/2026``: how the page writes a date, whatever the browser's language."""
+    return day.strftime("%d/%m/%Y")
+
+
+def parse_day(text: str) -> date:
+    """A date as a clerk types it (``31/12/2026``, ``7/1/2027``); ISO ``2026-12-31`` too
+    (older links and scripts). The inputs are plain text so that no browser shows them in
+    its own order (an English Chromium writes ``12/31/2026`` in a native date box)."""
+    found = _DAY.match(text)
+    if found is None:
+        return date.fromisoformat(text.strip())
+    day, month, year = (int(g) for g in found.groups())
+    return date(year, month, day)
+
+
+def parse_clock(text: str) -> time:
+    """``05:30``, ``5:30`` or ``5h30``: 24-hour time as Vietnamese write it."""
+    found = _CLOCK.match(text)
+    if found is None:
+        raise ValueError(f"not a time: {text!r}")
+    return time(int(found.group(1)), int(found.group(2)))
 
 
 # ------------------------------------------------------------------ checking
@@ -240,11 +273,11 @@ def check(
     day: date | None = None
     clock: time | None = None
     try:
-        day = date.fromisoformat(form.day)
+        day = parse_day(form.day)
     except ValueError:
         errors["day"] = gettext("Enter the date, e.g. 31/12/2025.")
     try:
-        clock = time.fromisoformat(form.at)
+        clock = parse_clock(form.at)
     except ValueError:
         errors["at"] = gettext("Enter the time, e.g. 05:30.")
     days: list[int] = []
@@ -367,7 +400,7 @@ def form_of_spec(spec: ProgrammeSpec) -> ProgrammeForm | None:
             return None
     return ProgrammeForm(
         title=spec.title,
-        day=spec.start.date().isoformat(),
+        day=day_text(spec.start.date()),
         at=spec.start.strftime("%H:%M"),
         priority=spec.priority.value,
         repeat="weekly" if days is not None else "once",

@@ -46,6 +46,7 @@ from server.web.programme_form import (
     ProgrammeForm,
     apply_op,
     check,
+    day_text,
     form_of_spec,
     items_from_lists,
     owner_area,
@@ -341,7 +342,7 @@ def new_bulletin(
 ) -> HTMLResponse:
     soon = (context.clock() + timedelta(hours=1)).astimezone(LOCAL_TZ)
     form = ProgrammeForm(
-        day=soon.date().isoformat(),
+        day=day_text(soon.date()),
         at=soon.strftime("%H:00"),
         days=[str(d) for d in range(6)],  # Monday to Saturday, if they choose "weekly"
         items=[ItemForm(kind="audio", audio=audio_id)],
@@ -402,15 +403,21 @@ def posted_form(
 PostedForm = Annotated[ProgrammeForm, Depends(posted_form)]
 
 
-def _preview(context: ServerContext, form: ProgrammeForm, op: str) -> dict[str, str]:
+def _preview(context: ServerContext, actor: Actor, form: ProgrammeForm, op: str) -> dict[str, str]:
     """``preview:N``: what text-to-speech will actually say for item N (numbers, dates
-    and abbreviations written out), or why it cannot."""
+    and abbreviations written out) and a player to hear it, or why it cannot. The speech
+    is rendered once and kept: the stations later get this very file."""
     _verb, _, arg = op.partition(":")
     if not arg.isdigit() or not 1 <= int(arg) <= len(form.items):
         return {}
     item = form.items[int(arg) - 1]
     try:
-        item.spoken, _voice, _key = context.tts.prepare(item.text.strip())
+        with Session(context.engine) as speech_session:
+            rendering = context.tts.render_detailed(
+                speech_session, item.text.strip(), None, actor=actor
+            )
+            item.spoken = rendering.normalised_text
+            item.listen = f"/audio/{rendering.asset.id}/listen"
     except TtsError as exc:
         return {f"items.{arg}.text": explain(exc).text}
     return {}
@@ -430,7 +437,7 @@ def _submit(
     if apply_op(form, op):
         return _form_page(request, session, actor, form, programme_id=programme_id)
     if op.startswith("preview:"):
-        errors = _preview(context, form, op)
+        errors = _preview(context, actor, form, op)
         return _form_page(request, session, actor, form, errors, programme_id=programme_id)
     choices = choices_for(session, actor)
     audio_ids = {a for a in session.exec(select(AudioAsset.id)).all() if a is not None}

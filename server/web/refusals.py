@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from server.i18n import N_, gettext
+from server.i18n.reasons import PERMISSIONS
 from server.web.common import PRIORITY_LABELS, decimal, local_time
 
 # ------------------------------------------------------------------ structured codes
@@ -119,6 +120,15 @@ def _p(regex: str, msgid: str, field: str | None = None) -> Pattern:
 
 
 PATTERNS: tuple[Pattern, ...] = (
+    # --- the two-person rule and the role checks (server/auth/deps.py, programmes API)
+    _p(
+        r"permission denied: programme\.approve — (?P<who>\S+) submitted this programme",
+        N_("%(who)s sent this programme for approval, so a different approver must approve it."),
+    ),
+    _p(
+        r"permission denied: (?P<permission>[\w.]+) in area (?P<area>\S+)",
+        N_("Your roles do not allow you to %(permission)s in area %(area)s."),
+    ),
     # --- who may schedule what, where (403 from the programmes and broadcasts APIs)
     _p(
         r"targets outside your area: (?P<names>[^;]+)",
@@ -300,6 +310,8 @@ def _words_in(value: str) -> str:
 def _param(name: str, value: Any) -> str:
     if isinstance(value, datetime):
         return local_time(value)[:-3] if value.tzinfo is not None else f"{value:%d/%m/%Y %H:%M}"
+    if name == "permission" and value in PERMISSIONS:
+        return gettext(PERMISSIONS[value])
     if name == "priority" and value in PRIORITY_LABELS:
         return gettext(PRIORITY_LABELS[value])
     if isinstance(value, float):
@@ -434,8 +446,80 @@ STATION_PATTERNS: tuple[Pattern, ...] = (
     _p(r"^this station has no test tone$", N_("this station has no test tone")),
     _p(r"^test tone (?P<outcome>\w+)$", N_("test tone: %(outcome)s")),
     _p(r"^plan arrived after the item ended$", N_("the schedule arrived after the item ended")),
+    # play log and alert details (node_firmware/core/machine.py, asrun.py)
+    _p(r"^played (?P<n>\d+) time\(s\)$", N_("played %(n)s time(s)")),
+    _p(
+        r"^stopped after (?P<done>\d+) of (?P<total>\d+) repetitions$",
+        N_("stopped after %(done)s of %(total)s plays"),
+    ),
+    _p(
+        r"^stopped at its expiry after (?P<done>\d+) of (?P<total>\d+) repetitions$",
+        N_("stopped when it expired, after %(done)s of %(total)s plays"),
+    ),
+    _p(
+        r"^cancelled before this copy arrived: not played$",
+        N_("cancelled before it arrived: not played"),
+    ),
+    _p(
+        r"^cancelled before the alert arrived: it will not play$",
+        N_("cancelled before it arrived: not played"),
+    ),
+    _p(
+        r"^a copy of an alert already received: not played again$",
+        N_("a copy of an alert already received: not played again"),
+    ),
+    _p(r"^real alert \S+ is playing$", N_("a real alert is playing")),
+    _p(r"^a drill never cuts one$", N_("a drill never interrupts a real alert")),
+    _p(r"^canned audio \S+ is not in the cache$", N_("the prepared message is not on the station")),
+    _p(
+        r"^without its tone: not in the cache$", N_("without its warning tone (not on the station)")
+    ),
+    _p(
+        r"^part (?P<part>\d+) still playing (?P<s>[\d.]+) s late$",
+        N_("part %(part)s still playing %(s)s s late"),
+    ),
+    _p(r"^already in the cache$", N_("already on the station")),
+    _p(r"^playing the fallback \S+$", N_("playing the stand-in audio")),
+    _p(
+        r"^no fallback in the cache: silent until the stream returns$",
+        N_("no stand-in audio: silent until the stream returns"),
+    ),
+    _p(r"^switching (?P<state>on|off): (?P<why>.+)$", N_("switching %(state)s: %(why)s")),
+    _p(
+        r"^audio not downloaded by the start time$",
+        N_("the audio was not downloaded by the start time"),
+    ),
+    _p(
+        r"^the cached audio could not be verified by the start time$",
+        N_("the audio on the station could not be checked by the start time"),
+    ),
+    _p(r"^(?:drill|alert) \S+ was playing$", N_("an emergency alert was playing")),
+    _p(
+        r"^(?:drill|alert) \S+ lasted the whole window$",
+        N_("an emergency alert took the whole time"),
+    ),
+    _p(r"^its window ended before it began$", N_("its time ended before it could begin")),
+    _p(r"^could not start within (?P<s>[\d.]+) s$", N_("could not start within %(s)s s")),
+    _p(
+        r"^\S+ \((?P<priority>\w+)\) was playing$",
+        N_("an item of priority “%(priority)s” was playing"),
+    ),
+    _p(
+        r"^pre-empted by \S+ \((?P<priority>\w+)\)$",
+        N_("gave way to an item of priority “%(priority)s”"),
+    ),
+    _p(r"^removed from the plan$", N_("removed from the schedule")),
+    _p(r"^by alert \S+$", N_("replaced by a newer alert")),
+    _p(r"^the station restarted while it played$", N_("the station restarted while it played")),
+    _p(r"^the station was not running at its time$", N_("the station was not running at its time")),
+    _p(
+        r"^amplifier on and playing \S+ but drawing (?P<ma>[\d.]+) mA$",
+        N_("the amplifier is on and playing but draws only %(ma)s mA"),
+    ),
+    _p(r"^trusted keys: .+$", N_("trusted keys updated")),
 )
-"""Alarm details and station replies, stored or sent as English text."""
+"""Alarm details, station replies and play-log details, stored or sent as English text."""
+
 
 _STATE_WORDS = {
     "on": N_("on"),
@@ -462,7 +546,9 @@ def _station_param(name: str, value: str) -> str:
         return re.sub(
             r"\((\w+)\)", lambda m: f"({gettext(_STATE_WORDS.get(m.group(1), m.group(1)))})", value
         )
-    if name in ("free", "temp", "ma", "limit"):
+    if name == "priority" and value in PRIORITY_LABELS:
+        return gettext(PRIORITY_LABELS[value])
+    if name in ("free", "temp", "ma", "limit", "s"):
         return decimal(float(value), 0 if float(value).is_integer() else 1)
     return value
 

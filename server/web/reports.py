@@ -19,7 +19,7 @@ from sqlmodel import Session
 from server.api.deps import ContextDep, SessionDep
 from server.auth.deps import visible_areas
 from server.auth.permissions import Action, scope_roots
-from server.i18n import N_, gettext
+from server.i18n import N_, current_language, gettext
 from server.local_time import LOCAL_TZ
 from server.models import Area, AreaLevel
 from server.reports.chart import BAR_H, SHOWN, WIDTH, outcome_bars
@@ -127,6 +127,7 @@ def reports_page(
     report = load_report(session, scope, from_at, to_at, now, grace)
     query = {"format": "csv", "from": from_at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d"),
              "to": to_at.astimezone(LOCAL_TZ).strftime("%Y-%m-%d")}  # fmt: skip
+    query["lang"] = current_language()  # the headings in the page's language
     if area:
         query["area"] = area
     values.update(

@@ -31,6 +31,7 @@ def test_a_technician_places_and_approves_a_station_from_a_phone(
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto("/")
+    page.get_by_role("button", name="Danh mục").click()  # the phone's folded menu
     page.get_by_role("link", name="Trạm chờ duyệt").click()
     page.wait_for_url("**/enrolment")
     overflow = page.evaluate(
@@ -48,7 +49,8 @@ def test_a_technician_places_and_approves_a_station_from_a_phone(
     row.get_by_label("Vĩ độ").fill("22,666")
     row.get_by_label("Kinh độ").fill("106.257")
     row.get_by_role("button", name="Duyệt").click()
-    page.wait_for_url("**/enrolment")
+    page.wait_for_url("**/enrolment?done=station_approved")
+    assert page.get_by_role("status").filter(has_text="Đã chấp nhận trạm").is_visible()
     assert page.get_by_text("Không có trạm nào đang chờ.").is_visible()
     assert (
         page.locator("#refused").get_by_role("cell", name="mã không có trong hệ thống").is_visible()

@@ -45,8 +45,10 @@ def test_demo_plays_a_bulletin_a_programme_and_a_drill_on_every_station() -> Non
     # expanded, a second user approved it, and both sounding items played on each station.
     assert "«UBND phường thông báo: ngày 5/12" in out
     assert "Ủy ban nhân dân phường thông báo: ngày năm tháng mười hai" in out
-    assert "approved: đã duyệt bởi pheduyet" in out
+    assert "Đã duyệt: đang phát theo lịch (người duyệt: pheduyet)" in out
     assert "admin tự duyệt? bị từ chối (403)" in out  # who submits may not approve
+    assert "phải do một người phê duyệt khác duyệt" in out  # said in Vietnamese…
+    assert "permission denied" not in out and "approver" not in out  # …not in English
     assert "(admin) →" in out  # submitted by the administrator, approved by the second user
     for item in ("Nhạc hiệu", "Thông báo tiêm phòng"):
         assert f"{item}: 3/3 trạm đã phát" in out, out
@@ -59,7 +61,8 @@ def test_demo_plays_a_bulletin_a_programme_and_a_drill_on_every_station() -> Non
 
     # 3. The drill: sent as a drill, it cut the long bulletin on every station, each of
     # which reported received, playing and finished on its own clock, in that order.
-    assert "drill=True" in out and "DIỄN TẬP" in out
+    assert "diễn tập, trạng thái «Đang phát»" in out and "DIỄN TẬP" in out
+    assert "drill=" not in out and "trạng thái active" not in out
     rows = re.findall(
         rf"│ (st-\S+)\s+│ bị ngắt\s+│ đã phát xong\s+│ {TIME} │ {TIME}\s+│ {TIME}", out
     )

@@ -166,12 +166,15 @@ def test_pages_and_audio_are_cached_and_only_listed_audio_is_served(
     app: TestClient, week: dict[str, Any]
 ) -> None:
     page = app.get(f"/nghe/{MINE}")
-    # Light on 3G: a few kB of HTML; the only other fetch is the shared stylesheet.
+    # Light on 3G: a few kB of HTML; the only other fetches are the shared stylesheet and
+    # the tab's icon (a 0.4 kB SVG).
     css = app.get("/static/app.css")
+    assert len(app.get("/static/favicon.svg").content) < 1_000
     print(f"replay page {len(page.content)} B, stylesheet {len(css.content)} B")
     assert len(page.content) < 8_000 and len(css.content) < 32_000
     assert re.findall(r'(?:href|src)="(/[^"]*)"', page.text) == [
         "/static/app.css",
+        "/static/favicon.svg",
         f"/nghe/{MINE}/rss.xml",
         "/nghe",
         *[link for src in audio_links(page.text) for link in (src, src)],

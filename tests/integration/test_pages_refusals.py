@@ -24,6 +24,17 @@ from server.web.refusals import CODES, PATTERNS, STATION_PATTERNS, explain, stat
 # (English refusal, field, Vietnamese) — in the order of PATTERNS, one each.
 REFUSALS = [
     (
+        "permission denied: programme.approve — admin submitted this programme; a different "
+        "approver must approve it",
+        "form",
+        "admin đã gửi duyệt chương trình này, nên phải do một người phê duyệt khác duyệt.",
+    ),
+    (
+        "permission denied: alert.send in area 01273 (your roles: viewer@01273)",
+        "form",
+        "Vai trò của bạn không cho phép phát cảnh báo khẩn cấp ở địa bàn 01273.",
+    ),
+    (
         "permission denied: programme.edit — 01273; targets outside your area: area 01279, "
         "station st-9 (area 01279)",
         "targets",
@@ -331,6 +342,53 @@ STATION_SAYS = [
     ("this station has no test tone", "trạm này không có âm thử"),
     ("test tone played", "âm thử: Đã phát xong"),
     ("plan arrived after the item ended", "lịch phát đến sau khi mục đã kết thúc"),
+    ("played 3 time(s)", "đã phát 3 lần"),
+    ("stopped after 0 of 3 repetitions", "dừng sau 0 trên 3 lần phát"),
+    ("stopped at its expiry after 1 of 3 repetitions", "dừng khi hết hạn, sau 1 trên 3 lần phát"),
+    ("cancelled before this copy arrived: not played", "bị huỷ trước khi đến trạm: không phát"),
+    (
+        "cancelled before the alert arrived: it will not play",
+        "bị huỷ trước khi đến trạm: không phát",
+    ),
+    (
+        "a copy of an alert already received: not played again",
+        "bản sao của cảnh báo đã nhận: không phát lại",
+    ),
+    ("real alert al-1 is playing", "đang phát cảnh báo thật"),
+    ("a drill never cuts one", "diễn tập không bao giờ ngắt cảnh báo thật"),
+    ("canned audio abc123 is not in the cache", "bản ghi sẵn không có trên trạm"),
+    (
+        "without its tone: not in the cache",
+        "không có tiếng còi báo hiệu (không có trên trạm)",
+    ),
+    ("part 2 still playing 5 s late", "phần 2 vẫn đang phát, trễ 5 giây"),
+    ("already in the cache", "đã có sẵn trên trạm"),
+    ("playing the fallback abc123", "đang phát âm thanh dự phòng"),
+    (
+        "no fallback in the cache: silent until the stream returns",
+        "không có âm thanh dự phòng: im lặng cho đến khi có lại sóng",
+    ),
+    ("switching on: port closed", "khi bật: port closed"),
+    ("audio not downloaded by the start time", "âm thanh chưa tải xong trước giờ phát"),
+    (
+        "the cached audio could not be verified by the start time",
+        "không kiểm tra được âm thanh trên trạm trước giờ phát",
+    ),
+    ("alert al-1 was playing", "đang phát cảnh báo khẩn cấp"),
+    ("drill al-2 lasted the whole window", "cảnh báo khẩn cấp chiếm hết thời gian"),
+    ("its window ended before it began", "hết giờ trước khi kịp bắt đầu"),
+    ("could not start within 30 s", "không bắt đầu được trong 30 giây"),
+    ("p3.1.1.202612090530 (priority) was playing", "đang phát một mục mức “Ưu tiên”"),
+    ("pre-empted by b-4 (emergency)", "nhường chỗ cho một mục mức “Khẩn cấp”"),
+    ("removed from the plan", "đã bỏ khỏi lịch"),
+    ("by alert al-9", "bị thay bằng cảnh báo mới hơn"),
+    ("the station restarted while it played", "trạm khởi động lại khi đang phát"),
+    ("the station was not running at its time", "trạm không hoạt động vào giờ phát"),
+    (
+        "amplifier on and playing b-4 but drawing 12 mA",
+        "amply đang bật và đang phát nhưng chỉ tiêu thụ 12 mA",
+    ),
+    ("trusted keys: k1, k2", "đã cập nhật khoá tin cậy"),
 ]
 
 

@@ -132,11 +132,16 @@ def test_the_csv_link_downloads_the_same_figures(client: TestClient) -> None:
     assert href is not None
     response = client.get(href[1].replace("&amp;", "&"))
     assert response.status_code == 200, response.text
+    # The page's language heads the columns (the API alone keeps the machine names).
     rows = list(csv.DictReader(io.StringIO(response.text.lstrip("\ufeff"))))
-    assert [r["station_id"] for r in rows] == ["st-north", "st-south", ""]
+    assert [r["Mã trạm"] for r in rows] == ["st-north", "st-south", ""]
     total = rows[-1]
-    assert (total["planned"], total["played"], total["missed"]) == ("3", "1", "1")
-    assert (total["emergency"], total["drills"], total["played_s"]) == ("1", "1", "150.0")
+    assert total["Trạm"] == "Tổng cộng"
+    assert (total["Kế hoạch"], total["Đã phát xong"], total["Bỏ lỡ"]) == ("3", "1", "1")
+    assert (total["Mục khẩn cấp"], total["Diễn tập"]) == ("1", "1")
+    assert total["Thời gian đã phát (giây)"] == "150.0"
+    machine = client.get(href[1].replace("&amp;", "&").replace("lang=vi", ""))
+    assert machine.text.lstrip("\ufeff").startswith("station_id,station_name,")
 
 
 def test_another_commune_and_bad_months_are_refused_in_words(client: TestClient) -> None:

@@ -286,7 +286,7 @@ def test_alarm_list_tabs_acknowledgement_and_history(app: TestClient) -> None:
     technician = authenticate(app, Role.TECHNICIAN, MINE)
     html = technician.get("/alarms").text
     assert_good_page(html)
-    assert "Cảnh báo sự cố trạm loa" in html
+    assert "Sự cố của các trạm loa" in html
     assert re.search(r'href="/alarms\?state=open" aria-current="page">Đang mở<', html)
     assert "Đã xác nhận" in html and "Đã xử lý" in html
     assert "st-elsewhere" not in html  # another commune's alarm is not listed
@@ -306,7 +306,7 @@ def test_alarm_list_tabs_acknowledgement_and_history(app: TestClient) -> None:
     assert re.search(r'aria-current="page">Đã xác nhận<', done)
     assert alarm_ids(done) == [south] and '<form class="ack"' not in done
     assert "đang đi thay pin" in done and "technician-01273" in done  # history: who, why
-    assert "Không có cảnh báo nào" in technician.get("/alarms?state=resolved").text
+    assert "Không có sự cố nào" in technician.get("/alarms?state=resolved").text
     assert 'aria-current="page">Đang mở<' in technician.get("/alarms?state=bogus").text
 
     app.headers.pop("Authorization")
