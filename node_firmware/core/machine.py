@@ -113,6 +113,9 @@ Transitions (each row: input, condition → what the core emits, in order)::
     Tick                ends_by passed     → StopLive, live_ended(max_length)
     Tick                emergency item due → StopLive, live_ended(preempted); lower items fail
                         while live sounds      busy after LATE_GRACE, streams wait
+    PlanReceived,       live sounding      → FetchAudio only for the alert library and emergency
+    Tick (fetch retry)                         items' audio; the rest held until it goes silent
+    any, live silenced  downloads held     → FetchAudio for each (library first)
 
 Whether the amplifier should be on is recomputed from state on every input, never
 toggled by individual transitions, so a relay fault or a missed wake-up heals on the
