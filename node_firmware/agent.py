@@ -398,6 +398,7 @@ class NodeAgent:
                 self._probes.submit(self._report_health_logged, snapshot)
             case SetVolume(percent=percent):
                 self.player.set_volume(percent)
+                self.live.set_volume(percent)
             case ReadAmplifier():
                 # A serial round trip (up to a second with a silent board): off the loop.
                 self._probes.submit(self._read_amplifier_logged)
@@ -408,11 +409,14 @@ class NodeAgent:
                 self.stop()
             case PlayLiveFrame(session_id=session_id, frame=frame):
                 self.live.push(session_id, frame)
-            case StartLive(session_id=session_id, chime_sha256=chime, warmup_ms=warmup_ms):
+            case StartLive(
+                session_id=session_id, chime_sha256=chime, warmup_ms=warmup_ms, volume_pct=volume
+            ):
                 chime_path = None
                 if chime is not None and self.cache.has(chime) and self._verify(chime):
                     chime_path = self.cache.path(chime)
-                self.live.start(session_id, chime_path, warmup_ms)
+                volume = 100 if volume is None else volume  # never set: full, as items
+                self.live.start(session_id, chime_path, warmup_ms, volume)
             case StopLive(session_id=session_id):
                 self.live.stop(session_id)
             case FetchRelease():

@@ -30,6 +30,10 @@ started; ``finished_at`` is the cut) or ``failed`` (``reason``: ``busy``, ``late
 A *live session* (``core/live.py``) sits between emergency and priority: its signed
 start carries a per-station frame key, every frame is checked against it and a sequence
 window, and the live output (a driver with an adaptive jitter buffer) plays what passes.
+While it sounds, new downloads of programme audio are held back (on a slow link a
+download queues the live frames behind it) and asked for once it goes silent, in the
+usual order; the alert library and the audio of emergency items (which pre-empt live)
+still download at once. A download already running is not cut.
 
 Signed A/B updates (``update``): an ``update`` command's release is fetched and
 installed by the drivers and switched to only at an idle moment; a release on trial
@@ -109,6 +113,9 @@ Transitions (each row: input, condition → what the core emits, in order)::
     Tick                ends_by passed     → StopLive, live_ended(max_length)
     Tick                emergency item due → StopLive, live_ended(preempted); lower items fail
                         while live sounds      busy after LATE_GRACE, streams wait
+    PlanReceived,       live sounding      → FetchAudio only for the alert library and emergency
+    Tick (fetch retry)                         items' audio; the rest held until it goes silent
+    any, live silenced  downloads held     → FetchAudio for each (library first)
 
 Whether the amplifier should be on is recomputed from state on every input, never
 toggled by individual transitions, so a relay fault or a missed wake-up heals on the
@@ -296,6 +303,8 @@ class NodeCore:
     _needed: dict[str, AudioRef] = field(default_factory=dict)
     _fetching: set[str] = field(default_factory=set)
     _fetch_due: dict[str, datetime] = field(default_factory=dict)
+    _fetch_held: set[str] = field(default_factory=set)
+    """downloads held back while a live session sounds (asked for once it is silent)"""
     _fetch_delay: dict[str, timedelta] = field(default_factory=dict)
     _library_failing: set[str] = field(default_factory=set)
     """canned library files whose failure is reported (again once one succeeded)"""
@@ -1047,6 +1056,7 @@ class NodeCore:
         out.append(StopLive(run.session_id, reason))
         started, run.sounding_since = run.sounding_since, None
         self._amp_hold_until = now + self.settings.amp_tail
+        self._release_held_fetches(out)
         counts = f"{run.played} frames played, {run.dropped} dropped"
         self._live_event(
             EventKind.LIVE_ENDED,
@@ -1170,8 +1180,26 @@ class NodeCore:
         sha = ref.sha256
         if sha in self.cached or sha in self._fetching or sha in self._fetch_due:
             return
+        if self._live_sounding() and not self._urgent_audio(sha):
+            self._fetch_held.add(sha)
+            return
         self._fetching.add(sha)
         out.append(FetchAudio(ref))
+
+    def _urgent_audio(self, sha: str) -> bool:
+        """Audio that may not wait for a live session: the alert library, and what an
+        item that pre-empts live (an emergency one) plays."""
+        if self.plan is not None and any(ref.sha256 == sha for ref in self.plan.keep):
+            return True
+        return any(item.priority.rank > Priority.LIVE.rank for item in self._items_with(sha))
+
+    def _release_held_fetches(self, out: list[Action]) -> None:
+        """Live went silent: ask for the held downloads, in ``_needed``'s order (library
+        first); one no longer needed is forgotten."""
+        held, self._fetch_held = self._fetch_held, set()
+        for ref in self._needed.values():
+            if ref.sha256 in held:
+                self._ensure_fetch(ref, out)
 
     def _audio_fetched(self, sha: str, now: datetime, out: list[Action]) -> None:
         self._fetching.discard(sha)

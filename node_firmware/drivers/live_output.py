@@ -7,6 +7,11 @@ what to play: a frame (decoded by libopus), a concealed frame (the decoder's
 packet-loss concealment, not a click) or silence while it buffers. Frames arrive on
 the agent's loop thread (``push``); the buffer is shared under a lock.
 
+Volume: live audio plays at the station's volume like every other item (the core puts
+it in ``StartLive``; a volume command during the session applies from the next frame).
+The PCM samples are scaled here — the same linear software gain ffmpeg's ``volume``
+filter gives the player's items — and the chime is decoded at that volume.
+
 Sinks: :class:`SimulatedLiveSink` records when each frame "sounded" (the benchmark and
 the tests measure capture → output latency and gaps from it); :class:`AlsaLiveSink`
 writes the PCM onto the player's open ALSA device.
@@ -17,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import subprocess
+import sys
 import threading
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,11 +51,15 @@ class LiveSound:
     capture_ms: int | None
     at_s: float
     """wall-clock time it went to the output"""
+    peak: int = 0
+    """the loudest sample's magnitude (the tests check the volume with it)"""
 
 
 class LiveSink(Protocol):
-    def warm_up(self, chime: Path | None, until_s: float, cancel: threading.Event) -> None:
-        """Play the chime (if any) and return at ``until_s``: the amplifier has warmed."""
+    def warm_up(
+        self, chime: Path | None, volume_pct: int, until_s: float, cancel: threading.Event
+    ) -> None:
+        """Play the chime (if any, at ``volume_pct``) and return at ``until_s``: warmed up."""
 
     def play(self, session_id: str, pcm: bytes, frame: Frame | None) -> None:
         """One frame period of PCM (``frame`` None: concealed)."""
@@ -67,7 +78,9 @@ class SimulatedLiveSink:
         self._played = False
         self._in_gap = False
 
-    def warm_up(self, chime: Path | None, until_s: float, cancel: threading.Event) -> None:
+    def warm_up(
+        self, chime: Path | None, volume_pct: int, until_s: float, cancel: threading.Event
+    ) -> None:
         cancel.wait(max(0.0, until_s - time.time()))
 
     def play(self, session_id: str, pcm: bytes, frame: Frame | None) -> None:
@@ -80,7 +93,7 @@ class SimulatedLiveSink:
                 self._played, self._in_gap = True, False
             seq = frame.seq if frame else None
             capture = frame.capture_ms if frame else None
-            self.sounds.append(LiveSound(session_id, seq, capture, time.time()))
+            self.sounds.append(LiveSound(session_id, seq, capture, time.time(), _peak(pcm)))
 
     def pause(self, samples: int) -> None:
         with self._lock:
@@ -98,9 +111,11 @@ class AlsaLiveSink:
     def __init__(self, player: AlsaPlayer) -> None:
         self._player = player
 
-    def warm_up(self, chime: Path | None, until_s: float, cancel: threading.Event) -> None:
+    def warm_up(
+        self, chime: Path | None, volume_pct: int, until_s: float, cancel: threading.Event
+    ) -> None:
         if chime is not None:
-            command = decode_command(self._player.ffmpeg, chime, "pipe:1", 100)
+            command = decode_command(self._player.ffmpeg, chime, "pipe:1", volume_pct)
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             try:
                 assert proc.stdout is not None
@@ -124,6 +139,26 @@ class AlsaLiveSink:
         except OSError as exc:
             log.warning("the ALSA device failed while playing live: %s", exc)
             self._player.reset_device()
+
+
+def scale_pcm(pcm: bytes, volume_pct: int) -> bytes:
+    """S16_LE ``pcm`` at ``volume_pct`` of its level (linear gain, as ffmpeg's ``volume``)."""
+    if volume_pct >= 100:
+        return pcm
+    samples = array("h", pcm)
+    if sys.byteorder != "little":
+        samples.byteswap()
+    scaled = array("h", [s * volume_pct // 100 for s in samples])
+    if sys.byteorder != "little":
+        scaled.byteswap()
+    return scaled.tobytes()
+
+
+def _peak(pcm: bytes) -> int:
+    samples = array("h", pcm[: len(pcm) // 2 * 2])
+    if sys.byteorder != "little":
+        samples.byteswap()
+    return max((abs(s) for s in samples), default=0)
 
 
 class _Stats:
@@ -160,8 +195,9 @@ class _Stats:
 
 
 class _Session:
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, volume_pct: int) -> None:
         self.session_id = session_id
+        self.volume_pct = volume_pct
         self.buffer: JitterBuffer[Frame] = JitterBuffer(frame_ms=DEFAULT_FRAME_MS)
         self.lock = threading.Lock()
         self.cancel = threading.Event()
@@ -177,9 +213,13 @@ class LiveOutput:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def start(self, session_id: str, chime: Path | None, warmup_ms: int) -> None:
+    def start(
+        self, session_id: str, chime: Path | None, warmup_ms: int, volume_pct: int = 100
+    ) -> None:
+        if not 0 <= volume_pct <= 100:
+            raise ValueError(f"volume {volume_pct} is not 0-100")
         self.stop(None)
-        session = _Session(session_id)
+        session = _Session(session_id, volume_pct)
         thread = threading.Thread(
             target=self._run, args=(session, chime, time.time() + warmup_ms / 1000),
             name=f"live-{session_id}", daemon=True,
@@ -199,6 +239,16 @@ class LiveOutput:
                 session.buffer.frame_ms = frame.duration_ms
             session.buffer.push(frame.seq, frame)
 
+    def set_volume(self, percent: int) -> None:
+        """The station's volume changed: the session that plays follows from its next frame."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"volume {percent} is not 0-100")
+        with self._lock:
+            session = self._session
+        if session is not None:
+            with session.lock:
+                session.volume_pct = percent
+
     def stop(self, session_id: str | None) -> None:
         """Silence ``session_id`` (None: whatever plays) at once."""
         with self._lock:
@@ -215,7 +265,7 @@ class LiveOutput:
 
     def _run(self, session: _Session, chime: Path | None, sound_from_s: float) -> None:
         try:
-            self.sink.warm_up(chime, sound_from_s, session.cancel)
+            self.sink.warm_up(chime, session.volume_pct, sound_from_s, session.cancel)
             decoder = OpusDecoder()
         except (AudioError, OSError) as exc:
             log.error("live output for %s cannot start: %s", session.session_id, exc)
@@ -241,12 +291,15 @@ class LiveOutput:
                 what, frame = session.buffer.pop(tick)
                 period_s = session.buffer.frame_ms / 1000
                 samples = session.samples
+                volume = session.volume_pct
             if what is Playout.PLAY:
                 assert frame is not None
-                self.sink.play(session.session_id, decoder.decode(frame.opus, frame.samples), frame)
+                pcm = scale_pcm(decoder.decode(frame.opus, frame.samples), volume)
+                self.sink.play(session.session_id, pcm, frame)
                 stats.played(frame)
             elif what is Playout.CONCEAL:
-                self.sink.play(session.session_id, decoder.decode(None, samples), None)
+                pcm = scale_pcm(decoder.decode(None, samples), volume)
+                self.sink.play(session.session_id, pcm, None)
                 stats.missing(concealed=True)
             else:
                 self.sink.pause(samples)

@@ -11,7 +11,15 @@ from pydantic import BaseModel, Field
 
 from server.api.deps import ClockDep, SessionDep, SettingsDep
 from server.auth.deps import ActorDep
-from server.reports.asrun import LOCAL_TZ, ItemOutcome, StationAsRun, items_to_csv, to_csv
+from server.reports.asrun import (
+    LOCAL_TZ,
+    ItemOutcome,
+    LiveOnStation,
+    StationAsRun,
+    items_to_csv,
+    live_to_csv,
+    to_csv,
+)
 from server.reports.service import MAX_WINDOW, load_report, report_scope
 
 router = APIRouter(prefix="/reports", tags=["reports"])
@@ -37,6 +45,8 @@ class StationRow(BaseModel):
     requested_ms: int
     played_ms: int
     played_pct: float | None = Field(description="played time / requested time, percent")
+    live: int = Field(description="live sessions that sounded (or were turned away) here")
+    live_ms: int = Field(description="how long live sessions sounded here")
 
 
 class ItemRow(BaseModel):
@@ -55,6 +65,21 @@ class ItemRow(BaseModel):
     planned: bool
 
 
+class LiveRow(BaseModel):
+    """One live session at one station."""
+
+    station_id: str
+    session_id: str
+    title: str
+    created_by: str = Field(description="who went live")
+    started_at: datetime | None = Field(description="first sounded here; null: never (busy)")
+    finished_at: datetime | None = Field(description="last went silent here; null: on air")
+    sounded_ms: int = Field(description="how long it sounded here, over all its rounds")
+    rounds: int = Field(description="times it began to sound (an alert or a pause stops it)")
+    reason: str | None = Field(description="why it ended here: stopped, silent, alert, busy…")
+    on_air: bool
+
+
 class AsRunPublic(BaseModel):
     from_at: datetime = Field(description="window start, UTC (inclusive)")
     to_at: datetime = Field(description="window end, UTC (exclusive)")
@@ -66,6 +91,9 @@ class AsRunPublic(BaseModel):
     totals: StationRow
     items: list[ItemRow] | None = Field(
         default=None, description="one row per item, with items=true"
+    )
+    live: list[LiveRow] = Field(
+        default_factory=list, description="one row per live session and station"
     )
 
 
@@ -137,11 +165,17 @@ def _station_row(row: StationAsRun) -> StationRow:
         requested_ms=row.requested_ms,
         played_ms=row.played_ms,
         played_pct=row.played_pct,
+        live=row.live,
+        live_ms=row.live_ms,
     )
 
 
 def _item_row(item: ItemOutcome) -> ItemRow:
     return ItemRow.model_validate(item, from_attributes=True)
+
+
+def _live_row(row: LiveOnStation) -> LiveRow:
+    return LiveRow.model_validate(row, from_attributes=True)
 
 
 @router.get(
@@ -170,9 +204,13 @@ def read_as_run(
         Literal["vi", "en"] | None,
         Query(description="CSV column headings in this language; default: machine names"),
     ] = None,
+    live: Annotated[
+        bool, Query(description="CSV: one row per live session and station, instead")
+    ] = False,
 ) -> AsRunPublic | Response:
     """Per station: items planned, played, interrupted, failed, missed; emergency items;
-    played time against requested time. Only stations in areas you may read."""
+    played time against requested time; live sessions per station (who went live, when,
+    how long it sounded). Only stations in areas you may read."""
     now = clock()
     scope = report_scope(session, actor, area)
     from_at, to_at = report_window(from_, to, now)
@@ -180,10 +218,18 @@ def read_as_run(
     grace = timedelta(minutes=settings.alarm_item_grace_min)
     report = load_report(session, scope, from_at, to_at, now, grace)
     if format == "csv":
+        if items and live:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "live: one CSV per download; ask for items=true or live=true, not both",
+            )
         local = from_at.astimezone(LOCAL_TZ).strftime("%Y%m%d-%H%M")
-        kind = "items" if items else "stations"
+        kind = "items" if items else "live" if live else "stations"
         name = f"as-run-{kind}-{area or 'all'}-{local}.csv"
-        text = items_to_csv(report, lang) if items else to_csv(report, lang)
+        if items:
+            text = items_to_csv(report, lang)
+        else:
+            text = live_to_csv(report, lang) if live else to_csv(report, lang)
         return Response(
             "\ufeff" + text,  # BOM: spreadsheet programs then read Vietnamese names
             media_type="text/csv; charset=utf-8",
@@ -199,4 +245,5 @@ def read_as_run(
         stations=[_station_row(r) for r in report.stations],
         totals=_station_row(report.totals),
         items=[_item_row(i) for i in report.items] if items else None,
+        live=[_live_row(r) for r in report.live],
     )

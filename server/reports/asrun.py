@@ -24,6 +24,14 @@ Rules
   played = ``alert_finished``) plus plan items of priority ``emergency``. Drills (the
   alert ids the caller names in ``drills``) are counted apart, never as emergencies: a
   province reports exercises separately from real warnings.
+- Live sessions (``live_started`` / ``live_ended`` events, item id ``live-<session>``)
+  are neither planned nor counted as items: each session a station took part in is one
+  row of ``live`` — who spoke (the server's session record), when it first sounded
+  there and how long it sounded, summed over its rounds (an alert or a pause silences
+  it, frames bring it back). A round still open sounds until ``now``, or until the
+  session's end on the server when the station never reported its end. A session that
+  never sounded at a station (busy with an alert) is listed with 0 s and its reason. It
+  belongs to the window when it first sounded (or was turned away) inside it.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ from server.local_time import LOCAL_TZ
 from server.reports.csv_words import headings, word
 
 OUTCOMES = {"played": 3, "interrupted": 2, "failed": 1}
+LIVE_KINDS = ("live_started", "live_ended")
+LIVE_ITEM_PREFIX = "live-"
+"""a live session's item id at the stations (``node_firmware.core.live.item_id_of``)"""
 DEFAULT_GRACE = timedelta(minutes=2)
 
 
@@ -80,6 +91,37 @@ class StationInfo:
 
 
 @dataclass(frozen=True)
+class LiveInfo:
+    """A live session as the server recorded it (``LiveSession``): who went live."""
+
+    session_id: str
+    title: str = ""
+    created_by: str = ""
+    ended_at: datetime | None = None
+    """when the server ended it (a round a station never closed counts up to here)"""
+
+
+@dataclass(frozen=True)
+class LiveOnStation:
+    """One live session at one station: when and how long it sounded there."""
+
+    station_id: str
+    session_id: str
+    title: str
+    created_by: str
+    started_at: datetime | None
+    """when it first sounded here (None: never — the station was busy)"""
+    finished_at: datetime | None
+    """when it last went silent here (None: on air now, or never sounded)"""
+    sounded_ms: int
+    rounds: int
+    """how many times it began to sound here"""
+    reason: str | None
+    """why it ended here last: stopped, silent, alert, max_length, busy, …"""
+    on_air: bool = False
+
+
+@dataclass(frozen=True)
 class ItemOutcome:
     station_id: str
     item_id: str
@@ -115,6 +157,10 @@ class StationAsRun:
     drills_played: int = 0
     requested_ms: int = 0
     played_ms: int = 0
+    live: int = 0
+    """live sessions that sounded (or were turned away) here"""
+    live_ms: int = 0
+    """how long live sessions sounded here"""
 
     @property
     def played_pct(self) -> float | None:
@@ -131,6 +177,7 @@ class StationAsRun:
 COUNTERS = (
     "planned", "played", "interrupted", "failed", "missed", "pending", "unplanned",
     "emergency", "emergency_played", "drills", "drills_played", "requested_ms", "played_ms",
+    "live", "live_ms",
 )  # fmt: skip
 
 
@@ -142,6 +189,7 @@ class AsRunReport:
     stations: list[StationAsRun]
     totals: StationAsRun
     items: list[ItemOutcome] = field(default_factory=list)
+    live: list[LiveOnStation] = field(default_factory=list)
 
 
 def _duration_ms(started: datetime | None, finished: datetime | None) -> int | None:
@@ -177,6 +225,7 @@ def build_report(
     now: datetime,
     grace: timedelta = DEFAULT_GRACE,
     drills: frozenset[str] = frozenset(),
+    live_sessions: Iterable[LiveInfo] = (),
 ) -> AsRunReport:
     """Join planned items with station events into one row per station (see module doc).
 
@@ -188,10 +237,14 @@ def build_report(
     rows = {s.station_id: StationAsRun(s.station_id, s.name, s.area_code) for s in stations}
     by_item: dict[tuple[str, str], list[Reported]] = defaultdict(list)
     alerts: dict[tuple[str, str], set[str]] = defaultdict(set)
+    live_events: dict[tuple[str, str], list[Reported]] = defaultdict(list)
     for event in events:
         if event.station_id not in rows:
             continue
-        if event.alert_id is not None:
+        if event.kind in LIVE_KINDS and event.item_id:
+            live_session = event.item_id.removeprefix(LIVE_ITEM_PREFIX)
+            live_events[(event.station_id, live_session)].append(event)
+        elif event.alert_id is not None:
             if from_at <= event.at < to_at:
                 alerts[(event.station_id, event.alert_id)].add(event.kind)
         elif event.item_id is not None:
@@ -286,17 +339,65 @@ def build_report(
             rows[station_id].emergency += 1
             rows[station_id].emergency_played += finished
 
+    info = {s.session_id: s for s in live_sessions}
+    live: list[LiveOnStation] = []
+    for (station_id, session_id), reports in live_events.items():
+        on_station = _live_on_station(station_id, info.get(session_id, LiveInfo(session_id)),
+                                      reports, now)  # fmt: skip
+        first = on_station.started_at or min(e.at for e in reports)
+        if from_at <= first < to_at:
+            live.append(on_station)
+            rows[station_id].live += 1
+            rows[station_id].live_ms += on_station.sounded_ms
+    live.sort(key=lambda r: (r.started_at or r.finished_at or now, r.station_id))
+
     ordered = sorted(rows.values(), key=lambda r: (r.area_code, r.station_id))
     totals = StationAsRun("", "total")
     for row in ordered:
         totals.add(row)
-    return AsRunReport(from_at, to_at, now, ordered, totals, items)
+    return AsRunReport(from_at, to_at, now, ordered, totals, items, live)
+
+
+def _live_on_station(
+    station_id: str, info: LiveInfo, reports: list[Reported], now: datetime
+) -> LiveOnStation:
+    """Sum a session's rounds at one station (a resent event counts once)."""
+    rounds: dict[datetime, datetime | None] = {}  # round start -> its end (None: on air)
+    reason: str | None = None
+    last_end: Reported | None = None
+    for event in sorted(reports, key=lambda e: (e.at, e.kind != "live_started")):
+        start = event.started_at
+        if event.kind == "live_started" and start is not None:
+            rounds.setdefault(start, None)
+        elif event.kind == "live_ended":
+            if start is not None and event.finished_at is not None:
+                rounds[start] = event.finished_at
+            if last_end is None or event.at >= last_end.at:
+                last_end, reason = event, event.reason
+    until = min(now, info.ended_at) if info.ended_at is not None else now
+    sounded = sum(
+        _duration_ms(start, end or max(start, until)) or 0 for start, end in rounds.items()
+    )
+    open_rounds = [start for start, end in rounds.items() if end is None]
+    ends = [end for end in rounds.values() if end is not None]
+    return LiveOnStation(
+        station_id=station_id,
+        session_id=info.session_id,
+        title=info.title,
+        created_by=info.created_by,
+        started_at=min(rounds) if rounds else None,
+        finished_at=None if open_rounds or not ends else max(ends),
+        sounded_ms=sounded,
+        rounds=len(rounds),
+        reason=None if open_rounds else reason,
+        on_air=bool(open_rounds) and info.ended_at is None,
+    )
 
 
 CSV_COLUMNS = (
     "station_id", "station_name", "area_code", "planned", "played", "interrupted", "failed",
     "missed", "pending", "unplanned", "emergency", "emergency_played", "requested_s",
-    "played_s", "played_pct", "drills", "drills_played",
+    "played_s", "played_pct", "drills", "drills_played", "live_sessions", "live_s",
 )  # fmt: skip
 
 
@@ -307,7 +408,8 @@ def _csv_row(row: StationAsRun, lang: str | None = None) -> list[object]:
         row.planned, row.played, row.interrupted,
         row.failed, row.missed, row.pending, row.unplanned, row.emergency, row.emergency_played,
         f"{row.requested_ms / 1000:.1f}", f"{row.played_ms / 1000:.1f}",
-        "" if pct is None else f"{pct:.1f}", row.drills, row.drills_played,
+        "" if pct is None else f"{pct:.1f}", row.drills, row.drills_played, row.live,
+        f"{row.live_ms / 1000:.1f}",
     ]  # fmt: skip
 
 
@@ -345,6 +447,29 @@ def items_to_csv(report: AsRunReport, lang: str | None = None) -> str:
                 _local(item.start_at), f"{item.length_ms / 1000:.1f}", word(item.outcome, lang),
                 _local(item.started_at), _local(item.finished_at),
                 f"{item.played_ms / 1000:.1f}", item.reason or "",
+            ]
+        )  # fmt: skip
+    return out.getvalue()
+
+
+LIVE_CSV_COLUMNS = (
+    "station_id", "session_id", "title", "created_by", "started_local", "finished_local",
+    "sounded_s", "rounds", "end_reason",
+)  # fmt: skip
+
+
+def live_to_csv(report: AsRunReport, lang: str | None = None) -> str:
+    """One line per live session and station, times in Vietnam time: who spoke, how long
+    it sounded there (``end_reason`` empty: on air now)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(headings(LIVE_CSV_COLUMNS, lang))
+    for row in report.live:
+        writer.writerow(
+            [
+                row.station_id, row.session_id, row.title, row.created_by,
+                _local(row.started_at), _local(row.finished_at),
+                f"{row.sounded_ms / 1000:.1f}", row.rounds, row.reason or "",
             ]
         )  # fmt: skip
     return out.getvalue()

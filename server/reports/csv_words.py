@@ -49,6 +49,14 @@ HEADINGS = {
     "started_local": N_("Started (Vietnam time)"),
     "finished_local": N_("Finished (Vietnam time)"),
     "reason": N_("Reason"),
+    # as-run report, live sessions
+    "live_sessions": N_("Live sessions"),
+    "live_s": N_("Live time (s)"),
+    "session_id": N_("Live session code"),
+    "created_by": N_("Went live"),
+    "sounded_s": N_("Sounded (s)"),
+    "rounds": N_("Times started"),
+    "end_reason": N_("How it ended"),
     # alert report
     "drill": N_("Drill or real"),
     "name": N_("Station"),

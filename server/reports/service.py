@@ -12,10 +12,14 @@ from server.areas import subtree_codes
 from server.auth.actor import Actor
 from server.auth.deps import authorize, visible_areas
 from server.auth.permissions import Action
+from server.live.models import LiveSession
 from server.models import Area, Station, StationEvent
 from server.reports.asrun import (
     DEFAULT_GRACE,
+    LIVE_ITEM_PREFIX,
+    LIVE_KINDS,
     AsRunReport,
+    LiveInfo,
     Planned,
     Reported,
     StationInfo,
@@ -74,6 +78,18 @@ def load_report(
             col(StationEvent.at) < to_at,
         )
     ).all()
+    live_events = session.exec(
+        select(StationEvent).where(
+            col(StationEvent.station_id).in_(ids),
+            col(StationEvent.kind).in_(LIVE_KINDS),
+            col(StationEvent.at) >= from_at - SLACK,
+            col(StationEvent.at) < to_at + SLACK,
+        )
+    ).all()
+    live_ids = {
+        e.item_id.removeprefix(LIVE_ITEM_PREFIX) for e in live_events if e.item_id is not None
+    }
+    live_sessions = session.exec(select(LiveSession).where(col(LiveSession.id).in_(live_ids))).all()
     alert_ids = {e.alert_id for e in alert_events}
     drills = session.exec(
         select(AlertRecord.alert_id).where(
@@ -106,11 +122,14 @@ def load_report(
                 alert_id=e.alert_id,
                 reason=e.reason,
             )
-            for e in [*item_events, *alert_events]
+            for e in [*item_events, *alert_events, *live_events]
         ],
         from_at=from_at,
         to_at=to_at,
         now=now,
         grace=grace,
         drills=frozenset(drills),
+        live_sessions=[
+            LiveInfo(row.id, row.title, row.created_by, row.ended_at) for row in live_sessions
+        ],
     )

@@ -29,6 +29,16 @@ from server.web.common import STATE_LABELS, PageActorDep, PageRoute, area_names,
 router = APIRouter(route_class=PageRoute)
 
 OUTCOME_LABELS = {"missed": N_("Missed"), "pending": N_("Not due yet")}
+LIVE_END_LABELS = {
+    "stopped": N_("Stopped by the operator"),
+    "silent": N_("No sound for 3 s"),
+    "alert": N_("Interrupted by an alert"),
+    "preempted": N_("Pre-empted by an emergency bulletin"),
+    "superseded": N_("Replaced by another live session"),
+    "max_length": N_("Maximum length reached"),
+    "busy": N_("Never on air (an alert was playing)"),
+}
+"""Why a live session ended at a station (``node_firmware.core.machine``'s reasons)."""
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
 
 
@@ -138,6 +148,9 @@ def reports_page(
         outcomes=[(o, STATE_LABELS.get(o, OUTCOME_LABELS.get(o, o))) for o in SHOWN],
         period_end=to_at - timedelta(seconds=1),
         csv_href="/api/v1/reports/as-run?" + urlencode(query),
+        live_csv_href="/api/v1/reports/as-run?" + urlencode({**query, "live": "true"}),
+        live_reasons=LIVE_END_LABELS,
+        station_names={r.station_id: r.name for r in report.stations},
         duration=duration,
         names=area_names(session, {r.area_code for r in report.stations}),
     )

@@ -6,9 +6,11 @@ import secrets
 from datetime import timedelta
 
 from loaxa_protocol import (
+    AudioRef,
     Keyring,
     LiveStart,
     LiveStop,
+    Plan,
     PlanItem,
     Priority,
     SigningKey,
@@ -20,6 +22,7 @@ from node_firmware.core.events import (
     AlertReceived,
     AudioFetched,
     Boot,
+    FetchAudio,
     LiveReceived,
     PlanReceived,
     PlaybackFinished,
@@ -33,7 +36,7 @@ from node_firmware.core.events import (
 )
 from node_firmware.core.live import JitterBuffer, Playout
 from node_firmware.core.machine import CoreSettings, NodeCore
-from tests.unit.test_node_core import SHA_A, T0, Harness, item, sealed
+from tests.unit.test_node_core import SHA_A, SHA_B, T0, Harness, item, sealed
 from tests.unit.test_node_core_alerts import ALERT_KEY, LIBRARY, TONE, alert
 
 KEY = SigningKey.generate("plan", frozenset({"plan", "command", "live_start", "live_stop"}))
@@ -262,3 +265,38 @@ def test_jitter_buffer_wins_latency_back_after_congestion() -> None:
         now += 0.06
     assert jb.target_ms == 120 and jb.depth_ms() <= 120 + 2 * 60
     assert jb.shrunk >= 5 and jb.concealed == 0
+
+
+def test_programme_downloads_wait_while_live_sounds_and_resume_after() -> None:
+    """On a slow link a download queues the live frames behind it: while live sounds only
+    what may pre-empt it (the alert library, emergency items' audio) is fetched."""
+    h = harness()
+    h.feed(LiveReceived(start()))
+    h.feed(LiveReceived(frame(0)))
+    sha_e, sha_lib = "e" * 64, "f" * 64
+    emergency = item("e-1", timedelta(hours=1), sha=sha_e, priority=Priority.EMERGENCY)
+    library = AudioRef(sha256=sha_lib, size_bytes=500, duration_ms=4000, url="http://s/lib")
+    plan = Plan(
+        sender="server", seq=1, issued_at=T0, expires_at=T0 + timedelta(days=2), to="st-1",
+        station_id="st-1", horizon_until=T0 + timedelta(hours=48),
+        items=[item("n-1", timedelta(hours=1), sha=SHA_B), emergency], keep=[library],
+    )  # fmt: skip
+    h.feed(PlanReceived(seal(plan, KEY)))
+    assert {a.ref.sha256 for _, a in h.of(FetchAudio)} == {sha_lib, sha_e}
+    h.feed(LiveReceived(frame(1)))
+    h.run_until(h.now + timedelta(seconds=1))
+    assert SHA_B not in {a.ref.sha256 for _, a in h.of(FetchAudio)}  # still held
+    actions = h.feed(LiveReceived(stop()))
+    assert [a.ref.sha256 for a in actions if isinstance(a, FetchAudio)] == [SHA_B]
+
+
+def test_held_downloads_resume_when_an_alert_silences_live() -> None:
+    h = harness()
+    h.feed(LiveReceived(start()))
+    h.feed(LiveReceived(frame(0)))
+    h.feed(PlanReceived(sealed(item("n-1", timedelta(hours=1), sha=SHA_B), key=KEY)))
+    assert not h.of(FetchAudio)
+    actions = h.feed(AlertReceived(alert(repeat=1, tone=None)))
+    assert [a.ref.sha256 for a in actions if isinstance(a, FetchAudio)] == [SHA_B]
+    h.feed(AudioFetched(SHA_B))
+    assert SHA_B in h.core.cached
