@@ -65,5 +65,7 @@ PERMISSIONS = {  # server.auth.permissions.Action, as the verb of a sentence
     "audit.read": N_("read the audit log"),
     "system.read": N_("see the system state"),
     "keys.manage": N_("manage the signing keys"),
+    "live.broadcast": N_("speak live to stations"),
+    "station.update": N_("update the stations' software"),
 }
 """What a refused person tried to do (``denied:programme.approve``)."""

@@ -65,6 +65,13 @@ ACTIONS = {
     "enrolment.approved": N_("Approved a waiting station"),
     "enrolment.refused": N_("Refused a waiting station"),
     "enrolment.rejected": N_("Rejected a waiting station"),
+    "live.create": N_("Went on air live"),
+    "live.stop": N_("Ended a live broadcast"),
+    "release.add": N_("Added a station software release"),
+    "rollout.start": N_("Started rolling out a release"),
+    "rollout.promote": N_("The trial stations took the release; sending it to the rest"),
+    "rollout.stopped": N_("Stopped a rollout"),
+    "rollout.failed": N_("A rollout failed: a trial station went back"),
 }
 """Every action the server records (``tests/unit/test_audit_words.py`` checks the list)."""
 
@@ -77,6 +84,9 @@ FAMILIES = (
     ("station.", N_("Stations")),
     ("alarm.", N_("Station faults")),
     ("enrolment.", N_("Waiting stations")),
+    ("live.", N_("Live broadcasts")),
+    ("release.", N_("Station software releases")),
+    ("rollout.", N_("Station software rollouts")),
     ("user.", N_("Users")),
     ("denied:", N_("Refused attempts")),
 )
@@ -101,6 +111,9 @@ OBJECTS = {
     "area": N_("area %(id)s"),
     "enrolment": N_("request %(id)s"),
     "station_group": N_("station group %(id)s"),
+    "live": N_("live broadcast %(id)s"),
+    "release": N_("release %(id)s"),
+    "rollout": N_("rollout %(id)s"),
 }
 FIELDS = {
     "state": N_("state"),
@@ -134,6 +147,11 @@ FIELDS = {
     "longitude": N_("longitude"),
     "display_name": N_("display name"),
     "active": N_("active"),
+    "release": N_("release"),
+    "canaries": N_("trial stations"),
+    "canary_minutes": N_("trial minutes"),
+    "files": N_("files"),
+    "frames": N_("audio frames"),
 }
 """The details worth a sentence; the rest stays in the raw record."""
 STATES = {
@@ -147,6 +165,10 @@ STATES = {
     "finished": N_("Finished"),
     "cancelled": N_("Cancelled"),
     "expired": N_("Expired"),
+    "canary": N_("Trying on a few stations"),
+    "rolling": N_("Sending to every station"),
+    "stopped": N_("Stopped"),
+    "failed": N_("Failed"),
 }
 SEVERITIES = {
     "extreme": N_("Extreme: danger to life"),

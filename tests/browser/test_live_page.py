@@ -30,19 +30,15 @@ def fake_microphone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mic_browser(fake_microphone: Path) -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={fake_microphone}"],
-        )
-        yield launched
-        launched.close()
+def mic_browser(playwright: Any, fake_microphone: Path) -> Iterator[Any]:
+    """A second Chromium whose microphone plays the WAV file, from the session's Playwright."""
+    launched = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={fake_microphone}"],
+    )
+    yield launched
+    launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,8 @@ def families(data: dict[str, Any]) -> list[str]:
     programme = data["programme"]
     return [
         "/", "/fleet", f"/stations/{data['station']}", "/enrolment", "/audio", "/programmes",
-        "/programmes/new", f"/programmes/p/{programme}", f"/programmes/p/{programme}/edit",
+        "/programmes/new", "/programmes/approvals", f"/programmes/p/{programme}",
+        f"/programmes/p/{programme}/edit", "/live", "/updates",
         f"/broadcasts/{data['broadcast']}", "/reports", "/alerts", "/alerts/new",
         f"/alerts/{data['alert']}", "/alarms", "/users", "/audit", "/nghe", f"/nghe/{COMMUNE}",
         "/khong-co-trang-nay",

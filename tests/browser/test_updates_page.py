@@ -55,6 +55,7 @@ def test_an_administrator_rolls_out_a_release_from_a_phone(
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto("/")
+    page.get_by_role("button", name="Danh mục").click()  # the phone's folded menu
     page.get_by_role("link", name="Cập nhật", exact=True).click()
     page.wait_for_url("**/updates")
     page.get_by_label("Địa bàn").select_option(COMMUNE)

@@ -13,6 +13,7 @@ from server.auth.permissions import Action
 from server.i18n import language
 from server.i18n.reasons import PERMISSIONS
 from server.programmes.approval import ApprovalAction
+from server.updates.models import ACTIVE, RolloutState
 from server.web.audit_words import ACTIONS, COMMANDS, describe
 
 SERVER = Path(__file__).resolve().parents[2] / "server"
@@ -35,6 +36,7 @@ def test_every_recorded_action_has_words() -> None:
     actions = recorded_actions()
     assert {"programme.create", "alert.send", "user.grant"} <= actions  # the reader works
     made = {f"programme.{a.value}" for a in ApprovalAction}
+    made |= {f"rollout.{s.value}" for s in RolloutState if s not in ACTIVE | {RolloutState.DONE}}
     assert sorted((actions | made) - ACTIONS.keys()) == []
 
 
