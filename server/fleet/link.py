@@ -121,6 +121,11 @@ class FleetLink:
             raise RuntimeError("FleetLink already started")
         for name, target in (("fleet-net", self._network_loop), ("fleet-work", self._work)):
             thread = threading.Thread(target=target, name=name, daemon=True)
+            if target == self._network_loop:
+                # paho writes a publish from the caller's thread unless it knows the thread
+                # that runs its loop: two threads on one TLS socket abort the process.
+                # Known, a publish is queued and the loop woken (its socket pair).
+                self._client._thread = thread
             thread.start()
             self._threads.append(thread)
 
@@ -219,6 +224,9 @@ class FleetLink:
                 while not self._stopping.is_set():
                     if self._client.loop(timeout=0.5) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         break
+                if self._stopping.is_set():  # send the DISCONNECT stop() queued
+                    with contextlib.suppress(Exception):
+                        self._client.loop_write()
                 if self._had_session:
                     delay = self._min_backoff
                     self._had_session = False
