@@ -12,6 +12,7 @@ each endpoint asks the check the right question. A route missing from CASES fail
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,6 +103,17 @@ def broadcast_body(world: World, area: str, priority: str) -> dict[str, Any]:
         "start_at": in_future(),
         "station_ids": [STATION[area]],
         "priority": priority,
+    }
+
+
+def bulk_station(area: str) -> dict[str, Any]:
+    """A new station for the bulk registration: its own id every time it is asked."""
+    return {
+        "id": f"bulk-{uuid.uuid4().hex[:8]}",
+        "name": "Cụm loa",
+        "area_code": area,
+        "latitude": 22.6,
+        "longitude": 106.2,
     }
 
 
@@ -197,6 +209,16 @@ CASES = [
             "POST",
             f"{API}/stations",
             {"json": {"name": "Cụm loa", "area_code": area, "latitude": 22.6, "longitude": 106.2}},
+        ),
+    ),
+    Case(
+        "POST",
+        f"{API}/stations/bulk",
+        Action.STATION_REGISTER,
+        lambda w, area: (
+            "POST",
+            f"{API}/stations/bulk",
+            {"json": {"stations": [bulk_station(area)]}},
         ),
     ),
     Case(

@@ -121,7 +121,11 @@ def test_registration_returns_credentials_and_a_node_config_that_loads(client: T
     assert str(config.data_dir) == "/var/lib/loaxa-node"
     keys = context_of(client).keys
     assert [(k.kid, k.public_key, k.purposes) for k in config.trusted_keys] == [
-        (keys.signing_key.kid, keys.signing_key.public_b64, ["command", "plan", "trust"]),
+        (
+            keys.signing_key.kid,
+            keys.signing_key.public_b64,
+            ["command", "live_start", "live_stop", "plan", "trust"],
+        ),
         (keys.alert_key.kid, keys.alert_key.public_b64, ["alert", "alert_cancel"]),
     ]
 
