@@ -101,6 +101,10 @@ def nats_conf_text(node: NatsNode, cluster: Sequence[NatsNode], users: Sequence[
         # (the default picks fewer replicas when the first MQTT client comes before
         # every route is up, and a replica set of two loses its quorum with one node).
         f"  stream_replicas: {len(cluster)}",
+        # Consumers (one per subscription) keep the stream's replicas: with one replica
+        # the server's persistent session lost its subscriptions with the node that held
+        # them, and no station event reached it any more (measured, see
+        # docs/architecture.md "Clustered broker").
         "}",
         f"authorization {{ users: {json.dumps(accounts)} }}",
     ]

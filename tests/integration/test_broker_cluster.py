@@ -122,15 +122,20 @@ def test_every_station_plays_an_alert_sent_while_a_broker_node_dies(
         ).json()
     assert confirmed["state"] == "active"
 
-    def all_playing() -> bool:
-        view = alert_view(stack, created["id"])
-        seen = states(view)
-        return len(seen) == len(nodes) and set(seen.values()) == {"playing"}
+    def all_played() -> bool:
+        # The first stations may have finished the alert before the last one starts it.
+        rows = alert_view(stack, created["id"])["stations"]
+        return len(rows) == len(nodes) and all(row["playing_at"] for row in rows)
 
-    wait_until(all_playing, 45, f"every station playing with node {victim + 1} dead")
+    try:
+        wait_until(all_played, 90, f"every station playing with node {victim + 1} dead")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {states(alert_view(stack, created['id']))}") from None
     took_s = time.monotonic() - killed_at
-    print(f"node {victim + 1} killed → all {len(nodes)} stations playing: {took_s:.1f} s")
+    print(f"node {victim + 1} killed → all {len(nodes)} stations played: {took_s:.1f} s")
     view = alert_view(stack, created["id"])
     assert set(states(view)) == {n.station_id for n in nodes}
     for row in view["stations"]:
         assert row["received_at"] and row["playing_at"], row
+        on = "dead node" if row["station_id"] in on_victim else "live node"
+        print(f"  {row['station_id']} ({on}): playing at {row['playing_at']}")
