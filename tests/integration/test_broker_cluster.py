@@ -12,6 +12,7 @@ node, and every station's ``alert_playing`` must still reach the server.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,12 +80,13 @@ def test_every_station_plays_an_alert_sent_while_a_broker_node_dies(
     )
     nodes: list[RunningNode] = [stack.start_node(c) for c in configs]
     stack.context.publisher.republish_all()
+    def ready(node: RunningNode) -> bool:
+        plan = node.agent.core.plan
+        return plan is not None and {k.sha256 for k in plan.keep} <= node.agent.core.cached
+
     for node in nodes:
         wait_until(
-            lambda n=node: (
-                n.agent.core.plan is not None
-                and {k.sha256 for k in n.agent.core.plan.keep} <= n.agent.core.cached
-            ),
+            functools.partial(ready, node),
             30,
             f"{node.station_id} to get its plan and cache the canned library",
         )
