@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import subprocess
 import threading
@@ -389,7 +390,7 @@ class NatsCluster:
 
     workdir: Path
     size: int = 3
-    binary: str = "/usr/sbin/nats-server"
+    binary: str = shutil.which("nats-server") or "/usr/sbin/nats-server"
     server_credentials: tuple[str, str] = field(default=("", ""), init=False, repr=False)
     nodes: list[NatsNode] = field(default_factory=list, init=False)
     users: list[NatsUser] = field(default_factory=list, init=False)
@@ -465,7 +466,11 @@ class NatsCluster:
 def running_nats_cluster(workdir: Path, size: int = 3) -> Iterator[NatsCluster]:
     """A started NATS cluster (MQTT on every node), killed on exit whatever happened."""
     if not Path(NatsCluster.binary).exists():
-        pytest.fail("nats-server is not installed (apt-get install nats-server)", pytrace=False)
+        pytest.fail(
+            "nats-server is not installed: 'apt-get install nats-server' (scripts/system-deps "
+            "does it)",
+            pytrace=False,
+        )
     cluster = NatsCluster(workdir, size)
     cluster.start()
     try:
