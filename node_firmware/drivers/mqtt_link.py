@@ -50,9 +50,9 @@ from node_firmware.core.events import (
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+"""TCP connect plus TLS handshake: a slow 4G uplink needs seconds, a dead one never ends."""
 RESUBSCRIBE_S = 2.0
 """How soon a subscription the broker refused is asked for again."""
-"""TCP connect plus TLS handshake: a slow 4G uplink needs seconds, a dead one never ends."""
 
 
 class MqttLink:
