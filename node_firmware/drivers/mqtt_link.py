@@ -13,7 +13,10 @@ to a few seconds of jitter. Every attempt is bounded: the TCP connect and TLS ha
 by paho's ``connect_timeout``, the wait for the broker's CONNACK by the keepalive; the
 loop survives any error, so no state is one the station never leaves. With several
 broker addresses (``mqtt.fallbacks``) each ended attempt moves to the next one
-(:class:`~node_firmware.core.brokers.BrokerRotation`).
+(:class:`~node_firmware.core.brokers.BrokerRotation`). A subscription the broker
+refuses (a NATS cluster node does while JetStream elects leaders) is asked for again
+every few seconds, and once granted the link says ``online`` again so the server re-sends
+the alerts the station may have missed meanwhile.
 """
 
 from __future__ import annotations
