@@ -80,6 +80,7 @@ def test_every_station_plays_an_alert_sent_while_a_broker_node_dies(
     )
     nodes: list[RunningNode] = [stack.start_node(c) for c in configs]
     stack.context.publisher.republish_all()
+
     def ready(node: RunningNode) -> bool:
         plan = node.agent.core.plan
         return plan is not None and {k.sha256 for k in plan.keep} <= node.agent.core.cached
