@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from loaxa_protocol.errors import ConfigError
+from loaxa_protocol.station_config import BrokerAddress
 from server.auth.passwords import PasswordPolicyError, check_password_policy
 from server.auth.permissions import Role
 
@@ -109,6 +110,12 @@ class Settings(BaseSettings):
     )
     node_mqtt_port: int | None = Field(
         default=None, ge=1, le=65535, description="broker port for stations; default mqtt_port"
+    )
+    node_mqtt_fallbacks: list[BrokerAddress] = Field(
+        default_factory=list,
+        description="further nodes of a broker cluster as stations see them ([{host, port}]); "
+        "node configs then list all of them (mqtt.fallbacks), each station's list rotated by "
+        "its id so a fleet spreads over the nodes and fails over to the next one",
     )
     node_mqtt_tls: bool | None = Field(
         default=None,

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -27,8 +30,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from loaxa.broker import BrokerError, MosquittoBroker, ProductionMosquitto, find_mosquitto
+from loaxa.broker import (
+    BrokerError,
+    MosquittoBroker,
+    ProductionMosquitto,
+    find_mosquitto,
+    free_port,
+    mqtt_ping,
+)
 from loaxa.broker_config import StationAccount
+from loaxa.nats_config import NatsNode, NatsUser, nats_conf_text
 from node_firmware.config import MqttConfig
 from server.passwords import hash_password, new_password
 
@@ -38,11 +49,13 @@ __all__ = [
     "BrokerAddress",
     "MosquittoBroker",
     "MqttProbe",
+    "NatsCluster",
     "ProductionMosquitto",
     "Received",
     "admit_station",
     "mosquitto_binary",
     "running_mosquitto",
+    "running_nats_cluster",
     "running_production_mosquitto",
 ]
 
@@ -363,3 +376,104 @@ def _safe(predicate: Callable[[Received], bool], message: Received) -> bool:
         return bool(predicate(message))
     except Exception:
         return False
+
+
+@dataclass
+class NatsCluster:
+    """A cluster of real ``nats-server`` processes with JetStream and MQTT listeners.
+
+    Each node runs the configuration :func:`loaxa.nats_config.nats_conf_text` writes:
+    the server's account may use the whole Loaxa tree, each station only its own topics
+    (the Mosquitto ACL's rules as NATS permissions). :meth:`load` replaces the station
+    accounts and reloads every running node (SIGHUP), as ``admit_station`` does.
+    """
+
+    workdir: Path
+    size: int = 3
+    binary: str = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    server_credentials: tuple[str, str] = field(default=("", ""), init=False, repr=False)
+    nodes: list[NatsNode] = field(default_factory=list, init=False)
+    users: list[NatsUser] = field(default_factory=list, init=False)
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.server_credentials = ("loaxa-server", new_password())
+        self.nodes = [
+            NatsNode(f"n{i}", free_port(), free_port(), free_port(), str(self.workdir / f"n{i}"))
+            for i in range(1, self.size + 1)
+        ]
+
+    def address(self, index: int) -> tuple[str, int]:
+        """Where stations dial node ``index`` (0-based): its MQTT listener."""
+        return self.nodes[index].host, self.nodes[index].mqtt_port
+
+    def _write(self, node: NatsNode) -> Path:
+        server = NatsUser(*self.server_credentials)
+        path = self.workdir / f"{node.name}.conf"
+        path.write_text(nats_conf_text(node, self.nodes, [server, *self.users]))
+        return path
+
+    def log_text(self, index: int) -> str:
+        path = self.workdir / f"{self.nodes[index].name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start_node(self, index: int) -> None:
+        node = self.nodes[index]
+        conf = self._write(node)
+        with (self.workdir / f"{node.name}.log").open("ab") as log:
+            self._procs[node.name] = subprocess.Popen(
+                [self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def start(self, timeout: float = 30.0) -> Self:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for index in range(self.size):
+            self.start_node(index)
+        # MQTT answers only once JetStream has a meta leader, i.e. the cluster has formed.
+        user, password = self.server_credentials
+        deadline = time.monotonic() + timeout
+        for index in range(self.size):
+            while not mqtt_ping(*self.address(index), username=user, password=password):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    tail = self.log_text(index)[-2000:]
+                    raise AssertionError(f"NATS node {index + 1} not serving MQTT:\n{tail}")
+                time.sleep(0.2)
+        return self
+
+    def kill(self, index: int) -> None:
+        """SIGKILL one node: it dies with its clients' sockets, as a crashed machine does."""
+        proc = self._procs.pop(self.nodes[index].name, None)
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+
+    def load(self, users: Sequence[NatsUser]) -> None:
+        """Replace the station accounts on every node and make the running ones reload."""
+        self.users = list(users)
+        for node in self.nodes:
+            self._write(node)
+            proc = self._procs.get(node.name)
+            if proc is not None:
+                proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        for index in range(self.size):
+            self.kill(index)
+
+
+@contextlib.contextmanager
+def running_nats_cluster(workdir: Path, size: int = 3) -> Iterator[NatsCluster]:
+    """A started NATS cluster (MQTT on every node), killed on exit whatever happened."""
+    if not Path(NatsCluster.binary).exists():
+        pytest.fail(
+            "nats-server is not installed: 'apt-get install nats-server' (scripts/system-deps "
+            "does it)",
+            pytrace=False,
+        )
+    cluster = NatsCluster(workdir, size)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -13,7 +13,10 @@ to a few seconds of jitter. Every attempt is bounded: the TCP connect and TLS ha
 by paho's ``connect_timeout``, the wait for the broker's CONNACK by the keepalive; the
 loop survives any error, so no state is one the station never leaves. With several
 broker addresses (``mqtt.fallbacks``) each ended attempt moves to the next one
-(:class:`~node_firmware.core.brokers.BrokerRotation`).
+(:class:`~node_firmware.core.brokers.BrokerRotation`). A subscription the broker
+refuses (a NATS cluster node does while JetStream elects leaders) is asked for again
+every few seconds, and once granted the link says ``online`` again so the server re-sends
+the alerts the station may have missed meanwhile.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
 
 from loaxa_protocol import Status, StatusState, topics
 from node_firmware.config import MqttConfig
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 """TCP connect plus TLS handshake: a slow 4G uplink needs seconds, a dead one never ends."""
+RESUBSCRIBE_S = 2.0
+"""How soon a subscription the broker refused is asked for again."""
 
 
 class MqttLink:
@@ -96,6 +102,9 @@ class MqttLink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._subscribing = threading.Lock()
+        self._requested: dict[int, tuple[list[str], bool]] = {}
         if on_acked is not None:
             # paho calls this with its own lock held: the callee may only note the id.
             self._client.on_publish = lambda _c, _u, mid, _r, _p: on_acked(mid)
@@ -245,18 +254,54 @@ class MqttLink:
             with contextlib.suppress(OSError):
                 self._peer = sock.getpeername()[:2]
         _no_delay(client)
+        with self._subscribing:
+            self._requested.clear()  # SUBACKs of a dead connection never come
         # trust first: after a key rotation the update must precede plans signed anew
-        client.subscribe(
+        self._subscribe(
+            client,
             [
-                (topics.trust(self._station_id), 1),
-                *((topic, 1) for topic in self._alert_topics),
-                (topics.plan(self._station_id), 1),
-                (topics.command(self._station_id), 1),
-                (topics.live(self._station_id), 1),
-            ]
+                topics.trust(self._station_id),
+                *self._alert_topics,
+                topics.plan(self._station_id),
+                topics.command(self._station_id),
+                topics.live(self._station_id),
+            ],
         )
         client.publish(topics.status(self._station_id), self._status(StatusState.ONLINE), 1, True)
         self._deliver(BrokerConnected())
+
+    def _subscribe(self, client: mqtt.Client, wanted: list[str], retry: bool = False) -> None:
+        with self._subscribing:
+            _rc, mid = client.subscribe([(topic, 1) for topic in wanted])
+            if mid is not None:
+                self._requested[mid] = (wanted, retry)
+
+    def _on_subscribe(
+        self, client: mqtt.Client, _u: object, mid: int, codes: list[ReasonCode], _p: object
+    ) -> None:
+        """Ask again for what the broker refused, until it grants it.
+
+        Mosquitto grants a station's own topics at once; a NATS cluster node answers
+        0x80 while JetStream elects new leaders after a node died, and the station would
+        otherwise stay deaf to that topic (its plan, an area's alerts) until it reconnects.
+        """
+        with self._subscribing:
+            wanted, retry = self._requested.pop(mid, ([], False))
+        refused = [topic for topic, code in zip(wanted, codes, strict=False) if code.is_failure]
+        if self._stopping.is_set():
+            return
+        if refused:
+            log.warning("broker refused %s; asking again in %.0f s", refused, RESUBSCRIBE_S)
+            timer = threading.Timer(RESUBSCRIBE_S, self._subscribe, (client, refused, True))
+            timer.daemon = True
+            timer.start()
+        elif retry:
+            # Say "online" again: the server re-sends the alerts this station has not
+            # confirmed, which it may have missed while it could not hear them.
+            log.info("broker granted the subscriptions it had refused")
+            client.publish(
+                topics.status(self._station_id), self._status(StatusState.ONLINE), 1, True
+            )
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object

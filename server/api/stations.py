@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from loaxa_protocol.station_config import (
+    BrokerAddress,
     MqttConfig,
     NodeConfig,
     RelayConfig,
@@ -76,6 +78,17 @@ def trusted_keys(context: ServerContext) -> list[TrustedKeyPublic]:
     ]
 
 
+def station_brokers(station_id: str, addresses: list[BrokerAddress]) -> list[BrokerAddress]:
+    """The broker addresses of one station, first the one it dials first.
+
+    The list is rotated by a stable hash of the station id: with the nodes of a broker
+    cluster configured, a fleet spreads over them instead of all dialling the first, and
+    each station fails over along the same ring.
+    """
+    start = zlib.crc32(station_id.encode()) % len(addresses)
+    return addresses[start:] + addresses[:start]
+
+
 def node_config_for(
     context: ServerContext,
     session: Session,
@@ -90,13 +103,24 @@ def node_config_for(
     ``areas`` (the station's ancestry) and ``keys`` may be passed when already known.
     """
     settings = context.settings
+    brokers = station_brokers(
+        station.id,
+        [
+            BrokerAddress(
+                host=settings.node_mqtt_host or settings.mqtt_host,
+                port=settings.node_mqtt_port or settings.mqtt_port,
+            ),
+            *settings.node_mqtt_fallbacks,
+        ],
+    )
     config = NodeConfig(
         station_id=station.id,
         areas=areas if areas is not None else ancestry(session, station.area_code),
         server_url=settings.public_url,
         mqtt=MqttConfig(
-            host=settings.node_mqtt_host or settings.mqtt_host,
-            port=settings.node_mqtt_port or settings.mqtt_port,
+            host=brokers[0].host,
+            port=brokers[0].port,
+            fallbacks=brokers[1:],
             username=station.mqtt_username,
             password=password,
             tls=settings.mqtt_tls if settings.node_mqtt_tls is None else settings.node_mqtt_tls,
