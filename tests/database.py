@@ -26,6 +26,20 @@ from server.db import create_tables, make_engine
 ENV = "LOAXA_TEST_DATABASE_URL"
 # Tests that build a server; unit tests use in-memory SQLite on purpose (logic, not storage).
 SERVER_TEST_FOLDERS = ("integration", "browser", "faults")
+ADMIN_PG = os.environ.get(ENV, "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+"""A PostgreSQL server the PostgreSQL-only tests make their own databases on."""
+
+
+def postgres_available(url: str = ADMIN_PG) -> bool:
+    """Whether ``url`` answers: the PostgreSQL-only tests skip, with the reason, if not."""
+    try:
+        engine = make_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
 
 
 def _admin(base_url: str) -> Engine:

@@ -9,29 +9,13 @@ station processes, every broadcast delivered, the JSON line the issue names.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from server.db import make_engine
 from tests.bench_runs import run_bench
-from tests.database import ENV
-
-ADMIN_PG = os.environ.get(ENV, "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+from tests.database import ADMIN_PG, postgres_available
 
 
-def _postgres_available() -> bool:
-    try:
-        engine = make_engine(ADMIN_PG)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _postgres_available(), reason="needs a PostgreSQL server")
+@pytest.mark.skipif(not postgres_available(), reason="needs a PostgreSQL server")
 def test_killing_the_leader_mid_alert_loses_no_station_and_no_plan() -> None:
     figures = run_bench(
         "alert",

@@ -10,7 +10,6 @@ leader lock and the alert change feed: one replica's act is seen by the other.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,22 +24,10 @@ from server.cluster.leader import Leadership
 from server.cluster.sequence import DatabaseSequence
 from server.db import create_tables, make_engine
 from server.keys import Sequence
-from tests.database import ENV, postgres_database
+from tests.database import ADMIN_PG, postgres_available, postgres_database
 
-ADMIN_PG = os.environ.get(ENV, "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 NOW_MS = 1_800_000_000_000
 DRAWS = 300
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = make_engine(ADMIN_PG)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
 
 
 def _draw_together(sources: list[object]) -> list[list[int]]:
@@ -64,7 +51,7 @@ def _draw_together(sources: list[object]) -> list[list[int]]:
     return drawn
 
 
-needs_postgres = pytest.mark.skipif(not _postgres_available(), reason="needs a PostgreSQL server")
+needs_postgres = pytest.mark.skipif(not postgres_available(), reason="needs a PostgreSQL server")
 
 
 @pytest.fixture

@@ -30,27 +30,15 @@ from loaxa.broker import ProductionMosquitto, free_port
 from loaxa.stack import LocalStack
 from server.db import make_engine
 from tests.audio_samples import make_audio
-from tests.database import ENV, postgres_database
+from tests.database import ADMIN_PG, postgres_available, postgres_database
 
-ADMIN_PG = os.environ.get(ENV, "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ADMIN = "admin"
 PASSWORD = "replicas-Admin-2026!"
 TAKEOVER_S = 5.0
 """How long the other replica may take to lead after a SIGKILL (leader_check_s is 0.5)."""
 
 
-def _postgres_available() -> bool:
-    try:
-        engine = make_engine(ADMIN_PG)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _postgres_available(), reason="needs a PostgreSQL server")
+pytestmark = pytest.mark.skipif(not postgres_available(), reason="needs a PostgreSQL server")
 
 
 @dataclass

@@ -19,12 +19,11 @@ from sqlalchemy import Engine, inspect, text
 
 from server.db import create_tables, make_engine
 from server.schema import BASELINE, differences, state, upgrade
-from tests.database import ENV, postgres_database
+from tests.database import ADMIN_PG, postgres_available, postgres_database
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = "b3b9340"  # the release of 2026-11-25, the last one without migrations
 # The PostgreSQL run names its server; otherwise the local one CI and this machine start.
-ADMIN_PG = os.environ.get(ENV, "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 # Run inside the released tree: its own app, its own test helpers, real ffmpeg.
 POPULATE = """
@@ -53,24 +52,13 @@ with TestClient(create_app(settings, bus=RecordingBus())) as client:
 """
 
 
-def _postgres_available() -> bool:
-    try:
-        engine = make_engine(ADMIN_PG)
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of each kind this project supports."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'loaxa.db'}"
         return
-    if not _postgres_available():
+    if not postgres_available():
         pytest.skip("no PostgreSQL answers on 127.0.0.1:5432 (CI starts one)")
     with postgres_database(ADMIN_PG, "loaxa_schema") as url:
         yield url
@@ -95,7 +83,12 @@ def _loaxa(*args: str, cwd: Path, pythonpath: Path = REPO) -> subprocess.Complet
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     return subprocess.run(
         [sys.executable, "-m", "loaxa", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=180, check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -154,8 +147,12 @@ def test_a_database_of_the_2026_11_25_release_is_adopted_keeping_every_row(
 ) -> None:
     made = subprocess.run(
         [sys.executable, "-c", POPULATE, str(tmp_path / "old"), database_url],
-        cwd=released_tree, env={**os.environ, "PYTHONPATH": str(released_tree)},
-        capture_output=True, text=True, timeout=300, check=False,
+        cwd=released_tree,
+        env={**os.environ, "PYTHONPATH": str(released_tree)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert made.returncode == 0, made.stderr[-3000:]
     engine = make_engine(database_url)
@@ -169,9 +166,17 @@ def test_a_database_of_the_2026_11_25_release_is_adopted_keeping_every_row(
     env_dir.mkdir()
     refused = subprocess.run(
         [sys.executable, "-m", "loaxa", "serve", "--port", "0"],
-        cwd=env_dir, capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO), "LOAXA_DATABASE_URL": database_url,
-             "LOAXA_DATA_DIR": str(tmp_path / "old" / "server")},
+        cwd=env_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "LOAXA_DATABASE_URL": database_url,
+            "LOAXA_DATA_DIR": str(tmp_path / "old" / "server"),
+        },
     )
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "loaxa db upgrade" in refused.stderr
