@@ -157,12 +157,14 @@ class AudioCache:
         for sha, size in self._keep.items():
             if sha == for_sha or self._final(sha).is_file():
                 continue
-            try:
-                have = (self._partial_dir / sha).stat().st_size
-            except FileNotFoundError:
-                have = 0
-            missing.append(max(0, size - have))
+            missing.append(max(0, size - self._partial_size(sha)))
         return missing
+
+    def _partial_size(self, sha: str) -> int:
+        try:
+            return (self._partial_dir / sha).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def used_bytes(self) -> int:
         """Bytes of complete and partial files (both occupy the budget)."""
@@ -197,7 +199,9 @@ class AudioCache:
             evictable = sum(size for _, _, size, _ in candidates)
             held, held_files = 0, 0
             if for_sha not in self._keep:
+                # The asker's own partial counts as room too: a refused download drops it.
                 room = min(self.max_bytes - used, free - self.reserve_bytes) + evictable
+                room += 0 if for_sha is None else self._partial_size(for_sha)
                 held, held_files = library_hold(self._library_missing(for_sha), room)
             over_budget = used + held + needed_bytes - self.max_bytes
             short_on_disk = self.reserve_bytes + held + needed_bytes - free

@@ -181,3 +181,14 @@ def test_a_library_file_too_big_for_the_disk_does_not_block_other_audio(
     assert cache.make_room(250, for_sha=D) == []
     with pytest.raises(FetchError, match="disk full"):
         cache.make_room(450, for_sha=B)  # B's own download reports it cannot fit
+
+
+def test_a_half_fetched_item_does_not_make_the_library_look_too_big_to_hold(
+    tmp_path: Path,
+) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=500, reserve_bytes=0)
+    put(cache, D, 250, age_s=10, partial=True)  # a bulletin half fetched before the plan
+    cache.pin(frozenset({C, D}), keep={C: 300})
+    # Its partial is dropped when it is refused, so C's 300 bytes fit and are held.
+    with pytest.raises(FetchError, match="300 bytes held for 1 alert library files"):
+        cache.make_room(200, for_sha=D)
