@@ -14,6 +14,9 @@ never evicted, whatever the disk says.
 The canned alert library (the plan's keep list) comes before everything else: room for
 any of it not yet on disk is held back from every other download, so a programme item
 that arrives first, or a big one, can be refused but can never crowd the library out.
+Only room the library could actually use is held (:func:`library_hold`): a library file
+that cannot fit on this disk even with everything evictable gone is reported as failed
+by its own download and holds nothing, or it would block every other download forever.
 """
 
 from __future__ import annotations
@@ -44,6 +47,23 @@ RESERVE_MIN_BYTES = 64 * 1024
 def reserve_for_disk(total_bytes: int) -> int:
     """The free space a disk of ``total_bytes`` keeps beyond the audio (see above)."""
     return max(RESERVE_MIN_BYTES, min(RESERVE_MAX_BYTES, int(total_bytes * RESERVE_SHARE)))
+
+
+def library_hold(missing: list[int], room: int) -> tuple[int, int]:
+    """(bytes, files) to hold back for library files still missing ``missing`` bytes each.
+
+    ``room`` is what the library could have if every evictable file went. Files are
+    held smallest first while they fit in ``room`` together (the most alerts that can be
+    on this disk); one that cannot fit holds nothing, since holding for it would only
+    refuse every other download without ever letting it in.
+    """
+    held, files = 0, 0
+    for size in sorted(missing):
+        if held + size > room:
+            break
+        held += size
+        files += 1
+    return held, files
 
 
 class AudioCache:
@@ -128,22 +148,23 @@ class AudioCache:
             self._pinned = frozenset(shas)
             self._keep = dict(keep or {})
 
-    def _held_for_library(self, for_sha: str | None) -> tuple[int, int]:
-        """(bytes, files) of the library not yet on disk, beyond ``for_sha`` itself.
+    def _library_missing(self, for_sha: str | None) -> list[int]:
+        """Bytes still missing of each library file not yet on disk, beyond ``for_sha``.
 
         A library file's partial download already occupies its share of the disk.
         """
-        held, files = 0, 0
+        missing = []
         for sha, size in self._keep.items():
             if sha == for_sha or self._final(sha).is_file():
                 continue
-            try:
-                have = (self._partial_dir / sha).stat().st_size
-            except FileNotFoundError:
-                have = 0
-            held += max(0, size - have)
-            files += 1
-        return held, files
+            missing.append(max(0, size - self._partial_size(sha)))
+        return missing
+
+    def _partial_size(self, sha: str) -> int:
+        try:
+            return (self._partial_dir / sha).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def used_bytes(self) -> int:
         """Bytes of complete and partial files (both occupy the budget)."""
@@ -176,7 +197,12 @@ class AudioCache:
                 ),
             )
             evictable = sum(size for _, _, size, _ in candidates)
-            held, held_files = (0, 0) if for_sha in self._keep else self._held_for_library(for_sha)
+            held, held_files = 0, 0
+            if for_sha not in self._keep:
+                # The asker's own partial counts as room too: a refused download drops it.
+                room = min(self.max_bytes - used, free - self.reserve_bytes) + evictable
+                room += 0 if for_sha is None else self._partial_size(for_sha)
+                held, held_files = library_hold(self._library_missing(for_sha), room)
             over_budget = used + held + needed_bytes - self.max_bytes
             short_on_disk = self.reserve_bytes + held + needed_bytes - free
             if max(over_budget, short_on_disk) > evictable:

@@ -128,8 +128,10 @@ class NetworkWatcher:
         self._thread.start()
 
     def stop(self) -> None:
+        """Safe before ``start`` too: an agent that never ran still shuts down."""
         self._stopping.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         before = snapshot(self._broker())

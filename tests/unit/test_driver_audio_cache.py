@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from loaxa_protocol.errors import FetchError
-from node_firmware.drivers.audio_cache import AudioCache, reserve_for_disk
+from node_firmware.drivers.audio_cache import AudioCache, library_hold, reserve_for_disk
 
 A, B, C, D = (ch * 64 for ch in "abcd")
 
@@ -159,3 +159,36 @@ def test_room_for_the_library_not_yet_on_disk_is_held_back_from_other_audio(
     assert cache.make_room(150, for_sha=C) == []
     cache.pin(frozenset({D}))  # a plan without a library holds nothing back
     assert cache.make_room(370, for_sha=D) == []
+
+
+def test_only_library_files_that_can_fit_are_held_smallest_first() -> None:
+    assert library_hold([90, 150], room=500) == (240, 2)
+    assert library_hold([150, 90], room=200) == (90, 1)  # both cannot; the smaller can
+    assert library_hold([3_000_000], room=1_800_000) == (0, 0)  # never fits: holds nothing
+    assert library_hold([], room=0) == (0, 0)
+
+
+def test_a_library_file_too_big_for_the_disk_does_not_block_other_audio(
+    tmp_path: Path,
+) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=500, reserve_bytes=0)
+    put(cache, A, 100, age_s=100)  # pinned audio already here
+    cache.pin(frozenset({A, B, C}), keep={B: 450, C: 150})
+    # B (450) can never fit beside A in 500 bytes: only C's 150 is held, so a 250-byte
+    # bulletin fits and a 251-byte one would crowd C out.
+    with pytest.raises(FetchError, match="150 bytes held for 1 alert library files"):
+        cache.make_room(251, for_sha=D)
+    assert cache.make_room(250, for_sha=D) == []
+    with pytest.raises(FetchError, match="disk full"):
+        cache.make_room(450, for_sha=B)  # B's own download reports it cannot fit
+
+
+def test_a_half_fetched_item_does_not_make_the_library_look_too_big_to_hold(
+    tmp_path: Path,
+) -> None:
+    cache = AudioCache(tmp_path / "audio", max_bytes=500, reserve_bytes=0)
+    put(cache, D, 250, age_s=10, partial=True)  # a bulletin half fetched before the plan
+    cache.pin(frozenset({C, D}), keep={C: 300})
+    # Its partial is dropped when it is refused, so C's 300 bytes fit and are held.
+    with pytest.raises(FetchError, match="300 bytes held for 1 alert library files"):
+        cache.make_room(200, for_sha=D)
