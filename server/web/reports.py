@@ -8,7 +8,7 @@ the same stations, the same counts as ``GET /api/v1/reports/as-run``.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -25,6 +25,7 @@ from server.models import Area, AreaLevel
 from server.reports.chart import BAR_H, SHOWN, WIDTH, outcome_bars
 from server.reports.service import MAX_WINDOW, load_report, report_scope
 from server.web.common import STATE_LABELS, PageActorDep, PageRoute, area_names, render
+from server.web.programme_form import parse_day
 
 router = APIRouter(route_class=PageRoute)
 
@@ -40,6 +41,8 @@ LIVE_END_LABELS = {
 }
 """Why a live session ended at a station (``node_firmware.core.machine``'s reasons)."""
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
+_MONTH_TYPED = re.compile(r"(\d{1,2})[/.-](\d{4})")
+"""``11/2026``: how the page writes a month (month/year, whatever the browser's language)"""
 
 
 class PeriodError(ValueError):
@@ -49,9 +52,9 @@ class PeriodError(ValueError):
 def days_window(first: str, last: str) -> tuple[datetime, datetime]:
     """From the first day's 00:00 to the end of the last day, Vietnam time, both included."""
     try:
-        start, end = date.fromisoformat(first), date.fromisoformat(last)
+        start, end = parse_day(first), parse_day(last)
     except ValueError as exc:
-        raise PeriodError(gettext("Give the first and the last day, e.g. 2026-11-25.")) from exc
+        raise PeriodError(gettext("Give the first and the last day, e.g. 25/11/2026.")) from exc
     if end < start:
         raise PeriodError(gettext("The last day is before the first."))
     if end - start >= MAX_WINDOW:
@@ -65,10 +68,13 @@ def days_window(first: str, last: str) -> tuple[datetime, datetime]:
 def month_window(month: str | None, now: datetime) -> tuple[datetime, datetime]:
     """``2026-11`` as [1 Nov 00:00, 1 Dec 00:00) in Vietnam's time; default this month."""
     if month:
-        match = _MONTH.fullmatch(month.strip())
-        if match is None or not 1 <= int(match[2]) <= 12 or int(match[1]) < 2000:
-            raise PeriodError(gettext("The month must be written as 2026-11 (year-month)."))
-        year, number = int(match[1]), int(match[2])
+        iso, typed = _MONTH.fullmatch(month.strip()), _MONTH_TYPED.fullmatch(month.strip())
+        year, number = (
+            (int(iso[1]), int(iso[2])) if iso else (int(typed[2]), int(typed[1])) if typed
+            else (0, 0)
+        )  # fmt: skip
+        if not 1 <= number <= 12 or year < 2000:
+            raise PeriodError(gettext("The month must be written as 11/2026 (month/year)."))
     else:
         local = now.astimezone(LOCAL_TZ)
         year, number = local.year, local.month
@@ -120,7 +126,7 @@ def reports_page(
     values: dict[str, object] = {
         "actor": actor,
         "area": area or "",
-        "month": month or now.astimezone(LOCAL_TZ).strftime("%Y-%m"),
+        "month": month or now.astimezone(LOCAL_TZ).strftime("%m/%Y"),
         "areas": sorted(
             area_names(session, visible_areas(actor, Action.BROADCAST_READ, session)).items()
         ),

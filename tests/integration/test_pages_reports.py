@@ -101,6 +101,8 @@ def test_the_commune_operator_reads_the_month_per_station_and_summed(client: Tes
     html = response.text
     assert 'href="/reports" aria-current="page">Báo cáo</a>' in html
     assert "Kỳ báo cáo: 01/11/2026 – 30/11/2026 (giờ Việt Nam)" in html
+    typed = client.get("/reports", params={"month": "11/2026"}).text  # as the box writes it
+    assert "Kỳ báo cáo: 01/11/2026 – 30/11/2026 (giờ Việt Nam)" in typed
     assert cells(html, "Trạm") == ["Cụm loa st-north", "Cụm loa st-south", "Tổng cộng"]
     assert cells(html, "Kế hoạch") == ["2", "1", "3"]
     assert cells(html, "Đã phát xong") == ["1", "0", "1"]
@@ -148,11 +150,14 @@ def test_another_commune_and_bad_months_are_refused_in_words(client: TestClient)
     authenticate(client, Role.COMMUNE_OPERATOR, MINE)
     refused = client.get("/reports", params={"area": OTHER, "month": MONTH})
     assert refused.status_code == 403 and "không được mở trang này" in refused.text
-    wrong = client.get("/reports", params={"month": "11/2026"})
-    assert wrong.status_code == 422 and "2026-11" in wrong.text
-    # The default is this month in Vietnam's time.
+    wrong = client.get("/reports", params={"month": "13/2026"})
+    assert wrong.status_code == 422 and "11/2026 (tháng/năm)" in wrong.text
+    # The default is this month in Vietnam's time, written month/year in a plain text box
+    # (a native month box shows the browser's language, not the page's).
     now = datetime.now(UTC).astimezone(LOCAL_TZ)
-    assert f'value="{now:%Y-%m}"' in client.get("/reports").text
+    page = client.get("/reports").text
+    assert f'type="text" name="month" value="{now:%m/%Y}"' in page
+    assert 'type="month"' not in page and 'type="date"' not in page
 
 
 def test_a_province_officer_sees_every_commune_and_may_pick_one(client: TestClient) -> None:
@@ -176,6 +181,9 @@ def test_other_periods_are_days_both_included_and_bounded(client: TestClient) ->
     # 11/11 only (Vietnam days): North's first bulletin and South's miss, not 12/11's cut.
     one_day = client.get("/reports", params={"from": "2026-11-11", "to": "2026-11-11"}).text
     assert "Kỳ báo cáo: 11/11/2026 – 11/11/2026" in one_day
+    # As the page's boxes write days (and a clerk types them): the same report.
+    typed = client.get("/reports", params={"from": "11/11/2026", "to": "11/11/2026"}).text
+    assert cells(typed, "Kế hoạch") == cells(one_day, "Kế hoạch")
     assert cells(one_day, "Kế hoạch") == ["1", "1", "2"]
     assert cells(one_day, "Bị ngắt") == ["0", "0", "0"]
     # A quarter across the year's end includes December's bulletin.
@@ -184,7 +192,8 @@ def test_other_periods_are_days_both_included_and_bounded(client: TestClient) ->
     for params, words in (
         ({"from": "2026-11-20", "to": "2026-11-10"}, "Ngày cuối đứng trước ngày đầu."),
         ({"from": "2026-01-01", "to": "2026-12-31"}, "tối đa 93 ngày"),
-        ({"from": "2026-11-01"}, "ví dụ 2026-11-25"),
+        ({"from": "2026-11-01"}, "ví dụ 25/11/2026"),
+        ({"from": "31/02/2026", "to": "01/03/2026"}, "ví dụ 25/11/2026"),
     ):
         refused = client.get("/reports", params=params)
         assert refused.status_code == 422 and words in refused.text, params
