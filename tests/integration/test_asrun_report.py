@@ -115,7 +115,9 @@ def test_as_run_matches_what_the_stations_played(stack: LocalStack) -> None:
     assert (row_b["planned"], row_b["played"], row_b["pending"]) == (2, 1, 1), row_b
     assert row_b["requested_ms"] == 2 * bulletin["duration_ms"]
     assert row_b["played_ms"] == pytest.approx(sum(truth_b.values()), abs=20)
-    assert row_b["played_ms"] == pytest.approx(bulletin["duration_ms"], abs=100)
+    # Whole: its length, give or take a busy machine's player start and stop (seen: +128 ms
+    # on two loaded cores); an interrupted play would be a second or more short.
+    assert row_b["played_ms"] == pytest.approx(bulletin["duration_ms"], abs=300)
 
     # The station that never came online: its bulletin is missed, not silently absent.
     row_silent = rows[silent.station_id]
