@@ -164,9 +164,9 @@ def test_a_station_with_its_charts_log_and_test_tone(
     page.goto(f"/stations/{fleet['ids'][0]}")
     assert NAMES[0] in page.locator("h1").inner_text()
     assert page.get_by_text("Hoạt động tốt").count() >= 1
-    charts = page.locator("[data-metric] svg")
-    charts.first.wait_for()
-    assert charts.count() >= 4  # CPU heat, disk, clock, modem… drawn from the seeded day
+    # CPU heat, disk, clock, modem… drawn from the seeded day; each chart fetches its own
+    # series, so wait for the fourth rather than count after the first.
+    page.wait_for_function("document.querySelectorAll('[data-metric] svg').length >= 4")
     assert page.locator("[data-metric] svg polyline, [data-metric] svg path").count() >= 4
     assert page.get_by_text("Phát xong").count() >= 1  # the real agent's play log
     page.get_by_role("button", name="Phát tiếng thử").click()
