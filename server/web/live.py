@@ -17,8 +17,8 @@ from server.auth.deps import authorize, visible_areas
 from server.auth.permissions import Action
 from server.live.models import LiveSession
 from server.models import Station
-from server.programmes.models import StationGroup
 from server.web.common import PageActorDep, PageRoute, area_names, render
+from server.web.programmes import stations_and_groups
 
 router = APIRouter(route_class=PageRoute)
 
@@ -43,17 +43,7 @@ def live_page(
         {"code": code, "name": names.get(code, code), "stations": n}
         for code, n in sorted(counts.items(), key=lambda kv: names.get(kv[0], kv[0]))
     ]
-    stations = session.exec(
-        select(Station)
-        .where(col(Station.area_code).in_(scope))
-        .order_by(col(Station.area_code), col(Station.name))
-        .limit(STATIONS_SHOWN)
-    ).all()
-    groups = session.exec(
-        select(StationGroup)
-        .where(col(StationGroup.area_code).in_(scope))
-        .order_by(col(StationGroup.name))
-    ).all()
+    stations, groups = stations_and_groups(session, scope, STATIONS_SHOWN)
     visible = {s.id for s in stations}
     on_air = [
         {"id": o.session_id, "title": o.title, "by": o.actor.name, "stations": o.station_ids}

@@ -287,20 +287,28 @@ class Choices:
         }
 
 
-def choices_for(session: Session, actor: Actor) -> Choices:
-    scope = visible_areas(actor, Action.BROADCAST_CREATE, session)
+def stations_and_groups(
+    session: Session, scope: set[str], limit: int = STATIONS_SHOWN
+) -> tuple[list[Station], list[StationGroup]]:
+    """What a target picker lists in ``scope``: stations by area and name, then groups."""
     stations = session.exec(
         select(Station)
         .where(col(Station.area_code).in_(scope))
         .order_by(col(Station.area_code), col(Station.name))
-        .limit(STATIONS_SHOWN)
+        .limit(limit)
     ).all()
     groups = session.exec(
         select(StationGroup)
         .where(col(StationGroup.area_code).in_(scope))
         .order_by(col(StationGroup.name))
     ).all()
-    return Choices(target_choices(session, actor), list(stations), list(groups))
+    return list(stations), list(groups)
+
+
+def choices_for(session: Session, actor: Actor) -> Choices:
+    scope = visible_areas(actor, Action.BROADCAST_CREATE, session)
+    stations, groups = stations_and_groups(session, scope)
+    return Choices(target_choices(session, actor), stations, groups)
 
 
 def _form_page(
