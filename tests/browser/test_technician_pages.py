@@ -166,7 +166,7 @@ def test_a_station_with_its_charts_log_and_test_tone(
     assert page.get_by_text("Hoạt động tốt").count() >= 1
     # CPU heat, disk, clock, modem… drawn from the seeded day; each chart fetches its own
     # series, so wait for the fourth rather than count after the first.
-    page.wait_for_function("document.querySelectorAll('[data-metric] svg').length >= 4")
+    page.locator("[data-metric] svg").nth(3).wait_for()  # not a page script: the CSP forbids
     assert page.locator("[data-metric] svg polyline, [data-metric] svg path").count() >= 4
     assert page.get_by_text("Phát xong").count() >= 1  # the real agent's play log
     page.get_by_role("button", name="Phát tiếng thử").click()
