@@ -135,7 +135,12 @@ def test_a_restart_command_re_executes_the_agent_in_place_and_it_says_ready_agai
     )  # fmt: skip
     try:
         wait_until(lambda: notify_socket.times_of("READY=1"), 30, "READY=1")
-        probe = mqtt_probe(mosquitto, topics=[topics.reply(station.station_id)])
+        probe = mqtt_probe(
+            mosquitto, topics=[topics.reply(station.station_id), topics.status(station.station_id)]
+        )
+        # READY=1 may come before the broker has the station's subscriptions; its
+        # retained "online" is sent after them, and a command sent earlier would be lost.
+        probe.wait_for(lambda m: m.topic.endswith("/status") and m.json()["state"] == "online")
         probe.publish(
             topics.command(station.station_id),
             signed_command(station.station_id, station.plan_key, "restart"),
