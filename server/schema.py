@@ -192,9 +192,7 @@ def ensure_current(engine: Engine) -> None:
         found = f"is at revision {now.current}, which this version does not know (newer code?)"
     else:
         found = f"is at revision {now.current}, this version needs {now.head}"
-    raise SchemaError(
-        f"the database {found}. Back it up, then run `{UPGRADE_COMMAND}`"
-    )
+    raise SchemaError(f"the database {found}. Back it up, then run `{UPGRADE_COMMAND}`")
 
 
 def _create_at_head(engine: Engine) -> None:

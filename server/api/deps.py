@@ -13,8 +13,12 @@ from server.context import ServerContext
 from server.planning.publisher import PlanPublisher
 from server.settings import Settings
 
+# The trivial dependencies are ``async def``: FastAPI runs a plain ``def`` dependency on
+# its thread pool, and each such hop adds a fraction of a millisecond to every request
+# (issue 17: a broadcast reaches its stations in milliseconds). None of them blocks.
 
-def get_context(request: Request) -> ServerContext:
+
+async def get_context(request: Request) -> ServerContext:
     context: ServerContext = request.app.state.context
     return context
 
@@ -27,15 +31,15 @@ def get_session(context: ContextDep) -> Iterator[Session]:
         yield session
 
 
-def get_settings(context: ContextDep) -> Settings:
+async def get_settings(context: ContextDep) -> Settings:
     return context.settings
 
 
-def get_publisher(context: ContextDep) -> PlanPublisher:
+async def get_publisher(context: ContextDep) -> PlanPublisher:
     return context.publisher
 
 
-def get_clock(context: ContextDep) -> Callable[[], datetime]:
+async def get_clock(context: ContextDep) -> Callable[[], datetime]:
     return context.clock
 
 

@@ -135,7 +135,8 @@ def current_actor(
 OptionalActorDep = Annotated[Actor | None, Depends(current_actor)]
 
 
-def require_actor(actor: OptionalActorDep) -> Actor:
+async def require_actor(actor: OptionalActorDep) -> Actor:
+    """Never blocks, so it runs on the event loop instead of a thread-pool hop."""
     if actor is None:
         raise unauthorized(
             "sign in first: send 'Authorization: Bearer <token>' or the session cookie "
@@ -147,7 +148,7 @@ def require_actor(actor: OptionalActorDep) -> Actor:
 ActorDep = Annotated[Actor, Depends(require_actor)]
 
 
-def get_login_limiter(request: Request) -> SignInLimiter:
+async def get_login_limiter(request: Request) -> SignInLimiter:
     limiter: SignInLimiter = request.app.state.login_limiter
     return limiter
 

@@ -150,18 +150,23 @@ class PlanPublisher:
 
         keep = [
             AudioRef(
-                sha256=audio.sha256,
-                size_bytes=audio.size_bytes,
-                duration_ms=audio.duration_ms,
-                codec=audio.codec,
-                url=url(audio.id),
+                sha256=sha256,
+                size_bytes=size_bytes,
+                duration_ms=duration_ms,
+                codec=codec,
+                url=url(audio_id),
             )
-            for audio in session.exec(
-                select(AudioAsset)
+            for audio_id, sha256, size_bytes, duration_ms, codec in session.execute(
+                sa_select(
+                    col(AudioAsset.id),
+                    col(AudioAsset.sha256),
+                    col(AudioAsset.size_bytes),
+                    col(AudioAsset.duration_ms),
+                    col(AudioAsset.codec),
+                )
                 .where(col(AudioAsset.library).is_not(None))
                 .order_by(col(AudioAsset.library))
             ).all()
-            if audio.id is not None
         ]
         plans: dict[str, Plan] = {}
         sealed: dict[str, bytes] = {}

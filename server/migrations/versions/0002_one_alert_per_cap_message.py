@@ -26,13 +26,17 @@ INDEX = "uq_alert_record_cap_message"
 
 
 def upgrade() -> None:
-    repeats = op.get_bind().execute(
-        sa.text(
-            "SELECT cap_sender, cap_identifier, count(*) FROM alert_record "
-            "WHERE cap_identifier IS NOT NULL GROUP BY cap_sender, cap_identifier "
-            "HAVING count(*) > 1"
+    repeats = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT cap_sender, cap_identifier, count(*) FROM alert_record "
+                "WHERE cap_identifier IS NOT NULL GROUP BY cap_sender, cap_identifier "
+                "HAVING count(*) > 1"
+            )
         )
-    ).all()
+        .all()
+    )
     if repeats:
         shown = "; ".join(f"{sender} {identifier} ×{n}" for sender, identifier, n in repeats)
         raise RuntimeError(

@@ -69,7 +69,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_enrolmentrequest_state"), ["state"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("enrolmentrequest", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_enrolmentrequest_state"))
