@@ -14,7 +14,9 @@ One run, everything on this machine, in this order:
    reads ``GET /api/v1/stations`` (what a technician's fleet page asks for), pausing
    ``api_pause_s`` between requests, and records its latency.
 4. Stored-report counters are read from ``GET /api/v1/system`` before, at the end of the
-   window and after a drain; ``lost = sent − stored``.
+   window and after a drain; ``lost = sent − stored``. The rate in the window counts the
+   health sample rows in the database itself at both ends (the workers' counters reach
+   ``/api/v1/system`` only every half second, which would read as a slower writer).
 5. The server is stopped and the same swarm sends the same reports for the same time to a
    plain counting subscriber: the broker-and-client floor. ``server / raw`` near 1 means
    ingestion keeps up with everything the machinery can deliver.
@@ -39,11 +41,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
 from loaxa.bench.common import SecuredBroker, register_bulk, require_connected, secured_stack
 from loaxa.bench.swarm import CountingSubscriber, Swarm, SwarmRun, SwarmStation, percentile
 from loaxa.stack import LocalStack
 from loaxa_protocol import topics
+from server.health.models import HealthSample
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -251,6 +255,8 @@ class _ServerPhase:
     api_ms: list[float]
     backlog_max: int
     counters: str
+    rows_in_window: int
+    """health sample rows written between the window's start and end"""
 
 
 @dataclass(frozen=True)
@@ -354,7 +360,7 @@ def run_health_bench(
             stack.stop()  # the floor is measured with no server listening
             raw = _raw_phase(secured, swarm, seconds, interval_s)
     stored = server.final.stored - server.base.stored
-    reports_per_s = (server.end.stored - server.base.stored) / server.run.seconds
+    reports_per_s = server.rows_in_window / server.run.seconds
     raw_per_s = raw.in_window / raw.run.seconds
     return HealthBenchResult(
         nodes=nodes,
@@ -397,10 +403,12 @@ def _server_phase(
     """The swarm against the server: counters around the window, API sampled during it."""
     with stack.client() as http:
         base = _counts(http.get("/api/v1/system").json())
+        rows_base = _sample_rows(stack)
         sampler = _ApiSampler(stack, api_pause_s)
         sampler.start()
         try:
             run = swarm.run(seconds, interval_s)
+            rows_end = _sample_rows(stack)
         finally:
             sampler.stop()
         end = _counts(http.get("/api/v1/system").json())
@@ -417,7 +425,15 @@ def _server_phase(
         api_ms=sampler.latencies_ms,
         backlog_max=sampler.backlog_max,
         counters=base.source,
+        rows_in_window=rows_end - rows_base,
     )
+
+
+def _sample_rows(stack: LocalStack) -> int:
+    """Health sample rows in the database now: stored, whichever process wrote them."""
+    with stack.context.engine.connect() as connection:
+        query = select(func.count()).select_from(HealthSample)
+        return int(connection.execute(query).scalar_one())
 
 
 def _raw_phase(
