@@ -288,7 +288,10 @@ def bench_alert_cmd(
     ] = None,
     player_start_ms: Annotated[
         float | None,
-        typer.Option(min=0, help="player start of an item due now (default: measured)"),
+        typer.Option(
+            min=0,
+            help="player start of an item due now (default: measured; canned: kept ready)",
+        ),
     ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="end with one JSON line of every figure")

@@ -68,6 +68,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from loaxa.bench.alert_swarm import (
+    PLAYER_READY_START_MS,
     PLAYER_START_MS,
     RELAY_MS,
     AlertSwarm,
@@ -782,6 +783,10 @@ def run_alert_bench(
         raise ValueError("nodes, rounds and replicas must be positive")
     if kill_replica and replicas < 2:
         raise ValueError("--kill-replica needs --replicas 2 or more")
+    if player_start_ms is None:
+        # A canned alert plays from the library a station keeps decoded; custom audio
+        # arrives with the alert and is decoded as it plays.
+        player_start_ms = PLAYER_READY_START_MS if payload == "canned" else PLAYER_START_MS
     if replicas > 1:
         return _run_on_replicas(
             nodes, payload, rounds, workers, health, warmup, replicas, kill_replica,

@@ -139,13 +139,19 @@ class SimStation:
 
 
 RELAY_MS = 0.1
-"""Relay round trip measured by ``loaxa bench drivers`` (2026-12-07, this machine under
-other sessions' load): LineRelay ``RELAY 1 ON`` → ``OK`` through a pseudo-terminal board,
-0.05-0.09 ms p50, 3.1-3.6 ms p95 in two runs; rounded up."""
-PLAYER_START_MS = 250.0
-"""Start of an item due now on the real AlsaPlayer, measured by ``loaxa bench drivers``
-(2026-12-07, ALSA null device, load average 8-13): 252 and 302 ms p50, 369 and 457 ms
-p95 in two runs (the driver's own test saw 70-200 ms on a quieter machine)."""
+"""Relay round trip measured by ``loaxa bench drivers`` (2026-12-07, quiet machine):
+LineRelay ``RELAY 1 ON`` → ``OK`` through a pseudo-terminal board, 0.09 ms p50, 0.12 ms
+p95 (3.1-3.6 ms p95 under other sessions' load); rounded up."""
+PLAYER_START_MS = 60.0
+"""Start of an item due now whose file the player meets for the first time (ffmpeg
+decodes it as it plays: a custom alert's audio), measured by ``loaxa bench drivers``
+(2026-12-07, quiet machine, ALSA null device): 55 ms p50, 74 ms p95 (252-302 ms p50 at
+load average 8-13)."""
+PLAYER_READY_START_MS = 5.0
+"""Start of an item due now from a file kept ready (the canned library, decoded ahead):
+0.7 ms p50, 1.05 ms p95 on ALSA's null device (``loaxa bench drivers``, same day);
+rounded up to what ``loaxa bench sound`` saw on a real-time PulseAudio sink from the
+alert's arrival (3.6 ms p50, 7.4 ms p95)."""
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ are medians this command measured on the real drivers:
   board that answers, hence the slower) switching a
   :class:`~node_firmware.drivers.relay_sim.SimulatedRelayBoard` behind a real
   pseudo-terminal, at 9600 baud: the full round trip through the kernel's tty layer.
-- **player**: :class:`~node_firmware.drivers.player.AlsaPlayer` on ALSA's ``null`` device
-  (aplay warm, ffmpeg decoding a 1.5 s Opus file), an item cued for *now* as an alert
-  is: the instant asked → the first sample written (``on_started``).
+- **player**: :class:`~node_firmware.drivers.player.AlsaPlayer` on ALSA's ``null`` device,
+  an item cued for *now* as an alert is: the instant asked → the first sample written
+  (``on_started``). Twice: a file the station keeps ready (the canned alert library,
+  decoded to PCM ahead: what a canned alert pays, :data:`PLAYER_READY_START_MS`) and a
+  file met for the first time (ffmpeg decodes it as it plays: a custom alert's audio,
+  :data:`PLAYER_START_MS`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class DriverCosts:
     player_rounds: int
     player_start_p50_ms: float
     player_start_p95_ms: float
+    player_ready_start_p50_ms: float
+    player_ready_start_p95_ms: float
     player_device: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -71,8 +76,9 @@ def relay_round_trips_ms(rounds: int) -> list[float]:
         board.close()
 
 
-def player_starts_ms(rounds: int, device: str = "null") -> list[float]:
-    """``rounds`` items cued for now on a warm AlsaPlayer: asked instant → first sample."""
+def player_starts_ms(rounds: int, device: str = "null", ready: bool = False) -> list[float]:
+    """``rounds`` items cued for now on a warm AlsaPlayer: asked instant → first sample;
+    with ``ready`` the file is one the player was asked to keep ready first."""
     with tempfile.TemporaryDirectory(prefix="loaxa-bench-drivers-") as tmp:
         audio = Path(tmp) / "alert.ogg"
         subprocess.run(
@@ -83,6 +89,13 @@ def player_starts_ms(rounds: int, device: str = "null") -> list[float]:
         )  # fmt: skip
         player = AlsaPlayer(device)
         try:
+            if ready:
+                player.keep_ready([audio])
+                deadline = time.monotonic() + PLAY_TIMEOUT_S
+                while audio not in player.ready_files():
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the player did not make {audio.name} ready")
+                    time.sleep(0.01)
             times = []
             for n in range(rounds):
                 started: list[datetime] = []
@@ -121,6 +134,7 @@ def alsa_null_available() -> bool:
 def measure_driver_costs(relay_rounds: int = 200, player_rounds: int = 10) -> DriverCosts:
     relay = relay_round_trips_ms(relay_rounds)
     player = player_starts_ms(player_rounds)
+    ready = player_starts_ms(player_rounds, ready=True)
     return DriverCosts(
         relay_rounds=relay_rounds,
         relay_p50_ms=round(statistics.median(relay), 2),
@@ -128,5 +142,7 @@ def measure_driver_costs(relay_rounds: int = 200, player_rounds: int = 10) -> Dr
         player_rounds=player_rounds,
         player_start_p50_ms=round(statistics.median(player), 1),
         player_start_p95_ms=_p(player, 95),
-        player_device="ALSA null (aplay warm, ffmpeg decoding Opus)",
+        player_ready_start_p50_ms=round(statistics.median(ready), 1),
+        player_ready_start_p95_ms=_p(ready, 95),
+        player_device="ALSA null through libasound; Opus decoded by ffmpeg (ahead when ready)",
     )

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from loaxa.bench.alert_swarm import FLOOR_MARK, PLAYER_START_MS, RELAY_MS, floor_payload
+from loaxa.bench.alert_swarm import (
+    FLOOR_MARK,
+    PLAYER_READY_START_MS,
+    PLAYER_START_MS,
+    RELAY_MS,
+    floor_payload,
+)
 from tests.bench_runs import run_bench
 
 KEYS = {
@@ -57,9 +63,11 @@ def test_small_run_delivers_every_alert_and_prints_one_json_line() -> None:
 
 
 def test_the_swarm_takes_the_real_drivers_time_by_default() -> None:
-    """Relay and player cost what ``loaxa bench drivers`` measured."""
+    """Relay and player cost what ``loaxa bench drivers`` measured: a canned alert starts
+    from the library the station keeps decoded, which is quicker than a new file."""
     defaults = bench("--nodes", "10", "--rounds", "1", timeout=120)
-    assert defaults["relay_ms"] == RELAY_MS and defaults["player_start_ms"] == PLAYER_START_MS
+    assert defaults["relay_ms"] == RELAY_MS
+    assert defaults["player_start_ms"] == PLAYER_READY_START_MS < PLAYER_START_MS
 
 
 def test_the_players_start_up_is_in_p99() -> None:
