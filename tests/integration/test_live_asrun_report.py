@@ -18,26 +18,21 @@ from loaxa.bench.live import LiveSender
 from loaxa.stack import LocalStack, RunningNode
 from server.i18n import LANGUAGE_COOKIE
 from tests.brokers import ProductionMosquitto
-from tests.integration.test_live_end_to_end import PASSWORD, go_live, wait_until
-
-COMMUNE = "01273"
+from tests.integration.test_live_end_to_end import (
+    COMMUNE,
+    PASSWORD,
+    go_live,
+    stations_on_air,
+    wait_until,
+)
 
 
 @pytest.fixture
 def on_air(
     tmp_path: Path, production_mosquitto: ProductionMosquitto
 ) -> Iterator[tuple[LocalStack, list[RunningNode]]]:
-    with LocalStack.on_broker(tmp_path, production_mosquitto) as stack:
-        with stack.registering():
-            configs = [
-                stack.register_station(f"Cụm loa {n}", COMMUNE, 22.66, 106.25 + n / 100)
-                for n in range(2)
-            ]
-        stack.admit_registered()
-        nodes = [stack.start_node(config) for config in configs]
-        wait_until(lambda: all(n.agent.core.connected for n in nodes), what="stations online")
-        stack.create_user("op", PASSWORD, [("commune_operator", COMMUNE)], "Cán bộ Lan")
-        yield stack, nodes
+    with stations_on_air(tmp_path, production_mosquitto, 2, "Cán bộ Lan") as running:
+        yield running
 
 
 def test_the_as_run_report_shows_each_stations_live_session(on_air) -> None:

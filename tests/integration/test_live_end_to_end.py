@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +43,31 @@ def wait_until(check: Callable[[], Any], timeout_s: float = 15, what: str = "") 
     raise AssertionError(f"timed out waiting for {what or check}")
 
 
-@pytest.fixture
-def on_air(
-    tmp_path: Path, production_mosquitto: ProductionMosquitto
+@contextmanager
+def stations_on_air(
+    tmp_path: Path, broker: ProductionMosquitto, count: int, operator: str = ""
 ) -> Iterator[tuple[LocalStack, list[RunningNode]]]:
-    with LocalStack.on_broker(tmp_path, production_mosquitto) as stack:
+    """The server, ``count`` real station agents in one commune, online, and its operator
+    ``op`` (named ``operator`` on the pages when given)."""
+    with LocalStack.on_broker(tmp_path, broker) as stack:
         with stack.registering():
             configs = [
                 stack.register_station(f"Cụm loa {n}", COMMUNE, 22.66, 106.25 + n / 100)
-                for n in range(3)
+                for n in range(count)
             ]
         stack.admit_registered()
         nodes = [stack.start_node(config) for config in configs]
         wait_until(lambda: all(n.agent.core.connected for n in nodes), what="stations online")
-        stack.create_user("op", PASSWORD, [("commune_operator", COMMUNE)])
+        stack.create_user("op", PASSWORD, [("commune_operator", COMMUNE)], operator)
         yield stack, nodes
+
+
+@pytest.fixture
+def on_air(
+    tmp_path: Path, production_mosquitto: ProductionMosquitto
+) -> Iterator[tuple[LocalStack, list[RunningNode]]]:
+    with stations_on_air(tmp_path, production_mosquitto, 3) as running:
+        yield running
 
 
 def go_live(stack: LocalStack, http: Any, targets: dict[str, list[str]]) -> dict[str, Any]:
