@@ -53,6 +53,10 @@ def report(stack: LocalStack, **params: str) -> Any:
     return response.json() if params.get("format") != "csv" else response
 
 
+STOP_MS = 150
+"""Longest a busy player may take to go quiet after the station asked it to stop."""
+
+
 def played_ms_of(node: RunningNode) -> dict[str, int]:
     """What the station's player really played, per item: the ground truth."""
     return {
@@ -106,7 +110,10 @@ def test_as_run_matches_what_the_stations_played(stack: LocalStack) -> None:
     assert (row_a["planned"], row_a["played"], row_a["interrupted"]) == (2, 1, 1), row_a
     assert (row_a["failed"], row_a["missed"], row_a["pending"]) == (0, 0, 0), row_a
     assert row_a["requested_ms"] == bulletin["duration_ms"] + urgent["duration_ms"]
-    assert row_a["played_ms"] == pytest.approx(sum(truth_a.values()), abs=20)
+    # The interrupted play is reported up to the instant the station cut it; its player
+    # stops a moment later (42 ms once on a loaded CI machine), so the report may fall
+    # that much short of the sound, never exceed it.
+    assert -STOP_MS <= row_a["played_ms"] - sum(truth_a.values()) <= 20
     assert row_a["played_ms"] < row_a["requested_ms"]
 
     # B: the bulletin played whole; the one in two hours is pending.
