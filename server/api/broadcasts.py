@@ -13,6 +13,7 @@ from server.audit.log import record_audit
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, visible_areas
 from server.auth.permissions import CREATE_ACTION, Action
+from server.db import append_rows
 from server.models import (
     Area,
     AudioAsset,
@@ -29,6 +30,7 @@ from server.models import (
 router = APIRouter(prefix="/broadcasts", tags=["broadcasts"])
 
 LIST_MAX = 500
+TARGET_COLUMNS = ("broadcast_id", "station_id", "state", "updated_at")
 
 
 def _unprocessable(detail: str) -> HTTPException:
@@ -39,25 +41,34 @@ def _quoted(values: set[str]) -> str:
     return ", ".join(repr(v) for v in sorted(values))
 
 
-def resolve_targets(session: Session, station_ids: list[str], area_codes: list[str]) -> set[str]:
-    """The stations named directly plus every station in each area's subtree.
+def resolve_targets(
+    session: Session, station_ids: list[str], area_codes: list[str]
+) -> dict[str, str]:
+    """Each station named directly or in an area's subtree, with its own area.
 
     Every unknown id or code is an error naming it: a typo must not quietly shrink
     the audience of an announcement.
     """
     wanted_stations = set(station_ids)
-    known = set(session.exec(select(Station.id).where(col(Station.id).in_(wanted_stations))).all())
-    if wanted_stations - known:
-        raise _unprocessable(f"station_ids: unknown station(s) {_quoted(wanted_stations - known)}")
+    found: dict[str, str] = dict(
+        session.exec(
+            select(Station.id, Station.area_code).where(col(Station.id).in_(wanted_stations))
+        ).all()
+    )
+    if wanted_stations - found.keys():
+        unknown = wanted_stations - found.keys()
+        raise _unprocessable(f"station_ids: unknown station(s) {_quoted(unknown)}")
     wanted_areas = set(area_codes)
-    known_areas = set(session.exec(select(Area.code).where(col(Area.code).in_(wanted_areas))).all())
-    if wanted_areas - known_areas:
-        raise _unprocessable(f"area_codes: unknown area(s) {_quoted(wanted_areas - known_areas)}")
-    found = set(known)
     if wanted_areas:
+        known_areas = set(
+            session.exec(select(Area.code).where(col(Area.code).in_(wanted_areas))).all()
+        )
+        if wanted_areas - known_areas:
+            unknown = wanted_areas - known_areas
+            raise _unprocessable(f"area_codes: unknown area(s) {_quoted(unknown)}")
         codes = subtree_codes(session, wanted_areas)
-        in_areas = select(Station.id).where(col(Station.area_code).in_(codes))
-        found |= set(session.exec(in_areas).all())
+        in_areas = select(Station.id, Station.area_code).where(col(Station.area_code).in_(codes))
+        found.update(session.exec(in_areas).all())
     if not found:
         raise _unprocessable(
             f"area_codes: no station is registered in area(s) {_quoted(wanted_areas)}"
@@ -118,11 +129,12 @@ def create_broadcast(
         )
     if session.get(AudioAsset, body.audio_id) is None:
         raise _unprocessable(f"audio_id {body.audio_id} does not exist; upload it first")
-    station_ids = resolve_targets(session, body.station_ids, body.area_codes)
+    targets = resolve_targets(session, body.station_ids, body.area_codes)
+    station_ids = set(targets)
     authorize(
         actor,
         CREATE_ACTION[body.priority],
-        station_areas(session, station_ids),
+        set(targets.values()),
         session,
         object_type="broadcast",
         object_id=f"({len(station_ids)} stations)",
@@ -138,10 +150,14 @@ def create_broadcast(
     session.add(broadcast)
     session.flush()
     assert broadcast.id is not None
-    for station_id in sorted(station_ids):
-        session.add(
-            BroadcastTarget(broadcast_id=broadcast.id, station_id=station_id, updated_at=now)
-        )
+    # One driver call, not an ORM object per station: this is on the way to the air.
+    planned = TargetState.PLANNED.value
+    append_rows(
+        session.connection(),
+        BroadcastTarget.__table__,  # type: ignore[attr-defined]
+        TARGET_COLUMNS,
+        [(broadcast.id, station_id, planned, now) for station_id in sorted(station_ids)],
+    )
     record_audit(
         session,
         actor,

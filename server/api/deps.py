@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
 from server.context import ServerContext
@@ -26,9 +27,13 @@ async def get_context(request: Request) -> ServerContext:
 ContextDep = Annotated[ServerContext, Depends(get_context)]
 
 
-def get_session(context: ContextDep) -> Iterator[Session]:
-    with Session(context.engine) as session:
+async def get_session(context: ContextDep) -> AsyncIterator[Session]:
+    session = Session(context.engine)  # no connection until its first statement
+    try:
         yield session
+    finally:
+        # Closing may roll back on the database: that waits on the pool, not the loop.
+        await run_in_threadpool(session.close)
 
 
 async def get_settings(context: ContextDep) -> Settings:

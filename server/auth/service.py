@@ -279,13 +279,18 @@ def issue_token(
 
 def token_user(session: Session, raw: str, now: datetime) -> tuple[ApiToken, User] | None:
     """The live token and its user, or None when unknown, revoked, expired or inactive."""
-    token = session.exec(select(ApiToken).where(ApiToken.token_hash == digest(raw))).first()
-    if token is None or token.revoked_at is not None:
+    # One query for both: every API call pays for this lookup.
+    found = session.exec(
+        select(ApiToken, User)
+        .join(User, col(User.id) == col(ApiToken.user_id))
+        .where(ApiToken.token_hash == digest(raw))
+    ).first()
+    if found is None:
+        return None
+    token, user = found
+    if token.revoked_at is not None or not user.is_active:
         return None
     if token.expires_at is not None and now >= token.expires_at:
-        return None
-    user = session.get(User, token.user_id)
-    if user is None or not user.is_active:
         return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_SEEN_RESOLUTION:
         token.last_used_at = now

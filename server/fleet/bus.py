@@ -15,9 +15,16 @@ class Bus(Protocol):
         """Queue a message for delivery; must not block on the network."""
         ...
 
+    def flush(self, timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until the broker holds what was queued so far."""
+        ...
+
 
 class NullBus:
     """The bus when MQTT is disabled (API-only runs): plans are built but go nowhere."""
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         log.debug("mqtt disabled; not publishing %s (%s bytes)", topic, len(payload))
+
+    def flush(self, timeout_s: float) -> None:
+        """Nothing is ever queued."""

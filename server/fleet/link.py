@@ -96,6 +96,7 @@ class FleetLink:
         self._connected = threading.Event()
         self._had_session = False
         self._threads: list[threading.Thread] = []
+        self._last_sent: mqtt.MQTTMessageInfo | None = None
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -166,6 +167,22 @@ class FleetLink:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+        elif qos > 0:
+            self._last_sent = info
+
+    def flush(self, timeout_s: float) -> None:
+        """Wait until the broker acknowledged the last QoS 1 message, at most ``timeout_s``.
+
+        paho writes from its network thread, which needs the interpreter lock: a caller
+        that goes on computing right after a publish keeps it waiting up to the switch
+        interval (5 ms) for every packet. Waiting here hands the lock over at once.
+        Messages are acknowledged in order, so the last one stands for them all.
+        """
+        info = self._last_sent
+        if info is None or not self._connected.is_set():
+            return  # not connected: paho keeps the messages and sends them on reconnect
+        with contextlib.suppress(ValueError, RuntimeError):
+            info.wait_for_publish(timeout_s)
 
     # ------------------------------------------------------------- paho callbacks
 

@@ -34,6 +34,43 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FLUSH_TIMEOUT_S = 0.5
+"""How long the bookkeeping after a publish waits for the broker to hold the plans."""
+
+# The reads on the way of every plan to its station, built once: columns, not ORM
+# objects, and no statement construction per publish.
+TARGET_ROWS = (
+    sa_select(
+        col(BroadcastTarget.station_id),
+        col(BroadcastTarget.first_plan_seq),
+        col(Broadcast.id),
+        col(Broadcast.title),
+        col(Broadcast.start_at),
+        col(Broadcast.priority),
+        col(AudioAsset.id),
+        col(AudioAsset.sha256),
+        col(AudioAsset.size_bytes),
+        col(AudioAsset.duration_ms),
+        col(AudioAsset.codec),
+    )
+    .join(Broadcast, col(Broadcast.id) == col(BroadcastTarget.broadcast_id))
+    .join(AudioAsset, col(AudioAsset.id) == col(Broadcast.audio_id))
+    .where(col(BroadcastTarget.station_id).in_(bindparam("wanted", expanding=True)))
+    .where(col(Broadcast.start_at) < bindparam("until"))
+    .where(col(Broadcast.start_at) > bindparam("since"))
+)
+LIBRARY = (
+    sa_select(
+        col(AudioAsset.id),
+        col(AudioAsset.sha256),
+        col(AudioAsset.size_bytes),
+        col(AudioAsset.duration_ms),
+        col(AudioAsset.codec),
+    )
+    .where(col(AudioAsset.library).is_not(None))
+    .order_by(col(AudioAsset.library))
+)
+
 
 class PlanPublisher:
     """Recompiles and publishes station plans; safe to call from any thread."""
@@ -89,30 +126,15 @@ class PlanPublisher:
                 urls[audio_id] = self._keys.urls.sign_url(audio_id, self._url_ttl, now)
             return urls[audio_id]
 
-        # Columns, not ORM objects: this read is on the way of every plan to its station.
         target_table = BroadcastTarget.__table__  # type: ignore[attr-defined]
         rows = session.execute(
-            sa_select(
-                col(BroadcastTarget.station_id),
-                col(BroadcastTarget.first_plan_seq),
-                col(Broadcast.id),
-                col(Broadcast.title),
-                col(Broadcast.start_at),
-                col(Broadcast.priority),
-                col(AudioAsset.id),
-                col(AudioAsset.sha256),
-                col(AudioAsset.size_bytes),
-                col(AudioAsset.duration_ms),
-                col(AudioAsset.codec),
-            )
-            .join(Broadcast, col(Broadcast.id) == col(BroadcastTarget.broadcast_id))
-            .join(AudioAsset, col(AudioAsset.id) == col(Broadcast.audio_id))
-            .where(col(BroadcastTarget.station_id).in_(wanted))
-            # Coarse pre-filter; the compiler applies the exact window (audio end).
-            .where(col(Broadcast.start_at) < now + self._horizon)
-            .where(col(Broadcast.start_at) > now - timedelta(days=1))
+            TARGET_ROWS,
+            # Coarse window; the compiler applies the exact one (audio end).
+            {"wanted": wanted, "until": now + self._horizon, "since": now - timedelta(days=1)},
         ).all()
         entries: dict[str, list[PlanEntry]] = defaultdict(list)
+        shared: dict[int, PlanEntry] = {}
+        """broadcast → its one entry: every station's plan reuses the item built once"""
         unsent: dict[str, list[int]] = defaultdict(list)
         """station → broadcasts of its targets that no plan carried yet"""
         for (
@@ -128,8 +150,9 @@ class PlanPublisher:
             duration_ms,
             codec,
         ) in rows:
-            entries[station_id].append(
-                PlanEntry(
+            entry = shared.get(broadcast_id)
+            if entry is None:
+                entry = shared[broadcast_id] = PlanEntry(
                     broadcast_id=broadcast_id,
                     title=title,
                     start_at=start_at,
@@ -140,7 +163,7 @@ class PlanPublisher:
                     codec=codec,
                     audio_url=url(audio_id),
                 )
-            )
+            entries[station_id].append(entry)
             if first_plan_seq is None:
                 unsent[station_id].append(broadcast_id)
         for station_id, programme_items in programme_entries(
@@ -156,17 +179,7 @@ class PlanPublisher:
                 codec=codec,
                 url=url(audio_id),
             )
-            for audio_id, sha256, size_bytes, duration_ms, codec in session.execute(
-                sa_select(
-                    col(AudioAsset.id),
-                    col(AudioAsset.sha256),
-                    col(AudioAsset.size_bytes),
-                    col(AudioAsset.duration_ms),
-                    col(AudioAsset.codec),
-                )
-                .where(col(AudioAsset.library).is_not(None))
-                .order_by(col(AudioAsset.library))
-            ).all()
+            for audio_id, sha256, size_bytes, duration_ms, codec in session.execute(LIBRARY)
         ]
         plans: dict[str, Plan] = {}
         sealed: dict[str, bytes] = {}
@@ -199,6 +212,7 @@ class PlanPublisher:
         # The plans go out the moment they are committed, before any bookkeeping.
         for station_id, raw in sealed.items():
             self._bus.publish(topics.plan(station_id), raw, qos=1, retain=True)
+        self._bus.flush(FLUSH_TIMEOUT_S)
         self._published.update(published)
         # The as-run report compares what stations played with what their plans carried;
         # nothing on a station's path waits for it. Still under the lock: an older plan

@@ -40,6 +40,9 @@ class RecordingBus:
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         self.published.append((topic, payload, qos, retain))
 
+    def flush(self, timeout_s: float) -> None:
+        """Nothing waits: publish kept it already."""
+
     def on(self, topic: str) -> list[bytes]:
         return [payload for t, payload, _q, _r in self.published if t == topic]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -256,3 +258,30 @@ def test_registered_credentials_work_in_a_mosquitto_password_file(
 
     assert connect(registered["mqtt"]["password"]) is True
     assert connect("not-the-password") is False
+
+
+def test_a_publish_is_flushed_once_the_broker_holds_it_and_never_waits_past_the_timeout(
+    server: TestClient, mosquitto: MosquittoBroker, mqtt_probe: ProbeFactory
+) -> None:
+    """The publisher waits on ``flush`` so paho's thread sends the plans at once; a
+    broker that does not answer must not hold a broadcast longer than the timeout."""
+    link = context_of(server).link
+    assert link is not None and mosquitto.pid is not None
+    topic = topics.plan(STATION)
+    link.publish(topic, b"first", qos=1, retain=True)
+    began = time.monotonic()
+    link.flush(5.0)
+    assert time.monotonic() - began < 1.0, "a live broker acknowledges at once"
+    assert mqtt_probe(mosquitto, topics=topic).wait_for(lambda m: m.retain).payload == b"first"
+
+    os.kill(mosquitto.pid, signal.SIGSTOP)  # alive, connected, silent
+    try:
+        link.publish(topic, b"second", qos=1, retain=True)
+        began = time.monotonic()
+        link.flush(0.5)
+        waited = time.monotonic() - began
+    finally:
+        os.kill(mosquitto.pid, signal.SIGCONT)
+    assert 0.5 <= waited < 2.0, f"flush waited {waited:.2f} s for a silent broker"
+    late = mqtt_probe(mosquitto, topics=topic)
+    assert late.wait_for(lambda m: m.retain, timeout=5).payload == b"second"

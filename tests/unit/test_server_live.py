@@ -31,6 +31,9 @@ class RecordingBus:
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         self.published.append((topic, payload, qos, retain))
 
+    def flush(self, timeout_s: float) -> None:
+        """Nothing waits: publish kept it already."""
+
 
 @pytest.fixture
 def parts(tmp_path: Path) -> tuple[LiveService, RecordingBus, ServerKeys, Session, list[int]]:
