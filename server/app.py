@@ -219,6 +219,15 @@ def create_app(
             settings.login_window_minutes * 60,
             clock,
         )
+        # Refused claim codes per address, counted in the database like failed sign-ins,
+        # so a guesser spread over the replicas meets one limit ("enrolment@<ip>" keys:
+        # no username holds an "@").
+        app.state.enrolment_limiter = DatabaseLoginLimiter(
+            context.engine,
+            enrolment_routes.REFUSALS_PER_ADDRESS,
+            enrolment_routes.REFUSAL_WINDOW_S,
+            clock,
+        )
         context.alerts.changes.start()
         # Fleet-wide periodic work runs on the leader only (server.cluster.leader); every
         # replica starts it paused and the leader lock resumes it.

@@ -1,8 +1,9 @@
 """Enrolment: stations ask to join with a claim code; technicians issue codes and approve.
 
 ``requests`` and ``poll`` are the only endpoints a station without credentials may
-call. Refusals from one address are counted: past the limit every ask and poll from it
-is answered 429 until the window passes, so codes cannot be guessed at speed.
+call. Refusals from one address are counted, in the database so that every replica
+counts the same ones: past the limit every ask and poll from it is answered 429 until
+the window passes, so codes cannot be guessed at speed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from server.api.deps import ContextDep, DbId, SessionDep
 from server.auth.actor import Actor
 from server.auth.deps import ActorDep, authorize, client_ip, visible_areas
 from server.auth.permissions import Action
-from server.auth.ratelimit import LoginRateLimiter
+from server.auth.ratelimit import SignInLimiter
 from server.enrolment import service
 from server.enrolment.claims import REFUSAL_STATUS, REFUSAL_TEXT
 from server.enrolment.models import ClaimCode, EnrolmentRequest, RequestState
@@ -75,11 +76,8 @@ class Approval(BaseModel):
     longitude: float = Field(ge=-180, le=180)
 
 
-def _limiter(request: Request) -> LoginRateLimiter:
-    state = request.app.state
-    if not hasattr(state, "enrolment_limiter"):
-        state.enrolment_limiter = LoginRateLimiter(REFUSALS_PER_ADDRESS, REFUSAL_WINDOW_S)
-    limiter: LoginRateLimiter = state.enrolment_limiter
+def _limiter(request: Request) -> SignInLimiter:
+    limiter: SignInLimiter = request.app.state.enrolment_limiter
     return limiter
 
 

@@ -6,7 +6,8 @@ What several replicas must share (issue 17), checked end to end with real parts:
   sequence comes from the database, so no number is reused and none goes back;
 - exactly one replica leads (runs the planner's roll); killing it with SIGKILL moves the
   lead and the roll to the other within seconds;
-- failed sign-ins counted by one replica throttle the same account on the other.
+- failed sign-ins counted by one replica throttle the same account on the other, and
+  claim codes it refused throttle the same address on the other.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import text
 
 from loaxa.broker import ProductionMosquitto, free_port
 from loaxa.stack import LocalStack
+from loaxa_protocol.enrolment import new_station_key, public_key_text
 from server.db import make_engine
 from tests.audio_samples import make_audio
 from tests.database import ADMIN_PG, postgres_available, postgres_database
@@ -161,7 +163,7 @@ def _plan_events(url: str, station_id: str) -> tuple[set[int], list[str]]:
     return accepted, refused
 
 
-def test_two_replicas_share_sequence_leader_and_login_throttle(
+def test_two_replicas_share_sequence_leader_and_throttles(
     tmp_path: Path,
     production_mosquitto: ProductionMosquitto,
     replicas: tuple[str, list[Replica]],
@@ -224,6 +226,18 @@ def test_two_replicas_share_sequence_leader_and_login_throttle(
             right = {"username": ADMIN, "password": PASSWORD}
             throttled = http.post("/api/v1/auth/login", json=right)
         assert throttled.status_code == 429, throttled.text
+
+        # So is the enrolment limiter: claim codes refused by a block the address on b.
+        key = public_key_text(new_station_key())
+        guess = {"claim_code": "ZZZZ-ZZZZ-ZZZZ-ZZZZ", "public_key": key, "hostname": "loa-x"}
+        guesser = httpx.HTTPTransport(local_address="127.0.0.7")
+        with httpx.Client(base_url=a.base_url, transport=guesser) as http:
+            for _ in range(5):
+                refused = http.post("/api/v1/enrolment/requests", json=guess)
+                assert refused.status_code == 403, refused.text
+        with httpx.Client(base_url=b.base_url, transport=guesser) as http:
+            limited = http.post("/api/v1/enrolment/requests", json=guess)
+        assert limited.status_code == 429, limited.text
 
         # Kill the leader: the other takes the lead and the roll within seconds.
         leader, other = (a, b) if a.system()["leader"] else (b, a)
