@@ -93,7 +93,9 @@ def build_context(
         keys = ServerKeys.load(settings, engine)
     # Everything validly signed by one of our own keys (rotated-out ones included) is ours;
     # anything else on a down-topic is an intrusion.
-    watch = IntrusionWatch(lambda: Keyring.from_entries(keys.trusted_entries(clock())), clock)
+    watch = IntrusionWatch(
+        lambda: Keyring.from_entries(keys.trusted_entries(clock())), clock, reload_keys=keys.reload
+    )
 
     def on_reply(session: Session, reply: CommandReply) -> None:
         commands.on_reply(session, reply)
@@ -228,6 +230,7 @@ def create_app(
             enrolment_routes.REFUSAL_WINDOW_S,
             clock,
         )
+        context.alerts.changes.on_keys_changed(context.keys.reload)
         context.alerts.changes.start()
         # Fleet-wide periodic work runs on the leader only (server.cluster.leader); every
         # replica starts it paused and the leader lock resumes it.

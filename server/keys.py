@@ -239,6 +239,21 @@ class ServerKeys:
         with self._lock:
             return self._signing_key
 
+    def reload(self) -> bool:
+        """Read the plan key and the retired keys again; True when the plan key changed.
+
+        Replicas share the keys directory: when one rotates, the others are told through
+        the change feed (``server.cluster.feed``) and read the new key here, no restart.
+        """
+        signing_key = load_signing_key(self._dir)
+        retired = load_retired(self._dir)
+        with self._lock:
+            changed = signing_key.kid != self._signing_key.kid
+            self._signing_key, self._retired = signing_key, retired
+        if changed:
+            log.warning("plan key %s read from %s (rotated by a peer)", signing_key.kid, self._dir)
+        return changed
+
     def next_seq(self) -> int:
         return self.sequence.next()
 

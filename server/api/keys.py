@@ -67,7 +67,14 @@ def rotate_signing_key(
     authorize(actor, Action.KEYS_MANAGE, roots, session, object_type="key", object_id="plan")
     grace = timedelta(hours=body.grace_hours)
     _check_room_for_a_key(context.keys.trusted_entries(clock()))
-    rotation = KeyRotation(context.engine, context.keys, context.bus, context.publisher, clock)
+    rotation = KeyRotation(
+        context.engine,
+        context.keys,
+        context.bus,
+        context.publisher,
+        clock,
+        announce=context.alerts.changes.keys_changed,
+    )
     done = rotation.rotate(grace)
     record_audit(
         session,

@@ -46,7 +46,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -54,9 +56,10 @@ from datetime import datetime
 from typing import Literal
 
 from loaxa_protocol import Alert, AlertCancel, Keyring, Rejected, open_envelope, topics
-from loaxa_protocol.envelope import AnySigned
+from loaxa_protocol.envelope import AnySigned, RejectReason, Verified
 
 REMEMBERED_DIGESTS = 20_000
+KEY_RELOAD_EVERY_S = 1.0
 """Echoes return within milliseconds; this covers every plan of a large fleet republished
 at once with room to spare. Retained messages are remembered per topic besides."""
 
@@ -151,7 +154,10 @@ class IntrusionWatch:
     """Remembers what the server published and judges what arrives on down-topics.
 
     ``keyring`` returns the server's own public keys each time it is called, so a key
-    rotation (current plus retired-but-honoured keys) is seen without a restart.
+    rotation (current plus retired-but-honoured keys) is seen without a restart. A key
+    it does not know may be a peer replica's brand-new one: ``reload_keys`` (at most
+    once a second, so forgeries cannot make it read the disk at their rate) reads the
+    keys again, and the message is judged once more.
     Thread-safe: the link records publishes from any thread, the ingest worker inspects.
     """
 
@@ -160,8 +166,11 @@ class IntrusionWatch:
         keyring: Callable[[], Keyring],
         clock: Callable[[], datetime],
         remember: int = REMEMBERED_DIGESTS,
+        reload_keys: Callable[[], bool] = lambda: False,
     ) -> None:
         self._keyring = keyring
+        self._reload_keys = reload_keys
+        self._reloaded_at = -math.inf
         self._clock = clock
         self._remember = remember
         self._lock = threading.Lock()
@@ -238,13 +247,22 @@ class IntrusionWatch:
             found = Intrusion(topic, target, reason, detail, digest, seq)
             return self._alarm((topic, digest), found)
 
-        verdict = open_envelope(
-            payload,
-            self._keyring(),
-            self._clock(),
-            frozenset(addressees(target)),
-            check_expiry=False,  # an old plan of ours is still ours
-        )
+        def judged() -> Verified | Rejected:
+            return open_envelope(
+                payload,
+                self._keyring(),
+                self._clock(),
+                frozenset(addressees(target)),
+                check_expiry=False,  # an old plan of ours is still ours
+            )
+
+        verdict = judged()
+        if (
+            isinstance(verdict, Rejected)
+            and verdict.reason is RejectReason.UNKNOWN_KEY
+            and self._keys_reloaded()
+        ):
+            verdict = judged()
         if isinstance(verdict, Rejected):
             return alarm(verdict.reason.value, verdict.detail, verdict.seq)
         message = verdict.message
@@ -278,6 +296,14 @@ class IntrusionWatch:
             message.issued_at,
         )
         return self._alarm(_identity(message, digest), found)
+
+    def _keys_reloaded(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._reloaded_at < KEY_RELOAD_EVERY_S:
+                return False
+            self._reloaded_at = now
+        return self._reload_keys()
 
     def _replay_reason(
         self,

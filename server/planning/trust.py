@@ -52,12 +52,15 @@ class KeyRotation:
         bus: Bus,
         plans: PlanPublisher,
         clock: Callable[[], datetime],
+        announce: Callable[[], None] = lambda: None,
     ) -> None:
         self._engine = engine
         self._keys = keys
         self._bus = bus
         self._plans = plans
         self._clock = clock
+        self._announce = announce
+        """tells the other replicas to read the new key (before any station hears of it)"""
 
     def publish_trust(self, signer: SigningKey) -> int:
         """Publish the current key set, signed by ``signer``, to every station."""
@@ -72,6 +75,7 @@ class KeyRotation:
     def rotate(self, grace: timedelta) -> RotationDone:
         now = self._clock()
         old, new = self._keys.rotate_signing_key(now, grace)
+        self._announce()
         told = self.publish_trust(old)
         self._plans.republish_all()  # now signed by the new key
         log.warning("key rotation: %s stations told to trust %s", told, new.kid)

@@ -7,7 +7,8 @@ What several replicas must share (issue 17), checked end to end with real parts:
 - exactly one replica leads (runs the planner's roll); killing it with SIGKILL moves the
   lead and the roll to the other within seconds;
 - failed sign-ins counted by one replica throttle the same account on the other, and
-  claim codes it refused throttle the same address on the other.
+  claim codes it refused throttle the same address on the other;
+- a plan key rotated through one replica is the other's too, without a restart.
 """
 
 from __future__ import annotations
@@ -163,7 +164,20 @@ def _plan_events(url: str, station_id: str) -> tuple[set[int], list[str]]:
     return accepted, refused
 
 
-def test_two_replicas_share_sequence_leader_and_throttles(
+def _intrusions(url: str) -> list[str]:
+    """What the replicas' intrusion watches recorded: none, when only they publish."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT reason, detail FROM stationevent WHERE kind = 'intrusion'")
+            ).all()
+    finally:
+        engine.dispose()
+    return [f"{reason}: {detail}" for reason, detail in rows]
+
+
+def test_two_replicas_share_sequence_leader_throttles_and_keys(
     tmp_path: Path,
     production_mosquitto: ProductionMosquitto,
     replicas: tuple[str, list[Replica]],
@@ -238,6 +252,42 @@ def test_two_replicas_share_sequence_leader_and_throttles(
         with httpx.Client(base_url=b.base_url, transport=guesser) as http:
             limited = http.post("/api/v1/enrolment/requests", json=guess)
         assert limited.status_code == 429, limited.text
+
+        # A key rotated through a reaches b without a restart: b signs with the new key,
+        # the station accepts b's plan, and b's intrusion watch takes a's new-key plans
+        # (echoed to it) for its own, not for forgeries.
+        with a.client() as http:
+            rotated = http.post("/api/v1/keys/rotate", json={"grace_hours": 1})
+        assert rotated.status_code == 200, rotated.text
+        new_kid = rotated.json()["new_kid"]
+
+        def b_signs_with_new_key() -> bool:
+            with b.client() as http:
+                return bool(http.get("/api/v1/keys").json()["signing_kid"] == new_kid)
+
+        took = _until(b_signs_with_new_key, 5, "b reads the rotated key")
+        print(f"b signs with the rotated key after {took:.2f} s")
+        with b.client() as http:
+            created = http.post(
+                "/api/v1/broadcasts",
+                json={
+                    "audio_id": audio_id,
+                    "start_at": (start + timedelta(minutes=20)).isoformat(),
+                    "station_ids": [station_id],
+                    "title": "Sau khi đổi khoá",
+                },
+            )
+        assert created.status_code == 201, created.text
+        after_rotation = created.json()["id"]
+
+        def rotated_plan_delivered() -> bool:
+            with b.client() as http:
+                detail = http.get(f"/api/v1/broadcasts/{after_rotation}").json()
+            return detail["targets"][0]["delivered_at"] is not None
+
+        _until(rotated_plan_delivered, 15, "b's plan under the rotated key accepted")
+        assert _plan_events(url, station_id)[1] == []
+        assert _intrusions(url) == []
 
         # Kill the leader: the other takes the lead and the roll within seconds.
         leader, other = (a, b) if a.system()["leader"] else (b, a)

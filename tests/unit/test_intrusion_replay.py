@@ -163,3 +163,35 @@ def test_a_peer_replicas_newer_plan_is_new_but_older_copies_are_replays(
     superseded = watch.inspect(PLAN_TOPIC, peer, addressees)  # the peer's, now old
     assert superseded is not None and "newer plan of ours replaced it" in superseded.detail
     assert watch.intrusions == 2
+
+
+def test_a_peer_replicas_rotated_key_is_read_again_but_a_forgers_key_stays_unknown(
+    clock: list[datetime],
+) -> None:
+    """A plan under a key this replica has not read yet may be a peer's fresh rotation:
+    the watch reads the keys again (at most once a second) before it calls it forged."""
+    rotated = SigningKey.generate("plan", frozenset({"plan", "command"}))
+    on_disk = [OURS]  # what the shared keys directory holds
+    known = [OURS]  # what this replica has read
+    reads: list[datetime] = []
+
+    def reload() -> bool:
+        reads.append(clock[0])
+        changed = known != on_disk
+        known[:] = on_disk
+        return changed
+
+    watch = IntrusionWatch(lambda: Keyring.of(*known, ALERTS), lambda: clock[0], reload_keys=reload)
+    on_disk[:] = [rotated, OURS]  # the peer rotated; nobody told this replica yet
+    peers = plan_for(STATION, 11, rotated)
+    assert watch.inspect(PLAN_TOPIC, peers, addressees) is None
+    assert len(reads) == 1 and watch.intrusions == 0
+
+    forger = SigningKey.generate("plan", frozenset({"plan"}))
+    found = watch.inspect(PLAN_TOPIC, plan_for(STATION, 12, forger), addressees)
+    assert found is not None and found.reason == "unknown_key"
+    assert len(reads) == 1  # within the second: the disk is not read at a forger's rate
+    other = "cb-st-099"
+    found = watch.inspect(topics.plan(other), plan_for(other, 13, forger), addressees)
+    assert found is not None and found.reason == "unknown_key"
+    assert len(reads) == 1 and watch.intrusions == 2
