@@ -34,6 +34,8 @@ class AudioChecks:
 
     verified_at: dict[str, datetime] = field(default_factory=dict)
     in_progress: set[str] = field(default_factory=set)
+    _due: dict[str, datetime] = field(default_factory=dict)
+    """sha → when it must be verified again; kept, as the core asks on every input"""
 
     def trusted(self, sha: str) -> bool:
         return sha in self.verified_at
@@ -41,28 +43,30 @@ class AudioChecks:
     def verified(self, sha: str, now: datetime) -> None:
         self.in_progress.discard(sha)
         self.verified_at[sha] = now
+        self._due[sha] = now + VERIFY_EVERY + _offset(sha)
 
     def failed(self, sha: str) -> None:
         self.in_progress.discard(sha)
         self.verified_at.pop(sha, None)
+        self._due.pop(sha, None)
 
     def due_at(self, sha: str) -> datetime | None:
         """When ``sha`` must be verified (again); None: at once (never since boot)."""
-        last = self.verified_at.get(sha)
-        return None if last is None else last + VERIFY_EVERY + _offset(sha)
+        return self._due.get(sha)
 
     def take_due(self, shas: Iterable[str], now: datetime) -> tuple[list[str], datetime | None]:
         """The files of ``shas`` to verify now (marked in progress), in the order given,
         and when the next of the others falls due."""
         due: list[str] = []
-        later: list[datetime] = []
+        next_at: datetime | None = None
+        in_progress, due_at = self.in_progress, self._due
         for sha in shas:
-            if sha in self.in_progress:
+            if sha in in_progress:
                 continue
-            at = self.due_at(sha)
+            at = due_at.get(sha)
             if at is None or at <= now:
                 due.append(sha)
-                self.in_progress.add(sha)
-            else:
-                later.append(at)
-        return due, min(later, default=None)
+                in_progress.add(sha)
+            elif next_at is None or at < next_at:
+                next_at = at
+        return due, next_at
