@@ -164,6 +164,31 @@ def _plan_events(url: str, station_id: str) -> tuple[set[int], list[str]]:
     return accepted, refused
 
 
+def _broadcast_accepted(
+    replica: Replica, audio_id: int, station_id: str, start_at: datetime, title: str
+) -> None:
+    """A broadcast through ``replica``; returns once the station has accepted its plan."""
+    with replica.client() as http:
+        created = http.post(
+            "/api/v1/broadcasts",
+            json={
+                "audio_id": audio_id,
+                "start_at": start_at.isoformat(),
+                "station_ids": [station_id],
+                "title": title,
+            },
+        )
+    assert created.status_code == 201, created.text
+    broadcast_id = created.json()["id"]
+
+    def delivered() -> bool:
+        with replica.client() as http:
+            detail = http.get(f"/api/v1/broadcasts/{broadcast_id}").json()
+        return detail["targets"][0]["delivered_at"] is not None
+
+    _until(delivered, 15, f"{title!r} via {replica.name} accepted")
+
+
 def _intrusions(url: str) -> list[str]:
     """What the replicas' intrusion watches recorded: none, when only they publish."""
     engine = make_engine(url)
@@ -207,25 +232,8 @@ def test_two_replicas_share_sequence_leader_throttles_and_keys(
 
         # Broadcasts through both replicas, alternately: each publishes a plan.
         for number, replica in enumerate([a, b, a, b]):
-            with replica.client() as http:
-                created = http.post(
-                    "/api/v1/broadcasts",
-                    json={
-                        "audio_id": audio_id,
-                        "start_at": (start + timedelta(minutes=number)).isoformat(),
-                        "station_ids": [station_id],
-                        "title": f"Bản tin {number}",
-                    },
-                )
-            assert created.status_code == 201, created.text
-            broadcast_id = created.json()["id"]
-
-            def delivered(replica: Replica = replica, bid: int = broadcast_id) -> bool:
-                with replica.client() as http:
-                    detail = http.get(f"/api/v1/broadcasts/{bid}").json()
-                return detail["targets"][0]["delivered_at"] is not None
-
-            _until(delivered, 15, f"broadcast {number} via {replica.name} accepted")
+            at = start + timedelta(minutes=number)
+            _broadcast_accepted(replica, audio_id, station_id, at, f"Bản tin {number}")
 
         accepted, refused = _plan_events(url, station_id)
         assert refused == []
@@ -267,25 +275,7 @@ def test_two_replicas_share_sequence_leader_throttles_and_keys(
 
         took = _until(b_signs_with_new_key, 5, "b reads the rotated key")
         print(f"b signs with the rotated key after {took:.2f} s")
-        with b.client() as http:
-            created = http.post(
-                "/api/v1/broadcasts",
-                json={
-                    "audio_id": audio_id,
-                    "start_at": (start + timedelta(minutes=20)).isoformat(),
-                    "station_ids": [station_id],
-                    "title": "Sau khi đổi khoá",
-                },
-            )
-        assert created.status_code == 201, created.text
-        after_rotation = created.json()["id"]
-
-        def rotated_plan_delivered() -> bool:
-            with b.client() as http:
-                detail = http.get(f"/api/v1/broadcasts/{after_rotation}").json()
-            return detail["targets"][0]["delivered_at"] is not None
-
-        _until(rotated_plan_delivered, 15, "b's plan under the rotated key accepted")
+        _broadcast_accepted(b, audio_id, station_id, start + timedelta(minutes=20), "Đổi khoá")
         assert _plan_events(url, station_id)[1] == []
         assert _intrusions(url) == []
 
@@ -301,27 +291,8 @@ def test_two_replicas_share_sequence_leader_throttles_and_keys(
         print(f"takeover after {took:.2f} s")
 
         # The survivor's plans are still accepted after the leader died mid-life.
-        with other.client() as http:
-            created = http.post(
-                "/api/v1/broadcasts",
-                json={
-                    "audio_id": audio_id,
-                    "start_at": (start + timedelta(minutes=30)).isoformat(),
-                    "station_ids": [station_id],
-                    "title": "Sau khi máy chủ chết",
-                },
-            )
-        assert created.status_code == 201, created.text
-        bid = created.json()["id"]
-
-        def last_delivered() -> bool:
-            with other.client() as http:
-                return (
-                    http.get(f"/api/v1/broadcasts/{bid}").json()["targets"][0]["delivered_at"]
-                    is not None
-                )
-
-        _until(last_delivered, 15, "the survivor's plan accepted")
+        at = start + timedelta(minutes=30)
+        _broadcast_accepted(other, audio_id, station_id, at, "Sau khi máy chủ chết")
         accepted, refused = _plan_events(url, station_id)
         assert refused == []
         # The other replica's plans, signed by the shared key, are not intrusions.
