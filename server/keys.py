@@ -245,8 +245,13 @@ class ServerKeys:
         Replicas share the keys directory: when one rotates, the others are told through
         the change feed (``server.cluster.feed``) and read the new key here, no restart.
         """
-        signing_key = load_signing_key(self._dir)
-        retired = load_retired(self._dir)
+        path = self._dir / SIGNING_KEY_FILE
+        try:  # never generate here: a missing file is a volume away, not a first start
+            signing_key = SigningKey.from_pem(path.read_bytes(), KEY_PURPOSE, KEY_PURPOSES)
+            retired = load_retired(self._dir)
+        except (OSError, ValueError) as exc:
+            log.error("cannot read the keys again from %s, keeping them: %s", self._dir, exc)
+            return False
         with self._lock:
             changed = signing_key.kid != self._signing_key.kid
             self._signing_key, self._retired = signing_key, retired

@@ -59,9 +59,10 @@ from loaxa_protocol import Alert, AlertCancel, Keyring, Rejected, open_envelope,
 from loaxa_protocol.envelope import AnySigned, RejectReason, Verified
 
 REMEMBERED_DIGESTS = 20_000
-KEY_RELOAD_EVERY_S = 1.0
 """Echoes return within milliseconds; this covers every plan of a large fleet republished
 at once with room to spare. Retained messages are remembered per topic besides."""
+KEY_RELOAD_EVERY_S = 1.0
+"""At most this often, an unknown key makes the watch read the keys again."""
 
 # The message type each station down-topic may carry. Area topics carry alerts (and
 # whatever broadcasts to an area); any type signed by our keys and addressed to the

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from loaxa_protocol import Keyring, Plan, TrustUpdate, Verified, open_envelope, seal
-from server.keys import ServerKeys
+from server.keys import SIGNING_KEY_FILE, ServerKeys
 from server.planning.trust import build_trust_update
 from server.settings import Settings
 
@@ -55,3 +55,22 @@ def test_trust_update_signed_by_the_old_key_introduces_the_new_one(tmp_path: Pat
         horizon_until=NOW + timedelta(hours=48),
     )
     assert isinstance(open_envelope(seal(plan, new), rotated_ring, NOW, {"st-1"}), Verified)
+
+
+def test_a_replica_reads_a_peers_rotation_and_never_makes_a_key_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """Two replicas share the keys directory; the one that did not rotate reads it again."""
+    rotating, other = keys_in(tmp_path), keys_in(tmp_path)
+    assert other.reload() is False  # nothing changed yet
+    old, new = rotating.rotate_signing_key(NOW, timedelta(hours=1))
+    assert other.signing_key.kid == old.kid
+    assert other.reload() is True
+    assert other.signing_key.kid == new.kid
+    assert old.kid in {entry.kid for entry in other.trusted_entries(NOW)}
+
+    key_file = tmp_path / "keys" / SIGNING_KEY_FILE
+    key_file.rename(tmp_path / "away.pem")  # the shared volume is briefly not there
+    assert other.reload() is False
+    assert other.signing_key.kid == new.kid
+    assert not key_file.exists()  # no key of its own was made in its place
