@@ -81,7 +81,7 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 SENDER = "province"
-"""``Session.info`` key of the alert events waiting for the commit."""
+"""The ``sender`` of every alert and cancel: the province's alert key signs them."""
 URL_MARGIN = timedelta(hours=1)
 DELIVERY_COLUMNS = ("alert_pk", "station_id", "area_code", "state", "resent", "updated_at")
 
