@@ -72,7 +72,7 @@ from server.audit.log import record_audit
 from server.auth.actor import SYSTEM, Actor
 from server.cluster.feed import ChangeFeed
 from server.db import append_rows, session_scope
-from server.fleet.bus import Bus
+from server.fleet.bus import FLUSH_TIMEOUT_S, Bus
 from server.keys import ServerKeys
 from server.locking import lock_rows
 from server.models import Area, AudioAsset, Station
@@ -386,6 +386,10 @@ class AlertService:
     def _publish(self, messages: list[tuple[str, bytes]]) -> None:
         for topic, raw in messages:
             self._bus.publish(topic, raw, qos=1, retain=False)
+        if messages:
+            # Until the broker has them, nothing else of ours may take the interpreter
+            # from paho's network thread (``FleetLink.flush``).
+            self._bus.flush(FLUSH_TIMEOUT_S)
 
     # ------------------------------------------------------------- create
 

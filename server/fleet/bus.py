@@ -7,6 +7,9 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+FLUSH_TIMEOUT_S = 0.5
+"""How long work after a publish waits for the broker to hold what was published."""
+
 
 class Bus(Protocol):
     """Publishes to the broker. ``FleetLink`` is the real one; tests pass a fake."""

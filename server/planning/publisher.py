@@ -23,7 +23,7 @@ from loaxa_protocol import AudioRef, Plan, seal, topics
 from loaxa_protocol.envelope import MAX_ENVELOPE_BYTES
 from server.cluster.leader import PUBLISH_LOCK_KEY, held
 from server.db import utcnow
-from server.fleet.bus import Bus
+from server.fleet.bus import FLUSH_TIMEOUT_S, Bus
 from server.keys import ServerKeys
 from server.models import AudioAsset, Broadcast, BroadcastTarget, Station
 from server.planning.compiler import MAX_PLAN_ITEMS, PlanEntry, compile_plan, item_id_for
@@ -33,9 +33,6 @@ from server.reports.planned import record_plans
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
-
-FLUSH_TIMEOUT_S = 0.5
-"""How long the bookkeeping after a publish waits for the broker to hold the plans."""
 
 # The reads on the way of every plan to its station, built once: columns, not ORM
 # objects, and no statement construction per publish.
