@@ -59,9 +59,9 @@ class FleetLink:
     """Connects to the broker, feeds station messages to ``on_messages``, publishes plans.
 
     ``on_messages`` receives batches of (topic, payload) on the worker thread;
-    ``on_connected`` is queued as a job on every successful (re)connect; with a
-    ``watch``, down-topic messages (the server's own echoes included) reach
-    ``on_messages`` too.
+    ``on_connected`` is queued as a job on every (re)connect once the broker has
+    acknowledged the subscriptions (only then is the link ``connected``); with a ``watch``,
+    down-topic messages (the server's own echoes included) reach ``on_messages`` too.
     """
 
     def __init__(
@@ -97,6 +97,8 @@ class FleetLink:
         self._had_session = False
         self._threads: list[threading.Thread] = []
         self._last_sent: mqtt.MQTTMessageInfo | None = None
+        self._subscribing: int | None = None
+        """the message id of the connect's SUBSCRIBE, acknowledged before we are connected"""
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -110,6 +112,7 @@ class FleetLink:
         if settings.mqtt_tls:
             client.tls_set(ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
         client.on_connect = self._handle_connect
+        client.on_subscribe = self._handle_subscribe
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
         self._client = client
@@ -204,10 +207,23 @@ class FleetLink:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Subscribing before on_connected republishes matters to the watch: the broker
         # sends the retained copies first, so a pre-restart plan is judged before ours.
-        client.subscribe([(topic, 1) for topic in self._subscriptions])
+        _rc, self._subscribing = client.subscribe([(topic, 1) for topic in self._subscriptions])
         self._had_session = True
-        self._connected.set()
         log.info("connected to broker %s:%s", self._host, self._port)
+
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Any,
+    ) -> None:
+        # Connected means listening: until the broker has the subscriptions, a station's
+        # event (a fresh client id has no stored session yet) would pass us by.
+        if mid != self._subscribing:
+            return
+        self._connected.set()
         if self._on_connected is not None:
             self._queue.put(self._on_connected)
 
