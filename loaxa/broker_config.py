@@ -167,6 +167,8 @@ def acl_text(
         "",
         f"user {server_username}",
         f"topic readwrite {topics.ROOT}/#",
+        # What the broker dropped for clients too slow to read: the server reports it.
+        f"topic read {topics.BROKER_DROPPED}",
     ]
     if ingest_username is not None:
         # Read-only, and only what the workers write to the database: a stolen worker

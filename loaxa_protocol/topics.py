@@ -150,6 +150,10 @@ ALL_STATUS = STATUS.every
 ALL_EVENTS = EVENT.every
 ALL_HEALTH = HEALTH.every
 
+BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+"""Mosquitto's count of messages it dropped because a client's queue was full (published
+retained every ``sys_interval``). Outside the Loaxa tree: only the server may read it."""
+
 
 def station_of(topic: str) -> str | None:
     """The station id named by a station topic, or None for any other topic."""

@@ -89,6 +89,13 @@ class HealthBenchResult:
     received: int
     dropped_rate_limited: int
     dropped_other: int
+    shed: int
+    """health reports the server's own ingest queue dropped, oldest first, when full (counted)"""
+    broker_dropped: int | None
+    """messages the broker dropped because a client read too slowly (its ``$SYS`` counter,
+    broker-wide; None if the broker does not publish it)"""
+    unaccounted: int
+    """sent, yet neither stored nor counted as dropped anywhere, the broker included: must be 0"""
     drain_s: float
     backlog_max: int
     api_pause_s: float
@@ -120,6 +127,10 @@ class _Counts:
     rate_limited: int
     dropped: int
     """Refused or lost inside the server for any other reason (backlog full, invalid…)."""
+    shed: int
+    """dropped by the fleet ingest queue when full (health only; events spill to disk)"""
+    broker_dropped: int | None
+    """the broker's drop counter, as the server last read it"""
     backlog: int
     source: str
 
@@ -138,6 +149,9 @@ def _counts(system: dict[str, Any]) -> _Counts:
     ingest = system.get("ingest", {})
     health = system.get("health")
     mqtt_backlog = int(system.get("mqtt", {}).get("backlog", 0))
+    broker_dropped = system.get("mqtt", {}).get("broker_dropped")
+    fleet_queue = system.get("queues", {}).get("fleet_ingest") or {}
+    shed = int(fleet_queue.get("dropped", {}).get("health", 0))
     workers = system.get("ingest_workers", {}).get("totals", {}).get("health")
     if isinstance(health, dict) and workers:  # the workers' sums, plus the server's own
         health = {key: health.get(key, 0) + workers.get(key, 0) for key in {*health, *workers}}
@@ -148,6 +162,8 @@ def _counts(system: dict[str, Any]) -> _Counts:
             rate_limited=int(health.get("dropped_rate_limited", 0)),
             dropped=sum(int(health.get(key, 0)) for key in _HEALTH_DROPS)
             + int(ingest.get("malformed", 0)),
+            shed=shed,
+            broker_dropped=broker_dropped,
             backlog=mqtt_backlog + int(health.get("backlog", 0)),
             source="health.stored" + (" + ingest_workers.totals.health.stored" if workers else ""),
         )
@@ -156,6 +172,8 @@ def _counts(system: dict[str, Any]) -> _Counts:
         stored=int(ingest.get("applied", 0)),
         rate_limited=0,
         dropped=sum(int(ingest.get(key, 0)) for key in _INGEST_DROPS),
+        shed=shed,
+        broker_dropped=broker_dropped,
         backlog=mqtt_backlog,
         source="ingest.applied",
     )
@@ -206,6 +224,17 @@ def _register(stack: LocalStack, nodes: int) -> list[SwarmStation]:
     return register_bulk(stack, body)
 
 
+def _accounted(counts: _Counts) -> int:
+    """Reports stored or counted as dropped, wherever that happened."""
+    return (
+        counts.stored
+        + counts.rate_limited
+        + counts.dropped
+        + counts.shed
+        + (counts.broker_dropped or 0)
+    )
+
+
 def _wait_stored(http: httpx.Client, base: _Counts, sent: int) -> tuple[_Counts, float]:
     """Poll the counters until every sent report is accounted for or progress stops."""
     started = time.monotonic()
@@ -213,9 +242,7 @@ def _wait_stored(http: httpx.Client, base: _Counts, sent: int) -> tuple[_Counts,
     while True:
         counts = _counts(http.get("/api/v1/system").json())
         now = time.monotonic()
-        accounted = (counts.stored + counts.rate_limited + counts.dropped) - (
-            base.stored + base.rate_limited + base.dropped
-        )
+        accounted = _accounted(counts) - _accounted(base)
         if accounted >= sent and counts.backlog == 0:
             return counts, now - started
         if counts.stored != last_stored or counts.backlog > 0:
@@ -360,6 +387,12 @@ def run_health_bench(
             stack.stop()  # the floor is measured with no server listening
             raw = _raw_phase(secured, swarm, seconds, interval_s)
     stored = server.final.stored - server.base.stored
+    shed = server.final.shed - server.base.shed
+    broker_dropped = (
+        None
+        if server.final.broker_dropped is None
+        else server.final.broker_dropped - (server.base.broker_dropped or 0)
+    )
     reports_per_s = server.rows_in_window / server.run.seconds
     raw_per_s = raw.in_window / raw.run.seconds
     return HealthBenchResult(
@@ -378,6 +411,9 @@ def run_health_bench(
         received=server.final.received - server.base.received,
         dropped_rate_limited=server.final.rate_limited - server.base.rate_limited,
         dropped_other=server.final.dropped - server.base.dropped,
+        shed=shed,
+        broker_dropped=broker_dropped,
+        unaccounted=server.run.sent - (_accounted(server.final) - _accounted(server.base)),
         drain_s=round(server.drain_s, 2),
         backlog_max=server.backlog_max,
         api_pause_s=api_pause_s,
@@ -472,7 +508,15 @@ def result_rows(result: HealthBenchResult) -> list[tuple[str, str]]:
         ("stored after drain", f"{r.stored:,} (drain {r.drain_s:.1f} s)"),
         ("lost (sent − stored)", f"{r.lost:,}"),
         ("received by the server", f"{r.received:,}"),
-        ("dropped: rate limit · other", f"{r.dropped_rate_limited:,} · {r.dropped_other:,}"),
+        (
+            "dropped: rate limit · other · shed by the full queue",
+            f"{r.dropped_rate_limited:,} · {r.dropped_other:,} · {r.shed:,}",
+        ),
+        (
+            "dropped by the broker (client too slow; its $SYS counter)",
+            "not published" if r.broker_dropped is None else f"{r.broker_dropped:,}",
+        ),
+        ("unaccounted (sent, neither stored nor counted)", f"{r.unaccounted:,}"),
         ("ingest backlog, max", f"{r.backlog_max:,}"),
         (
             "GET /api/v1/stations under load",

@@ -37,6 +37,7 @@ def read_system(context: ContextDep, session: SessionDep, actor: ActorDep) -> di
             "enabled": link is not None,
             "connected": link.connected if link is not None else None,
             "backlog": link.backlog() if link is not None else 0,
+            "broker_dropped": link.broker_dropped if link is not None else None,
         },
         "ingest": context.ingestor.stats.as_dict(),
         "health": context.health.as_dict(),

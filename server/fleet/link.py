@@ -81,6 +81,9 @@ class FleetLink:
             t for t in SUBSCRIPTIONS if not (settings.ingest_workers and t in WORKER_TOPICS)
         )
         self._subscriptions = own + (DOWN_SUBSCRIPTIONS if watch is not None else ())
+        self.broker_dropped: int | None = None
+        """the broker's own drop counter (None: this broker does not publish it to us). A
+        server too slow to read loses reports at the broker, where no queue of ours counts."""
         self._max_backoff = settings.mqtt_reconnect_max_s
         self._min_backoff = min(MIN_BACKOFF_S, self._max_backoff)
         spill_name = re.sub(r"[^A-Za-z0-9_.-]", "_", settings.mqtt_client_id)
@@ -208,6 +211,9 @@ class FleetLink:
         # Subscribing before on_connected republishes matters to the watch: the broker
         # sends the retained copies first, so a pre-restart plan is judged before ours.
         _rc, self._subscribing = client.subscribe([(topic, 1) for topic in self._subscriptions])
+        # Apart, so a broker that refuses it (not Mosquitto, or an ACL without the line
+        # ``loaxa broker config`` writes) refuses nothing else.
+        client.subscribe(topics.BROKER_DROPPED, qos=0)
         self._had_session = True
         log.info("connected to broker %s:%s", self._host, self._port)
 
@@ -240,9 +246,27 @@ class FleetLink:
             log.warning("lost broker connection: %s", reason_code)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == topics.BROKER_DROPPED:
+            self._note_broker_dropped(msg.payload)
+            return
         if not watched(msg.topic, msg.payload):
             return  # the echo of one of our live frames: nothing to ingest or judge
         self._queue.put((msg.topic, msg.payload))
+
+    def _note_broker_dropped(self, payload: bytes) -> None:
+        try:
+            dropped = int(payload)
+        except ValueError:
+            return
+        if self.broker_dropped is not None and dropped > self.broker_dropped:
+            log.warning(
+                "the broker dropped %s messages in its last interval (%s since it started): "
+                "a client, maybe this server, reads slower than messages arrive; with "
+                "thousands of health reports a second, run ingest workers",
+                dropped - self.broker_dropped,
+                dropped,
+            )
+        self.broker_dropped = dropped
 
     # ------------------------------------------------------------- threads
 

@@ -58,8 +58,11 @@ def rules(acl: str) -> dict[str, list[str]]:
     return blocks
 
 
-def test_the_server_may_use_the_whole_tree() -> None:
-    assert rules(acl_text([A, B]))[SERVER_USERNAME] == ["topic readwrite loaxa/v1/#"]
+def test_the_server_may_use_the_whole_tree_and_read_the_broker_drop_counter() -> None:
+    assert rules(acl_text([A, B]))[SERVER_USERNAME] == [
+        "topic readwrite loaxa/v1/#",
+        "topic read $SYS/broker/publish/messages/dropped",
+    ]
 
 
 def test_a_station_reads_its_down_topics_and_its_areas_and_writes_its_up_topics_only() -> None:
