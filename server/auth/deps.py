@@ -40,7 +40,7 @@ from server.auth.permissions import (
     scope_roots,
 )
 from server.auth.ratelimit import SignInLimiter
-from server.auth.service import SESSION_COOKIE, session_user, token_user, user_actor
+from server.auth.service import SESSION_COOKIE, session_user, token_actor, user_actor
 from server.models import Area
 from server.settings import Settings
 
@@ -111,18 +111,10 @@ def current_actor(
     now = context.clock()
     ip = client_ip(request)
     if bearer is not None:
-        found = token_user(session, bearer.credentials, now)
-        if found is None:
+        actor = token_actor(session, bearer.credentials, now, ip)
+        if actor is None:
             raise unauthorized("invalid, expired or revoked API token")
-        token, user = found
-        return user_actor(
-            session,
-            user,
-            context.settings,
-            kind="token",
-            name=f"{user.username}/{token.name}",
-            source_ip=ip,
-        )
+        return actor
     if cookie:
         signed_in = session_user(session, cookie, context.settings, now)
         if signed_in is None:

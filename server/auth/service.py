@@ -155,22 +155,19 @@ def needs_totp(grants: Iterable[Grant], settings: Settings) -> bool:
 
 
 def user_actor(
-    session: Session,
-    user: User,
-    settings: Settings,
-    *,
-    kind: str = "user",
-    name: str | None = None,
-    source_ip: str | None = None,
+    session: Session, user: User, settings: Settings, *, source_ip: str | None = None
 ) -> Actor:
-    """The actor for ``user``; a session of a user who must enrol TOTP carries no role."""
+    """The actor of a signed-in ``user``; one who must enrol TOTP first carries no role.
+
+    (An API token's actor comes from :func:`token_actor`.)
+    """
     assert user.id is not None
     grants = grants_of(session, user.id)
-    if kind == "user" and user.totp_secret is None and needs_totp(grants, settings):
+    if user.totp_secret is None and needs_totp(grants, settings):
         grants = ()
     return Actor(
-        kind="token" if kind == "token" else "user",
-        name=name or user.username,
+        kind="user",
+        name=user.username,
         user_id=user.id,
         grants=grants,
         source_ip=source_ip,
@@ -277,26 +274,59 @@ def issue_token(
     return token, raw
 
 
+def _live_token(session: Session, token: ApiToken, user: User, now: datetime) -> bool:
+    """Whether the token may act now; notes its use (once a minute at most)."""
+    if token.revoked_at is not None or not user.is_active:
+        return False
+    if token.expires_at is not None and now >= token.expires_at:
+        return False
+    if token.last_used_at is None or now - token.last_used_at >= LAST_SEEN_RESOLUTION:
+        token.last_used_at = now
+        session.add(token)
+        session.commit()
+    return True
+
+
 def token_user(session: Session, raw: str, now: datetime) -> tuple[ApiToken, User] | None:
     """The live token and its user, or None when unknown, revoked, expired or inactive."""
-    # One query for both: every API call pays for this lookup.
     found = session.exec(
         select(ApiToken, User)
         .join(User, col(User.id) == col(ApiToken.user_id))
         .where(ApiToken.token_hash == digest(raw))
     ).first()
-    if found is None:
+    if found is None or not _live_token(session, *found, now):
         return None
-    token, user = found
-    if token.revoked_at is not None or not user.is_active:
+    return found
+
+
+def token_actor(session: Session, raw: str, now: datetime, source_ip: str | None) -> Actor | None:
+    """The actor of a live API token, or None (see :func:`token_user`).
+
+    The token, its user and the user's grants in one query: every API call pays for
+    this lookup, a broadcast on its way to the air included.
+    """
+    rows = session.exec(
+        select(ApiToken, User, RoleGrant.role, RoleGrant.area_code)
+        .join(User, col(User.id) == col(ApiToken.user_id))
+        .outerjoin(RoleGrant, col(RoleGrant.user_id) == col(User.id))
+        .where(ApiToken.token_hash == digest(raw))
+        .order_by(col(RoleGrant.area_code), col(RoleGrant.role))
+    ).all()
+    if not rows:
         return None
-    if token.expires_at is not None and now >= token.expires_at:
+    token, user = rows[0][0], rows[0][1]
+    if not _live_token(session, token, user, now):
         return None
-    if token.last_used_at is None or now - token.last_used_at >= LAST_SEEN_RESOLUTION:
-        token.last_used_at = now
-        session.add(token)
-        session.commit()
-    return token, user
+    assert user.id is not None
+    return Actor(
+        kind="token",
+        name=f"{user.username}/{token.name}",
+        user_id=user.id,
+        grants=tuple(
+            Grant(role=role, area_code=area) for _t, _u, role, area in rows if role is not None
+        ),
+        source_ip=source_ip,
+    )
 
 
 # ----------------------------------------------------------------- bootstrap
