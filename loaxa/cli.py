@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from loaxa.bench.probe import cpu_probe_ms
 from loaxa.db_cli import db_app
 from loaxa.schedule_cli import schedule_app
 from loaxa_protocol.errors import LoaxaError
@@ -111,6 +112,11 @@ def worker_ingest(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
     )
     raise typer.Exit(run_ingest_workers(workers, first_index))
+
+
+def _probe_row(probe: tuple[float, float]) -> tuple[str, str]:
+    """The machine's speed around the run (:mod:`loaxa.bench.probe`): lower is faster."""
+    return ("machine speed probe, before · after", f"{probe[0]:g} · {probe[1]:g} ms")
 
 
 def _print_figures(title: str, result: dict[str, object]) -> None:
@@ -224,6 +230,7 @@ def bench_health_cmd(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("loaxa.bench.health").setLevel(logging.INFO)
+    before = cpu_probe_ms()
     result = run_health_bench(
         nodes,
         seconds=seconds,
@@ -233,8 +240,11 @@ def bench_health_cmd(
         ingest_workers=ingest_workers,
         database_url=database_url,
     )
+    probe = (before, cpu_probe_ms())
     _print_what_and_figure(
-        "loaxa bench health", result_rows(result), result.as_dict() if json_out else None
+        "loaxa bench health",
+        [*result_rows(result), _probe_row(probe)],
+        {**result.as_dict(), "cpu_probe_ms": probe} if json_out else None,
     )
 
 
@@ -312,6 +322,7 @@ def bench_alert_cmd(
     # Each round's drill and the floor probe (an unsigned message on an alert topic, which
     # the intrusion watch reports) would drown the table; errors still show.
     logging.getLogger("server").setLevel(logging.ERROR)
+    before = cpu_probe_ms()
     result = run_alert_bench(
         nodes,
         payload="inline" if payload == "inline" else "canned",
@@ -325,6 +336,7 @@ def bench_alert_cmd(
         relay_ms=relay_ms,
         player_start_ms=player_start_ms,
     )
+    probe = (before, cpu_probe_ms())
     table = Table(title=f"loaxa bench alert — {nodes:,} stations, {payload} (ms)")
     for column in ("what", "p50", "p95", "p99", "max", "n"):
         table.add_column(column, justify="left" if column == "what" else "right")
@@ -334,8 +346,9 @@ def bench_alert_cmd(
     console.print(table)
     for line in summary_lines(result):
         console.print(line)
+    console.print(" ".join(_probe_row(probe)))
     if json_out:
-        print(json.dumps(result.as_dict()))
+        print(json.dumps({**result.as_dict(), "cpu_probe_ms": probe}))
 
 
 @bench.command("plan")
@@ -354,7 +367,9 @@ def bench_plan_cmd(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("server").setLevel(logging.ERROR)
-    result = run_plan_bench(stations, rounds, warmup).as_dict()
+    before = cpu_probe_ms()
+    result = {**run_plan_bench(stations, rounds, warmup).as_dict()}
+    result["cpu_probe_ms"] = (before, cpu_probe_ms())
     rows = [(key, f"{value}") for key, value in result.items()]
     _print_what_and_figure(
         f"loaxa bench plan — {stations} stations (ms)", rows, result if json_out else None

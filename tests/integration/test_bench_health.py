@@ -39,6 +39,11 @@ def test_small_run_stores_every_report_and_prints_one_json_line() -> None:
     assert figures["reports_per_s"] > 0
     assert figures["raw_msgs_per_s"] > 0 and figures["raw_lost"] == 0
     assert figures["api_samples"] > 0 and figures["api_p99_ms"] > 0
+    # The server reads the broker's own drop counter (the generated ACL grants it): a
+    # loss at the broker would be counted there, and nothing is left unaccounted.
+    assert figures["broker_dropped"] == 0 and figures["shed"] == 0
+    assert figures["unaccounted"] == 0
+    assert all(0 < probe < 10_000 for probe in figures["cpu_probe_ms"])
 
 
 def test_small_run_with_ingest_workers_stores_every_report() -> None:

@@ -36,9 +36,11 @@ def test_plan_bench_prints_the_figures_the_issue_names() -> None:
     figures = run_bench(
         "plan",
         *("--stations", "3", "--rounds", "3"),
-        keys={"stations", "p50_ms", "p95_ms", "api_p50_ms"},
+        keys={"stations", "p50_ms", "p95_ms", "api_p50_ms", "cpu_probe_ms"},
         timeout=180,
     )
     assert figures["stations"] == 3 and figures["rounds"] == 3
     assert 0 < figures["p50_ms"] <= figures["p95_ms"]
     assert figures["api_p50_ms"] > 0
+    # The machine's speed around the run, so runs at different moments can be compared.
+    assert all(0 < probe < 10_000 for probe in figures["cpu_probe_ms"])
