@@ -33,7 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, col, func, select, update
+from sqlmodel import Session, col, func, select
 
 from loaxa_protocol.errors import LoaxaError
 from server.audit.models import (
@@ -62,6 +62,20 @@ MAX_DEPTH = 3
 ELLIPSIS = "…"
 
 VERIFY_BATCH = 1000
+
+# Built once, run through the session's connection: on the way of every broadcast and
+# alert, an ORM-enabled UPDATE and a freshly built SELECT cost ~0.8 ms more (traced).
+_CHAIN_LOCK = AuditChainLock.__table__  # type: ignore[attr-defined]
+LOCK_CHAIN = (
+    sa.update(_CHAIN_LOCK)
+    .where(_CHAIN_LOCK.c.id == 1)
+    .values(writes=_CHAIN_LOCK.c.writes + sa.bindparam("writes"))
+)
+NEWEST_HASH = (
+    sa.select(AuditEntry.__table__.c.hash)  # type: ignore[attr-defined]
+    .order_by(AuditEntry.__table__.c.id.desc())  # type: ignore[attr-defined]
+    .limit(1)
+)
 
 
 class AuditError(LoaxaError):
@@ -166,8 +180,8 @@ def entry_hash(entry: AuditEntry) -> str:
 
 def last_hash(session: Session) -> str:
     """The hash of the newest entry, or the genesis hash of an empty log."""
-    newest = select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1)
-    return session.exec(newest).first() or GENESIS_HASH
+    newest: str | None = session.connection().execute(NEWEST_HASH).scalar()
+    return newest or GENESIS_HASH
 
 
 def record_audit(
@@ -218,11 +232,10 @@ def record_audits(
 
 
 def _lock_chain(session: Session, writes: int) -> None:
-    locked = session.exec(
-        update(AuditChainLock)
-        .where(col(AuditChainLock.id) == 1)
-        .values(writes=col(AuditChainLock.writes) + writes)
-    )
+    # The caller's changes first (the ORM statement this replaced flushed them itself):
+    # the chain lock is always taken last, so it is held briefly and never in a cycle.
+    session.flush()
+    locked = session.connection().execute(LOCK_CHAIN, {"writes": writes})
     if locked.rowcount != 1:
         raise AuditError("the audit chain lock row is missing; was the table created by hand?")
 

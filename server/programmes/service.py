@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from loaxa_protocol import Priority
@@ -497,6 +499,19 @@ def check_overlaps(
 # ------------------------------------------------------------------ plans
 
 
+ON_AIR_PAIRS = (
+    sa_select(col(ProgrammeStation.programme_id), col(ProgrammeStation.station_id))
+    .join(Programme, col(ProgrammeStation.programme_id) == col(Programme.id))
+    .where(col(Programme.state).in_(ON_AIR))
+    .where(col(Programme.proposal).is_(False))
+)
+"""(programme, station) of every approved programme; built once, as it is read on the way
+of every plan to its station"""
+ON_AIR_PAIRS_OF = ON_AIR_PAIRS.where(
+    col(ProgrammeStation.station_id).in_(bindparam("wanted", expanding=True))
+)
+
+
 def _on_air(
     session: Session, station_ids: set[str] | None = None
 ) -> dict[int, tuple[Programme, list[str]]]:
@@ -505,16 +520,12 @@ def _on_air(
     Pairs and programmes are read apart: joined, every programme's JSON would be loaded
     and decoded once per station it reaches (5,000 times for 5 programmes × 1,000).
     """
-    query = (
-        select(ProgrammeStation.programme_id, ProgrammeStation.station_id)
-        .join(Programme, col(ProgrammeStation.programme_id) == col(Programme.id))
-        .where(col(Programme.state).in_(ON_AIR))
-        .where(col(Programme.proposal).is_(False))
-    )
-    if station_ids is not None:
-        query = query.where(col(ProgrammeStation.station_id).in_(station_ids))
+    if station_ids is None:
+        pairs = session.execute(ON_AIR_PAIRS).all()
+    else:
+        pairs = session.execute(ON_AIR_PAIRS_OF, {"wanted": list(station_ids)}).all()
     stations: dict[int, list[str]] = defaultdict(list)
-    for programme_id, station_id in session.exec(query).all():
+    for programme_id, station_id in pairs:
         stations[programme_id].append(station_id)
     if not stations:
         return {}
