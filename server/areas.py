@@ -12,6 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 
+import sqlalchemy as sa
 from sqlmodel import Session, select
 from vietnam_provinces import Province, ProvinceCode, Ward
 
@@ -84,12 +85,32 @@ def subtree_codes(session: Session, roots: Iterable[str]) -> set[str]:
     return found
 
 
+MAX_DEPTH = 16
+"""Far deeper than any real tree (province, district, commune): a cycle stops here."""
+_AREA = Area.__table__  # type: ignore[attr-defined]
+_UP = (
+    sa.select(_AREA.c.code, _AREA.c.parent_code, sa.literal(0).label("depth"))
+    .where(_AREA.c.code == sa.bindparam("code"))
+    .cte("up", recursive=True)
+)
+_UP = _UP.union_all(
+    sa.select(_AREA.c.code, _AREA.c.parent_code, (_UP.c.depth + 1).label("depth"))
+    .join(_UP, _AREA.c.code == _UP.c.parent_code)
+    .where(_UP.c.depth < MAX_DEPTH)
+)
+ANCESTRY = sa.select(_UP.c.code).order_by(_UP.c.depth)
+"""One statement for the whole chain: every authorisation walks it, broadcasts included."""
+
+
 def ancestry(session: Session, code: str) -> list[str]:
-    """The area and its ancestors, nearest first (a station listens for alerts to all)."""
-    chain: list[str] = []
-    current: str | None = code
-    while current is not None and current not in chain:
-        chain.append(current)
-        area = session.get(Area, current)
-        current = area.parent_code if area is not None else None
+    """The area and its ancestors, nearest first (a station listens for alerts to all).
+
+    An unknown code is its own chain, as a station's area must be listed even if gone.
+    """
+    found = session.execute(ANCESTRY, {"code": code}).scalars().all()
+    chain = [code]
+    for area in found[1:]:  # found[0] is the area itself, when it exists
+        if area in chain:
+            break  # a cycle: each area once
+        chain.append(area)
     return chain
