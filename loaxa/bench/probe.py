@@ -19,8 +19,8 @@ PROBE_DOC = {"station_id": "probe", "levels": [1, 2, 3], "note": "xyz" * 10, "v"
 def cpu_probe_ms(rounds: int = 3) -> float:
     """The quickest of ``rounds`` timings of the fixed work, in milliseconds.
 
-    The quickest, because a pause of the machine only ever adds time. About 120 ms on a
-    quiet moment of the project's machine (measured 2026-12-07, 0.10–0.22 s range).
+    The quickest, because a pause of the machine only ever adds time. On the project's
+    machine (2026-12-07, evening): 89–98 ms at quiet moments, up to 185 ms at others.
     """
     best = float("inf")
     for _ in range(rounds):
