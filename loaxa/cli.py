@@ -368,7 +368,7 @@ def bench_plan_cmd(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("server").setLevel(logging.ERROR)
     before = cpu_probe_ms()
-    result = {**run_plan_bench(stations, rounds, warmup).as_dict()}
+    result = run_plan_bench(stations, rounds, warmup).as_dict()
     result["cpu_probe_ms"] = (before, cpu_probe_ms())
     rows = [(key, f"{value}") for key, value in result.items()]
     _print_what_and_figure(

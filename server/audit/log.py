@@ -66,16 +66,13 @@ VERIFY_BATCH = 1000
 # Built once, run through the session's connection: on the way of every broadcast and
 # alert, an ORM-enabled UPDATE and a freshly built SELECT cost ~0.8 ms more (traced).
 _CHAIN_LOCK = AuditChainLock.__table__  # type: ignore[attr-defined]
+_ENTRIES = AuditEntry.__table__  # type: ignore[attr-defined]
 LOCK_CHAIN = (
     sa.update(_CHAIN_LOCK)
     .where(_CHAIN_LOCK.c.id == 1)
     .values(writes=_CHAIN_LOCK.c.writes + sa.bindparam("writes"))
 )
-NEWEST_HASH = (
-    sa.select(AuditEntry.__table__.c.hash)  # type: ignore[attr-defined]
-    .order_by(AuditEntry.__table__.c.id.desc())  # type: ignore[attr-defined]
-    .limit(1)
-)
+NEWEST_HASH = sa.select(_ENTRIES.c.hash).order_by(_ENTRIES.c.id.desc()).limit(1)
 
 
 class AuditError(LoaxaError):

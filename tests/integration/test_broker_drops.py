@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from loaxa.broker import MosquittoBroker
 from loaxa.broker_config import ServerCredentials, StationAccount, acl_text, passwd_text
@@ -25,6 +22,7 @@ from loaxa_protocol import topics
 from server.fleet.link import FleetLink
 from server.passwords import hash_password
 from server.settings import Settings
+from tests.brokers import MqttProbe
 
 QUEUE_LIMIT = 10
 PAYLOAD = b"x" * 20_000
@@ -56,13 +54,6 @@ def broker(tmp_path: Path, accounts: object) -> Iterator[MosquittoBroker]:
         yield running
 
 
-def client(broker: MosquittoBroker, username: str, password: str) -> mqtt.Client:
-    paho = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{username}-{secrets.token_hex(3)}")
-    paho.username_pw_set(username, password)
-    paho.connect(broker.host, broker.port, keepalive=120)
-    return paho
-
-
 def test_messages_the_broker_drops_for_a_stalled_client_are_counted_by_the_server(
     tmp_path: Path,
     broker: MosquittoBroker,
@@ -86,26 +77,19 @@ def test_messages_the_broker_drops_for_a_stalled_client_are_counted_by_the_serve
             time.sleep(0.1)
         assert link.broker_dropped == 0, "the server account reads the broker's drop counter"
 
-        # A subscriber that stops reading: the broker fills its socket, then its queue.
-        stalled = client(broker, server.username, server.password)
-        acked = threading.Event()
-        stalled.on_subscribe = lambda *_args: acked.set()
-        stalled.loop_start()
-        stalled.subscribe(topics.ALL_HEALTH, qos=0)
-        assert acked.wait(5)
-        stalled.loop_stop()
-
-        sender = client(broker, server.username, server.password)
-        sender.loop_start()
+        server_account = {"username": server.username, "password": server.password}
         caplog.set_level(logging.WARNING, logger="server.fleet.link")
-        for _ in range(FLOOD):
-            sender.publish(topics.health("st-drop"), PAYLOAD, qos=0)
-        deadline = time.monotonic() + 15
-        while not link.broker_dropped and time.monotonic() < deadline:
-            time.sleep(0.2)
-        sender.loop_stop()
-        stalled.disconnect()
-        sender.disconnect()
+        with (
+            MqttProbe(broker, topics.ALL_HEALTH, qos=0, **server_account) as stalled,
+            MqttProbe(broker, topics.status("st-drop"), **server_account) as sender,
+        ):
+            # A subscriber that stops reading: the broker fills its socket, then its queue.
+            stalled.client.loop_stop()
+            for _ in range(FLOOD):
+                sender.client.publish(topics.health("st-drop"), PAYLOAD, qos=0)
+            deadline = time.monotonic() + 15
+            while not link.broker_dropped and time.monotonic() < deadline:
+                time.sleep(0.2)
     finally:
         link.stop()
     assert link.broker_dropped and link.broker_dropped > 0
@@ -116,14 +100,7 @@ def test_a_station_account_cannot_read_the_broker_counters(
     broker: MosquittoBroker, accounts: tuple[ServerCredentials, StationAccount, str]
 ) -> None:
     _server, station, password = accounts
-    received: list[str] = []
-    paho = client(broker, station.username, password)
-    paho.on_message = lambda _c, _u, msg: received.append(msg.topic)
-    paho.loop_start()
-    try:
-        paho.subscribe([(topics.BROKER_DROPPED, 0), ("$SYS/#", 0)])
+    wanted = [topics.BROKER_DROPPED, "$SYS/#"]
+    with MqttProbe(broker, wanted, username=station.username, password=password) as probe:
         time.sleep(2.5)  # two sys intervals: a granted subscription would have had them
-    finally:
-        paho.loop_stop()
-        paho.disconnect()
-    assert received == []
+        assert probe.messages == []
