@@ -253,7 +253,7 @@ class FleetLink:
             return  # the echo of one of our live frames: nothing to ingest or judge
         self._queue.put((msg.topic, msg.payload))
 
-    def _note_broker_dropped(self, payload: bytes) -> None:
+    def _note_broker_dropped(self, payload: bytes | bytearray) -> None:
         try:
             dropped = int(payload)
         except ValueError:
