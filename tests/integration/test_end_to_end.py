@@ -25,6 +25,7 @@ import yaml
 from loaxa.stack import LocalStack, RunningNode
 from loaxa_protocol import Plan, Priority, SigningKey, seal, topics
 from node_firmware.agent import NodeAgent
+from node_firmware.drivers.state_store import StateStore
 from tests.audio_samples import make_audio
 from tests.brokers import ProductionMosquitto
 
@@ -242,8 +243,13 @@ def test_key_rotation_reaches_the_station_and_plans_signed_anew_are_obeyed(
     wait_until(lambda: new_kid in node.agent.core.keyring.keys, 10, "the trust update")
     retired = node.agent.core.keyring.keys[old_kid]
     assert retired.valid_until is not None
-    stored_kids = {k["kid"] for k in node.agent.store.load()[1]["keys"]}
-    assert {old_kid, new_kid} <= stored_kids  # a reboot keeps the rotated keyring
+
+    def stored_kids() -> set[str]:
+        # A separate reader, as a reboot would be; the agent saves just after it trusts.
+        return {k["kid"] for k in StateStore(node.agent.store.dir).load()[1].get("keys", [])}
+
+    # A reboot keeps the rotated keyring.
+    wait_until(lambda: {old_kid, new_kid} <= stored_kids(), 10, "the keyring on disk")
 
     audio = upload_bulletin(stack, seconds=1.0)
     later = stack.broadcast(
