@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from server.alerts import canned as library
@@ -80,29 +81,43 @@ def _scope_of(session: Session, record: AlertRecord) -> set[str]:
 def _station_rows(
     session: Session, record: AlertRecord, in_areas: set[str] | None
 ) -> list[AlertStationPublic]:
+    # Columns, not ``AlertDelivery`` objects: at 1,000 stations the ORM rows cost 9 ms
+    # of the 16 this took, right after the alert went out (the answer to the POST).
+    d = AlertDelivery
     query = (
-        select(AlertDelivery, Station.name, Station.status, StationLiveness.last_seen_at)
-        .join(Station, col(Station.id) == col(AlertDelivery.station_id))
+        sa_select(
+            col(d.station_id),
+            col(Station.name),
+            col(d.area_code),
+            col(d.state),
+            col(d.received_at),
+            col(d.playing_at),
+            col(d.finished_at),
+            col(d.reason),
+            col(Station.status),
+            col(StationLiveness.last_seen_at),
+        )
+        .join(Station, col(Station.id) == col(d.station_id))
         .outerjoin(StationLiveness, col(StationLiveness.station_id) == col(Station.id))
-        .where(AlertDelivery.alert_pk == record.id)
+        .where(col(d.alert_pk) == record.id)
     )
     if in_areas is not None:
-        query = query.where(col(AlertDelivery.area_code).in_(in_areas))
-    rows = session.exec(query.order_by(col(AlertDelivery.station_id))).all()
+        query = query.where(col(d.area_code).in_(in_areas))
+    rows = session.execute(query.order_by(col(d.station_id))).all()
     return [
         AlertStationPublic(
-            station_id=row.station_id,
+            station_id=sid,
             name=name,
-            area_code=row.area_code,
-            state=DeliveryState(row.state),
-            received_at=row.received_at,
-            playing_at=row.playing_at,
-            finished_at=row.finished_at,
-            reason=row.reason,
+            area_code=area,
+            state=DeliveryState(state),
+            received_at=received,
+            playing_at=playing,
+            finished_at=finished,
+            reason=reason,
             link_status=str(link),
             last_seen_at=last_seen,
         )
-        for row, name, link, last_seen in rows
+        for sid, name, area, state, received, playing, finished, reason, link, last_seen in rows
     ]
 
 

@@ -114,7 +114,7 @@ def parse_down_topic(topic: str) -> DownTopic | None:
     return None
 
 
-def watched(topic: str, payload: bytes) -> bool:
+def watched(topic: str, payload: bytes | bytearray) -> bool:
     """Whether the watch judges this message: not a live audio frame nor the empty message
     that clears a live topic's retained start. Frames carry no signature of ours but a
     tag only the addressed station can check (it refuses a bad one, and that refusal is
