@@ -37,6 +37,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from loaxa_protocol import topics
 from server.fleet.backlog import Backlog, SpillFile
+from server.fleet.burst import BurstReadClient
 from server.fleet.watch import DOWN_SUBSCRIPTIONS, IntrusionWatch, parse_down_topic, watched
 from server.settings import Settings
 
@@ -103,7 +104,7 @@ class FleetLink:
         self._subscribing: int | None = None
         """the message id of the connect's SUBSCRIBE, acknowledged before we are connected"""
 
-        client = mqtt.Client(
+        client = BurstReadClient(
             CallbackAPIVersion.VERSION2,
             client_id=settings.mqtt_client_id,
             clean_session=False,

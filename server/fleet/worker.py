@@ -54,6 +54,7 @@ from loaxa_protocol import topics
 from server.alerts.service import AlertService
 from server.audio.store import AudioStore
 from server.db import make_engine, session_scope, utcnow
+from server.fleet.burst import BurstReadClient
 from server.fleet.bus import NullBus
 from server.fleet.ingest import HEALTH_LEAF, Ingestor
 from server.fleet.link import WORKER_TOPICS
@@ -133,7 +134,7 @@ class IngestWorker:
         self.retries = 0
         self.subscribed = threading.Event()
 
-        client = mqtt.Client(
+        client = BurstReadClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.name,
             protocol=MQTTProtocolVersion.MQTTv5,
