@@ -632,8 +632,10 @@ def _run_rounds(
                 current.floor_t0 = floor.publish(collector.topics, current.alert_id)
                 collector.wait(current, current.floor, nodes)
             collector.pull(current)  # late duplicates and plan refusals
+            arrived = [at - current.t0 for at in current.arrived.values()]
             log.info(
-                "round %s: received %s, playing %s, cancelled %s, probe %s of %s%s",
+                "round %s: received %s, playing %s, cancelled %s, probe %s of %s%s; "
+                "API %.0f ms, delivery p99 %.0f ms",
                 number + 1 if number >= 0 else "warm-up",
                 len(current.received),
                 len(current.playing),
@@ -641,6 +643,8 @@ def _run_rounds(
                 len(current.floor),
                 nodes,
                 " (a replica was killed)" if number == kill_round else "",
+                current.api_s * 1000,
+                percentile(arrived, 99) * 1000 if arrived else float("nan"),
             )
             if number >= 0:
                 done.append(current)
