@@ -1,9 +1,10 @@
 """``loaxa worker ingest``: station health and events written by processes of their own.
 
 Theory of operation. The server alone ingests everything in its own process, behind one
-GIL shared with the API, the planner and alerts: ~1,800 health reports a second stored on
-this 2-core machine. A worker is a separate process that only ingests, so adding workers
-adds cores (and machines) to ingestion:
+GIL shared with the API, the planner and alerts (on this 2-core machine it stores up to
+~9,300 health reports a second, and less whenever the API is busy). A worker is a
+separate process that only ingests, so adding workers adds cores (and machines) to
+ingestion:
 
 - **MQTT 5 shared subscriptions.** Every worker subscribes to
   ``$share/loaxa-ingest/loaxa/v1/station/+/health`` and ``.../event``; the broker hands each
