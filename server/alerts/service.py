@@ -84,6 +84,8 @@ SENDER = "province"
 """The ``sender`` of every alert and cancel: the province's alert key signs them."""
 URL_MARGIN = timedelta(hours=1)
 DELIVERY_COLUMNS = ("alert_pk", "station_id", "area_code", "state", "resent", "updated_at")
+DELIVERY_CHUNK = 10_000
+"""Station ids bound in one statement at most (SQLite takes 32,766 parameters)."""
 
 
 class AlertError(LoaxaError):
@@ -125,15 +127,17 @@ def insert_deliveries(
     stands between the officer's call and the alert on the wire.
     """
     table = AlertDelivery.__table__  # type: ignore[attr-defined]
-    rows = sa_select(
-        literal(alert_pk),
-        col(Station.id),
-        col(Station.area_code),
-        literal(DeliveryState.PENDING.value),
-        literal(0),
-        literal(now, type_=table.c.updated_at.type),
-    ).where(col(Station.id).in_(station_ids))
-    session.execute(insert(table).from_select(list(DELIVERY_COLUMNS), rows))
+    ids = sorted(station_ids)
+    for start in range(0, len(ids), DELIVERY_CHUNK):
+        rows = sa_select(
+            literal(alert_pk),
+            col(Station.id),
+            col(Station.area_code),
+            literal(DeliveryState.PENDING.value),
+            literal(0),
+            literal(now, type_=table.c.updated_at.type),
+        ).where(col(Station.id).in_(ids[start : start + DELIVERY_CHUNK]))
+        session.execute(insert(table).from_select(list(DELIVERY_COLUMNS), rows))
 
 
 def _quoted(values: Iterable[str]) -> str:

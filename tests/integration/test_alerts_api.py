@@ -220,6 +220,20 @@ def test_targets_are_published_to_a_minimal_cover(
     assert [opened(app_client, raw).message.to for _t, raw in sent] == [f"area:{COMMUNE_A}", "b-1"]
 
 
+def test_every_target_gets_one_delivery_row_when_they_are_written_in_chunks(
+    app_client: TestClient, bus: RecordingBus, officer: Officer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A national alert binds its station ids in chunks (SQLite's parameter limit).
+    monkeypatch.setattr("server.alerts.service.DELIVERY_CHUNK", 3)
+    body = alert_body(area_codes=[PROVINCE], drill=True)
+    response = app_client.post(API, json=body, headers=officer("o1"))
+    assert response.status_code == 201, response.text
+    stations = response.json()["stations"]
+    assert [s["station_id"] for s in stations] == sorted(STATIONS)  # each once
+    assert {s["station_id"]: s["area_code"] for s in stations} == STATIONS
+    assert all(s["state"] == "pending" for s in stations)
+
+
 def test_preview_says_exactly_who_hears_it_and_sends_nothing(
     app_client: TestClient, bus: RecordingBus, officer: Officer
 ) -> None:
