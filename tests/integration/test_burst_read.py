@@ -1,8 +1,8 @@
 """The server's MQTT client reads a burst of messages in a few turns, all of them, in order.
 
-A real Mosquitto: the reader is paused while 1,000 heartbeat-sized messages pile up in
-its socket and at the broker (QoS 1, as station events), then resumes. A stock paho client would take one turn of
-its network loop per message (``server.fleet.burst``).
+A real Mosquitto: the reader is paused while 1,000 small messages (QoS 1, as station
+events) pile up in its socket and at the broker, then resumes. A stock paho client takes
+one turn of its network loop per message (``server.fleet.burst``).
 """
 
 from __future__ import annotations
