@@ -182,6 +182,7 @@ def test_an_event_not_yet_committed_is_delivered_again_after_a_crash(
     doomed._client._sock_close()  # type: ignore[attr-defined]
     doomed._client.loop_stop()
     doomed.health.stop()
+    doomed._stopping.set()  # its counter thread dies with it (not after the test's database)
     assert counts(stack)[1] == 0
 
     # The same worker restarted (same client id, so the same session) gets them again.
