@@ -110,7 +110,7 @@ def append_rows(
 ) -> None:
     """Insert many rows in one driver call: COPY on PostgreSQL, executemany elsewhere.
 
-    For thousands of small rows (an alert's deliveries) SQLAlchemy's per-row parameter
+    For thousands of small rows (a province-wide broadcast's targets) SQLAlchemy's per-row parameter
     handling costs more than the database's own work; here each value goes through its
     column type's bind processor and the rows reach the driver as they are. Every
     column without a database default must be among ``columns``.

@@ -120,7 +120,7 @@ _TABLE = AlertRecord.__table__  # type: ignore[attr-defined]
 def insert_deliveries(
     session: Session, alert_pk: int, station_ids: Collection[str], now: datetime
 ) -> None:
-    """One pending delivery row per station, in one ``INSERT … SELECT``.
+    """One pending delivery row per station, by ``INSERT … SELECT`` (DELIVERY_CHUNK ids each).
 
     The rows are made by the database from the stations' rows: at 1,000 stations,
     binding six values a row from Python cost 6.7 ms on SQLite, this 2.5 ms, and it
